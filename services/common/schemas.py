@@ -253,10 +253,13 @@ class InferResponse(BaseModel):
     policy: str
     target: Target
     target_id: str
-    latency_ms: float
+    latency_ms: float = Field(description="end to end, as the decider saw it (this host's wall clock)")
+    target_latency_ms: float = Field(description="inference + transfer on the chosen target: what QoS and eq. 5 use")
+    latency_source: EnergySource = Field(description="measured on the device, or modelled from its profile")
     inference_ms: float
     transfer_ms: float
-    energy_mj: float
+    host_exec_ms: float = Field(description="wall time this host spent really executing the network")
+    energy_mj: float = Field(description="the phone's energy for this inference (eqs. 1-4)")
     energy_source: EnergySource
     accuracy: float
     accuracy_source: Literal["published", "measured"]
@@ -266,6 +269,7 @@ class InferResponse(BaseModel):
     reward: float
     state: StateView
     explored: bool
+    device: str = Field(description="device profile of the executing target")
     outputs: list[OutputSummary]
 
 

@@ -50,11 +50,20 @@ class Settings(BaseSettings):
     # --- engines -------------------------------------------------------------------------
     ort_threads: int = Field(2, ge=1, description="ONNX Runtime intra-op threads per session")
     tvm_enabled: bool = Field(True, description="offer TVM targets where the model is importable")
-    preload_models: list[str] = Field(default_factory=list, description="models to load at runner start")
-    zoo: list[str] = Field(
-        default_factory=lambda: ["mobilenet_v1", "mobilenet_v2", "mobilebert"],
-        description="zoo models registered at start (built on first use, cached on disk)",
+    engine_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description='engine per target prefix, e.g. {"cloud/cpu": "tvm"}; default onnxruntime',
     )
+    measure_on_host: bool = Field(
+        False, description="this host IS the profiled device: report measured latency instead of modelled"
+    )
+    preload_models: list[str] = Field(
+        default_factory=lambda: ["mobilenet_v1"], description="models built and loaded at runner start"
+    )
+    zoo: list[str] = Field(
+        default_factory=list, description="zoo models registered at start; empty = the whole zoo"
+    )
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
 
     # --- learning (paper Sec. V-C) ---------------------------------------------------------
     policy: PolicyName = "autoscale"

@@ -1,0 +1,136 @@
+"""The `autoscale` command: start the mesh or one service, build models, tune, evaluate."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+from rich.panel import Panel
+
+from services.common.engines_cli import tune
+from services.common.settings import Settings
+from services.common.zoo_cli import app as models_app
+from services.evaluation.cli import evaluate
+from services.launcher import SERVICES, Mesh
+
+app = typer.Typer(help="AutoScale Mesh: energy- and QoS-aware DNN inference placement.", no_args_is_help=True)
+app.add_typer(models_app, name="models", help="Build and inspect the model zoo.")
+app.command("tune", help="Tune a model with TVM MetaSchedule and store the tuning database.")(tune)
+app.command("evaluate", help="Reproduce the paper's evaluation on the simulator.")(evaluate)
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        console.print(f"[red]bad configuration[/red] (AUTOSCALE_* environment variables):\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+def _serve(role: str) -> None:
+    s = _settings()
+    factory = dict(SERVICES)[role]
+    uvicorn.run(factory, factory=True, host=s.host, port=getattr(s, f"{role}_port"), access_log=False,
+                log_level=s.log_level)
+
+
+@app.command()
+def decider() -> None:
+    """Run the decider service (POST /infer) in the foreground."""
+    _serve("decider")
+
+
+@app.command()
+def runner(role: Annotated[str, typer.Option(help="edge | peer | cloud")] = "edge") -> None:
+    """Run one runner service in the foreground."""
+    if role not in ("edge", "peer", "cloud"):
+        console.print(f"[red]--role must be edge, peer or cloud, got {role!r}[/red]")
+        raise typer.Exit(2)
+    _serve(role)
+
+
+@app.command()
+def telemetry() -> None:
+    """Run the telemetry service in the foreground."""
+    _serve("telemetry")
+
+
+def _prebuild(s: Settings) -> None:
+    """Build and quantise the preloaded models once, before three runners want them at once."""
+    from rich.progress import Progress
+
+    from services.common.model_store import ModelStore
+    from services.common.schemas import Precision
+
+    store = ModelStore(s.model_cache, s.zoo or None)
+    jobs = [(m, p) for m in s.preload_models if store.has(m) for p in Precision]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("building models", total=len(jobs))
+        for name, precision in jobs:
+            progress.update(task, description=f"building {name} {precision.value}")
+            if precision in store.info(name).precisions:
+                store.path(name, precision)
+            progress.advance(task)
+
+
+@app.command()
+def up(
+    prebuild: Annotated[bool, typer.Option(help="build the preloaded models before starting")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for every service to be ready")] = 600.0,
+) -> None:
+    """Start the whole mesh on this machine (Redis, telemetry, edge/peer/cloud runners, decider)."""
+    s = _settings()
+    if prebuild:
+        _prebuild(s)
+    mesh = Mesh(s)
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        mesh.start(timeout_s=timeout, on_event=lambda m: console.print(f"  [green]✓[/green] {m}"))
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]mesh failed to start:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    url = mesh.url("decider")
+    model = (s.preload_models or ["mobilenet_v1"])[0]
+    console.print(Panel.fit(
+        f"AutoScale Mesh is up.\n\n"
+        f"  decider   {url}   (OpenAPI: {url}/docs)\n"
+        f"  metrics   {url}/metrics   telemetry {mesh.url('telemetry')}/state\n"
+        f"  logs      {Path(s.data_dir).resolve() / 'logs'}\n\n"
+        f"Try:\n  curl -s -X POST {url}/infer -H 'Content-Type: application/json' \\\n"
+        f"       -d '{{\"model\": \"{model}\", \"synthetic\": true}}'\n\n"
+        f"Ctrl-C stops every process.",
+        title="autoscale up",
+    ))
+    code = 0
+    try:
+        while not stopping:
+            dead = [svc for svc in mesh.services.values() if svc.proc.poll() is not None]
+            if dead:
+                console.print(f"[red]{dead[0].role} exited ({dead[0].proc.returncode}); see {dead[0].log_path}[/red]")
+                code = 1
+                break
+            time.sleep(0.5)
+    finally:
+        console.print("stopping the mesh…")
+        mesh.stop()
+        console.print("stopped.")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,74 @@
+"""One JSON error shape for every service: ``{"error": {"code", "message", "field"}}``.
+
+Validation errors name the offending field; unexpected exceptions are logged and answered
+with a 500 that carries no stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("autoscale.errors")
+
+
+class ApiError(Exception):
+    """An error with a status, a stable code, a human message and optionally the field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: object):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+
+def error_body(code: str, message: str, field: str | None = None, **extra: object) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, "field": field, **extra}}
+
+
+def _field_path(loc: tuple[object, ...] | list[object]) -> str:
+    # Drop the "body"/"query" prefix so the field reads as the client wrote it.
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(err: dict[str, object]) -> str:
+    field = _field_path(err.get("loc", ()))  # type: ignore[arg-type]
+    msg = str(err.get("msg", "invalid value"))
+    if err.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {err.get('ctx', {}).get('error', msg)}"  # type: ignore[union-attr]
+    return f"{field}: {msg}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.field, **exc.extra), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = _field_path(first.get("loc", ()))
+        code = "invalid_json" if first.get("type") == "json_invalid" else "validation_error"
+        details = [{"field": _field_path(e.get("loc", ())), "message": str(e.get("msg"))} for e in errors[:20]]
+        return JSONResponse(
+            error_body(code, _validation_message(first), field if code != "invalid_json" else "body", details=details),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal_error", "internal error; see the service log"), status_code=500)

@@ -1,0 +1,263 @@
+"""The runner core shared by the edge, peer and cloud runners.
+
+A runner really executes the network (ONNX Runtime or TVM) for its outputs. The latency and
+energy it reports are those of the device it stands for: measured when this host *is* that device
+(``AUTOSCALE_MEASURE_ON_HOST``), otherwise modelled from the device profile (eqs. 1-3) and labelled
+so. Remote runners also emulate their link (Wi-Fi Direct or Wi-Fi) from the signal strength the
+decider observed, since the phone's radio time is what eq. 4 charges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from services.common import costmodel
+from services.common.engines import get_engine
+from services.common.engines.base import Engine, LoadedModel
+from services.common.errors import ApiError, install_error_handlers
+from services.common.features import ModelValidationError
+from services.common.logging import configure_logging, log_event
+from services.common.metrics import RunnerMetrics, metrics_endpoint
+from services.common.model_store import ModelStore
+from services.common.profiles import DeviceProfile, load_profile
+from services.common.schemas import Location, ModelInfo, Precision, RunRequest, RunResult, Target, TargetInfo
+from services.common.settings import Settings
+from services.common.tensors import check_against, decode, summarize, synthetic
+
+log = logging.getLogger("autoscale.runner")
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What makes one runner differ from another."""
+
+    role: Location
+    device: str  # device profile name
+
+
+@dataclass
+class RunnerState:
+    spec: RunnerSpec
+    settings: Settings
+    profile: DeviceProfile
+    edge_profile: DeviceProfile  # the phone: its radio defines the link a remote runner emulates
+    store: ModelStore
+    metrics: RunnerMetrics
+    targets: dict[str, Target] = field(default_factory=dict)
+    sessions: dict[tuple[str, Precision, str], LoadedModel] = field(default_factory=dict)
+    load_locks: dict[tuple[str, Precision, str], asyncio.Lock] = field(default_factory=dict)
+    # One inference at a time: each engine session already uses every configured thread.
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+    ready: bool = False
+
+    def engine_for(self, target_id: str) -> str:
+        best = ""
+        engine = "onnxruntime"
+        for prefix, name in self.settings.engine_overrides.items():
+            if target_id.startswith(prefix) and len(prefix) > len(best):
+                best, engine = prefix, name
+        return engine
+
+    def runnable_models(self, target: Target) -> list[str]:
+        """Models this target can execute: the device must support the model's layers and precision."""
+        out = []
+        for name in self.store.names():
+            info = self.store.info(name)
+            if target.precision not in info.precisions:
+                continue
+            if costmodel.supports(self.profile, target, info.features):
+                out.append(name)
+        return out
+
+
+def get_state(request: Request) -> RunnerState:
+    return request.app.state.runner
+
+
+StateDep = Annotated[RunnerState, Depends(get_state)]
+
+
+async def _session(state: RunnerState, model: str, target: Target) -> LoadedModel:
+    """Load (once) the engine session of a model at a precision; build the file if needed."""
+    key = (model, target.precision, target.engine)
+    if key in state.sessions:
+        return state.sessions[key]
+    lock = state.load_locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        if key not in state.sessions:
+            engine: Engine = get_engine(target.engine)
+            path = await asyncio.to_thread(state.store.path, model, target.precision)
+            device = "cuda" if target.processor == "gpu" and "cuda" in engine.devices() else "cpu"
+            state.sessions[key] = await asyncio.to_thread(
+                engine.load, path, device=device, threads=state.settings.ort_threads
+            )
+            log_event(log, "session loaded", model=model, precision=str(target.precision), engine=target.engine)
+    return state.sessions[key]
+
+
+def _feeds(state: RunnerState, req: RunRequest, info: ModelInfo) -> dict[str, np.ndarray]:
+    if req.synthetic or not req.inputs:
+        if not req.synthetic:
+            raise ApiError(422, "missing_input", "inputs is required unless synthetic is true", field="inputs")
+        return {spec.name: synthetic(spec) for spec in info.inputs}
+    feeds: dict[str, np.ndarray] = {}
+    for spec in info.inputs:
+        payload = req.inputs.get(spec.name)
+        if payload is None:
+            raise ApiError(422, "missing_input", f"inputs.{spec.name} is required by {info.name}", field=f"inputs.{spec.name}")
+        check_against(payload, spec, f"inputs.{spec.name}")
+        feeds[spec.name] = decode(payload, f"inputs.{spec.name}")
+    return feeds
+
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep) -> dict[str, object]:
+    if not state.ready:
+        raise ApiError(503, "not_ready", "runner is still loading its models")
+    return {"status": "ready", "role": state.spec.role, "device": state.profile.name}
+
+
+@router.get("/targets", response_model=list[TargetInfo])
+async def targets(state: StateDep) -> list[TargetInfo]:
+    return [
+        TargetInfo(
+            target=t,
+            id=t.id,
+            device=state.profile.name,
+            frequency_ghz=costmodel.frequency_ghz(state.profile, t),
+            engine_version=get_engine(t.engine).version,
+            models=state.runnable_models(t),
+        )
+        for t in state.targets.values()
+    ]
+
+
+@router.get("/models", response_model=list[ModelInfo])
+async def models(state: StateDep) -> list[ModelInfo]:
+    return [state.store.info(n) for n in state.store.names()]
+
+
+@router.put("/models/{name}", response_model=ModelInfo)
+async def put_model(name: str, request: Request, state: StateDep) -> ModelInfo:
+    """Receive a user model pushed by the decider (same bytes, so the same hash everywhere)."""
+    data = await request.body()
+    try:
+        return await asyncio.to_thread(
+            state.store.add, name, data, max_bytes=state.settings.max_upload_bytes, overwrite=True
+        )
+    except ModelValidationError as exc:
+        raise ApiError(422, "invalid_model", str(exc), field=getattr(exc, "field", None) or "file") from exc
+
+
+@router.post("/run", response_model=RunResult)
+async def run(req: RunRequest, state: StateDep) -> RunResult:
+    target = state.targets.get(req.target.id)
+    if target is None:
+        raise ApiError(404, "unknown_target", f"target {req.target.id} is not offered by the {state.spec.role} runner; see GET /targets", field="target")
+    if not state.store.has(req.model):
+        raise ApiError(404, "unknown_model", f"model {req.model!r} is not on this runner; known: {', '.join(state.store.names())}", field="model")
+    info = state.store.info(req.model)
+    if req.model not in state.runnable_models(target):
+        raise ApiError(422, "unsupported", f"target {target.id} cannot run {req.model}", field="target")
+    feeds = _feeds(state, req, info)
+    session = await _session(state, req.model, target)
+    cond = req.conditions
+    in_bytes = int(sum(a.nbytes for a in feeds.values()))
+
+    tx_s = rx_s = 0.0
+    if state.spec.role != Location.edge:
+        out_guess = info.features.output_bytes
+        tx_s, rx_s = costmodel.link_times(state.edge_profile, state.spec.role, in_bytes, out_guess, cond)
+        if state.settings.emulate_link_delay:
+            await asyncio.sleep(tx_s)
+
+    loop = asyncio.get_running_loop()
+    with state.metrics.track(target.id):
+        t0 = time.perf_counter()
+        outputs = await loop.run_in_executor(state.executor, session.run, feeds)
+        host_exec_s = time.perf_counter() - t0
+
+    out_bytes = int(sum(np.asarray(o).nbytes for o in outputs))
+    if state.spec.role != Location.edge:
+        tx_s, rx_s = costmodel.link_times(state.edge_profile, state.spec.role, in_bytes, out_bytes, cond)
+        if state.settings.emulate_link_delay:
+            await asyncio.sleep(rx_s)
+
+    if state.settings.measure_on_host:
+        inference_s, latency_source = host_exec_s, "measured"
+    else:
+        inference_s, latency_source = costmodel.inference_time(state.profile, info.features, target, cond), "modelled"
+    energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
+    state.metrics.observe_energy(target.id, energy_j, "modelled")
+    return RunResult(
+        model=req.model,
+        target=target,
+        device=state.profile.name,
+        outputs=[summarize(n, o, req.top_k) for n, o in zip(session.output_names, outputs)],
+        inference_s=inference_s,
+        tx_s=tx_s,
+        rx_s=rx_s,
+        host_exec_s=host_exec_s,
+        device_energy_j=energy_j,
+        energy_source="modelled",  # no power sensor on the execution path yet: eqs. 1-3 from the profile
+        latency_source=latency_source,  # type: ignore[arg-type]
+        input_bytes=in_bytes,
+        output_bytes=out_bytes,
+    )
+
+
+def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
+    configure_logging(settings.log_level, f"{spec.role}_runner")
+    # Fail at start, with the reason, on a bad profile or engine configuration.
+    profile = load_profile(spec.device, settings.profiles_dir)
+    edge_profile = load_profile(settings.edge_device, settings.profiles_dir)
+    for engine_name in settings.engine_overrides.values():
+        get_engine(engine_name)  # raises on an unknown engine name
+    store = ModelStore(settings.model_cache, settings.zoo or None)
+    state = RunnerState(
+        spec=spec, settings=settings, profile=profile, edge_profile=edge_profile, store=store,
+        metrics=RunnerMetrics(spec.role.value),
+    )
+    state.targets = {
+        t.id: t.model_copy(update={"engine": state.engine_for(t.id)})
+        for t in costmodel.targets_for(profile, spec.role)
+    }
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for name in settings.preload_models:
+            if not store.has(name):
+                log_event(log, "preload skipped: unknown model", level=logging.WARNING, model=name)
+                continue
+            for target in state.targets.values():
+                if name in state.runnable_models(target):
+                    await _session(state, name, target)
+        state.ready = True
+        log_event(log, "runner ready", role=spec.role.value, device=profile.name, targets=len(state.targets))
+        yield
+        state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title=f"AutoScale {spec.role.value} runner", lifespan=lifespan)
+    app.state.runner = state
+    install_error_handlers(app)
+    app.include_router(router)
+    metrics_endpoint(app)
+    return app

@@ -1,0 +1,81 @@
+"""The decider's long-lived parts, built once by the app factory and injected into routes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from services.common import costmodel
+from services.common.errors import ApiError
+from services.common.model_store import ModelStore
+from services.common.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
+from services.common.settings import Settings
+from services.decider.policies.base import Outcome
+from services.decider.runners import RunnerRegistry
+from services.decider.telemetry_cache import TelemetryCache
+
+
+@dataclass
+class ModelCatalog:
+    """Model infos by name, served from memory (the store reads disk only on change)."""
+
+    store: ModelStore
+    _infos: dict[str, ModelInfo] | None = None
+
+    def reload(self) -> None:
+        self._infos = {n: self.store.info(n) for n in self.store.names()}
+
+    def names(self) -> list[str]:
+        if self._infos is None:
+            self.reload()
+        return list(self._infos or {})
+
+    def get(self, name: str) -> ModelInfo:
+        if self._infos is None:
+            self.reload()
+        info = (self._infos or {}).get(name)
+        if info is None:
+            raise ApiError(404, "unknown_model", f"unknown model {name!r}; known models: {', '.join(self.names())}",
+                           field="model", known=self.names())
+        return info
+
+
+@dataclass
+class Decider:
+    settings: Settings
+    models: ModelCatalog
+    runners: RunnerRegistry
+    telemetry: TelemetryCache
+    policies: Any  # services.decider.policies.PolicySet
+    qstore: Any  # services.decider.qstore.QStore
+    mesh: costmodel.Mesh
+    rng: random.Random
+
+    def oracle(
+        self, features: ModelFeatures, cond: RuntimeConditions, accuracy: dict[str, float]
+    ) -> Callable[[Target], Outcome]:
+        """True costs from the device profiles: exact while the runners report modelled figures."""
+
+        def cost(target: Target) -> Outcome:
+            c = costmodel.estimate(self.mesh, features, target, cond)
+            return Outcome(latency_s=c.latency_s, energy_j=c.energy_j, accuracy=accuracy.get(target.id, 0.0))
+
+        return cost
+
+
+def get_decider(request: Request) -> Decider:
+    return request.app.state.decider
+
+
+DeciderDep = Annotated[Decider, Depends(get_decider)]
+
+
+def require_admin(request: Request) -> None:
+    """Admin routes: open when no token is configured (loopback default), else a bearer token."""
+    token: str = request.app.state.decider.settings.admin_token
+    if token and request.headers.get("authorization", "") != f"Bearer {token}":
+        raise ApiError(401, "unauthorized", "admin endpoint: send Authorization: Bearer <AUTOSCALE_ADMIN_TOKEN>")

@@ -1,0 +1,163 @@
+"""Registry of runners and the actions they offer, refreshed in the background.
+
+The action set of a model is the union of the targets that healthy runners advertise for it; a
+runner appearing or leaving changes it on the next refresh, without a restart. Candidate lists are
+memoised per model and registry version so the request path does no work to build them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from pydantic import TypeAdapter
+
+from services.common.logging import log_event
+from services.common.schemas import Location, ModelInfo, RunRequest, RunResult, Target, TargetInfo
+from services.decider.policies.base import Candidate
+
+log = logging.getLogger("autoscale.decider.runners")
+_TARGETS = TypeAdapter(list[TargetInfo])
+
+
+class RunnerUnavailable(Exception):
+    def __init__(self, role: str, reason: str):
+        super().__init__(f"{role} runner unavailable: {reason}")
+        self.role = role
+        self.reason = reason
+
+
+class RunnerRejected(Exception):
+    """The runner answered with a client error (bad input it caught): pass it through."""
+
+    def __init__(self, status: int, body: dict[str, object]):
+        super().__init__(str(body))
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Runner:
+    role: Location
+    url: str
+    client: httpx.AsyncClient
+    targets: list[TargetInfo] = field(default_factory=list)
+    healthy: bool = False
+    last_error: str = ""
+    checked_at: float = 0.0
+
+
+@dataclass
+class RunnerRegistry:
+    runners: dict[Location, Runner]
+    refresh_s: float
+    run_timeout_s: float
+    version: int = 0
+    _candidates: dict[tuple[str, int], tuple[Candidate, ...]] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ discovery
+    async def refresh_one(self, runner: Runner) -> None:
+        was = (runner.healthy, [t.id for t in runner.targets], [t.models for t in runner.targets])
+        try:
+            resp = await runner.client.get("/targets", timeout=5.0)
+            resp.raise_for_status()
+            runner.targets = _TARGETS.validate_json(resp.content)
+            runner.healthy = True
+            runner.last_error = ""
+        except (httpx.HTTPError, ValueError) as exc:
+            if runner.healthy:
+                log_event(log, "runner down", level=logging.WARNING, role=runner.role.value, error=str(exc))
+            runner.healthy = False
+            runner.last_error = str(exc) or type(exc).__name__
+        runner.checked_at = time.monotonic()
+        if was != (runner.healthy, [t.id for t in runner.targets], [t.models for t in runner.targets]):
+            self._bump()
+
+    async def refresh(self) -> None:
+        await asyncio.gather(*(self.refresh_one(r) for r in self.runners.values()))
+
+    def _bump(self) -> None:
+        self.version += 1
+        self._candidates.clear()
+
+    def mark_down(self, role: Location, reason: str) -> None:
+        runner = self.runners[role]
+        if runner.healthy:
+            runner.healthy = False
+            runner.last_error = reason
+            self._bump()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            await self.refresh()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="runner-refresh")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # ------------------------------------------------------------------ actions
+    def all_targets(self) -> list[tuple[Runner, TargetInfo]]:
+        return [(r, t) for r in self.runners.values() if r.healthy for t in r.targets]
+
+    def candidates(self, info: ModelInfo) -> tuple[Candidate, ...]:
+        key = (info.name, self.version)
+        cached = self._candidates.get(key)
+        if cached is not None:
+            return cached
+        out: list[Candidate] = []
+        for _, t in self.all_targets():
+            acc = info.precisions.get(t.target.precision)
+            if acc is None or (t.models is not None and info.name not in t.models):
+                continue
+            out.append(Candidate(target=t.target, accuracy=acc.top1))
+        result = tuple(out)
+        self._candidates[key] = result
+        return result
+
+    # ------------------------------------------------------------------ dispatch
+    async def run(self, target: Target, request: RunRequest, timeout_s: float | None = None) -> RunResult:
+        runner = self.runners[target.runner]
+        try:
+            resp = await runner.client.post(
+                "/run", content=request.model_dump_json(), headers={"content-type": "application/json"},
+                timeout=timeout_s or self.run_timeout_s,
+            )
+        except httpx.TimeoutException as exc:
+            raise RunnerUnavailable(target.runner.value, f"no answer within {timeout_s or self.run_timeout_s:.1f} s") from exc
+        except httpx.HTTPError as exc:
+            self.mark_down(target.runner, str(exc))
+            raise RunnerUnavailable(target.runner.value, str(exc) or type(exc).__name__) from exc
+        if resp.status_code >= 500:
+            raise RunnerUnavailable(target.runner.value, f"HTTP {resp.status_code}: {resp.text[:300]}")
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"error": {"code": "runner_error", "message": resp.text[:300], "field": None}}
+            raise RunnerRejected(resp.status_code, body)
+        return RunResult.model_validate_json(resp.content)
+
+    async def push_model(self, name: str, data: bytes) -> list[str]:
+        """Send an uploaded model to every runner; returns the roles that failed."""
+        failed: list[str] = []
+
+        async def one(r: Runner) -> None:
+            try:
+                resp = await r.client.put(f"/models/{name}", content=data, timeout=120.0)
+                resp.raise_for_status()
+            except httpx.HTTPError as exc:
+                failed.append(f"{r.role.value}: {exc}")
+
+        await asyncio.gather(*(one(r) for r in self.runners.values()))
+        await self.refresh()
+        self._bump()
+        return failed

@@ -1,0 +1,165 @@
+"""Start the whole mesh on one machine as local processes: Redis, telemetry, three runners, decider.
+
+Used by ``autoscale up`` (and so ``make run``) and by the test suite, so that what the tests start
+is what users start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from services.common.redis_embed import EmbeddedRedis
+from services.common.settings import Settings
+
+# (role, app factory) in start order: telemetry and runners before the decider that uses them.
+SERVICES: tuple[tuple[str, str], ...] = (
+    ("telemetry", "services.telemetry.app:create_app"),
+    ("edge", "services.edge_runner.app:create_app"),
+    ("peer", "services.peer_runner.app:create_app"),
+    ("cloud", "services.cloud_runner.app:create_app"),
+    ("decider", "services.decider.app:create_app"),
+)
+MESH_ID_ENV = "AUTOSCALE_MESH_ID"
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the launcher dies, even by SIGKILL: nothing is left running."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Service:
+    role: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class Mesh:
+    settings: Settings
+    env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    redis: EmbeddedRedis | None = None
+    redis_url: str = ""
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def url(self, role: str) -> str:
+        return self.settings.url(role)
+
+    def _child_env(self) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items()}
+        env.update(self.env)
+        env.update({
+            "REDIS_URL": self.redis_url,
+            "AUTOSCALE_HOST": s.host,
+            "AUTOSCALE_DATA_DIR": str(Path(s.data_dir).resolve()),
+            "AUTOSCALE_DECIDER_PORT": str(s.decider_port),
+            "AUTOSCALE_EDGE_PORT": str(s.edge_port),
+            "AUTOSCALE_PEER_PORT": str(s.peer_port),
+            "AUTOSCALE_CLOUD_PORT": str(s.cloud_port),
+            "AUTOSCALE_TELEMETRY_PORT": str(s.telemetry_port),
+            MESH_ID_ENV: env.get(MESH_ID_ENV) or f"mesh-{os.getpid()}",
+        })
+        if s.models_dir:
+            env["AUTOSCALE_MODELS_DIR"] = str(Path(s.models_dir).resolve())
+        return env
+
+    def start(self, timeout_s: float = 300.0, on_event: Callable[[str], None] = lambda _m: None) -> "Mesh":
+        s = self.settings
+        log_dir = self.log_dir or Path(s.data_dir) / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if s.redis_url:
+            self.redis_url = s.redis_url
+            on_event(f"redis: external {s.redis_url}")
+        else:
+            self.redis = EmbeddedRedis(Path(s.data_dir) / "redis").start()
+            self.redis_url = self.redis.url
+            on_event(f"redis: embedded redis-server 6.2 at {self.redis_url} (AOF under {Path(s.data_dir) / 'redis'})")
+        env = self._child_env()
+        try:
+            for role, factory in SERVICES:
+                if role == "decider":
+                    # The decider's first view of the runners should be whole: wait for them first.
+                    self._wait_ready(["edge", "peer", "cloud"], timeout_s, on_event)
+                port = getattr(s, f"{role}_port")
+                log_path = log_dir / f"{role}.log"
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", s.host, "--port", str(port),
+                     "--no-access-log", "--timeout-graceful-shutdown", "5"],
+                    env=env | {"AUTOSCALE_SERVICE": role},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_path.open("ab"),
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                )
+                self.services[role] = Service(role=role, url=s.url(role), proc=proc, log_path=log_path)
+                if role == "telemetry":
+                    self._wait_ready([role], timeout_s, on_event)
+            self._wait_ready(["decider"], timeout_s, on_event)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, roles: list[str], timeout_s: float, on_event: Callable[[str], None]) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = [r for r in roles if r in self.services]
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while pending:
+                for role in list(pending):
+                    svc = self.services[role]
+                    if svc.proc.poll() is not None:
+                        tail = svc.log_path.read_text(errors="replace")[-2000:]
+                        raise RuntimeError(f"{role} exited with code {svc.proc.returncode}; last log lines:\n{tail}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(f"{svc.url}/readyz").status_code == 200:
+                            pending.remove(role)
+                            on_event(f"{role}: ready at {svc.url}")
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready within {timeout_s:.0f} s: {', '.join(pending)} (logs in {svc.log_path.parent})")
+                if pending:
+                    time.sleep(0.2)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for svc in reversed(list(self.services.values())):
+            if svc.proc.poll() is None:
+                svc.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for svc in self.services.values():
+            try:
+                svc.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                svc.proc.kill()
+                svc.proc.wait(timeout=5)
+        if self.redis:
+            self.redis.stop()
+
+    def pids(self) -> list[int]:
+        pids = [svc.proc.pid for svc in self.services.values()]
+        if self.redis and self.redis.proc:
+            pids.append(self.redis.proc.pid)
+        return pids
+
+
+@contextlib.contextmanager
+def running_mesh(settings: Settings, **kwargs: object) -> Iterator[Mesh]:
+    mesh = Mesh(settings, **kwargs)  # type: ignore[arg-type]
+    mesh.start()
+    try:
+        yield mesh
+    finally:
+        mesh.stop()

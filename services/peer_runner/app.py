@@ -1,0 +1,14 @@
+"""The peer runner: the Wi-Fi Direct connected tablet (connected edge): its CPU/GPU/DSP, reached over an emulated Wi-Fi Direct link."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.common.runner_core import RunnerSpec, create_runner_app
+from services.common.schemas import Location
+from services.common.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or get_settings()
+    return create_runner_app(RunnerSpec(role=Location.peer, device=s.peer_device), s)
