@@ -117,11 +117,15 @@ def up(
         title="autoscale up",
     ))
     code = 0
+    reported: set[str] = set()
     try:
         while not stopping:
-            dead = [svc for svc in mesh.services.values() if svc.proc.poll() is not None]
-            if dead:
-                console.print(f"[red]{dead[0].role} exited ({dead[0].proc.returncode}); see {dead[0].log_path}[/red]")
+            for svc in mesh.services.values():
+                if svc.proc.poll() is not None and svc.role not in reported:
+                    # A runner or telemetry going down is a state the decider handles; say so and go on.
+                    reported.add(svc.role)
+                    console.print(f"[red]{svc.role} exited ({svc.proc.returncode}); see {svc.log_path}[/red]")
+            if "decider" in reported:
                 code = 1
                 break
             time.sleep(0.5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -60,22 +61,16 @@ class Mesh:
         return self.settings.url(role)
 
     def _child_env(self) -> dict[str, str]:
-        s = self.settings
-        env = {k: v for k, v in os.environ.items()}
-        env.update(self.env)
-        env.update({
-            "REDIS_URL": self.redis_url,
-            "AUTOSCALE_HOST": s.host,
-            "AUTOSCALE_DATA_DIR": str(Path(s.data_dir).resolve()),
-            "AUTOSCALE_DECIDER_PORT": str(s.decider_port),
-            "AUTOSCALE_EDGE_PORT": str(s.edge_port),
-            "AUTOSCALE_PEER_PORT": str(s.peer_port),
-            "AUTOSCALE_CLOUD_PORT": str(s.cloud_port),
-            "AUTOSCALE_TELEMETRY_PORT": str(s.telemetry_port),
-            MESH_ID_ENV: env.get(MESH_ID_ENV) or f"mesh-{os.getpid()}",
-        })
-        if s.models_dir:
-            env["AUTOSCALE_MODELS_DIR"] = str(Path(s.models_dir).resolve())
+        """Every child sees the launcher's settings, whatever their source (env, .env, arguments)."""
+        env = dict(os.environ) | self.env
+        for name, value in self.settings.model_dump(mode="json").items():
+            if value is None or name == "redis_url":
+                continue
+            if name in ("data_dir", "models_dir", "profiles_dir", "scenario_file"):
+                value = str(Path(value).resolve())
+            env[f"AUTOSCALE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        env["REDIS_URL"] = self.redis_url
+        env.setdefault(MESH_ID_ENV, f"mesh-{os.getpid()}")
         return env
 
     def start(self, timeout_s: float = 300.0, on_event: Callable[[str], None] = lambda _m: None) -> "Mesh":

@@ -27,6 +27,7 @@ from services.common.schemas import (
 from services.common.state import StateBins, observe
 from services.common.tensors import check_against
 from services.decider.deps import DeciderDep, Decider
+from services.decider.policies import PolicyError
 from services.decider.policies.base import Decision, DecisionContext, Outcome, Policy
 from services.decider.runners import RunnerRejected, RunnerUnavailable
 
@@ -82,6 +83,14 @@ def _phone_energy(d: Decider, result: RunResult, snap: TelemetrySnapshot) -> tup
     return joules, "modelled"
 
 
+def _decide(policy: Policy, ctx: DecisionContext, d: Decider, failed: dict[Location, str] | None = None) -> Decision:
+    try:
+        return policy.decide(ctx, d.rng)
+    except PolicyError as exc:
+        down = "; ".join(f"{role.value} runner: {why}" for role, why in (failed or {}).items())
+        raise ApiError(exc.status, exc.code, str(exc) + (f" ({down})" if down else ""), field="policy") from exc
+
+
 async def _dispatch(
     d: Decider, policy: Policy, ctx: DecisionContext, decision: Decision, run_req: RunRequest
 ) -> tuple[DecisionContext, Decision, RunResult]:
@@ -103,7 +112,7 @@ async def _dispatch(
             raise ApiError(503, "runner_unavailable", f"no runner could execute the request ({detail})",
                            runners=[r.value for r in failed])
         ctx = replace(ctx, candidates=rest)
-        decision = policy.decide(ctx, d.rng)
+        decision = _decide(policy, ctx, d, failed)
 
 
 @router.post("/infer", response_model=InferResponse)
@@ -112,7 +121,10 @@ async def infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) -
     info = d.models.get(req.model)
     inputs = _inputs(req, info)
     policy_name = req.policy or d.settings.policy
-    policy = d.policies.get(policy_name)
+    try:
+        policy = d.policies.get(policy_name)
+    except PolicyError as exc:
+        raise ApiError(exc.status, exc.code, str(exc), field="policy") from exc
 
     snap = d.telemetry.current()
     bins = observe(info.features, snap.conditions)
@@ -132,7 +144,7 @@ async def infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) -
         oracle=d.oracle(info.features, snap.conditions, {c.target.id: c.accuracy for c in candidates}),
     )
     t_dec = time.perf_counter()
-    decision = policy.decide(ctx, d.rng)
+    decision = _decide(policy, ctx, d)
     decider_metrics.observe_decision(time.perf_counter() - t_dec)
 
     run_req = RunRequest(model=info.name, target=decision.target, inputs=inputs, synthetic=req.synthetic,

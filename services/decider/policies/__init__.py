@@ -1,0 +1,162 @@
+"""Policies by name: AutoScale's Q-learning, the paper's baselines and comparators, LinUCB.
+
+    policies = PolicySet(settings, store=qstore)      # the decider holds one
+    policy = policies.get("autoscale")                # UnknownPolicy lists the valid names
+    decision = policy.decide(ctx, rng)
+    ...
+    policy.learn(ctx, decision, outcome, reward)      # non-blocking for every policy
+
+A PolicySet builds each policy on first use and keeps it, so learners keep their state
+between requests. ``store`` is the Q table AutoScale reads rows from and learns into: the
+Redis-backed ``QStore`` in the decider, an in-memory ``QTable`` (the default) in the simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from services.common.schemas import POLICY_NAMES
+from services.decider.policies.bandit import LinUCBPolicy
+from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
+from services.decider.policies.baselines import (
+    OptPolicy,
+    OracleUnavailable,
+    StaticBestPolicy,
+    cloud,
+    connected_edge,
+    edge_best,
+    edge_cpu_fp32,
+    opt_choice,
+)
+from services.decider.policies.predictors import (
+    BayesOptPolicy,
+    ClassifierPolicy,
+    PredictorParams,
+    RegressionPolicy,
+)
+from services.decider.policies.qlearning import (
+    NoCandidate,
+    PolicyError,
+    QLearningPolicy,
+    QParams,
+    QTable,
+    QTableImportError,
+    QUpdate,
+    RowSource,
+)
+
+__all__ = [
+    "POLICY_NAMES", "Candidate", "Decision", "DecisionContext", "Outcome", "Policy",
+    "PolicyError", "NoCandidate", "OracleUnavailable", "UnknownPolicy", "QTableImportError",
+    "QParams", "QTable", "QUpdate", "RowSource", "QLearningPolicy", "PredictorParams",
+    "make_policy", "PolicySet", "opt_choice",
+]
+
+
+class UnknownPolicy(PolicyError, KeyError):
+    status = 422
+    code = "unknown_policy"
+
+    def __init__(self, name: str, valid: tuple[str, ...] = POLICY_NAMES) -> None:
+        self.name = name
+        self.valid = valid
+        self.message = f"unknown policy {name!r}; valid policies: {', '.join(valid)}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+def _qparams(settings_or_params: Any, seed: int | None) -> QParams:
+    if settings_or_params is None:
+        return QParams(init_seed=seed or 0)
+    if isinstance(settings_or_params, QParams):
+        if seed is not None and seed != settings_or_params.init_seed:
+            from dataclasses import replace
+
+            return replace(settings_or_params, init_seed=seed)
+        return settings_or_params
+    return QParams.from_settings(settings_or_params, seed)
+
+
+def make_policy(
+    name: str,
+    *,
+    settings_or_params: Any = None,
+    store: RowSource | None = None,
+    seed: int | None = None,
+    background_fit: bool | None = None,
+) -> Policy:
+    """Build one policy.
+
+    ``settings_or_params``: a ``Settings`` (learning_rate, discount, epsilon, accuracy_masking,
+    seed) or a ``QParams``; ``None`` gives the paper's values. ``store``: AutoScale's Q table
+    (``QStore`` or ``QTable``; default a fresh ``QTable``). ``seed`` overrides the settings'
+    seed (initial Q values; GP). ``background_fit``: refit the sklearn comparators on a thread
+    (default: automatically when called inside a running event loop).
+    """
+    p = _qparams(settings_or_params, seed)
+    pred = PredictorParams(epsilon=p.epsilon, accuracy_masking=p.accuracy_masking, seed=p.init_seed,
+                           background_fit=background_fit)
+    if name == "autoscale":
+        return QLearningPolicy(store if store is not None else QTable(), p)
+    if name == "edge-cpu-fp32":
+        return edge_cpu_fp32()
+    if name == "edge-best":
+        return edge_best(accuracy_masking=p.accuracy_masking)
+    if name == "cloud":
+        return cloud()
+    if name == "connected-edge":
+        return connected_edge(accuracy_masking=p.accuracy_masking)
+    if name == "opt":
+        return OptPolicy()
+    if name in ("lr", "svr"):
+        return RegressionPolicy(name, pred)
+    if name in ("svm", "knn"):
+        return ClassifierPolicy(name, pred)
+    if name == "bo":
+        return BayesOptPolicy(PredictorParams(epsilon=0.0, accuracy_masking=p.accuracy_masking, buffer=400,
+                                              refit_every=25, seed=p.init_seed, background_fit=background_fit))
+    if name == "linucb":
+        return LinUCBPolicy(accuracy_masking=p.accuracy_masking)
+    raise UnknownPolicy(name)
+
+
+class PolicySet:
+    """The policies a decider (or a simulation run) serves, built lazily and kept."""
+
+    def __init__(
+        self,
+        settings_or_params: Any = None,
+        *,
+        store: RowSource | None = None,
+        seed: int | None = None,
+        background_fit: bool | None = None,
+        names: tuple[str, ...] = POLICY_NAMES,
+    ) -> None:
+        unknown = [n for n in names if n not in POLICY_NAMES]
+        if unknown:
+            raise UnknownPolicy(unknown[0])
+        self._settings = settings_or_params
+        self.store: RowSource = store if store is not None else QTable()
+        self._seed = seed
+        self._background_fit = background_fit
+        self.names = tuple(names)
+        self._policies: dict[str, Policy] = {}
+
+    def get(self, name: str) -> Policy:
+        p = self._policies.get(name)
+        if p is None:
+            if name not in self.names:
+                raise UnknownPolicy(name, self.names)
+            p = make_policy(name, settings_or_params=self._settings, store=self.store, seed=self._seed,
+                            background_fit=self._background_fit)
+            self._policies[name] = p
+        return p
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)

@@ -1,0 +1,123 @@
+"""ONNX Runtime engine: one InferenceSession per loaded model, execution provider chosen per device."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from services.common.engines.base import DEFAULT_DOMAINS, EngineError, Support, check_feeds, np_dtype_name, op_types
+from services.common.schemas import Precision, TensorSpec
+
+# Engine device name -> execution providers to try, best first. CPU is always appended as the
+# fallback for ops the accelerator lacks (ORT partitions the graph itself).
+_DEVICE_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "cuda": ("CUDAExecutionProvider",),
+    "rocm": ("ROCMExecutionProvider", "MIGraphXExecutionProvider"),
+    "dml": ("DmlExecutionProvider",),
+    "nnapi": ("NnapiExecutionProvider",),
+    "qnn": ("QNNExecutionProvider",),
+}
+# QNN needs to be told which backend library to drive; HTP is the Hexagon DSP (the paper's "DSP").
+_PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"QNNExecutionProvider": {"backend_path": "libQnnHtp.so"}}
+# Custom-op domains ORT ships kernels for; anything else needs a custom-op library we do not load.
+_KNOWN_DOMAINS = DEFAULT_DOMAINS | {"ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.training"}
+
+
+def _spec_from_nodearg(arg: Any) -> TensorSpec:
+    """NodeArg ('tensor(float)', [None, 3, 224, 224]) -> TensorSpec; unknown dims become 'dim{i}'."""
+    elem = onnx.TensorProto.DataType.Value(arg.type[len("tensor(") : -1].upper())
+    shape: list[int | str] = [d if isinstance(d, int) else (d or f"dim{i}") for i, d in enumerate(arg.shape)]
+    try:
+        return TensorSpec(name=arg.name, dtype=np_dtype_name(elem), shape=shape)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise EngineError(f"input {arg.name!r} has type {arg.type}, which the mesh cannot carry") from e
+
+
+class OrtLoadedModel:
+    """An InferenceSession plus its I/O description."""
+
+    def __init__(self, session: ort.InferenceSession, device: str) -> None:
+        self.session = session
+        self.device = device
+        self.providers: list[str] = session.get_providers()
+        self.inputs: list[TensorSpec] = [_spec_from_nodearg(a) for a in session.get_inputs()]
+        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        # InferenceSession.run is thread-safe already; the lock only serialises calls so that two
+        # runner requests do not fight over the same intra-op thread pool (and skew latencies).
+        self._lock = threading.Lock()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        check_feeds(self.inputs, feeds)
+        with self._lock:
+            try:
+                return list(self.session.run(self.output_names, feeds))
+            except Exception as e:  # ORT raises its own pybind exception types
+                raise EngineError(f"onnxruntime run failed: {e}") from e
+
+
+class OnnxRuntimeEngine:
+    """ONNX Runtime with the CPU provider, or CUDA / ROCm / DML / NNAPI / QNN when this build has them."""
+
+    name = "onnxruntime"
+    version: str = ort.__version__
+
+    def devices(self) -> list[str]:
+        available = set(ort.get_available_providers())
+        return ["cpu"] + [dev for dev, provs in _DEVICE_PROVIDERS.items() if available.intersection(provs)]
+
+    def providers_for(self, device: str) -> list[str | tuple[str, dict[str, str]]]:
+        """Provider list for an InferenceSession on ``device`` (accelerator first, CPU fallback)."""
+        if device == "cpu":
+            return ["CPUExecutionProvider"]
+        if device not in _DEVICE_PROVIDERS:
+            raise EngineError(f"unknown device {device!r}; onnxruntime knows cpu, {', '.join(_DEVICE_PROVIDERS)}")
+        available = ort.get_available_providers()
+        chosen = next((p for p in _DEVICE_PROVIDERS[device] if p in available), None)
+        if chosen is None:
+            raise EngineError(f"device {device!r} unavailable: this onnxruntime build offers {available}")
+        first: str | tuple[str, dict[str, str]] = (
+            (chosen, _PROVIDER_OPTIONS[chosen]) if chosen in _PROVIDER_OPTIONS else chosen
+        )
+        return [first, "CPUExecutionProvider"]
+
+    def supports(self, model: onnx.ModelProto, precision: Precision) -> Support:
+        """Static check of IR version, opsets and op schemas; ORT runs fp32, fp16 and QDQ/QOperator int8."""
+        if model.ir_version > onnx.IR_VERSION:
+            return Support(False, f"IR version {model.ir_version} is newer than this onnx ({onnx.IR_VERSION})")
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+        max_opset = onnx.defs.onnx_opset_version()
+        if opsets.get("", 0) > max_opset:
+            return Support(False, f"opset {opsets['']} is newer than supported ({max_opset})")
+        for domain, op in sorted(op_types(model)):
+            if domain not in _KNOWN_DOMAINS:
+                return Support(False, f"op {op} is in custom domain {domain!r} (needs a custom-op library)")
+            if domain in DEFAULT_DOMAINS or domain == "ai.onnx.ml":
+                # get_schema(max_inclusive_version) fails when no version of the op exists at that opset.
+                try:
+                    onnx.defs.get_schema(op, opsets.get(domain, max_opset), domain)
+                except onnx.defs.SchemaError:
+                    return Support(False, f"op {op} does not exist at opset {opsets.get(domain)} of {domain or 'ai.onnx'}")
+        return Support(True)
+
+    def load(self, model_path: Path, *, device: str = "cpu", threads: int = 2) -> OrtLoadedModel:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, threads)
+        so.inter_op_num_threads = 1  # sequential executor: one request at a time per model
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only: QDQ models otherwise warn about every unused initializer
+        providers = self.providers_for(device)
+        try:
+            session = ort.InferenceSession(str(model_path), so, providers=providers)
+        except Exception as e:
+            raise EngineError(f"onnxruntime could not load {model_path}: {e}") from e
+        wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        if wanted not in session.get_providers():
+            # ORT silently drops a provider whose shared libraries fail to load (e.g. no CUDA driver).
+            raise EngineError(f"{wanted} failed to initialise for {device!r}; session has {session.get_providers()}")
+        return OrtLoadedModel(session, device)

@@ -1,0 +1,124 @@
+"""Admin API of the Q table: inspect, export/import, reset, transfer between devices, size.
+
+Mounted by the app factory (behind its admin-token dependency). Errors use the mesh's JSON
+shape via ``ApiError``; an import that is refused leaves the table unchanged, because the
+store validates the whole payload before it writes anything (and then writes in one
+MULTI/EXEC).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from redis.exceptions import RedisError
+
+from services.common.errors import ApiError
+from services.decider.policies.qlearning import QTableImportError
+from services.decider.qstore import QStore
+
+router = APIRouter()
+
+
+def get_store(request: Request) -> QStore:
+    return request.app.state.qstore
+
+
+def _import_error(exc: QTableImportError) -> ApiError:
+    if exc.kind == "mismatch":
+        return ApiError(409, "qtable_mismatch", exc.message, field=exc.field)
+    return ApiError(422, "invalid_qtable", exc.message, field=exc.field)
+
+
+def _redis_error(exc: RedisError) -> ApiError:
+    return ApiError(503, "redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}")
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise ApiError(422, "invalid_json", "request body is empty; expected JSON", field="body")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(422, "invalid_json", f"request body is not valid JSON: {exc}", field="body") from None
+
+
+@router.get("/policy")
+async def get_policy(store: QStore = Depends(get_store)) -> dict[str, Any]:
+    """Best learned action per stored state (Table I labels included), with visits and Q values."""
+    try:
+        return await store.policy_view()
+    except RedisError as exc:
+        raise _redis_error(exc) from exc
+
+
+@router.get("/qtable/export")
+async def export_qtable(store: QStore = Depends(get_store)) -> dict[str, Any]:
+    try:
+        return await store.export()
+    except RedisError as exc:
+        raise _redis_error(exc) from exc
+
+
+@router.post("/qtable/import")
+async def import_qtable(
+    request: Request,
+    mode: Literal["replace", "merge"] = Query("replace", description="replace the table, or overwrite only the given entries"),
+    store: QStore = Depends(get_store),
+) -> dict[str, Any]:
+    """Body: the export format. 422 ``invalid_qtable`` (malformed) or 409 ``qtable_mismatch``
+    (another device / unknown actions), naming the field; the table is then unchanged."""
+    data = await _json_body(request)
+    try:
+        return await store.import_(data, mode=mode)
+    except QTableImportError as exc:
+        raise _import_error(exc) from None
+    except RedisError as exc:
+        raise _redis_error(exc) from exc
+
+
+@router.post("/qtable/reset")
+async def reset_qtable(store: QStore = Depends(get_store)) -> dict[str, Any]:
+    try:
+        return await store.reset()
+    except RedisError as exc:
+        raise _redis_error(exc) from exc
+
+
+@router.post("/qtable/transfer")
+async def transfer_qtable(request: Request, store: QStore = Depends(get_store)) -> dict[str, Any]:
+    """Body ``{"from_device": "mi8pro"}`` (a device whose table is in this Redis) or
+    ``{"from_export": <export>}``: initialise this device's table from it (paper Sec. VI-C)."""
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(422, "validation_error", "expected an object {\"from_device\": name}", field="body")
+    extra = set(body) - {"from_device", "from_export"}
+    if extra:
+        raise ApiError(422, "validation_error", "unknown field", field=sorted(extra)[0])
+    has_dev, has_exp = "from_device" in body, "from_export" in body
+    if has_dev == has_exp:
+        raise ApiError(422, "validation_error", "give exactly one of from_device or from_export", field="from_device")
+    if has_dev and not isinstance(body["from_device"], str):
+        raise ApiError(422, "validation_error", "from_device must be a device profile name", field="from_device")
+    source = body["from_device"] if has_dev else body["from_export"]
+    if has_exp and not isinstance(source, dict):
+        raise ApiError(422, "invalid_qtable", "from_export must be an export object", field="from_export")
+    try:
+        return await store.transfer(source)
+    except QTableImportError as exc:
+        if has_exp and exc.field and exc.field not in ("to_device", "from_device"):
+            exc.field = f"from_export.{exc.field}"
+        raise _import_error(exc) from None
+    except RedisError as exc:
+        raise _redis_error(exc) from exc
+
+
+@router.get("/qtable/stats")
+async def qtable_stats(store: QStore = Depends(get_store)) -> dict[str, Any]:
+    """States, entries, Redis memory (MEMORY USAGE summed) and cache size, vs the paper's 0.4 MB."""
+    try:
+        return await store.stats()
+    except RedisError as exc:
+        raise _redis_error(exc) from exc

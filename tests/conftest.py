@@ -1,0 +1,39 @@
+"""Shared fixtures: the real mesh (uvicorn processes on free loopback ports + embedded Redis)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.redis_embed import free_port
+from services.common.settings import Settings
+from services.launcher import Mesh
+
+ROOT = Path(__file__).resolve().parents[1]
+# Built models are content-addressed, so a cache shared between runs is safe and saves minutes.
+MODEL_CACHE = Path(os.environ.get("AUTOSCALE_TEST_MODEL_CACHE", ROOT / "var" / "test-models"))
+MESH_MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilebert"]
+
+
+def mesh_settings(data_dir: Path, **overrides: object) -> Settings:
+    ports = {f"{role}_port": free_port() for role in ("decider", "edge", "peer", "cloud", "telemetry")}
+    values: dict[str, object] = dict(
+        host="127.0.0.1", data_dir=data_dir, models_dir=MODEL_CACHE, zoo=MESH_MODELS,
+        preload_models=["mobilenet_v1"], seed=7, redis_url="", telemetry_refresh_s=0.2, runner_refresh_s=0.5,
+        **ports,
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    m = Mesh(mesh_settings(tmp_path_factory.mktemp("mesh")))
+    m.start(timeout_s=600)
+    try:
+        yield m
+    finally:
+        m.stop()

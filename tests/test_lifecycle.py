@@ -1,0 +1,85 @@
+"""`autoscale up` as a user runs it: ready, serves, survives a runner going down, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.conftest import ROOT, mesh_settings
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"autoscale up exited early with {proc.returncode}"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"decider not ready within {timeout_s} s")
+
+
+def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
+    s = mesh_settings(tmp_path, zoo=["mobilenet_v1"])
+    env = dict(os.environ)
+    for name, value in s.model_dump(mode="json").items():
+        if value is not None and name != "redis_url":
+            env[f"AUTOSCALE_{name.upper()}"] = value if isinstance(value, str) else __import__("json").dumps(value)
+    env.pop("REDIS_URL", None)
+    log = (tmp_path / "up.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = s.url("decider")
+    try:
+        _wait_ready(url, proc, 600)
+        children = _descendants(proc.pid)
+        roles = " ".join(" ".join(c.cmdline()) for c in children)
+        for factory in ("telemetry.app", "edge_runner.app", "peer_runner.app", "cloud_runner.app", "decider.app", "redis-server"):
+            assert factory in roles, f"{factory} not among the started processes"
+        ok = httpx.post(f"{url}/infer", json={"model": "mobilenet_v1", "synthetic": True}, timeout=120, trust_env=False)
+        assert ok.status_code == 200, ok.text
+
+        # The cloud runner goes down: `cloud` requests get a 503 naming it, others still serve.
+        cloud = next(c for c in children if "cloud_runner.app" in " ".join(c.cmdline()))
+        cloud.kill()
+        cloud.wait(10)
+        t0 = time.monotonic()
+        resp = httpx.post(f"{url}/infer", json={"model": "mobilenet_v1", "synthetic": True, "policy": "cloud"},
+                          timeout=60, trust_env=False)
+        assert time.monotonic() - t0 < 30, "a request to a dead runner must not hang"
+        if resp.status_code == 200:
+            assert resp.json()["target"]["runner"] != "cloud"
+        else:
+            assert resp.status_code == 503, resp.text
+            assert "cloud" in resp.json()["error"]["message"]
+        for _ in range(5):
+            r = httpx.post(f"{url}/infer", json={"model": "mobilenet_v1", "synthetic": True}, timeout=60, trust_env=False)
+            assert r.status_code == 200, r.text
+            assert r.json()["target"]["runner"] != "cloud"
+    finally:
+        children = _descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            log.close()
+    out = (tmp_path / "up.log").read_text(errors="replace")
+    assert url in out and "curl" in out, out[-2000:]
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"left running after Ctrl-C: {[p.pid for p in alive]}"

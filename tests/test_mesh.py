@@ -1,0 +1,199 @@
+"""End to end through the real mesh: decider, three runners, telemetry, embedded Redis."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from services.common.schemas import POLICY_NAMES, InferResponse
+from services.launcher import Mesh
+from tests.conftest import MESH_MODELS
+
+TIMEOUT = httpx.Timeout(120.0)
+
+
+@pytest.fixture(scope="module")
+def client(mesh: Mesh) -> httpx.Client:
+    with httpx.Client(base_url=mesh.url("decider"), timeout=TIMEOUT, trust_env=False) as c:
+        yield c
+
+
+def _b64(arr: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode()
+
+
+def _check_response(body: dict[str, object], model: str) -> InferResponse:
+    r = InferResponse.model_validate(body)
+    assert r.model == model
+    assert len(r.request_id) == 32
+    assert r.target_id == r.target.id
+    assert r.target.runner.value in ("edge", "peer", "cloud")
+    assert r.latency_ms > 0 and r.inference_ms > 0 and r.host_exec_ms > 0
+    assert r.transfer_ms >= 0
+    if r.target.runner.value == "edge":
+        assert r.transfer_ms == 0
+    else:
+        assert r.transfer_ms > 0
+    assert r.energy_mj > 0 and r.energy_source in ("measured", "modelled")
+    assert 0 < r.accuracy <= 100 and r.accuracy_source == "published"
+    assert r.qos_ms == 50.0
+    assert r.qos_met == (r.target_latency_ms < r.qos_ms)
+    assert r.target_latency_ms == pytest.approx(r.inference_ms + r.transfer_ms, rel=1e-6)
+    assert isinstance(r.reward, float) and np.isfinite(r.reward)
+    assert 0 <= r.state.index < 3072
+    assert set(r.state.bins) == {"conv", "fc", "rc", "mac", "co_cpu", "co_mem", "rssi_w", "rssi_p"}
+    assert set(r.state.raw) >= {"macs", "co_cpu", "co_mem", "rssi_wifi_dbm", "rssi_p2p_dbm"}
+    assert r.outputs and all(o.shape for o in r.outputs)
+    return r
+
+
+@pytest.mark.parametrize("model", MESH_MODELS)
+def test_infer_synthetic_every_field(client: httpx.Client, model: str) -> None:
+    resp = client.post("/infer", json={"model": model, "synthetic": True})
+    assert resp.status_code == 200, resp.text
+    _check_response(resp.json(), model)
+
+
+def test_infer_with_real_tensor_gives_classifier_topk(client: httpx.Client) -> None:
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    resp = client.post("/infer", json={
+        "model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": _b64(x)},
+        "top_k": 3,
+    })
+    assert resp.status_code == 200, resp.text
+    r = _check_response(resp.json(), "mobilenet_v1")
+    top = r.outputs[0].top_k
+    assert top is not None and len(top) == 3
+    assert top[0][1] >= top[1][1] >= top[2][1]
+
+
+def test_streaming_uses_30fps_qos(client: httpx.Client) -> None:
+    body = client.post("/infer", json={"model": "mobilenet_v1", "synthetic": True, "streaming": True}).json()
+    assert body["qos_ms"] == pytest.approx(1000 / 30)
+    body = client.post("/infer", json={"model": "mobilenet_v1", "synthetic": True, "qos_ms": 80}).json()
+    assert body["qos_ms"] == 80
+
+
+def test_every_policy_answers(client: httpx.Client) -> None:
+    for policy in POLICY_NAMES:
+        resp = client.post("/infer", json={"model": "mobilenet_v2", "synthetic": True, "policy": policy})
+        assert resp.status_code == 200, (policy, resp.text)
+        assert resp.json()["policy"] == policy
+
+
+def test_q_table_entries_appear_in_redis(client: httpx.Client, mesh: Mesh) -> None:
+    r = client.post("/infer", json={"model": "mobilenet_v1", "synthetic": True}).json()
+    red = redis.Redis.from_url(mesh.redis_url)
+    deadline = time.monotonic() + 10
+    keys: list[bytes] = []
+    while time.monotonic() < deadline:
+        keys = [k for k in red.scan_iter(match=f"*{r['state']['index']}*", count=1000)]
+        if keys:
+            break
+        time.sleep(0.1)
+    assert keys, "no Q-table entry for the visited state appeared in Redis"
+    found = False
+    for k in keys:
+        if red.type(k) == b"hash" and red.hget(k, r["target_id"]) is not None:
+            found = True
+    assert found, f"no hash field for {r['target_id']} under {keys}"
+
+
+def test_catalog_and_health(client: httpx.Client, mesh: Mesh) -> None:
+    models = client.get("/models").json()["models"]
+    names = [m["name"] for m in models]
+    assert set(MESH_MODELS) <= set(names)
+    one = client.get("/models/mobilenet_v1").json()
+    assert one["features"]["conv"] == 14 and one["features"]["fc"] == 1
+    assert "fp32" in one["precisions"]
+    targets = client.get("/targets").json()
+    assert {t["target"]["runner"] for t in targets["targets"]} == {"edge", "peer", "cloud"}
+    assert all(v["healthy"] for v in targets["runners"].values())
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/readyz").status_code == 200
+    metrics = client.get("/metrics").text
+    assert "autoscale_decider_requests_total" in metrics
+    for role in ("edge", "peer", "cloud"):
+        base = mesh.url(role)
+        assert httpx.get(f"{base}/healthz", trust_env=False).status_code == 200
+        assert httpx.get(f"{base}/readyz", trust_env=False).status_code == 200
+        offered = httpx.get(f"{base}/targets", trust_env=False).json()
+        assert offered and all({"target", "id", "device"} <= set(t) for t in offered)
+        assert "autoscale_runner" in httpx.get(f"{base}/metrics", trust_env=False).text
+    state = httpx.get(f"{mesh.url('telemetry')}/state", trust_env=False).json()
+    assert {"co_cpu", "co_mem", "rssi_wifi_dbm", "rssi_p2p_dbm"} <= set(state["conditions"])
+    assert all(r["source"] in ("measured", "emulated") for r in state["readings"].values())
+
+
+def test_runner_run_directly(mesh: Mesh) -> None:
+    body = {"model": "mobilenet_v1", "synthetic": True,
+            "target": {"runner": "edge", "processor": "cpu", "precision": "fp32", "dvfs": None}}
+    offered = httpx.get(f"{mesh.url('edge')}/targets", trust_env=False).json()
+    cpu = next(t for t in offered if t["target"]["processor"] == "cpu" and t["target"]["precision"] == "fp32")
+    body["target"] = cpu["target"]
+    resp = httpx.post(f"{mesh.url('edge')}/run", json=body, timeout=TIMEOUT, trust_env=False)
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert out["latency_source"] == "modelled" and out["energy_source"] == "modelled"
+    assert out["tx_s"] == 0 and out["host_exec_s"] > 0
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+def _assert_error(resp: httpx.Response, status: int, field_part: str | None = None) -> dict[str, object]:
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["code"] and err["message"]
+    if field_part is not None:
+        assert field_part in (err.get("field") or "") or field_part in err["message"], err
+    return err
+
+
+def test_unknown_model_404_lists_known(client: httpx.Client) -> None:
+    err = _assert_error(client.post("/infer", json={"model": "nope", "synthetic": True}), 404, "model")
+    assert "nope" in err["message"] and "mobilenet_v1" in err["message"]
+
+
+def test_malformed_json_422(client: httpx.Client) -> None:
+    resp = client.post("/infer", content=b'{"model": "mobilenet_v1", ', headers={"content-type": "application/json"})
+    _assert_error(resp, 422)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"model": "mobilenet_v1", "synthetic": True, "qos_ms": 0}, "qos_ms"),
+        ({"model": "mobilenet_v1", "synthetic": True, "qos_ms": -5}, "qos_ms"),
+        ({"model": "mobilenet_v1", "synthetic": True, "accuracy_min": 101}, "accuracy_min"),
+        ({"model": "mobilenet_v1", "synthetic": True, "accuracy_min": -1}, "accuracy_min"),
+        ({"model": "mobilenet_v1", "synthetic": True, "policy": "magic"}, "policy"),
+        ({"model": "mobilenet_v1"}, "input"),
+        ({"model": "mobilenet_v1", "input": {"dtype": "float64", "shape": [1], "data_b64": ""}}, "input.dtype"),
+        ({"model": "mobilenet_v1", "input": {"dtype": "int64", "shape": [1, 3, 224, 224], "data_b64": ""}}, "input.dtype"),
+        ({"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 100, 100], "data_b64": ""}}, "input.shape"),
+        ({"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": "AAAA"}}, "input.data_b64"),
+        ({"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": "!!"}}, "input.data_b64"),
+        ({"model": "mobilenet_v1", "synthetic": True, "surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_input_422_names_field(client: httpx.Client, payload: dict[str, object], field: str) -> None:
+    err = _assert_error(client.post("/infer", json=payload), 422, field)
+    if field == "policy":
+        assert "autoscale" in err["message"]
+    if field == "input.shape":
+        assert "224" in err["message"]
+
+
+def test_unreachable_accuracy_is_422(client: httpx.Client) -> None:
+    _assert_error(client.post("/infer", json={"model": "mobilenet_v1", "synthetic": True, "accuracy_min": 99.9}), 422, "accuracy_min")
+
+
+def test_no_500_on_garbage(client: httpx.Client) -> None:
+    for body in (b"null", b"[]", b'"x"', b"{}", b'{"model": 5}', b'{"model": "mobilenet_v1", "input": 3}'):
+        resp = client.post("/infer", content=body, headers={"content-type": "application/json"})
+        assert 400 <= resp.status_code < 500, (body, resp.status_code, resp.text)

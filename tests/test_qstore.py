@@ -1,0 +1,482 @@
+"""The Redis-backed Q table against a real redis-server (EmbeddedRedis), and its admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from services.common.errors import install_error_handlers
+from services.common.redis_embed import EmbeddedRedis
+from services.common.schemas import ModelFeatures, RuntimeConditions, Target
+from services.decider.policies.base import Candidate, DecisionContext
+from services.decider.policies.qlearning import (
+    QLearningPolicy,
+    QParams,
+    QTable,
+    QTableImportError,
+    QUpdate,
+    initial_q,
+    q_learning_target,
+)
+from services.decider.qstore import Keys, QStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def dev() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def store(rs: EmbeddedRedis) -> AsyncIterator[QStore]:
+    s = QStore(rs.url, dev(), sync_interval_s=0.2)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+def upd(state: int, action: str, reward: float, next_state: int, next_actions: tuple[str, ...] = (),
+        lr: float = 0.9, discount: float = 0.1) -> QUpdate:
+    return QUpdate(state=state, action=action, reward=reward, next_state=next_state, next_actions=next_actions,
+                   init=initial_q(0, state, action), next_inits=tuple(initial_q(0, next_state, a) for a in next_actions),
+                   learning_rate=lr, discount=discount)
+
+
+def strip(export: dict) -> dict:
+    return {k: v for k, v in export.items() if k not in ("exported_at", "params")}
+
+
+# --------------------------------------------------------------------------- Lua == Python
+
+
+async def test_redis_update_is_bit_identical_to_the_in_memory_table(store: QStore) -> None:
+    rng = random.Random(5)
+    acts = ("edge/cpu/fp32@0", "edge/gpu/fp16", "cloud/gpu/fp32", "peer/cpu/fp32")
+    table = QTable()
+    for _ in range(400):
+        s, s2 = rng.randrange(4), rng.randrange(4)
+        u = upd(s, rng.choice(acts), rng.uniform(-500, 20), s2, acts[: rng.randrange(5)],
+                lr=rng.choice([0.9, 0.5, 0.1]), discount=rng.choice([0.1, 0.9, 0.0]))
+        table.learn(u)
+        store.submit(u)
+    assert await store.flush(10)
+    exported = await store.export()
+    assert strip(exported)["states"] == strip(table.export(store.device))["states"]  # exact floats
+    # the cache holds the same values (applied in place from the channel messages)
+    assert await store.wait_synced()
+    for s in range(4):
+        assert dict(store.row(s)) == table.row(s)
+        assert dict(store.visits(s)) == table.visits(s)
+
+
+# --------------------------------------------------------------------------- atomicity
+
+
+def expected_q(n: int, reward: float, next_max: float, init: float, lr: float = 0.9, d: float = 0.1) -> float:
+    q = init
+    for _ in range(n):
+        q = q_learning_target(q, reward, next_max, lr, d)
+    return q
+
+
+async def test_concurrent_updates_within_a_process_are_all_applied(rs: EmbeddedRedis) -> None:
+    device = dev()
+    stores = [QStore(rs.url, device, workers=3, batch_max=16) for _ in range(2)]
+    for s in stores:
+        await s.start()
+    u = upd(10, "edge/cpu/fp32@2", -37.25, 11, ("cloud/gpu/fp32",))
+
+    async def client(i: int) -> None:
+        for j in range(25):
+            stores[(i + j) % 2].submit(u)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(client(i) for i in range(40)))
+    for s in stores:
+        assert await s.flush(20)
+    data = await stores[0].export()
+    entry = data["states"]["10"]["edge/cpu/fp32@2"]
+    assert entry["n"] == 1000
+    # S' = 11 is never written, so every interleaving yields the same value: f^1000(init)
+    assert entry["q"] == expected_q(1000, -37.25, initial_q(0, 11, "cloud/gpu/fp32"), u.init)
+    assert sum(s.applied_total for s in stores) == 1000 and sum(s.dropped_total for s in stores) == 0
+    for s in stores:
+        await s.stop()
+
+
+CHILD = r"""
+import asyncio, json, sys, time
+from services.decider.qstore import QStore
+from services.decider.policies.qlearning import QUpdate, initial_q
+
+async def main(url, device, n, reward, action):
+    st = QStore(url, device, workers=2, batch_max=32)
+    await st.start()
+    u = QUpdate(state=10, action=action, reward=reward, next_state=11,
+                next_actions=("cloud/gpu/fp32",), init=initial_q(0, 10, action),
+                next_inits=(initial_q(0, 11, "cloud/gpu/fp32"),), learning_rate=0.9, discount=0.1)
+    for i in range(n):
+        st.submit(u)
+        if i % 20 == 0:
+            await asyncio.sleep(0)
+    ok = await st.flush(60)
+    print(json.dumps({"ok": ok, "applied": st.applied_total, "dropped": st.dropped_total, "t": time.time()}))
+    await st.stop()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
+"""
+
+
+def spawn(url: str, device: str, n: int, reward: float, action: str = "edge/cpu/fp32@2") -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", CHILD, url, device, str(n), repr(reward), action], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def collect(p: subprocess.Popen[str]) -> dict:
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_two_decider_processes_apply_every_update(rs: EmbeddedRedis) -> None:
+    device = dev()
+    n = 1500
+    procs = [spawn(rs.url, device, n, -12.5) for _ in range(2)]
+    results = [collect(p) for p in procs]
+    assert all(r["ok"] and r["applied"] == n and r["dropped"] == 0 for r in results)
+    client = redis.Redis.from_url(rs.url, decode_responses=True)
+    k = Keys(device)
+    assert int(client.hget(k.n(10), "edge/cpu/fp32@2")) == 2 * n  # exact visit count
+    q = float(client.hget(k.q(10), "edge/cpu/fp32@2"))
+    assert q == expected_q(2 * n, -12.5, initial_q(0, 11, "cloud/gpu/fp32"), initial_q(0, 10, "edge/cpu/fp32@2"))
+    assert int(client.get(k.version)) == 2 * n
+    client.close()
+
+
+# --------------------------------------------------------------------------- cache freshness
+
+
+def _commands(c: redis.Redis) -> int:
+    return int(c.info("stats")["total_commands_processed"])
+
+
+async def test_write_by_another_process_reaches_the_cache_without_decision_round_trips(rs: EmbeddedRedis) -> None:
+    device = dev()
+    a = QStore(rs.url, device, sync_interval_s=30.0)  # the safety net is out of the picture here
+    await a.start()
+    cands = tuple(Candidate(Target.parse(x), 70.0) for x in ("edge/cpu/fp32@2", "cloud/gpu/fp32"))
+    ctx = DecisionContext(model="m", features=ModelFeatures(conv=1, fc=1, rc=0, macs=1), conditions=RuntimeConditions(),
+                          state=10, candidates=cands, qos_s=0.05, accuracy_min=None)
+    pol = QLearningPolicy(a, QParams(epsilon=0.0))
+    first = pol.decide(ctx, random.Random(0)).target.id  # the higher random initial value
+    other = next(c.target.id for c in cands if c.target.id != first)
+
+    # decisions read the cache only: no Redis command for 2,000 decisions
+    probe = redis.Redis.from_url(rs.url)
+    before = _commands(probe)
+    for _ in range(2000):
+        pol.decide(ctx, random.Random(0))
+    assert _commands(probe) - before <= 1  # the INFO call itself
+    probe.close()
+
+    # process B learns a bad reward for that action
+    proc = spawn(rs.url, device, 1, -500.0, first)
+    res = await asyncio.get_running_loop().run_in_executor(None, collect, proc)
+    written_at = res["t"]
+    deadline = time.monotonic() + 2.0
+    while first not in a.row(10) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    seen_at = time.time()
+    assert a.row(10)[first] < -400
+    assert seen_at - written_at < 1.0
+    assert pol.decide(ctx, random.Random(0)).target.id == other  # the decision follows
+    await a.stop()
+
+
+async def test_periodic_version_check_catches_a_missed_message(rs: EmbeddedRedis) -> None:
+    a = QStore(rs.url, dev(), sync_interval_s=0.1)
+    await a.start()
+    k = a.keys
+    c = redis.Redis.from_url(rs.url)
+    # A write that publishes nothing (as if the message were lost).
+    v = c.incr(k.version)
+    c.hset(k.q(42), "edge/dsp/int8", "-3.5")
+    c.hset(k.n(42), "edge/dsp/int8", 1)
+    c.hset(k.ver, 42, v)
+    c.close()
+    deadline = time.monotonic() + 2.0
+    while "edge/dsp/int8" not in a.row(42) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert a.row(42) == {"edge/dsp/int8": -3.5}
+    assert a.visits(42) == {"edge/dsp/int8": 1}
+    await a.stop()
+
+
+async def test_learn_updates_the_cache_immediately(store: QStore) -> None:
+    u = upd(3, "edge/gpu/fp16", -20.0, 3, ("edge/gpu/fp16",))
+    store.learn(u)  # no await: the next decision must already see it
+    expected = u.init + 0.9 * (-20.0 + 0.1 * u.init - u.init)
+    assert store.row(3)["edge/gpu/fp16"] == expected
+    assert await store.flush(5)
+    assert await store.wait_synced()
+    assert store.row(3)["edge/gpu/fp16"] == expected  # the authoritative value agrees
+    assert store.visits(3)["edge/gpu/fp16"] == 1
+
+
+# --------------------------------------------------------------------------- import / export / reset
+
+
+async def _seed(store: QStore, n: int = 60) -> None:
+    rng = random.Random(1)
+    acts = ("edge/cpu/fp32@0", "edge/cpu/fp32@1", "cloud/gpu/fp32")
+    for _ in range(n):
+        store.submit(upd(rng.randrange(6), rng.choice(acts), rng.uniform(-100, 0), rng.randrange(6), acts))
+    assert await store.flush(5)
+
+
+async def test_export_import_round_trip(store: QStore) -> None:
+    await _seed(store)
+    data = await store.export()
+    assert data["format_version"] == 1 and data["device"] == store.device
+    json.dumps(data)  # JSON-able
+    await store.reset()
+    assert strip(await store.export())["states"] == {}
+    assert store.row(0) == {}
+    res = await store.import_(json.loads(json.dumps(data)))
+    assert res["entries"] == sum(len(r) for r in data["states"].values())
+    assert strip(await store.export()) == strip(data)
+    # the cache follows the import
+    for s, row in data["states"].items():
+        assert dict(store.row(int(s))) == {a: e["q"] for a, e in row.items()}
+
+
+async def test_import_merge_overwrites_only_given_entries(store: QStore) -> None:
+    await _seed(store)
+    before = strip(await store.export())
+    s0 = next(iter(before["states"]))
+    a0 = next(iter(before["states"][s0]))
+    patch = {"format_version": 1, "device": store.device, "actions": before["actions"],
+             "states": {s0: {a0: {"q": 123.0, "n": 7}}}}
+    await store.import_(patch, mode="merge")
+    after = strip(await store.export())
+    expected = json.loads(json.dumps(before))
+    expected["states"][s0][a0] = {"q": 123.0, "n": 7}
+    assert after == expected
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "kind"),
+    [
+        (lambda d: d.update(format_version=99), "format_version", "malformed"),
+        (lambda d: d.update(device="other-phone"), "device", "mismatch"),
+        (lambda d: d["states"].update({"9999": {}}), "states.9999", "malformed"),
+        (lambda d: d["states"].update({"1": {"edge/cpu/fp32@0": {"q": "x", "n": 1}}}), "states.1.edge/cpu/fp32@0.q", "malformed"),
+        (lambda d: d["actions"].append("edge/dsp/int8"), "actions[3]", "mismatch"),
+        (lambda d: d.pop("actions"), "actions", "malformed"),
+    ],
+)
+async def test_import_refuses_bad_input_and_leaves_the_table_unchanged(store: QStore, mutate, field: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+    await _seed(store)
+    before = strip(await store.export())
+    bad = json.loads(json.dumps(before))
+    mutate(bad)
+    with pytest.raises(QTableImportError) as ei:
+        await store.import_(bad)
+    assert (ei.value.field, ei.value.kind) == (field, kind)
+    assert strip(await store.export()) == before
+
+
+async def test_reset_reaches_other_processes_caches(rs: EmbeddedRedis) -> None:
+    device = dev()
+    a, b = QStore(rs.url, device), QStore(rs.url, device)
+    await a.start()
+    await b.start()
+    await _seed(a)
+    assert await b.wait_synced()
+    assert b.row(0) or b.row(1) or b.row(2)
+    await a.reset()
+    deadline = time.monotonic() + 1.0
+    while any(b.row(s) for s in range(6)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert not any(b.row(s) for s in range(6))
+    await a.stop()
+    await b.stop()
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+MI8 = [f"edge/cpu/fp32@{i}" for i in range(23)] + [f"edge/gpu/fp16@{i}" for i in range(7)] + [
+    "edge/dsp/int8", "cloud/gpu/fp32", "peer/gpu/fp32"]
+S10E = [f"edge/cpu/fp32@{i}" for i in range(21)] + [f"edge/gpu/fp16@{i}" for i in range(9)] + [
+    "cloud/gpu/fp32", "peer/gpu/fp32"]
+
+
+async def test_transfer_keeps_only_the_destination_actions(rs: EmbeddedRedis) -> None:
+    src_dev, dst_dev = dev(), dev()
+    src = QStore(rs.url, src_dev, actions=MI8)
+    dst = QStore(rs.url, dst_dev, actions=S10E)
+    await src.start()
+    await dst.start()
+    rng = random.Random(2)
+    for _ in range(300):
+        src.submit(upd(rng.randrange(8), rng.choice(MI8), rng.uniform(-100, 0), rng.randrange(8), tuple(MI8)))
+    assert await src.flush(10)
+    src_data = await src.export()
+    report = await dst.transfer(src_dev)
+    out = await dst.export()
+    assert report["to_device"] == dst_dev and report["entries_copied"] > 0
+    acts = {a for row in out["states"].values() for a in row}
+    assert acts <= set(S10E)
+    assert "edge/dsp/int8" not in acts
+    assert all(e["n"] == 0 for row in out["states"].values() for e in row.values())
+    # DVFS scaled by index ratio: S10e's top CPU step inherits Mi8Pro's top step
+    for s, row in src_data["states"].items():
+        if "edge/cpu/fp32@22" in row:
+            assert out["states"][s]["edge/cpu/fp32@20"]["q"] == row["edge/cpu/fp32@22"]["q"]
+        if "cloud/gpu/fp32" in row:
+            assert out["states"][s]["cloud/gpu/fp32"]["q"] == row["cloud/gpu/fp32"]["q"]
+    # the destination's cache follows
+    s0 = next(iter(out["states"]))
+    assert dict(dst.row(int(s0))) == {a: e["q"] for a, e in out["states"][s0].items()}
+    # from an export works the same, and the source is untouched
+    report2 = await dst.transfer(src_data)
+    assert report2["entries_copied"] == report["entries_copied"]
+    assert strip(await src.export()) == strip(src_data)
+    with pytest.raises(QTableImportError):
+        await dst.transfer(dst_dev)
+    with pytest.raises(QTableImportError) as ei:
+        await dst.transfer("nobody")
+    assert ei.value.field == "from_device"
+    await src.stop()
+    await dst.stop()
+
+
+# --------------------------------------------------------------------------- failure handling & stats
+
+
+async def test_updates_are_dropped_and_counted_when_redis_is_gone(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "r").start()
+    s = QStore(server.url, dev(), retry_attempts=2, retry_max_wait_s=0.05, sync_interval_s=0.2)
+    await s.start()
+    server.stop()
+    for i in range(5):
+        s.submit(upd(1, "edge/cpu/fp32@0", -1.0 * i, 1))
+    assert await s.flush(20)
+    assert s.dropped_total == 5 and s.applied_total == 0
+    await s.stop()
+
+
+def test_queue_full_drops_and_counts() -> None:
+    s = QStore("redis://127.0.0.1:1/0", dev(), queue_max=2)
+    for _ in range(5):
+        s.submit(upd(1, "edge/cpu/fp32@0", -1.0, 1))
+    assert s.dropped_total == 3 and s.submitted_total == 2
+
+
+async def test_stats_against_the_paper(store: QStore) -> None:
+    await _seed(store, 100)
+    st = await store.stats()
+    assert st["states"] > 0 and st["entries"] >= st["states"]
+    assert st["visits_total"] == 100
+    assert st["redis_memory_bytes"] > 0 and st["cache_bytes"] > 0
+    assert st["paper_memory_bytes"] == 400_000
+    assert math.isclose(st["redis_vs_paper"], st["redis_memory_bytes"] / 400_000)
+
+
+# --------------------------------------------------------------------------- admin API
+
+
+@pytest.fixture
+async def api(store: QStore) -> AsyncIterator[httpx.AsyncClient]:
+    from fastapi import FastAPI
+
+    from services.decider.api import admin
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(admin.router)
+    app.state.qstore = store
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        yield c
+
+
+async def test_admin_policy_export_stats(api: httpx.AsyncClient, store: QStore) -> None:
+    await _seed(store)
+    r = await api.get("/policy")
+    assert r.status_code == 200
+    states = r.json()["states"]
+    s0, view = next(iter(states.items()))
+    assert view["best"] in view["actions"] and view["visits"] >= 1 and "labels" in view
+    assert view["best_q"] == max(e["q"] for e in view["actions"].values() if e["n"] > 0)
+    assert (await api.get("/qtable/export")).json()["states"] == (await store.export())["states"]
+    st = (await api.get("/qtable/stats")).json()
+    assert st["paper_memory_bytes"] == 400_000
+
+
+async def test_admin_import_errors_name_the_field_and_change_nothing(api: httpx.AsyncClient, store: QStore) -> None:
+    await _seed(store)
+    before = strip(await store.export())
+    bad = json.loads(json.dumps(before))
+    bad["states"]["0"] = {"edge/cpu/fp32@0": {"q": 1.0}}
+    r = await api.post("/qtable/import", json=bad)
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "invalid_qtable"
+    assert r.json()["error"]["field"] == "states.0.edge/cpu/fp32@0"
+    r = await api.post("/qtable/import", content=b"{not json")
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_json"
+    mism = json.loads(json.dumps(before))
+    mism["device"] = "someone-else"
+    r = await api.post("/qtable/import", json=mism)
+    assert r.status_code == 409 and r.json()["error"] == {
+        "code": "qtable_mismatch", "field": "device", "message": r.json()["error"]["message"]}
+    r = await api.post("/qtable/import?mode=sideways", json=before)
+    assert r.status_code == 422
+    assert strip(await store.export()) == before
+    # a good import works
+    r = await api.post("/qtable/import?mode=replace", json=before)
+    assert r.status_code == 200 and r.json()["entries"] > 0
+
+
+async def test_admin_reset_and_transfer(api: httpx.AsyncClient, store: QStore, rs: EmbeddedRedis) -> None:
+    await _seed(store)
+    r = await api.post("/qtable/reset")
+    assert r.status_code == 200
+    assert (await store.export())["states"] == {}
+    r = await api.post("/qtable/transfer", json={"from_device": "nobody"})
+    assert r.status_code == 409 and r.json()["error"]["field"] == "from_device"
+    r = await api.post("/qtable/transfer", json={"from": "x"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "from"
+    other = QStore(rs.url, dev())
+    await other.start()
+    for i in range(20):
+        other.submit(upd(i % 4, "cloud/gpu/fp32", -10.0, 0, ("cloud/gpu/fp32", "edge/cpu/fp32@0")))
+    assert await other.flush(5)
+    r = await api.post("/qtable/transfer", json={"from_device": other.device})
+    assert r.status_code == 200, r.text
+    assert r.json()["entries_copied"] == 4
+    assert set((await store.export())["states"]) == {"0", "1", "2", "3"}
+    await other.stop()
