@@ -70,11 +70,12 @@ class Mesh:
                 value = str(Path(value).resolve())
             env[f"AUTOSCALE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         env["REDIS_URL"] = self.redis_url
-        env.setdefault(MESH_ID_ENV, f"mesh-{os.getpid()}")
         return env
 
     def start(self, timeout_s: float = 300.0, on_event: Callable[[str], None] = lambda _m: None) -> "Mesh":
         s = self.settings
+        # Telemetry tells the mesh's own processes (Redis included) from co-runners by this id.
+        os.environ.setdefault(MESH_ID_ENV, f"mesh-{os.getpid()}")
         log_dir = self.log_dir or Path(s.data_dir) / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         if s.redis_url:

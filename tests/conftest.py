@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def mesh_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         host="127.0.0.1", data_dir=data_dir, models_dir=MODEL_CACHE, zoo=MESH_MODELS,
         preload_models=["mobilenet_v1"], seed=7, redis_url="", telemetry_refresh_s=0.2, runner_refresh_s=0.5,
+        max_upload_bytes=4 * 1024 * 1024,
         **ports,
     )
     values.update(overrides)
@@ -31,6 +33,8 @@ def mesh_settings(data_dir: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    # The zoo cache is shared between runs; uploads from an earlier run are not.
+    shutil.rmtree(MODEL_CACHE / "user", ignore_errors=True)
     m = Mesh(mesh_settings(tmp_path_factory.mktemp("mesh")))
     m.start(timeout_s=600)
     try:

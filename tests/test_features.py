@@ -175,6 +175,28 @@ def test_attention_block_is_one_rc_layer(pooled: bool) -> None:
     assert kinds.count("mac") == 2 and kinds.count("rc-part") == 6
 
 
+def test_attention_on_flattened_tokens() -> None:
+    """TF exports Dense on [B, S, H] as Reshape to [B*S, H] + 2-D MatMul: still one block."""
+    mm = lambda a, w, o: helper.make_node("MatMul", [a, w], [o])  # noqa: E731
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat"], ["x2"]),  # [6, 8]
+        mm("x2", "wq", "q"), mm("x2", "wk", "k"), mm("x2", "wv", "v"),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[1, 0]),
+        mm("q", "kt", "scores"),
+        helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
+        mm("p", "v", "ctx"), mm("ctx", "wo", "o"),
+        helper.make_node("ReduceMean", ["o", "ax0"], ["pooled"], keepdims=1),  # [1, 8]
+        helper.make_node("Gemm", ["pooled", "wh", "bh"], ["y"], transB=1),
+    ]
+    inits = [_i64("flat", [6, 8]), _i64("ax0", [0]), _w("wh", 2, 8), _w("bh", 2)]
+    inits += [_w(n, 8, 8) for n in ("wq", "wk", "wv", "wo")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 6, 8])],
+               [helper.make_tensor_value_info("y", F, [1, 2])], inits)
+    f = extract_features(m)
+    assert (f.conv, f.fc, f.rc) == (0, 1, 1)
+    assert f.macs == 4 * 6 * 8 * 8 + 2 * 6 * 6 * 8 + 2 * 8
+
+
 def test_attention_with_symbolic_batch() -> None:
     assert extract_features(attention_model(symbolic=True)).macs == ATTN_MACS + 16
 

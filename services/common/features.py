@@ -570,6 +570,16 @@ def _head_nodes(g: _Graph) -> set[int]:
     return heads
 
 
+def _batch_size(g: _Graph, model: onnx.ModelProto) -> int:
+    """Leading dim of the first graph input (symbolic -> 1): the number of samples."""
+    init_names = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name not in init_names:
+            shape = g.shape(vi.name)
+            return int(shape[0] or 1) if shape else 1
+    return 1
+
+
 def _wire_bytes(g: _Graph, names: list[str]) -> int:
     total = 0
     for name in names:
@@ -651,9 +661,12 @@ def analyze(model: onnx.ModelProto) -> GraphAnalysis:
     # per-token linear layers inside attention blocks belong to the RC layer
     if has_attention:
         heads = _head_nodes(g)
+        batch = _batch_size(g, model)
         for n in linear:
             y = g.shape(n.output[0])
-            if y is not None and len(y) >= 3 and id(n) not in heads:
+            # [B, S, H] - or [B*S, H] as TF's Dense/tensordot exports it - is per token
+            per_token = y is not None and (len(y) >= 3 or (len(y) == 2 and (y[0] or 1) > batch))
+            if per_token and id(n) not in heads:
                 infos[id(n)].kind = "rc-part"
                 infos[id(n)].note = "projection inside an attention block"
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import numpy as np
+import onnx
 from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import TypeAdapter, ValidationError
 
 from services.common import costmodel
 from services.common.engines import get_engine
@@ -30,7 +32,7 @@ from services.common.logging import configure_logging, log_event
 from services.common.metrics import RunnerMetrics, metrics_endpoint
 from services.common.model_store import ModelStore
 from services.common.profiles import DeviceProfile, load_profile
-from services.common.schemas import Location, ModelInfo, Precision, RunRequest, RunResult, Target, TargetInfo
+from services.common.schemas import AccuracyEntry, Location, ModelInfo, Precision, RunRequest, RunResult, Target, TargetInfo
 from services.common.settings import Settings
 from services.common.tensors import check_against, decode, summarize, synthetic
 
@@ -56,6 +58,7 @@ class RunnerState:
     targets: dict[str, Target] = field(default_factory=dict)
     sessions: dict[tuple[str, Precision, str], LoadedModel] = field(default_factory=dict)
     load_locks: dict[tuple[str, Precision, str], asyncio.Lock] = field(default_factory=dict)
+    engine_support: dict[tuple[str, Precision, str], bool] = field(default_factory=dict)
     # One inference at a time: each engine session already uses every configured thread.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     ready: bool = False
@@ -69,15 +72,28 @@ class RunnerState:
         return engine
 
     def runnable_models(self, target: Target) -> list[str]:
-        """Models this target can execute: the device must support the model's layers and precision."""
+        """Models this target can execute: the device must support the model's layers and precision,
+        and the target's engine its ops (ONNX Runtime runs every valid model; TVM does not)."""
         out = []
         for name in self.store.names():
             info = self.store.info(name)
             if target.precision not in info.precisions:
                 continue
-            if costmodel.supports(self.profile, target, info.features):
+            if costmodel.supports(self.profile, target, info.features) and self.engine_runs(name, target):
                 out.append(name)
         return out
+
+    def engine_runs(self, name: str, target: Target) -> bool:
+        if target.engine == "onnxruntime":
+            return True
+        key = (name, target.precision, target.engine)
+        if key not in self.engine_support:
+            path = self.store.path(name, target.precision)
+            ok = get_engine(target.engine).supports(onnx.load(str(path), load_external_data=False), target.precision)
+            if not ok.ok:
+                log_event(log, "target not offered for model", model=name, target=target.id, reason=ok.reason)
+            self.engine_support[key] = ok.ok
+        return self.engine_support[key]
 
 
 def get_state(request: Request) -> RunnerState:
@@ -157,12 +173,18 @@ async def models(state: StateDep) -> list[ModelInfo]:
 
 @router.put("/models/{name}", response_model=ModelInfo)
 async def put_model(name: str, request: Request, state: StateDep) -> ModelInfo:
-    """Receive a user model pushed by the decider (same bytes, so the same hash everywhere)."""
+    """Receive a user model pushed by the decider: the ONNX bytes, then its accuracy entries."""
     data = await request.body()
     try:
-        return await asyncio.to_thread(
+        accuracy = TypeAdapter(dict[Precision, AccuracyEntry]).validate_json(request.headers.get("x-accuracy", "{}"))
+        info = await asyncio.to_thread(
             state.store.add, name, data, max_bytes=state.settings.max_upload_bytes, overwrite=True
         )
+        for precision, entry in accuracy.items():
+            info = state.store.set_accuracy(name, precision, entry)
+        return info
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_accuracy", f"x-accuracy header: {exc.errors()[0]['msg']}", field="x-accuracy") from exc
     except ModelValidationError as exc:
         raise ApiError(422, "invalid_model", str(exc), field=getattr(exc, "field", None) or "file") from exc
 

@@ -114,7 +114,7 @@ class ModelFeatures(BaseModel):
 
 class AccuracyEntry(BaseModel):
     top1: float = Field(ge=0, le=100, description="expected top-1 (or task metric) in percent")
-    source: Literal["published", "measured"] = "published"
+    source: Literal["published", "measured", "declared"] = "published"
     reference: str = ""
 
 
@@ -262,7 +262,7 @@ class InferResponse(BaseModel):
     energy_mj: float = Field(description="the phone's energy for this inference (eqs. 1-4)")
     energy_source: EnergySource
     accuracy: float
-    accuracy_source: Literal["published", "measured"]
+    accuracy_source: Literal["published", "measured", "declared"]
     qos_ms: float
     qos_met: bool
     accuracy_met: bool

@@ -166,6 +166,9 @@ def _s(x: bytes | str) -> str:
     return x.decode() if isinstance(x, bytes) else x
 
 
+# Rows per read transaction: a full row is ~66 fields; small transactions keep each reply
+# well under a second of parsing even on a loaded machine (the client's socket timeout is 5 s).
+_ROWS_PER_TX = 64
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 _EMPTY: Mapping[str, float] = {}
 
@@ -590,8 +593,8 @@ class QStore:
         """Refetch rows atomically (row + its version); never install data older than we hold."""
         k = self.keys
         states = sorted(states)
-        for i in range(0, len(states), 512):
-            chunk = states[i : i + 512]
+        for i in range(0, len(states), _ROWS_PER_TX):
+            chunk = states[i : i + _ROWS_PER_TX]
             async with self._r.pipeline(transaction=True) as pipe:
                 for s in chunk:
                     pipe.hgetall(k.q(s))
@@ -633,8 +636,8 @@ class QStore:
             states_raw, acts_raw = await pipe.execute()
         states = sorted(int(_s(s)) for s in states_raw)
         out: dict[int, dict[str, tuple[float, int]]] = {}
-        for i in range(0, len(states), 512):
-            chunk = states[i : i + 512]
+        for i in range(0, len(states), _ROWS_PER_TX):
+            chunk = states[i : i + _ROWS_PER_TX]
             async with self._r.pipeline(transaction=True) as pipe:
                 for s in chunk:
                     pipe.hgetall(keys.q(s))

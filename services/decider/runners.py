@@ -8,6 +8,7 @@ memoised per model and registry version so the request path does no work to buil
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -146,13 +147,15 @@ class RunnerRegistry:
             raise RunnerRejected(resp.status_code, body)
         return RunResult.model_validate_json(resp.content)
 
-    async def push_model(self, name: str, data: bytes) -> list[str]:
-        """Send an uploaded model to every runner; returns the roles that failed."""
+    async def push_model(self, info: ModelInfo, data: bytes) -> list[str]:
+        """Send an uploaded model and its accuracy entries to every runner; returns the failures."""
         failed: list[str] = []
+        accuracy = json.dumps({p.value: e.model_dump() for p, e in info.precisions.items()})
 
         async def one(r: Runner) -> None:
             try:
-                resp = await r.client.put(f"/models/{name}", content=data, timeout=120.0)
+                resp = await r.client.put(f"/models/{info.name}", content=data, timeout=120.0,
+                                          headers={"x-accuracy": accuracy})
                 resp.raise_for_status()
             except httpx.HTTPError as exc:
                 failed.append(f"{r.role.value}: {exc}")

@@ -46,7 +46,8 @@ def evaluate(
     models: Annotated[str | None, typer.Option(help="comma-separated zoo networks (default: all ten)")] = None,
     policies: Annotated[str, typer.Option(help="comma-separated policies")] = ",".join(POLICY_NAMES),
     runs: Annotated[int, typer.Option(min=1, help="training inferences per (network, scenario)")] = 100,
-    test_runs: Annotated[int, typer.Option(min=1, help="test inferences per (held-out network, scenario)")] = 50,
+    test_runs: Annotated[int, typer.Option(min=1, help="measured test inferences per (held-out network, scenario) and window")] = 50,
+    adapt_runs: Annotated[int, typer.Option(min=0, help="online inferences of the held-out network between the cold-start and adapted windows")] = 100,
     seed: Annotated[int, typer.Option(help="seed: the same seed gives the same results")] = 0,
     profile: Annotated[
         list[Path] | None,
@@ -63,7 +64,7 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    cfg = EvalConfig(seed=seed, runs=runs, test_runs=test_runs, workers=workers, extras=extras)
+    cfg = EvalConfig(seed=seed, runs=runs, test_runs=test_runs, adapt_runs=adapt_runs, workers=workers, extras=extras)
     cfg.devices = _split(devices) or []
     cfg.scenarios = _split(scenarios) or []
     cfg.models = _split(models)

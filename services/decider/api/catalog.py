@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from services.common.errors import ApiError
-from services.common.features import ModelValidationError
-from services.common.schemas import ModelInfo, TargetInfo
+from services.common.engines import get_engine
+from services.common.features import ModelValidationError, load_and_validate
+from services.common.schemas import AccuracyEntry, ModelInfo, Precision, TargetInfo
 from services.decider.deps import DeciderDep, require_admin
 
 router = APIRouter(tags=["catalog"])
@@ -44,22 +45,38 @@ async def get_model(name: str, d: DeciderDep) -> ModelInfo:
 async def upload_model(
     request: Request, d: DeciderDep,
     name: str = Query(..., description="name to serve the model under"),
+    accuracy: float = Query(..., ge=0, le=100, description="expected top-1 (%) in FP32, used by eq. 5"),
+    accuracy_int8: float | None = Query(None, ge=0, le=100, description="offer INT8 targets at this top-1 (%)"),
+    accuracy_fp16: float | None = Query(None, ge=0, le=100, description="offer FP16 targets at this top-1 (%)"),
 ) -> ModelInfo:
-    """Upload an ONNX file as the raw request body: validated, featurised, pushed to every runner."""
+    """Upload an ONNX file as the raw request body: validated, featurised, pushed to every runner.
+
+    No data set can be fetched here to measure accuracy, so the uploader declares it per precision
+    (labelled ``declared``); a precision without a declared accuracy is not offered.
+    """
     if not NAME_RE.match(name):
         raise ApiError(422, "invalid_name", "name must match ^[a-z0-9][a-z0-9_.-]{0,63}$", field="name")
     if d.models.store.has(name):
         raise ApiError(409, "name_clash", f"a model named {name!r} already exists", field="name")
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > d.settings.max_upload_bytes:
-        raise ApiError(413, "too_large", f"upload is {declared} bytes; the limit is {d.settings.max_upload_bytes}", field="file")
+    length = int(request.headers.get("content-length") or 0)
+    if length > d.settings.max_upload_bytes:
+        raise ApiError(413, "too_large", f"upload is {length} bytes; the limit is {d.settings.max_upload_bytes}", field="file")
     data = await request.body()
+    declared = {Precision.fp32: accuracy, Precision.int8: accuracy_int8, Precision.fp16: accuracy_fp16}
     try:
+        model = await asyncio.to_thread(load_and_validate, data, d.settings.max_upload_bytes)
+        support = get_engine("onnxruntime").supports(model, Precision.fp32)
+        if not support.ok:  # every runner's default engine must be able to run it
+            raise ApiError(422, "unsupported_op", f"the model cannot be served: {support.reason}", field="file")
         info = await asyncio.to_thread(d.models.store.add, name, data, max_bytes=d.settings.max_upload_bytes)
+        for precision, top1 in declared.items():
+            if top1 is not None:
+                info = d.models.store.set_accuracy(name, precision, AccuracyEntry(
+                    top1=top1, source="declared", reference="declared by the uploader"))
     except ModelValidationError as exc:
         status = 413 if "limit" in str(exc) and "bytes" in str(exc) else 422
         raise ApiError(status, "invalid_model", str(exc), field=getattr(exc, "field", None) or "file") from exc
-    failed = await d.runners.push_model(name, data)
+    failed = await d.runners.push_model(info, data)
     if failed:
         await asyncio.to_thread(d.models.store.remove, name)
         d.models.reload()

@@ -1,0 +1,81 @@
+"""A reduced evaluation through the CLI function: output structure, and AutoScale's place."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.reward import reward
+from services.evaluation.cli import evaluate
+from services.evaluation.evaluate import EvalConfig, load_device
+from services.evaluation.simulator import reward_matrix, run_steps
+
+MODELS = "mobilenet_v1,resnet50,mobilebert"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("eval")
+    evaluate(devices="mi8pro,moto_x_force", scenarios="s1,s4,d3", models=MODELS, runs=20, test_runs=15,
+             adapt_runs=100, seed=3, profile=None, scenario_file=None, out=d, workers=1, extras=True,
+             policies="autoscale,edge-cpu-fp32,edge-best,cloud,connected-edge,opt,lr,knn,linucb")
+    return d
+
+
+def test_outputs(out: Path) -> None:
+    res = json.loads((out / "results.json").read_text())
+    for key in ("config", "models", "per_case", "per_case_cold", "summary", "summary_cold", "timing", "convergence",
+                "accuracy_targets", "figures"):
+        assert key in res, key
+    assert set(res["per_case"]) == {"mi8pro", "moto_x_force"}
+    case = res["per_case"]["mi8pro"]["s1"]["resnet50"]
+    assert {"autoscale", "opt", "edge-cpu-fp32", "lr"} <= set(case)
+    assert {"energy_mj", "latency_ms", "qos_violation", "prediction_accuracy", "choices"} <= set(case["autoscale"])
+    assert res["timing"]["decisions"] > 0 and res["timing"]["decisions_per_s"] > 0
+    for name in res["figures"].values():
+        f = out / name
+        assert f.exists() and f.stat().st_size > 5_000, name
+    assert {"fig9_ppw.png", "fig11_qos.png", "fig12_dynamic.png", "fig13_selection.png",
+            "fig14_prediction_accuracy.png", "convergence.png", "transfer.png"} <= set(res["figures"].values())
+    report = (out / "report.md").read_text()
+    assert "| AutoScale vs | ours (static) | paper | difference |" in report
+    assert "| edge-cpu-fp32 |" in report and "9.8x" in report
+    assert "| prediction accuracy (exact action) |" in report and "decisions/s" in report
+    assert "PPW" in report and "inferences per joule" in report
+
+
+def test_autoscale_beats_cpu_and_lands_near_opt(out: Path) -> None:
+    res = json.loads((out / "results.json").read_text())
+    st = res["summary"]["static"]["policies"]
+    assert st["autoscale"]["ppw_norm"] > 3 * st["edge-cpu-fp32"]["ppw_norm"]
+    assert st["autoscale"]["ppw_norm"] > 0.7 * st["opt"]["ppw_norm"]
+    assert st["autoscale"]["category_accuracy"] > 0.6
+
+
+def test_reward_matrix_matches_eq5() -> None:
+    rng = np.random.default_rng(0)
+    e, lat, acc = rng.uniform(0, 0.5, (4, 6)), rng.uniform(0, 0.2, (4, 6)), rng.uniform(10, 90, 6)
+    for amin in (None, 50.0):
+        m = reward_matrix(e, lat, acc, 0.05, amin)
+        for i in range(4):
+            for j in range(6):
+                want = reward(energy_mj=e[i, j] * 1e3, latency_ms=lat[i, j] * 1e3, accuracy=acc[j], qos_ms=50.0,
+                              accuracy_min=amin)
+                assert m[i, j] == pytest.approx(want)
+
+
+def test_simulation_is_deterministic() -> None:
+    from services.decider.policies import make_policy
+
+    cfg = EvalConfig(devices=["galaxy_s10e"], scenarios=["d3"], models=["mobilenet_v2"], workers=1)
+
+    def once() -> list[float]:
+        w = load_device(cfg, "galaxy_s10e")
+        b = w.block("mobilenet_v2", "d3", "test", 30)
+        return run_steps(make_policy("autoscale", seed=1), [(b, i) for i in range(30)], random.Random(1)).reward
+
+    assert once() == once()
