@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test prometheus bench bench-engines bench-decision evaluate clean
+.PHONY: install run test prometheus bench bench-engines bench-decision bench-mesh evaluate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,13 +24,16 @@ prometheus:
 test: install prometheus
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: bench-engines bench-decision evaluate
+bench: bench-engines bench-decision bench-mesh evaluate
 
 bench-engines: install
 	$(PY) bench/bench_engines.py
 
 bench-decision: install
 	$(PY) bench/bench_decision.py
+
+bench-mesh: install
+	$(PY) bench/bench_mesh.py
 
 evaluate: install
 	$(VENV)/bin/autoscale evaluate --out results

@@ -300,7 +300,8 @@ async def main_async(quick: bool) -> dict[str, object]:
         finally:
             r.stop()
     return {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}, "
+                   f"load average {os.getloadavg()[0]:.1f} at the end (shared machine)",
         "python": platform.python_version(),
         "actions": len(ACTIONS),
         "paper": {"decision_us": PAPER_DECISION_US, "training_us": PAPER_TRAINING_US, "memory_bytes": PAPER_MEMORY_BYTES},

@@ -12,6 +12,7 @@ its tensor-intrinsic library once per process).
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -237,6 +238,129 @@ def test_supports_refuses_lstm_and_qlinearconv(ort_engine: OnnxRuntimeEngine, tv
             tvm_engine.load(path)
 
 
+
+# --- the empirical op list: what TVM 0.27's Relax ONNX frontend imports and runs like ORT ---------
+
+
+def _f32(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _op_case(name: str) -> onnx.ModelProto:
+    """One small graph per op family the zoo (or a typical exporter) emits."""
+    rng = np.random.default_rng(7)
+    vi, F, init = helper.make_tensor_value_info, TensorProto.FLOAT, numpy_helper.from_array
+    x4, y4 = vi("x", F, [1, 4, 8, 8]), vi("y", F, None)
+    x3, y3 = vi("x", F, [2, 5, 8]), vi("y", F, None)
+    node = helper.make_node
+    cases: dict[str, tuple[list, list, list, list, int]] = {
+        "MatMul": ([node("MatMul", ["x", "w"], ["y"])], [x3], [y3], [init(_f32(rng, 8, 6), "w")], 17),
+        "Gemm": ([node("Gemm", ["x", "w", "b"], ["y"], transB=1)], [vi("x", F, [2, 8])], [y3],
+                 [init(_f32(rng, 6, 8), "w"), init(_f32(rng, 6), "b")], 17),
+        "Softmax": ([node("Softmax", ["x"], ["y"], axis=-1)], [x3], [y3], [], 17),
+        "LayerNormalization": ([node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)], [x3], [y3],
+                               [init(_f32(rng, 8), "s"), init(_f32(rng, 8), "b")], 17),
+        "Gelu": ([node("Gelu", ["x"], ["y"])], [x3], [y3], [], 20),
+        "Erf+Tanh+Sigmoid": ([node("Erf", ["x"], ["a"]), node("Tanh", ["a"], ["b"]), node("Sigmoid", ["b"], ["y"])],
+                             [x3], [y3], [], 17),
+        "HardSwish+HardSigmoid": ([node("HardSwish", ["x"], ["a"]), node("HardSigmoid", ["a"], ["y"])], [x4], [y4], [], 17),
+        "GlobalAveragePool": ([node("GlobalAveragePool", ["x"], ["y"])], [x4], [y4], [], 17),
+        "MaxPool+AveragePool": ([node("MaxPool", ["x"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
+                                 node("AveragePool", ["a"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], [x4], [y4], [], 17),
+        "BatchNormalization": ([node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])], [x4], [y4],
+                               [init(_f32(rng, 4), "s"), init(_f32(rng, 4), "b"), init(_f32(rng, 4), "m"),
+                                init(np.abs(_f32(rng, 4)) + 0.5, "v")], 17),
+        "Clip(ReLU6)": ([node("Clip", ["x", "lo", "hi"], ["y"])], [x4], [y4],
+                        [init(np.array(0, np.float32), "lo"), init(np.array(6, np.float32), "hi")], 17),
+        "Concat+Split": ([node("Concat", ["x", "x"], ["c"], axis=1), node("Split", ["c"], ["y", "z"], axis=1, num_outputs=2)],
+                         [x4], [y4, vi("z", F, None)], [], 18),
+        "Resize(nearest)": ([node("Resize", ["x", "", "sc"], ["y"], mode="nearest")], [x4], [y4],
+                            [init(np.array([1, 1, 2, 2], np.float32), "sc")], 17),
+        "Resize(linear)": ([node("Resize", ["x", "", "sc"], ["y"], mode="linear")], [x4], [y4],
+                           [init(np.array([1, 1, 2, 2], np.float32), "sc")], 17),
+        "Reshape+Transpose+ReduceMean": ([node("Reshape", ["x", "sh"], ["r"]), node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+                                          node("ReduceMean", ["t", "ax"], ["y"], keepdims=1)], [x3], [y3],
+                                         [init(np.array([2, 8, 5], np.int64), "sh"), init(np.array([-1], np.int64), "ax")], 18),
+        "Gather(embedding)": ([node("Gather", ["e", "ids"], ["y"])], [vi("ids", TensorProto.INT64, [1, 6])], [y3],
+                              [init(_f32(rng, 30, 8), "e")], 17),
+        "QuantizeLinear+DequantizeLinear": (
+            [node("QuantizeLinear", ["x", "sc", "zp"], ["q"]), node("DequantizeLinear", ["q", "sc", "zp"], ["y"])],
+            [x3], [y3], [init(np.array(0.05, np.float32), "sc"), init(np.array(128, np.uint8), "zp")], 17),
+        "fp16 Conv (fp32 I/O)": ([node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+                                  node("Conv", ["h", "w"], ["c"], pads=[1, 1, 1, 1]),
+                                  node("Cast", ["c"], ["y"], to=F)], [x4], [y4],
+                                 [init((_f32(rng, 4, 4, 3, 3) * 0.2).astype(np.float16), "w")], 17),
+    }
+    nodes, inputs, outputs, inits, opset = cases[name]
+    return _model(nodes, inputs, outputs, inits, opset)
+
+
+IMPORTABLE = ["MatMul", "Gemm", "Softmax", "LayerNormalization", "Gelu", "Erf+Tanh+Sigmoid", "HardSwish+HardSigmoid",
+              "GlobalAveragePool", "MaxPool+AveragePool", "BatchNormalization", "Clip(ReLU6)", "Concat+Split",
+              "Resize(nearest)", "Resize(linear)", "Reshape+Transpose+ReduceMean", "Gather(embedding)",
+              "QuantizeLinear+DequantizeLinear", "fp16 Conv (fp32 I/O)"]
+
+
+@pytest.mark.parametrize("case", IMPORTABLE)
+def test_tvm_imports_and_matches_ort(case: str, ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path) -> None:
+    slug = re.sub(r"\W+", "_", case)
+    path = _save(_model_with_shapes(_op_case(case)), work / f"op_{slug}.onnx")
+    model = onnx.load(str(path))
+    assert tvm_engine.supports(model, Precision.fp32).ok
+    a, b = ort_engine.load(path), tvm_engine.load(path)
+    rng = np.random.default_rng(8)
+    feeds = {s.name: (rng.integers(0, 30, s.shape) if s.dtype == "int64" else rng.standard_normal(s.shape)).astype(s.dtype)
+             for s in b.inputs}
+    tol = {"rtol": 1e-2, "atol": 2e-2} if case.startswith("fp16") else FP32_TOL  # fp16 arithmetic in both
+    for ra, rb in zip(a.run(feeds), b.run(feeds), strict=True):
+        np.testing.assert_allclose(rb, ra, **tol)
+
+
+def _model_with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fill the output value-infos left untyped above (the checker wants element types)."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    del model.graph.output[:]
+    model.graph.output.extend(inferred.graph.output)
+    return model
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # onnx.checker: the 1-input nodes are deliberately minimal
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN", "QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger"])
+def test_deny_list_is_truthful(op: str, tvm_engine: TvmEngine) -> None:
+    """Each refused op really fails in the frontend (so a TVM upgrade that adds one shows up here)."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    domain = "com.microsoft" if op == "QGemm" else ""
+    node = helper.make_node(op, ["x"], ["y"], domain=domain)
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [],
+                   domains=(domain,) if domain else ())
+    s = tvm_engine.supports(model, Precision.int8)
+    assert not s.ok and op in s.reason
+    with pytest.raises(tvm.error.OpNotImplemented, match=op):
+        from_onnx(model)
+
+
+def test_ort_dynamic_int8_matmul_runs_on_tvm(ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path) -> None:
+    """ORT dynamic quantisation (DynamicQuantizeLinear + MatMulInteger, the zoo's MobileBERT int8) imports in TVM."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(9)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    inits = [numpy_helper.from_array(_f32(rng, 32, 64), "w1"), numpy_helper.from_array(_f32(rng, 64, 16), "w2")]
+    src = _save(_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], inits), work / "mlp.onnx")
+    dst = work / "mlp_dyn.onnx"
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    model = onnx.load(str(dst))
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in model.graph.node}
+    assert tvm_engine.supports(model, Precision.int8).ok
+    feeds = {"x": _f32(rng, 1, 8, 32)}
+    ra, rb = ort_engine.load(dst).run(feeds)[0], tvm_engine.load(dst).run(feeds)[0]
+    assert rel_l2(rb, ra) <= 1e-3  # same integer arithmetic: measured bit-exact
+
 def test_qdq_int8_supported_and_runs_on_tvm(cnn_path: Path, ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine,
                                            work: Path) -> None:
     qdq = qdq_cnn(cnn_path, work / "cnn_int8.onnx")
@@ -274,14 +398,15 @@ def test_engine_errors(cnn_path: Path, ort_engine: OnnxRuntimeEngine, tvm_engine
 
 
 def test_zoo_mobilenet_v1_parity(ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path) -> None:
-    """The real zoo MobileNet v1 (fp32 and its int8 QDQ variant) through both engines."""
+    """The real zoo MobileNet v1 (fp32, its int8 QDQ and fp16 variants) through both engines."""
     from services.common.precision import make_variant
     from services.common.zoo import build, synthetic_inputs
 
     fp32 = build("mobilenet_v1", work / "models")
     int8 = make_variant(fp32, Precision.int8, work / "models")
+    fp16 = make_variant(fp32, Precision.fp16, work / "models")
     feeds = synthetic_inputs("mobilenet_v1", seed=0)
-    for path, prec in ((fp32, Precision.fp32), (int8, Precision.int8)):
+    for path, prec in ((fp32, Precision.fp32), (int8, Precision.int8), (fp16, Precision.fp16)):
         model = onnx.load(str(path), load_external_data=False)
         assert ort_engine.supports(model, prec).ok and tvm_engine.supports(model, prec).ok
         ra = ort_engine.load(path).run(feeds)
@@ -289,8 +414,10 @@ def test_zoo_mobilenet_v1_parity(ort_engine: OnnxRuntimeEngine, tvm_engine: TvmE
         assert [r.shape for r in ra] == [r.shape for r in rb] == [(1, 1000)]
         if prec is Precision.fp32:
             np.testing.assert_allclose(rb[0], ra[0], **FP32_TOL)
-        else:
+        elif prec is Precision.int8:
             assert rel_l2(rb[0], ra[0]) <= INT8_MAX_REL_L2 and cosine(rb[0], ra[0]) >= INT8_MIN_COS
+        else:
+            assert rel_l2(rb[0], ra[0]) <= FP16_MAX_REL_L2
 
 
 def test_tiny_tuning_database_and_tuned_compile(ort_engine: OnnxRuntimeEngine, work: Path) -> None:

@@ -159,6 +159,9 @@ def test_measured_accuracy_is_recorded(store: ModelStore, tmp_path: Path) -> Non
     assert ModelStore(tmp_path, zoo=ZOO).info("tiny").precisions[Precision.fp32].source == "measured"
     info = store.set_accuracy("tiny", "int8", AccuracyEntry(top1=50.0, source="measured"))
     assert set(info.precisions) == {Precision.fp32, Precision.int8}
+    # the same bytes pushed again keep what is known; different bytes start from scratch
+    assert set(store.add("tiny", small_cnn().SerializeToString(), overwrite=True).precisions) == set(info.precisions)
+    assert store.add("tiny", small_cnn(batch=2).SerializeToString(), overwrite=True).precisions == {}
 
 
 def _upload_in_child(root: str, name: str) -> None:

@@ -390,6 +390,17 @@ async def test_updates_are_dropped_and_counted_when_redis_is_gone(tmp_path: Path
     await s.stop()
 
 
+async def test_updates_survive_a_flushed_script_cache(store: QStore, rs: EmbeddedRedis) -> None:
+    c = redis.Redis.from_url(rs.url)
+    c.script_flush()  # as after a Redis restart
+    c.close()
+    for _ in range(10):
+        store.submit(upd(2, "edge/cpu/fp32@0", -5.0, 3))
+    assert await store.flush(10)
+    assert store.applied_total == 10 and store.dropped_total == 0
+    assert (await store.export())["states"]["2"]["edge/cpu/fp32@0"]["n"] == 10
+
+
 def test_queue_full_drops_and_counts() -> None:
     s = QStore("redis://127.0.0.1:1/0", dev(), queue_max=2)
     for _ in range(5):

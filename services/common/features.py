@@ -151,7 +151,9 @@ class LayerInfo:
 
     node: str
     op: str
-    kind: str  # conv | fc | rc | mac (counted in MACs only) | merged (pointwise half of a separable conv)
+    # conv | fc | rc, or counted in MACs only: mac (activation x activation), merged (pointwise
+    # half of a separable conv), rc-part (projection inside an attention block)
+    kind: str
     macs: int
     note: str = ""
 
@@ -492,7 +494,8 @@ def _is_fc_like_conv(g: _Graph, n: onnx.NodeProto) -> bool:
         return False
     pads = _attr(n, "pads") or []
     auto_pad = _attr(n, "auto_pad", b"NOTSET")
-    if any(int(p) for p in pads) or auto_pad not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):  # type: ignore[union-attr]
+    padded = any(int(p) for p in pads)  # type: ignore[union-attr]
+    if padded or auto_pad not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
         return False
     spatial_in, spatial_out = x[2:], y[2:]
     return (
@@ -509,7 +512,8 @@ def _is_depthwise(g: _Graph, n: onnx.NodeProto) -> bool:
 
 def _is_pointwise(g: _Graph, n: onnx.NodeProto) -> bool:
     kernel = _conv_kernel(g, n)
-    return int(_attr(n, "group", 1)) == 1 and kernel is not None and all(k == 1 for k in kernel)  # type: ignore[arg-type]
+    group = int(_attr(n, "group", 1))  # type: ignore[arg-type]
+    return group == 1 and kernel is not None and all(k == 1 for k in kernel)
 
 
 def _reached_layers(g: _Graph, start: str) -> list[onnx.NodeProto]:

@@ -17,8 +17,10 @@ def make_client(
     timeout_s: float = 30.0,
     max_connections: int = 256,
     keepalive: int = 64,
+    transport: str = "aiohttp",
 ) -> httpx.AsyncClient:
-    return HttpxAiohttpClient(
+    cls = HttpxAiohttpClient if transport == "aiohttp" else httpx.AsyncClient
+    return cls(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=keepalive),

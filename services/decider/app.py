@@ -54,13 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await qstore.start()
         runners = RunnerRegistry(
             runners={
-                role: Runner(role=role, url=s.url(role.value), client=make_client(s.url(role.value), timeout_s=s.run_timeout_s))
+                role: Runner(role=role, url=s.url(role.value), client=make_client(s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport))
                 for role in Location
             },
             refresh_s=s.runner_refresh_s,
             run_timeout_s=s.run_timeout_s,
         )
-        telemetry = TelemetryCache(make_client(s.url("telemetry"), timeout_s=2.0), s.telemetry_refresh_s)
+        telemetry = TelemetryCache(make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport), s.telemetry_refresh_s)
         await runners.refresh()
         await telemetry.refresh()
         runners.start()

@@ -40,6 +40,7 @@ and publish a "reload" message.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import sys
 import threading
@@ -51,6 +52,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -87,11 +89,15 @@ redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
 local q = redis.call('HGET', KEYS[1], ARGV[2])
 if q then q = tonumber(q) else q = tonumber(ARGV[6]) end
 local best = 0
-local first = true
-for i = 10, #ARGV, 2 do
-  local v = redis.call('HGET', KEYS[3], ARGV[i])
-  if v then v = tonumber(v) else v = tonumber(ARGV[i + 1]) end
-  if first or v > best then best = v; first = false end
+if #ARGV >= 10 then
+  local names = {}
+  for i = 10, #ARGV, 2 do names[#names + 1] = ARGV[i] end
+  local got = redis.call('HMGET', KEYS[3], unpack(names))
+  for j = 1, #names do
+    local v = got[j]
+    if v then v = tonumber(v) else v = tonumber(ARGV[9 + 2 * j]) end
+    if j == 1 or v > best then best = v end
+  end
 end
 local new = q + tonumber(ARGV[4]) * (tonumber(ARGV[3]) + tonumber(ARGV[5]) * best - q)
 local s = string.format('%.17g', new)
@@ -169,6 +175,12 @@ def _s(x: bytes | str) -> str:
 # Rows per read transaction: a full row is ~66 fields; small transactions keep each reply
 # well under a second of parsing even on a loaded machine (the client's socket timeout is 5 s).
 _ROWS_PER_TX = 64
+
+
+class _ScriptMissing(ConnectionError):
+    """Redis restarted and lost its script cache: retry the batch after loading."""
+
+
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 _EMPTY: Mapping[str, float] = {}
 
@@ -222,7 +234,7 @@ class QStore:
             metrics = decider_metrics
         self._metrics = metrics
 
-        self._update_script = self._r.register_script(_UPDATE_LUA)
+        self._update_sha = hashlib.sha1(_UPDATE_LUA.encode()).hexdigest()
         self._clear_script = self._r.register_script(_CLEAR_LUA)
         self._bump_script = self._r.register_script(_BUMP_LUA)
 
@@ -236,6 +248,7 @@ class QStore:
         self._dirty: set[int] = set()
         self._full_reload = False
         self._wake = asyncio.Event()
+        self._pubsub_ready = asyncio.Event()
 
         self._queue: asyncio.Queue[QUpdate] = asyncio.Queue(maxsize=queue_max)
         self._tasks: list[asyncio.Task[None]] = []
@@ -243,6 +256,7 @@ class QStore:
         self._loop_thread: int | None = None
         self._started = False
 
+        self._names: dict[str, str] = {}
         self._actions: set[str] = set(actions or ())
         self._actions_synced: set[str] = set()
         self._last_next_actions: tuple[str, ...] | None = None
@@ -264,14 +278,18 @@ class QStore:
         self._loop_thread = threading.get_ident()
         # Fail the start (not the first request) when Redis is unreachable.
         await self._r.ping()
+        await self._r.script_load(_UPDATE_LUA)
         self._metrics.set_redis_up(True)
         if self._actions:
             await self._sync_actions()
-        self._pubsub_ready = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._listen(), name=f"qstore-listen-{self.device}"))
-        # Subscribe before the initial load so nothing written in between is missed.
-        await asyncio.wait_for(self._pubsub_ready.wait(), timeout=10.0)
-        await self._reconcile()
+        try:
+            # Subscribe before the initial load so nothing written in between is missed.
+            await asyncio.wait_for(self._pubsub_ready.wait(), timeout=10.0)
+            await self._reconcile()
+        except BaseException:
+            await self.stop()
+            raise
         for i in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"qstore-worker-{self.device}-{i}"))
         self._tasks.append(asyncio.create_task(self._sync_loop(), name=f"qstore-sync-{self.device}"))
@@ -388,6 +406,11 @@ class QStore:
                 self._metrics.set_redis_up(True)
                 for u, res in zip(batch, results):
                     self._absorb(u, res)
+                if self._actions - self._actions_synced:
+                    try:  # the device's action set, for transfers (best effort)
+                        await self._sync_actions()
+                    except RedisError:
+                        pass
             finally:
                 for _ in batch:
                     q.task_done()
@@ -412,13 +435,16 @@ class QStore:
                 for a, init in zip(u.next_actions, u.next_inits):
                     args.append(a)
                     args.append(repr(init))
-                await self._update_script(
-                    keys=[k.q(u.state), k.n(u.state), k.q(u.next_state), k.ver, k.version, k.applied],
-                    args=args, client=pipe,
-                )
+                # Plain EVALSHA: a registered Script would make every pipeline ask SCRIPT
+                # EXISTS first (a second round trip per batch). A Redis that lost its script
+                # cache answers NOSCRIPT: load and retry the batch (the seq check makes the
+                # retry exact).
+                pipe.evalsha(self._update_sha, 6, k.q(u.state), k.n(u.state), k.q(u.next_state), k.ver,
+                             k.version, k.applied, *args)
             results = await pipe.execute(raise_on_error=False)
-        if self._actions - self._actions_synced:
-            await self._sync_actions()
+        if any(isinstance(x, NoScriptError) for x in results):
+            await self._r.script_load(_UPDATE_LUA)
+            raise _ScriptMissing("update script not loaded")
         return results
 
     def _absorb(self, u: QUpdate, res: Any) -> None:
@@ -489,12 +515,19 @@ class QStore:
             self._ahead.remove(self._contig + 1)
             self._contig += 1
 
+    def _name(self, raw: bytes | str) -> str:
+        """One shared str per action id: 3,072 rows x 66 actions would otherwise hold ~400k
+        copies of the same few dozen strings (most of a full cache's memory)."""
+        a = _s(raw)
+        return self._names.setdefault(a, a)
+
     def _on_message(self, data: bytes | str) -> None:
         msg = _s(data)
         if msg.startswith("u|"):
             _, s, a, q, n, ver, prev = msg.split("|")
-            self._apply_message(int(s), a, float(q), int(n), int(ver), int(prev), from_channel=True)
-        elif msg.startswith("*|"):
+            self._apply_message(int(s), self._name(a), float(q), int(n), int(ver), int(prev), from_channel=True)
+        elif msg.startswith("*|"):  # a bulk write (import, reset, transfer): reload
+            self._note_version(int(msg[2:]))
             self._full_reload = True
             self._wake.set()
 
@@ -614,8 +647,9 @@ class QStore:
                 cur = self._ver.get(s)
                 if cur is not None and cur >= v:
                     continue
-                self._q[s] = {_s(a): float(x) for a, x in qraw.items()}
-                self._n[s] = {_s(a): int(x) for a, x in nraw.items()}
+                name = self._name
+                self._q[s] = {name(a): float(x) for a, x in qraw.items()}
+                self._n[s] = {name(a): int(x) for a, x in nraw.items()}
                 self._ver[s] = v
 
     async def wait_synced(self, timeout: float = 2.0) -> bool:
@@ -757,13 +791,19 @@ class QStore:
 
     # ------------------------------------------------------------------ introspection
     def _cache_bytes(self) -> int:
+        """Approximate bytes of the cache: dicts, float/int objects, each distinct key once."""
         size = sys.getsizeof(self._q) + sys.getsizeof(self._n) + sys.getsizeof(self._ver)
+        names: dict[int, int] = {}
         for row in self._q.values():
-            size += sys.getsizeof(row) + sum(sys.getsizeof(a) + 24 for a in row)
+            size += sys.getsizeof(row) + 24 * len(row)  # a float object per entry
+            for a in row:
+                names[id(a)] = sys.getsizeof(a)
         for nrow in self._n.values():
-            size += sys.getsizeof(nrow) + 28 * len(nrow)  # keys shared with the Q row
+            size += sys.getsizeof(nrow) + 28 * len(nrow)
+            for a in nrow:
+                names[id(a)] = sys.getsizeof(a)
         size += 28 * len(self._ver)
-        return size
+        return size + sum(names.values())
 
     async def stats(self) -> dict[str, Any]:
         """Table size in Redis and in this process, against the paper's 0.4 MB."""

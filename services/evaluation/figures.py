@@ -175,6 +175,7 @@ def convergence(res: dict[str, Any], out: Path) -> str | None:
     axes[1].set_xlabel("run")
     axes[1].set_ylabel("greedy reward gap to Opt (%)")
     axes[1].set_yscale("symlog", linthresh=1)
+    axes[1].set_ylim(bottom=0)
     axes[1].set_title("convergence (below the dotted line = converged)")
     axes[1].legend(fontsize=7)
     return _save(fig, out / "convergence.png")

@@ -211,8 +211,11 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
         f"outcome noise: lognormal sigma {cfg['noise_sigma']}.\n"
     )
     t = res["timing"]
+    cpu = t.get("cpu_s")
     L.append(
-        f"Total time **{t['wall_s']:.1f} s** (wall, {cfg['workers']} worker process(es)); "
+        f"Total time **{t['wall_s']:.1f} s** (wall, {cfg['workers']} worker process(es); "
+        f"{_f(cpu, '{:.0f}')} CPU-seconds, so about {_f(None if cpu is None else cpu / max(cfg['workers'], 1), '{:.0f}')} s "
+        "on otherwise idle cores); "
         f"{t['decisions']:,} simulated decisions in the leave-one-out experiment, "
         f"**{t['decisions_per_s']:,.0f} decisions/s** overall.\n"
     )
@@ -257,7 +260,7 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
     L.append("\n| metric | ours | paper | difference | our target | status |\n|---|---|---|---|---|---|")
     eg, qg = gaps.get("energy_gap_pct"), gaps.get("qos_gap_pp")
     L.append(f"| energy gap to Opt (all scenarios) | {_f(eg)} % | {PAPER['energy_gap_to_opt_pct']} % | {_diff(eg, PAPER['energy_gap_to_opt_pct'])} pp | "
-             f"<= {TARGETS['energy_gap_pct']} % | {_status(None if eg is None or math.isnan(eg) else eg <= TARGETS['energy_gap_pct'])} |")
+             f"<= {TARGETS['energy_gap_pct']} % (abs.) | {_status(None if eg is None or math.isnan(eg) else abs(eg) <= TARGETS['energy_gap_pct'])} |")
     L.append(f"| QoS-violation gap to Opt | {_f(qg)} pp | {PAPER['qos_gap_to_opt_pp']} pp | {_diff(qg, PAPER['qos_gap_to_opt_pp'])} pp | "
              f"<= {TARGETS['qos_gap_pp']} pp | {_status(None if qg is None or math.isnan(qg) else qg <= TARGETS['qos_gap_pp'])} |")
     cold = (res.get("summary_cold") or {}).get("all", {})
@@ -319,6 +322,10 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
 
     if res.get("accuracy_targets"):
         L.append("\n## Accuracy targets (Fig. 12, static scenarios)\n")
+        ref = {t: m for t, m in (res.get("accuracy_refused") or {}).items() if m}
+        if ref:
+            L.append("Requests no target can satisfy are refused by the decider (422) and left out: "
+                     + "; ".join(f"target {t} %: {', '.join(m)}" for t, m in ref.items()) + ".\n")
         L.append("| device | target | AutoScale PPW / CPU FP32 | Opt PPW / CPU FP32 | AutoScale QoS viol. | AutoScale accuracy |\n|---|---|---|---|---|---|")
         for dev, by_t in res["accuracy_targets"].items():
             for tgt, pol in by_t.items():
@@ -327,8 +334,9 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
                          f"{100 * pol['autoscale']['qos_violation']:.1f} % | {pol['autoscale']['accuracy']:.1f} % |")
     if conv:
         L.append("\n## Convergence and transfer (Fig. 14)\n")
-        L.append(f"Converged = the greedy action's expected reward stays within {100 * conv['tolerance']:.0f} % of Opt's, "
-                 f"averaged over every (network, scenario) of {', '.join(conv['scenarios'])}, learnt from scratch in parallel.\n")
+        L.append(f"Converged = from that run on, the expected eq. 5 reward of the actions AutoScale would exploit, summed over "
+                 f"every (network, scenario) of {', '.join(conv['scenarios'])} (all learnt from scratch in parallel, one "
+                 f"inference each per run, epsilon 0.1), stays within {100 * conv['tolerance']:.0f} % of Opt's.\n")
         L.append("| device | runs to converge (scratch) | with transfer from " + str(conv.get("source")) + " | saving |\n|---|---|---|---|")
         for dev, v in conv["scratch"].items():
             row = ts["per_device"].get(dev, {})
@@ -344,35 +352,62 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
 
 
 def explain(res: dict[str, Any]) -> list[str]:
-    """Where a paper number is out of reach with this calibration, say why with numbers."""
+    """Where a paper number is out of reach with this calibration and this learner, say why, with numbers."""
     s = res["summary"]
+    cfg = res["config"]
     out: list[str] = []
     st = s.get("static")
     if st:
         g = st["policies"]
-        for b, paper in PAPER["static_improvement"].items():
-            ours = st["improvement"].get(b)
-            if ours is None or math.isnan(ours):
-                continue
-            if abs(ours - paper) / paper > 0.25 and b in g:
-                e_b = g[b]["energy_mj"]
-                e_a = g.get("autoscale", {}).get("energy_mj", math.nan)
-                out.append(
-                    f"- Static improvement over {b}: {ours:.2f}x vs the paper's {paper}x. Mean energy per inference: "
-                    f"{b} {e_b:.1f} mJ vs AutoScale {e_a:.1f} mJ; normalised PPW {g[b]['ppw_norm']:.2f}x vs "
-                    f"{g.get('autoscale', {}).get('ppw_norm', math.nan):.2f}x. The ratio is set by the calibrated profiles "
-                    "(eqs. 1-4 charge only the processor or the radio, not the phone's base power that the paper's "
-                    "Monsoon meter also measured, which widens every ratio against the CPU and against weak-signal offloading)."
-                )
-    allg = s.get("all", {})
-    pa = allg.get("policies", {}).get("autoscale")
-    if pa and pa["prediction_accuracy"] < TARGETS["prediction_accuracy_pct"] / 100:
+        off = [(b, p, st["improvement"].get(b)) for b, p in PAPER["static_improvement"].items()
+               if b in g and st["improvement"].get(b) is not None and abs(st["improvement"][b] - p) / p > 0.25]
+        if off:
+            opt = g.get("opt", {})
+            out.append(
+                "- Static improvements off the paper's by more than 25 %: "
+                + "; ".join(f"over {b} {o:.2f}x (paper {p}x; {b} averages {g[b]['energy_mj']:.1f} mJ per inference)"
+                            for b, p, o in off)
+                + f". AutoScale averages {g.get('autoscale', {}).get('energy_mj', math.nan):.1f} mJ and Opt "
+                f"{opt.get('energy_mj', math.nan):.1f} mJ; Opt itself is {opt.get('ppw_norm', math.nan):.1f}x Edge CPU FP32, so "
+                "the ratios are set by the calibrated profiles rather than by the learner. Eqs. 1-4 charge only the processor "
+                "or the radio, not the phone's base power that the paper's Monsoon meter also measured: CPU FP32 at the "
+                "top DVFS step (up to 5.5 W for 0.2-0.6 s on the 2-6 GMAC networks) is far costlier than a 10-50 mJ "
+                "offload, which widens the ratio against the CPU, while offloading at -85 dBm (0.5-2 J for 0.6-1 MB "
+                "inputs) is what separates AutoScale from Cloud / Connected Edge in S4 / S5."
+            )
+    sharing = res.get("state_sharing") or {}
+    alone = [m for m, others in sharing.items() if not others]
+    cold = (res.get("summary_cold") or {}).get("all", {})
+    if alone:
+        cg = cold.get("gaps", {})
         out.append(
-            f"- Prediction accuracy {100 * pa['prediction_accuracy']:.1f} % (exact action) / {100 * pa['category_accuracy']:.1f} % "
-            "(category): AutoScale maximises eq. 5, whose alpha*latency term (0.1 per ms while QoS is met) favours slower "
-            "DVFS steps that Opt (min energy) does not pick, and adjacent DVFS steps differ by ~1-3 % in energy, "
-            f"below the {100 * res['config']['noise_sigma']:.0f} % outcome noise it learns from. Under leave-one-out, a held-out "
-            "network whose Table I state no other network shares starts from an untrained Q row and explores it online."
+            f"- Leave-one-out: {len(alone)} of {len(sharing)} networks ({', '.join(alone)}) share their Table I NN bins "
+            "with no other network, so training on the others leaves their Q rows untouched. The Q-learner's initial "
+            "values are optimistic (uniform [0, 1) while eq. 5 rewards are negative), so greedy selection first tries "
+            "every action of a new state once (~60-66 inferences) - the cold-start window shows it: energy gap "
+            f"{_f(cg.get('energy_gap_pct'))} %, QoS-violation gap {_f(cg.get('qos_gap_pp'))} pp. Dynamic scenarios visit "
+            f"several states per network, so {cfg.get('adapt_runs', 0)} adaptation runs do not cover them either."
+        )
+    pa = s.get("all", {}).get("policies", {}).get("autoscale")
+    if pa:
+        out.append(
+            f"- Prediction accuracy: {100 * pa['prediction_accuracy']:.1f} % exact / {100 * pa['category_accuracy']:.1f} % "
+            f"by category. Even the argmax of the *expected* eq. 5 reward equals Opt's choice in only "
+            f"{100 * pa['reward_oracle_is_opt']:.1f} % of the inferences: with energy in mJ and latency in ms, "
+            "alpha = 0.1 makes a QoS violation cost at most alpha x QoS = 5 mJ (10 mJ for MobileBERT) of reward, so "
+            "eq. 5 prefers a violating target whenever it saves more energy than that, and it rewards slack "
+            "(+0.1 per ms) so it favours slower DVFS steps than min-energy Opt. AutoScale matches that eq. 5 "
+            f"argmax in {100 * pa['reward_oracle_accuracy']:.1f} % of the inferences (outcome noise sigma "
+            f"{100 * cfg['noise_sigma']:.0f} % vs 1-3 % energy steps between adjacent DVFS settings)."
+        )
+    conv = res.get("convergence") or {}
+    if conv and any(v.get("runs_to_converge") in (None,) or v["runs_to_converge"] > TARGETS["runs_to_converge"]
+                    for v in conv.get("scratch", {}).values()):
+        out.append(
+            f"- Convergence: with ~60-66 actions per state and optimistic initial values, exploring each action once "
+            f"already takes more than {TARGETS['runs_to_converge']} runs; the paper's 40-50 runs imply a learner "
+            "that does not try every action (or shares values across states). Transfer copies Q values only for "
+            "states the source visited, and the copied values of the source's best actions are not the destination's."
         )
     if not out:
         out.append("- Every computed headline is within 25 % of the paper's value or meets its target.")

@@ -330,11 +330,10 @@ class TvmEngine:
             raise EngineError(f"TVM device {device!r} unavailable here (have {self.devices()})")
         target = make_target(device, threads)
         model_sha = file_sha256(model_path)
-        db_dir: Path | None = tuning_db_dir(self.tuning_dir, model_sha, target)
-        if tuned is False or not has_tuning_db(db_dir):  # type: ignore[arg-type]
-            if tuned:
-                raise EngineError(f"no tuning database for {model_path.name} at {db_dir}; run `autoscale tune`")
-            db_dir = None
+        candidate = tuning_db_dir(self.tuning_dir, model_sha, target)
+        db_dir = candidate if tuned is not False and has_tuning_db(candidate) else None
+        if tuned and db_dir is None:
+            raise EngineError(f"no tuning database for {model_path.name} at {candidate}; run `autoscale tune`")
         # The shape binding only depends on dim_values, so it is part of the key without parsing the model.
         key = self.artifact_key(model_sha, target, json.dumps(self.dim_values, sort_keys=True), db_dir)
         so_path = self.cache_dir / f"{key}.so"

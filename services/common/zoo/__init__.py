@@ -1,6 +1,8 @@
 """The ten networks of the paper's Table III, generated as ONNX graphs (opset 17).
 
-No download: weights come from ``numpy.random.default_rng(seed)`` with He-style scaling.
+No download: weights come from ``numpy.random.default_rng(seed)`` (He-scaled, with a batch
+norm folded in from a synthetic probe batch - see ``layers.py``), so outputs are finite,
+well-scaled and input-dependent.
 Each graph reproduces Table III's CONV / FC / RC counts exactly as counted by
 :mod:`services.common.features`, has the real input shape and MACs within 15 % of a
 published figure (cited per model below).
@@ -183,7 +185,8 @@ def seed(name: str) -> int:
 def source_hash(name: str) -> str:
     """sha256 over the builder sources, the seed and the zoo format: the cache key."""
     s = spec(name)
-    h = hashlib.sha256(f"{ZOO_FORMAT}|{name}|{seed(name)}|opset{layers.OPSET}".encode())
+    key = f"{ZOO_FORMAT}|{name}|{seed(name)}|opset{layers.OPSET}|{s.task}|{s.workload}|{s.builder.__name__}"
+    h = hashlib.sha256(key.encode())
     here = Path(__file__).parent
     for mod in s.modules:
         h.update(b"\0" + mod.encode() + b"\0" + (here / mod).read_bytes())
@@ -195,7 +198,8 @@ def build_model(name: str, *, weights: bool = True) -> onnx.ModelProto:
     s = spec(name)
     b = GraphBuilder(name, seed(name), weights=weights)
     s.builder(b)
-    model = b.model(doc=f"AutoScale zoo {name}: synthetic seeded weights; architecture per {s.macs_reference}")
+    model = b.model(doc=f"AutoScale zoo {name} ({s.workload}): {s.builder.__module__}.{s.builder.__name__}, "
+                        f"synthetic weights, seed {seed(name)}")
     onnx.helper.set_model_props(
         model,
         {"autoscale.zoo": name, "autoscale.seed": str(seed(name)), "autoscale.source_sha256": source_hash(name)},
@@ -258,7 +262,7 @@ def _features(name: str) -> ModelFeatures:
 
 
 def zoo_features(name: str) -> ModelFeatures:
-    """Table I features from the real graph structure, without generating weights (~0.1 s, memoised)."""
+    """Table I features from the real graph structure, without generating weights (< 0.5 s, memoised)."""
     return _features(name).model_copy()
 
 

@@ -72,8 +72,11 @@ def mobilebert(b: GraphBuilder) -> None:
     e = b.node("Gather", [table, ids], axis=0)  # [1, S, 128]
     # trigram embedding: [e(t+1), e(t), e(t-1)] concatenated -> 384, then dense to 512
     zero = b.const([[[0.0] * EMBED]])
-    nxt = b.concat([b.node("Slice", [e, b.const([1], "int64"), b.const([SEQ], "int64"), b.const([1], "int64")]), zero], 1)
-    prv = b.concat([zero, b.node("Slice", [e, b.const([0], "int64"), b.const([SEQ - 1], "int64"), b.const([1], "int64")])], 1)
+    def tokens(start: int, end: int) -> str:
+        return b.node("Slice", [e, b.const([start], "int64"), b.const([end], "int64"), b.const([1], "int64")])
+
+    nxt = b.concat([tokens(1, SEQ), zero], 1)
+    prv = b.concat([zero, tokens(0, SEQ - 1)], 1)
     tri = b.concat([nxt, e, prv], axis=2)
     h = b.linear(tri, 3 * EMBED, INTER)
     h = b.node("Add", [h, b.param("position_embeddings", [1, SEQ, INTER], 0.1)])

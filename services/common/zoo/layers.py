@@ -206,7 +206,10 @@ class GraphBuilder:
             axes = tuple(i for i in range(raw.ndim) if i != 1)
             mean = raw.mean(axis=axes, dtype=np.float64)
             centred = raw - mean.reshape(1, -1, *([1] * (raw.ndim - 2)))
-            std = centred.std(axis=axes, dtype=np.float64) if per_channel_std else np.full(cout, centred.std(dtype=np.float64))
+            if per_channel_std:
+                std = centred.std(axis=axes, dtype=np.float64)
+            else:
+                std = np.full(cout, centred.std(dtype=np.float64))
             scale = (gain / np.maximum(std, 1e-6)).astype(np.float32)
             w *= scale.reshape(-1, *([1] * (w.ndim - 1)))
             b = (-mean * scale + beta * gain).astype(np.float32)

@@ -190,14 +190,13 @@ def apply_update(
     q_sa = row.get(u.action)
     if q_sa is None:
         q_sa = u.init
-    next_max = 0.0  # no action available after S: treat as terminal
-    first = True
-    for a, init in zip(u.next_actions, u.next_inits):
-        v = next_row.get(a)
-        if v is None:
-            v = init
-        if first or v > next_max:
-            next_max, first = v, False
+    if u.next_actions:
+        vals = list(map(next_row.get, u.next_actions))
+        if None in vals:
+            vals = [u.next_inits[i] if v is None else v for i, v in enumerate(vals)]
+        next_max = max(vals)
+    else:
+        next_max = 0.0  # no action available after S: treat as terminal
     return q_learning_target(q_sa, u.reward, next_max, u.learning_rate, u.discount)
 
 
@@ -284,6 +283,7 @@ class _CandInfo:
     candidates: tuple[Candidate, ...]
     ids: tuple[str, ...]
     accuracies: tuple[float, ...]
+    all_idx: tuple[int, ...]
 
 
 class _CandidateIds:
@@ -302,7 +302,8 @@ class _CandidateIds:
         hit = self._memo.get(id(cands))
         if hit is not None and hit.candidates is cands:
             return hit
-        info = _CandInfo(cands, tuple(c.target.id for c in cands), tuple(float(c.accuracy) for c in cands))
+        info = _CandInfo(cands, tuple(c.target.id for c in cands), tuple(float(c.accuracy) for c in cands),
+                         tuple(range(len(cands))))
         if len(self._memo) >= self._size:
             self._memo.pop(next(iter(self._memo)))
         self._memo[id(cands)] = info
@@ -336,6 +337,7 @@ class QLearningPolicy:
         self.params = params
         self._next_state = next_state
         self.name = name
+        self._init_memo: dict[tuple[int, tuple[str, ...]], tuple[float, ...]] = {}
 
     def _value(self, row: Mapping[str, float], state: int, action: str) -> float:
         v = row.get(action)
@@ -349,26 +351,37 @@ class QLearningPolicy:
         row = self.source.row(state)
         return {a: self._value(row, state, a) for a in actions}
 
+    def _inits(self, state: int, ids: tuple[str, ...]) -> tuple[float, ...]:
+        """Initial values of a row's actions, memoised per (state, action set): the hash per
+        action would otherwise dominate the cost of an update."""
+        key = (state, ids)
+        hit = self._init_memo.get(key)
+        if hit is None:
+            p = self.params
+            hit = tuple(initial_q(p.init_seed, state, a, p.init_low, p.init_high) for a in ids)
+            if len(self._init_memo) >= 65_536:
+                self._init_memo.clear()
+            self._init_memo[key] = hit
+        return hit
+
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
         info = candidate_ids.get(ctx.candidates)
         if not info.ids:
             raise NoCandidate("no candidate target offered")
         p = self.params
-        elig = eligible_indices(info.accuracies, ctx.accuracy_min, p.accuracy_masking)
+        if ctx.accuracy_min is None or not p.accuracy_masking:
+            elig: Sequence[int] = info.all_idx
+        else:
+            elig = eligible_indices(info.accuracies, ctx.accuracy_min, True)
         if p.epsilon > 0.0 and rng.random() < p.epsilon:
             i = elig[rng.randrange(len(elig))]
             return Decision(ctx.candidates[i].target, explored=True)
-        row = self.source.row(ctx.state)
-        state = ctx.state
-        ids = info.ids
-        best_i = -1
-        best_v = -math.inf
-        for i in elig:
-            v = row.get(ids[i])
-            if v is None:
-                v = initial_q(p.init_seed, state, ids[i], p.init_low, p.init_high)
-            if v > best_v or best_i < 0:
-                best_i, best_v = i, v
+        vals = list(map(self.source.row(ctx.state).get, info.ids))  # one C-level pass
+        if None in vals:  # unseen actions: their (lazy) random initial values
+            inits = self._inits(ctx.state, info.ids)
+            vals = [inits[i] if v is None else v for i, v in enumerate(vals)]
+        # max() keeps the first of equal values: ties go to the earlier candidate.
+        best_i = max(elig, key=vals.__getitem__)
         return Decision(ctx.candidates[best_i].target, explored=False)
 
     def make_update(self, ctx: DecisionContext, decision: Decision, reward: float) -> QUpdate:
@@ -384,7 +397,7 @@ class QLearningPolicy:
             next_state=s2,
             next_actions=info.ids,
             init=initial_q(p.init_seed, s, action, p.init_low, p.init_high),
-            next_inits=tuple(initial_q(p.init_seed, s2, a, p.init_low, p.init_high) for a in info.ids),
+            next_inits=self._inits(s2, info.ids),
             learning_rate=p.learning_rate,
             discount=p.discount,
         )
