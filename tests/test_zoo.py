@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -221,7 +220,6 @@ def test_measure_accuracy_on_a_labelled_set(cache: Path, tmp_path: Path) -> None
     assert err.value.field == "labelled_set"
 
 
-@pytest.mark.skipif(os.environ.get("AUTOSCALE_TEST_FULL_ZOO") != "1", reason="builds all ten models (~40 s)")
 def test_full_zoo_builds_and_runs(cache: Path) -> None:
     for name in zoo.ZOO_NAMES:
         outs = _session(zoo.build(name, cache)).run(None, zoo.synthetic_inputs(name))
