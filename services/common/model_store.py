@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,24 +33,11 @@ from services.common.features import (
     load_and_validate,
 )
 from services.common.precision import make_variant
+from services.common.files import atomic_write
 from services.common.schemas import AccuracyEntry, ModelInfo, Precision
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 USER_TASK = "custom"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ModelStore:
@@ -183,8 +168,8 @@ class ModelStore:
                 sha256=sha,
                 builtin=False,
             )
-            _atomic_write(self._user_onnx(name), data)
-            _atomic_write(self._user_json(name), info.model_dump_json(indent=2).encode())
+            atomic_write(self._user_onnx(name), data)
+            atomic_write(self._user_json(name), info.model_dump_json(indent=2).encode())
             return info
 
     def set_accuracy(self, name: str, precision: Precision | str, entry: AccuracyEntry) -> ModelInfo:
@@ -194,7 +179,7 @@ class ModelStore:
         with self._lock:
             info = self.info(name)
             info.precisions[Precision(precision)] = entry
-            _atomic_write(self._user_json(name), info.model_dump_json(indent=2).encode())
+            atomic_write(self._user_json(name), info.model_dump_json(indent=2).encode())
             return info
 
     def measure(self, name: str, precision: Precision | str, labelled_set: LabelledSet) -> ModelInfo:

@@ -12,24 +12,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from services.common.config_files import ConfigFileError, StrictModel
 from services.common.schemas import Precision, Processor
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigFileError):
     """A profile file that cannot be used; the message names the file, the field and the reason."""
 
-    def __init__(self, file: str, field: str, reason: str):
-        self.file, self.field, self.reason = file, field, reason
-        super().__init__(f"{file}: {field or '<root>'}: {reason}")
 
-
-class _Strict(BaseModel):
-    # Unknown keys are typos until proven otherwise: refuse them rather than ignore a setting.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class DvfsTable(_Strict):

@@ -15,8 +15,9 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from services.common.config_files import ConfigFileError, StrictModel
 from services.common.schemas import STREAMING_QOS_MS, ModelFeatures, RuntimeConditions
 
 BUILTIN_DIR = Path(__file__).with_name("scenarios")
@@ -35,16 +36,11 @@ def qos_s(features: ModelFeatures, streaming: bool = False) -> float:
     return STREAMING_QOS_S if streaming else NON_STREAMING_QOS_S
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigFileError):
     """A scenario file that cannot be used; the message names the file, the field and the reason."""
 
-    def __init__(self, file: str, field: str, reason: str):
-        self.file, self.field, self.reason = file, field, reason
-        super().__init__(f"{file}: {field or '<root>'}: {reason}")
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class Gaussian(_Strict):

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from services.common.files import atomic_write
 from services.common.schemas import ModelFeatures, TensorSpec
 from services.common.zoo import bert, inception, layers, mobilenet, resnet, ssd
 from services.common.zoo.layers import GraphBuilder
@@ -211,18 +210,6 @@ def model_path(name: str, cache_dir: Path) -> Path:
     return Path(cache_dir) / "zoo" / f"{name}-{source_hash(name)[:12]}.onnx"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build(name: str, cache_dir: Path) -> Path:
     """Path of the fp32 model, generating it on first use; concurrent builders are safe
     (each writes a temp file and renames it atomically; the content is identical)."""
@@ -230,7 +217,7 @@ def build(name: str, cache_dir: Path) -> Path:
     if path.exists():
         return path
     data = build_model(name).SerializeToString()
-    _atomic_write(path, data)
+    atomic_write(path, data)
     meta = {
         "name": name,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -239,7 +226,7 @@ def build(name: str, cache_dir: Path) -> Path:
         "bytes": len(data),
         "features": zoo_features(name).model_dump(),
     }
-    _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
     return path
 
 
