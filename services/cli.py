@@ -12,7 +12,6 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
-from rich.panel import Panel
 
 from services.common.engines_cli import tune
 from services.common.settings import Settings
@@ -106,16 +105,19 @@ def up(
         raise typer.Exit(1) from exc
     url = mesh.url("decider")
     model = (s.preload_models or ["mobilenet_v1"])[0]
-    console.print(Panel.fit(
-        f"AutoScale Mesh is up.\n\n"
-        f"  decider   {url}   (OpenAPI: {url}/docs)\n"
-        f"  metrics   {url}/metrics   telemetry {mesh.url('telemetry')}/state\n"
-        f"  logs      {Path(s.data_dir).resolve() / 'logs'}\n\n"
-        f"Try:\n  curl -s -X POST {url}/infer -H 'Content-Type: application/json' \\\n"
-        f"       -d '{{\"model\": \"{model}\", \"synthetic\": true}}'\n\n"
+    # Plain lines, not a panel: the curl command must stay copy-pasteable at any terminal width.
+    console.print(
+        f"\n[bold]AutoScale Mesh is up.[/bold]\n"
+        f"  decider    {url}   (OpenAPI: {url}/docs)\n"
+        f"  metrics    {url}/metrics\n"
+        f"  telemetry  {mesh.url('telemetry')}/state\n"
+        f"  logs       {Path(s.data_dir).resolve() / 'logs'}\n\n"
+        f"Send a request:\n"
+        f"  curl -s -X POST {url}/infer -H 'Content-Type: application/json' "
+        f"-d '{{\"model\": \"{model}\", \"synthetic\": true}}'\n\n"
         f"Ctrl-C stops every process.",
-        title="autoscale up",
-    ))
+        soft_wrap=True, highlight=False,
+    )
     code = 0
     reported: set[str] = set()
     try:
