@@ -58,8 +58,9 @@ def test_prometheus_and_promtool_are_installed() -> None:
         assert res.returncode == 0 and "version" in (res.stdout + res.stderr), res.stderr
 
 
-def test_promtool_check_config() -> None:
-    res = promtool("check", "config", str(PROM_DIR / "prometheus.yml"))
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.compose.yml"])
+def test_promtool_check_config(config: str) -> None:
+    res = promtool("check", "config", str(PROM_DIR / config))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout + res.stderr
 
