@@ -197,3 +197,26 @@ def test_no_500_on_garbage(client: httpx.Client) -> None:
     for body in (b"null", b"[]", b'"x"', b"{}", b'{"model": 5}', b'{"model": "mobilenet_v1", "input": 3}'):
         resp = client.post("/infer", content=body, headers={"content-type": "application/json"})
         assert 400 <= resp.status_code < 500, (body, resp.status_code, resp.text)
+
+
+def test_admin_q_table_through_the_mesh(client: httpx.Client) -> None:
+    for _ in range(3):
+        assert client.post("/infer", json={"model": "mobilenet_v1", "synthetic": True}).status_code == 200
+    deadline = time.monotonic() + 10
+    states: dict[str, object] = {}
+    while not states and time.monotonic() < deadline:
+        states = client.get("/policy").json()["states"]
+        time.sleep(0.1)
+    assert states, "visited states must show in GET /policy"
+    # Updates are applied after the responses: wait until the table in Redis is settled.
+    exported, previous = client.get("/qtable/export").json(), None
+    while exported != previous and time.monotonic() < deadline:
+        time.sleep(0.3)
+        previous, exported = exported, client.get("/qtable/export").json()
+    assert exported["states"]
+    broken = dict(exported, states={"not-a-state": {}})
+    resp = client.post("/qtable/import", json=broken)
+    assert resp.status_code == 422 and resp.json()["error"]["field"].startswith("states")
+    assert client.get("/qtable/export").json()["states"] == exported["states"]
+    stats = client.get("/qtable/stats").json()
+    assert stats["paper_memory_bytes"] == 400_000
