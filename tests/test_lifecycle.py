@@ -95,3 +95,28 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
     assert url in out and "curl" in out, out[-2000:]
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"left running after Ctrl-C: {[p.pid for p in alive]}"
+
+
+def test_external_redis_url_is_used_and_left_running(tmp_path: Path) -> None:
+    """REDIS_URL points the whole mesh at a Redis it does not own (here a separate real server)."""
+    import redis
+
+    from services.common.redis_embed import EmbeddedRedis
+    from services.launcher import Mesh
+
+    with EmbeddedRedis(tmp_path / "external-redis") as external:
+        mesh = Mesh(mesh_settings(tmp_path / "mesh", zoo=["mobilenet_v1"], redis_url=external.url)).start(timeout_s=600)
+        try:
+            assert mesh.redis is None and mesh.redis_url == external.url
+            r = httpx.post(f"{mesh.url('decider')}/infer", json={"model": "mobilenet_v1", "synthetic": True},
+                           timeout=120, trust_env=False)
+            assert r.status_code == 200, r.text
+            client = redis.Redis.from_url(external.url)
+            deadline = time.monotonic() + 10
+            while not list(client.scan_iter(match="autoscale:*")) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert list(client.scan_iter(match="autoscale:*")), "the Q-table must live in the external Redis"
+        finally:
+            mesh.stop()
+        assert external.proc is not None and external.proc.poll() is None, "the mesh must not stop a Redis it does not own"
+        assert redis.Redis.from_url(external.url).ping()
