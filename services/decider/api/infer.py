@@ -117,6 +117,16 @@ async def _dispatch(
 
 @router.post("/infer", response_model=InferResponse)
 async def infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) -> InferResponse:
+    try:
+        return await _infer(req, d, background)
+    except ApiError as exc:
+        # Label by registered model only: arbitrary client strings must not become series.
+        model = req.model if req.model in d.models.names() else "unknown"
+        decider_metrics.observe_error(model=model, policy=req.policy or d.settings.policy, code=exc.code)
+        raise
+
+
+async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) -> InferResponse:
     t_start = time.perf_counter()
     info = d.models.get(req.model)
     inputs = _inputs(req, info)
@@ -149,11 +159,7 @@ async def infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) -
 
     run_req = RunRequest(model=info.name, target=decision.target, inputs=inputs, synthetic=req.synthetic,
                          conditions=snap.conditions, top_k=req.top_k)
-    try:
-        ctx, decision, result = await _dispatch(d, policy, ctx, decision, run_req)
-    except ApiError as exc:
-        decider_metrics.observe_error(model=info.name, policy=policy_name, code=exc.code)
-        raise
+    ctx, decision, result = await _dispatch(d, policy, ctx, decision, run_req)
 
     energy_j, energy_source = _phone_energy(d, result, snap)
     target_latency_s = result.inference_s + result.tx_s + result.rx_s
