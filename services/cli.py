@@ -17,7 +17,7 @@ from services.common.engines_cli import tune
 from services.common.settings import Settings
 from services.common.zoo_cli import app as models_app
 from services.evaluation.cli import evaluate
-from services.launcher import SERVICES, Mesh
+from services.launcher import SERVICES, Mesh, check_config
 
 app = typer.Typer(help="AutoScale Mesh: energy- and QoS-aware DNN inference placement.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Build and inspect the model zoo.")
@@ -87,6 +87,10 @@ def up(
 ) -> None:
     """Start the whole mesh on this machine (Redis, telemetry, edge/peer/cloud runners, decider)."""
     s = _settings()
+    problems = check_config(s)
+    if problems:
+        console.print("[red]bad configuration:[/red]\n  " + "\n  ".join(problems))
+        raise typer.Exit(2)
     if prebuild:
         _prebuild(s)
     mesh = Mesh(s)

@@ -40,6 +40,32 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def check_config(settings: Settings) -> list[str]:
+    """Problems that would stop a service at start, found before any process is started."""
+    from services.common.config_files import ConfigFileError
+    from services.common.engines import get_engine
+    from services.common.profiles import load_profile
+    from services.common.scenarios import load_scenario
+
+    problems: list[str] = []
+    for var, name in (("EDGE_DEVICE", settings.edge_device), ("PEER_DEVICE", settings.peer_device),
+                      ("CLOUD_DEVICE", settings.cloud_device)):
+        try:
+            load_profile(name, settings.profiles_dir)
+        except ConfigFileError as exc:
+            problems.append(f"AUTOSCALE_{var}={name}: {exc}")
+    try:
+        load_scenario(settings.scenario_file or settings.scenario)
+    except ConfigFileError as exc:
+        problems.append(f"AUTOSCALE_SCENARIO: {exc}")
+    for prefix, engine in settings.engine_overrides.items():
+        try:
+            get_engine(engine)
+        except Exception as exc:  # EngineError, or an engine whose package is missing
+            problems.append(f"AUTOSCALE_ENGINE_OVERRIDES[{prefix!r}]={engine}: {exc}")
+    return problems
+
+
 @dataclass
 class Service:
     role: str
