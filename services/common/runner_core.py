@@ -59,6 +59,9 @@ class RunnerState:
     sessions: dict[tuple[str, Precision, str], LoadedModel] = field(default_factory=dict)
     load_locks: dict[tuple[str, Precision, str], asyncio.Lock] = field(default_factory=dict)
     engine_support: dict[tuple[str, Precision, str], bool] = field(default_factory=dict)
+    _infos: dict[str, ModelInfo] | None = None
+    _runnable: dict[str, list[str]] = field(default_factory=dict)
+    _synthetic: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # One inference at a time: each engine session already uses every configured thread.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     ready: bool = False
@@ -71,17 +74,40 @@ class RunnerState:
                 best, engine = prefix, name
         return engine
 
+    def infos(self) -> dict[str, ModelInfo]:
+        """Model infos, read from the store once and again only after an upload."""
+        if self._infos is None:
+            self._infos = {n: self.store.info(n) for n in self.store.names()}
+            self._runnable.clear()
+        return self._infos
+
+    def models_changed(self) -> None:
+        self._infos = None
+        self._runnable.clear()
+        self._synthetic.clear()
+
     def runnable_models(self, target: Target) -> list[str]:
         """Models this target can execute: the device must support the model's layers and precision,
-        and the target's engine its ops (ONNX Runtime runs every valid model; TVM does not)."""
-        out = []
-        for name in self.store.names():
-            info = self.store.info(name)
-            if target.precision not in info.precisions:
-                continue
-            if costmodel.supports(self.profile, target, info.features) and self.engine_runs(name, target):
-                out.append(name)
-        return out
+        and the target's engine its ops (ONNX Runtime runs every valid model; TVM does not).
+        Memoised: /targets is polled and /run checks it on every request."""
+        infos = self.infos()
+        cached = self._runnable.get(target.id)
+        if cached is None:
+            cached = [
+                name for name, info in infos.items()
+                if target.precision in info.precisions
+                and costmodel.supports(self.profile, target, info.features)
+                and self.engine_runs(name, target)
+            ]
+            self._runnable[target.id] = cached
+        return cached
+
+    def synthetic_feeds(self, info: ModelInfo) -> dict[str, np.ndarray]:
+        """Deterministic inputs, generated once per model (they are read-only for the engines)."""
+        feeds = self._synthetic.get(info.name)
+        if feeds is None:
+            feeds = self._synthetic[info.name] = {spec.name: synthetic(spec) for spec in info.inputs}
+        return feeds
 
     def engine_runs(self, name: str, target: Target) -> bool:
         if target.engine == "onnxruntime":
@@ -125,7 +151,7 @@ def _feeds(state: RunnerState, req: RunRequest, info: ModelInfo) -> dict[str, np
     if req.synthetic or not req.inputs:
         if not req.synthetic:
             raise ApiError(422, "missing_input", "inputs is required unless synthetic is true", field="inputs")
-        return {spec.name: synthetic(spec) for spec in info.inputs}
+        return state.synthetic_feeds(info)
     feeds: dict[str, np.ndarray] = {}
     for spec in info.inputs:
         payload = req.inputs.get(spec.name)
@@ -168,7 +194,7 @@ async def targets(state: StateDep) -> list[TargetInfo]:
 
 @router.get("/models", response_model=list[ModelInfo])
 async def models(state: StateDep) -> list[ModelInfo]:
-    return [state.store.info(n) for n in state.store.names()]
+    return list(state.infos().values())
 
 
 @router.put("/models/{name}", response_model=ModelInfo)
@@ -182,6 +208,7 @@ async def put_model(name: str, request: Request, state: StateDep) -> ModelInfo:
         )
         for precision, entry in accuracy.items():
             info = state.store.set_accuracy(name, precision, entry)
+        state.models_changed()
         return info
     except ValidationError as exc:
         raise ApiError(422, "invalid_accuracy", f"x-accuracy header: {exc.errors()[0]['msg']}", field="x-accuracy") from exc
@@ -194,9 +221,9 @@ async def run(req: RunRequest, state: StateDep) -> RunResult:
     target = state.targets.get(req.target.id)
     if target is None:
         raise ApiError(404, "unknown_target", f"target {req.target.id} is not offered by the {state.spec.role} runner; see GET /targets", field="target")
-    if not state.store.has(req.model):
-        raise ApiError(404, "unknown_model", f"model {req.model!r} is not on this runner; known: {', '.join(state.store.names())}", field="model")
-    info = state.store.info(req.model)
+    info = state.infos().get(req.model)
+    if info is None:
+        raise ApiError(404, "unknown_model", f"model {req.model!r} is not on this runner; known: {', '.join(state.infos())}", field="model")
     if req.model not in state.runnable_models(target):
         raise ApiError(422, "unsupported", f"target {target.id} cannot run {req.model}", field="target")
     feeds = _feeds(state, req, info)
@@ -266,7 +293,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for name in settings.preload_models:
-            if not store.has(name):
+            if name not in state.infos():
                 log_event(log, "preload skipped: unknown model", level=logging.WARNING, model=name)
                 continue
             for target in state.targets.values():
