@@ -304,7 +304,14 @@ def test_policy_set_uses_the_settings_and_store() -> None:
     ps = PolicySet(Settings(learning_rate=0.5, discount=0.2, epsilon=0.0, accuracy_masking=False, seed=9), store=store)
     p = ps.get("autoscale")
     assert isinstance(p, QLearningPolicy) and p.source is store
-    assert p.params == QParams(learning_rate=0.5, discount=0.2, epsilon=0.0, accuracy_masking=False, init_seed=9)
+    # The settings' defaults are the improved learner (see services.common.settings)...
+    assert p.params == QParams.improved(learning_rate=0.5, discount=0.2, epsilon=0.0, accuracy_masking=False,
+                                        init_seed=9)
+    # ...and the paper's Algorithm 1 is one set of options away.
+    paper = PolicySet(Settings(learning_rate=0.5, discount=0.2, epsilon=0.0, accuracy_masking=False, seed=9,
+                               q_init="random", lr_schedule="constant", explore_bonus=0.0, explore_untried=False))
+    assert paper.get("autoscale").params == QParams(learning_rate=0.5, discount=0.2, epsilon=0.0,  # type: ignore[attr-defined]
+                                                    accuracy_masking=False, init_seed=9)
 
 
 def test_unknown_policy_lists_valid_names() -> None:
@@ -331,3 +338,39 @@ def test_every_policy_decides_on_the_synthetic_mesh() -> None:
         assert isinstance(d, Decision) and d.target in {c.target for c in CANDS}
         e, lat = true_cost("big", CONDS[1], d.target)
         p.learn(ctx, d, Outcome(lat / 1e3, e / 1e3, 70.0), -e)
+
+
+def test_baselines_remember_their_answers_without_changing_them() -> None:
+    """FixedPolicy and a frozen StaticBestPolicy memoise per candidate tuple: same answers as fresh ones."""
+    from services.decider.policies.baselines import cloud, edge_best, edge_cpu_fp32
+
+    rng = random.Random(0)
+    for make in (edge_cpu_fp32, cloud, edge_best):
+        warm = make()
+        for _ in range(3):
+            for model in MODELS:
+                for cond in CONDS:
+                    c = make_ctx(model, cond, oracle=True)
+                    for _ in range(40):  # past the oracle sampling: the static pick is frozen
+                        d = warm.decide(c, rng)
+                    fresh = make()
+                    for _ in range(40):
+                        d2 = fresh.decide(c, rng)
+                    assert d.target == d2.target
+
+
+@pytest.mark.parametrize("name", ["lr", "svr", "svm", "knn", "bo"])
+def test_decide_many_equals_one_decision_at_a_time(name: str) -> None:
+    """The evaluation scores offline-trained predictors in one batch: same answers as decide()."""
+    from dataclasses import replace
+
+    p = make_policy(name, seed=0, background_fit=False)
+    simulate(p, 200 if name == "bo" else 300, seed=9, tail=1)
+    assert p.model is not None
+    p.params = replace(p.params, epsilon=0.0)  # type: ignore[attr-defined]
+    acc_cands = tuple(Candidate(c.target, 50.0 if c.target.processor.value == "dsp" else 70.0) for c in CANDS)
+    ctxs = [make_ctx(m, c) for m in MODELS for c in CONDS] + [
+        make_ctx(m, c, accuracy_min=60.0, cands=acc_cands) for m in MODELS for c in CONDS]
+    many = p.decide_many(ctxs, random.Random(0))  # type: ignore[attr-defined]
+    one = [p.decide(c, random.Random(0)) for c in ctxs]
+    assert [d.target for d in many] == [d.target for d in one]

@@ -491,3 +491,67 @@ async def test_admin_reset_and_transfer(api: httpx.AsyncClient, store: QStore, r
     assert r.json()["entries_copied"] == 4
     assert set((await store.export())["states"]) == {"0", "1", "2", "3"}
     await other.stop()
+
+
+# --------------------------------------------------------------------------- q_init="nearest", lr_schedule="visits"
+
+
+async def test_improved_learner_through_redis_is_bit_identical_to_the_in_memory_table(store: QStore) -> None:
+    """The options beyond the paper keep the Lua == Python guarantee: the borrowed initial values
+    and the visit-count learning rates travel in the update, so replaying the same decisions
+    against a QTable and against Redis gives the same floats."""
+    from services.common.state import StateBins
+
+    acts = ("edge/cpu/fp32@0", "edge/gpu/fp16", "cloud/gpu/fp32", "peer/cpu/fp32", "edge/dsp/int8")
+    cands = tuple(Candidate(Target.parse(a), 70.0) for a in acts)
+    states = [StateBins(conv=c, fc=0, rc=0, mac=m, co_cpu=0, co_mem=0, rssi_w=0, rssi_p=0).index
+              for c in range(3) for m in range(2)]
+    params = QParams.improved(epsilon=0.2, init_seed=3)
+    mem = QLearningPolicy(QTable(), params)
+    red = QLearningPolicy(store, params)
+    rng_m, rng_r, rng = random.Random(1), random.Random(1), random.Random(2)
+    cost = {a: 10.0 * (i + 1) for i, a in enumerate(acts)}
+    for _ in range(300):
+        s = rng.choice(states)
+        ctx = DecisionContext(model="m", features=ModelFeatures(conv=1, fc=1, rc=0, macs=1),
+                              conditions=RuntimeConditions(), state=s, candidates=cands, qos_s=0.05, accuracy_min=None)
+        d_m, d_r = mem.decide(ctx, rng_m), red.decide(ctx, rng_r)
+        assert d_m == d_r  # same cache content, same decision
+        r = -cost[d_m.target.id] * (1 + s % 3) * rng.uniform(0.9, 1.1)
+        u = mem.make_update(ctx, d_m, r)
+        assert u == red.make_update(ctx, d_r, r)
+        mem.source.learn(u)
+        store.learn(u)
+    assert await store.flush(10)
+    assert await store.wait_synced()
+    exported = await store.export()
+    assert strip(exported)["states"] == strip(mem.source.export(store.device))["states"]  # exact floats
+    for s in states:
+        assert dict(store.row(s)) == mem.source.row(s)
+        for a in acts:
+            assert store.entries.holds(s, a) == (a in store.row(s))
+
+
+async def test_entry_index_follows_other_processes_and_resets(rs: EmbeddedRedis) -> None:
+    device = dev()
+    a = QStore(rs.url, device, sync_interval_s=0.1)
+    b = QStore(rs.url, device, sync_interval_s=0.1)
+    await a.start()
+    await b.start()
+    try:
+        b.learn(upd(12, "edge/dsp/int8", -5.0, 12, ("edge/dsp/int8",)))
+        assert await b.flush(5)
+        deadline = time.monotonic() + 2.0
+        while not a.entries.holds(12, "edge/dsp/int8") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert a.entries.holds(12, "edge/dsp/int8")  # learnt from b's message
+        assert a.entries.nearest(13, ["edge/dsp/int8"]) == [12]
+        await b.reset()
+        deadline = time.monotonic() + 2.0
+        while a.entries.holds(12, "edge/dsp/int8") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not a.entries.holds(12, "edge/dsp/int8")
+        assert a.entries.nearest(13, ["edge/dsp/int8"]) == [-1]
+    finally:
+        await a.stop()
+        await b.stop()

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from services.common import costmodel
 from services.common.errors import ApiError
 from services.common.model_store import ModelStore
+from services.common.reward import RewardWeights
 from services.common.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
 from services.common.settings import Settings
 from services.decider.policies.base import Outcome
@@ -54,6 +55,11 @@ class Decider:
     qstore: Any  # services.decider.qstore.QStore
     mesh: costmodel.Mesh
     rng: random.Random
+
+    @property
+    def reward_weights(self) -> RewardWeights:
+        s = self.settings
+        return RewardWeights(alpha=s.alpha, beta=s.beta, qos_penalty=s.qos_penalty)
 
     def oracle(
         self, features: ModelFeatures, cond: RuntimeConditions, accuracy: dict[str, float]

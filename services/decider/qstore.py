@@ -25,6 +25,20 @@ Writes
     drains the queue in pipelined batches, retrying with backoff (tenacity); an update it finally
     gives up on is counted in ``dropped_total`` (and the Prometheus counter) and logged.
 
+Initial values (what a missing field is worth)
+    The script never computes one: ``ARGV[6]`` (Q(S,A)) and the pairs after ``ARGV[9]`` (the S'
+    row) carry the values the *calling process* used for missing fields, and the script applies
+    the update to them only when the field is absent. With ``q_init="random"`` they are a pure
+    hash of (seed, state, action), identical in every process. With ``q_init="nearest"`` they are
+    read from the caller's cache (the nearest state holding the action, rescaled -- see
+    ``qlearning.EntryIndex``); two processes whose caches momentarily differ may propose
+    different values for the same missing field, and the first update that reaches Redis
+    materialises it, after which every process reads the stored value. ``self.entries`` (an
+    ``EntryIndex``) is kept in step with every change of the cache's entry set. With
+    ``lr_schedule="visits"`` the learning rate in ``ARGV[4]`` comes from the caller's cached
+    visit count (1 / (n + 1), floored); a count that is one or two updates stale only changes the
+    weight of one sample slightly.
+
 Reads
     ``row(state)`` is a dict lookup in the cache: no Redis call on the decision path. The cache
     is loaded at start and kept fresh by the pub/sub messages, which carry the new value, so
@@ -61,6 +75,7 @@ from services.common.logging import log_event
 from services.common.state import N_STATES, StateBins
 from services.decider.policies.qlearning import (
     EXPORT_FORMAT_VERSION,
+    EntryIndex,
     QTableImportError,
     QUpdate,
     ValidatedTable,
@@ -240,6 +255,9 @@ class QStore:
 
         # Cache: state -> {action: Q}, {action: visits}, version of the row we hold.
         self._q: dict[int, dict[str, float]] = {}
+        # Which entries the cache holds, for q_init="nearest" (kept in step with every change of
+        # the cache's entry set; see qlearning.EntryIndex).
+        self.entries = EntryIndex()
         self._n: dict[int, dict[str, int]] = {}
         self._ver: dict[int, int] = {}
         self._contig = 0  # every version <= this has been seen on the channel (or reconciled)
@@ -342,7 +360,10 @@ class QStore:
     def learn(self, update: QUpdate) -> None:
         """Apply to the cached row now (this process learns immediately), persist in background."""
         new = apply_update(self._q.get(update.state, _EMPTY), self._q.get(update.next_state, _EMPTY), update)
-        self._q.setdefault(update.state, {})[update.action] = new
+        row = self._q.setdefault(update.state, {})
+        if update.action not in row:
+            self.entries.add(update.state, update.action)
+        row[update.action] = new
         nrow = self._n.setdefault(update.state, {})
         nrow[update.action] = nrow.get(update.action, 0) + 1
         self.submit(update)
@@ -477,7 +498,10 @@ class QStore:
         if cur is not None and cur >= ver:
             return  # we already hold this write or a newer one
         if cur == prev or (cur is None and prev == 0):
-            self._q.setdefault(state, {})[action] = q
+            row = self._q.setdefault(state, {})
+            if action not in row:
+                self.entries.add(state, action)
+            row[action] = q
             self._n.setdefault(state, {})[action] = n
             self._ver[state] = ver
         elif from_channel:
@@ -611,12 +635,14 @@ class QStore:
             self._n.clear()
             self._ver.clear()
             self._ahead.clear()
+            self.entries.clear()
         self._set_contig(g)
         vers = {int(_s(s)): int(v) for s, v in vers_raw.items()}
         for s in [s for s in self._ver if s not in vers]:  # rows deleted (reset, replace)
             self._ver.pop(s, None)
             self._q.pop(s, None)
             self._n.pop(s, None)
+            self.entries.discard_state(s)
         changed = [s for s, v in vers.items() if self._ver.get(s) != v]
         if changed:
             await self._fetch_rows(changed)
@@ -642,6 +668,7 @@ class QStore:
                         self._ver.pop(s, None)
                         self._q.pop(s, None)
                         self._n.pop(s, None)
+                        self.entries.discard_state(s)
                     continue
                 v = int(vraw)
                 cur = self._ver.get(s)
@@ -651,6 +678,7 @@ class QStore:
                 self._q[s] = {name(a): float(x) for a, x in qraw.items()}
                 self._n[s] = {name(a): int(x) for a, x in nraw.items()}
                 self._ver[s] = v
+                self.entries.set_row(s, self._q[s])
 
     async def wait_synced(self, timeout: float = 2.0) -> bool:
         """Test/bench helper: wait until this cache has seen every write made so far."""
@@ -737,6 +765,7 @@ class QStore:
         self._q.clear()
         self._n.clear()
         self._ver.clear()
+        self.entries.clear()
         await self._reconcile()
 
     async def reset(self) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from services.evaluation.report import (  # noqa: E402
     transfer_saving,
 )
 
-MAIN = ("edge-cpu-fp32", "edge-best", "cloud", "connected-edge", "autoscale", "opt")
+MAIN = ("edge-cpu-fp32", "edge-best", "cloud", "connected-edge", "autoscale-paper", "autoscale", "opt")
 COLORS = {
     "edge-cpu-fp32": "#9e9e9e", "edge-best": "#64b5f6", "cloud": "#ffb74d", "connected-edge": "#81c784",
-    "autoscale": "#d32f2f", "opt": "#212121", "lr": "#ba68c8", "svr": "#7986cb", "svm": "#4db6ac",
+    "autoscale": "#d32f2f", "autoscale-paper": "#ff8a80", "opt": "#212121", "lr": "#ba68c8", "svr": "#7986cb", "svm": "#4db6ac",
     "knn": "#a1887f", "bo": "#f06292", "linucb": "#aed581",
 }
 
@@ -142,7 +142,7 @@ def fig13_selection(res: dict[str, Any], out: Path) -> str:
 
 def fig14_prediction(res: dict[str, Any], out: Path) -> str:
     g = res["summary"]["all"]["policies"]
-    pols = [p for p in ("autoscale",) + PREDICTORS + BASELINES if p in g]
+    pols = [p for p in ("autoscale", "autoscale-paper") + PREDICTORS + BASELINES if p in g]
     fig, ax = plt.subplots(figsize=(9, 4))
     x = np.arange(len(pols))
     ax.bar(x - 0.2, [100 * g[p]["prediction_accuracy"] for p in pols], 0.4, label="exact action", color="#d32f2f")
@@ -159,30 +159,37 @@ def fig14_prediction(res: dict[str, Any], out: Path) -> str:
 
 def convergence(res: dict[str, Any], out: Path) -> str | None:
     conv = res.get("convergence")
-    if not conv:
+    if not conv or not conv.get("variants"):
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for d, v in conv["scratch"].items():
-        axes[0].plot(np.arange(1, len(v["reward"]) + 1), v["reward"], label=f"{d} (scratch)")
-        axes[1].plot(np.arange(1, len(v["gap"]) + 1), 100 * np.array(v["gap"]), label=f"{d} (scratch)")
-    for d, v in (conv.get("transfer") or {}).items():
-        axes[0].plot(np.arange(1, len(v["reward"]) + 1), v["reward"], "--", label=f"{d} (transfer)")
-        axes[1].plot(np.arange(1, len(v["gap"]) + 1), 100 * np.array(v["gap"]), "--", label=f"{d} (transfer)")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    styles = {"autoscale": "-", "autoscale-paper": ":"}
+    for vname, vv in conv["variants"].items():
+        ls = styles.get(vname, "-")
+        for d, v in vv["scratch"].items():
+            x = np.arange(1, len(v["reward"]) + 1)
+            lab = f"{d} ({'paper' if vname == 'autoscale-paper' else 'improved'})"
+            axes[0].plot(x, v["reward"], ls, label=lab)
+            axes[1].plot(x, 100 * np.abs(np.array(v["energy_gap"])), ls, label=lab)
+            axes[2].plot(x, 100 * np.array(v["qos_miss"]), ls, label=lab)
     axes[0].set_xlabel("run")
-    axes[0].set_ylabel("mean eq. 5 reward (incl. exploration)")
-    axes[0].set_title("Fig. 14 - reward vs run")
-    axes[1].axhline(100 * conv["tolerance"], color="k", lw=0.8, ls=":")
-    axes[1].set_xlabel("run")
-    axes[1].set_ylabel("greedy reward gap to Opt (%)")
+    axes[0].set_ylabel("mean measured reward (incl. exploration)")
+    axes[0].set_yscale("symlog", linthresh=10)
+    axes[0].set_title("Fig. 14 - reward vs run (each variant's own reward)")
+    for ax, title in ((axes[1], "|energy gap| of the exploited actions to Opt (%)"),
+                      (axes[2], "blocks whose exploited action misses QoS (%)")):
+        ax.axhline(100 * conv["tolerance"], color="k", lw=0.8, ls="--")
+        ax.set_xlabel("run")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
     axes[1].set_yscale("symlog", linthresh=1)
     axes[1].set_ylim(bottom=0)
-    axes[1].set_title("convergence (below the dotted line = converged)")
-    axes[1].legend(fontsize=7)
+    axes[2].legend(fontsize=6, ncol=2)
     return _save(fig, out / "convergence.png")
 
 
 def transfer(res: dict[str, Any], out: Path) -> str | None:
-    ts = transfer_saving(res)
+    ts = transfer_saving(res, "autoscale") if (res.get("convergence") or {}).get("variants", {}).get("autoscale") \
+        else transfer_saving(res)
     if not ts["per_device"]:
         return None
     devs = list(ts["per_device"])
@@ -196,7 +203,7 @@ def transfer(res: dict[str, Any], out: Path) -> str | None:
     ax.bar(x + 0.2, tr, 0.4, label=f"transferred from {conv['source']}", color="#d32f2f")
     ax.set_xticks(x)
     ax.set_xticklabels(devs)
-    ax.set_ylabel("runs to converge")
+    ax.set_ylabel("runs to converge (AutoScale as configured)")
     ax.set_title("Transfer learning")
     ax.legend(fontsize=8)
     return _save(fig, out / "transfer.png")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from services.common.costmodel import CostTable, Mesh
-from services.common.reward import RewardWeights
+from services.common.reward import ACCURACY_MISS_MJ, ACCURACY_MISS_MJ_PER_POINT, RewardWeights
 from services.common.reward import reward as eq5_reward
 from services.common.scenarios import Scenario
 from services.common.schemas import ModelFeatures, Precision, RuntimeConditions, Target
@@ -111,8 +111,13 @@ class Block:
     device_energy: np.ndarray  # (n, T) executing device's energy, J
     noise: np.ndarray  # (n, T) multiplicative lognormal noise of the measured outcome
     opt: np.ndarray  # (n,) Opt's candidate index per inference
-    best_reward: np.ndarray  # (n,) index maximising the expected eq. 5 reward (what a perfect learner picks)
+    best_reward: np.ndarray  # (n,) index maximising the expected eq. 5 reward (noise-free)
+    noise_sigma: float = 0.0
     _contexts: list[DecisionContext] | None = field(default=None, repr=False)
+    _measured: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _rewards: dict[tuple[str, RewardWeights], np.ndarray] = field(default_factory=dict, repr=False)
+    _argmax: dict[tuple[str, RewardWeights], np.ndarray] = field(default_factory=dict, repr=False)
+    _expected: dict[tuple[str, RewardWeights], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n(self) -> int:
@@ -143,18 +148,104 @@ class Block:
             oracle=oracle,
         )
 
+    @property
+    def measured(self) -> tuple[np.ndarray, np.ndarray]:
+        """(latency_s, energy_j) as measured: the expected cost x the noise, (n, T) each."""
+        if self._measured is None:
+            self._measured = (self.latency * self.noise, self.energy * self.noise)
+        return self._measured
+
+    def rewards(self, mode: str = "paper", weights: RewardWeights = RewardWeights()) -> np.ndarray:
+        """(n, T) reward of every measured outcome under ``mode``."""
+        key = (mode, weights)
+        r = self._rewards.get(key)
+        if r is None:
+            lat, en = self.measured
+            r = self._rewards[key] = reward_matrix(en, lat, self.case.accuracy, self.case.qos_s,
+                                                   self.case.accuracy_min, weights, mode)
+        return r
+
+    def reward_argmax(self, mode: str = "paper", weights: RewardWeights = RewardWeights()) -> np.ndarray:
+        """(n,) the candidate a perfect learner of ``mode``'s reward picks: the argmax of the
+        reward's expectation under this block's outcome noise (``expected_reward_matrix``)."""
+        key = (mode, weights)
+        a = self._argmax.get(key)
+        if a is None:
+            c = self.case
+            er = self.expected_rewards(mode, weights)
+            if c.accuracy_min is not None:  # masking: never a target below the requirement
+                ok = c.accuracy >= c.accuracy_min
+                if ok.any():
+                    er = np.where(ok[None, :], er, -np.inf)
+            a = self._argmax[key] = np.argmax(er, axis=1)
+        return a
+
+    def expected_rewards(self, mode: str = "paper", weights: RewardWeights = RewardWeights()) -> np.ndarray:
+        """(n, T) expectation of each candidate's reward under this block's outcome noise."""
+        key = (mode, weights)
+        er = self._expected.get(key)
+        if er is None:
+            c = self.case
+            er = self._expected[key] = expected_reward_matrix(self.energy, self.latency, c.accuracy, c.qos_s,
+                                                              c.accuracy_min, self.noise_sigma, weights, mode)
+        return er
+
+    def outcome(self, i: int, j: int) -> Outcome:
+        lat, en = self.measured
+        return Outcome(latency_s=float(lat[i, j]), energy_j=float(en[i, j]), accuracy=float(self.case.accuracy[j]))
+
 
 def reward_matrix(
     energy_j: np.ndarray, latency_s: np.ndarray, accuracy: np.ndarray, qos_s: float, accuracy_min: float | None,
-    weights: RewardWeights = RewardWeights(),
+    weights: RewardWeights = RewardWeights(), mode: str = "paper",
 ) -> np.ndarray:
-    """Eq. 5 over arrays: the vectorised twin of ``services.common.reward.reward`` (tested equal)."""
+    """The reward over arrays: the vectorised twin of ``services.common.reward.reward`` (tested equal)."""
     e_mj, l_ms = energy_j * 1e3, latency_s * 1e3
     acc = np.broadcast_to(accuracy, e_mj.shape)
-    met = np.where(l_ms < qos_s * 1e3, -e_mj + weights.alpha * l_ms + weights.beta * acc, -e_mj + weights.beta * acc)
+    met_qos = l_ms < qos_s * 1e3
+    if mode == "paper":
+        r = np.where(met_qos, -e_mj + weights.alpha * l_ms + weights.beta * acc, -e_mj + weights.beta * acc)
+        miss_acc = acc - 100.0
+    elif mode == "qos":
+        r = np.where(met_qos, -e_mj, -e_mj * (1.0 + weights.qos_penalty))
+        miss_acc = (-e_mj * (1.0 + weights.qos_penalty) - ACCURACY_MISS_MJ
+                    - ACCURACY_MISS_MJ_PER_POINT * ((accuracy_min or 0.0) - acc))
+    else:
+        raise ValueError(f"unknown reward mode {mode!r}")
     if accuracy_min is None:
-        return met
-    return np.where(acc < accuracy_min, acc - 100.0, met)
+        return r
+    return np.where(acc < accuracy_min, miss_acc, r)
+
+
+def expected_reward_matrix(
+    energy_j: np.ndarray, latency_s: np.ndarray, accuracy: np.ndarray, qos_s: float, accuracy_min: float | None,
+    sigma: float, weights: RewardWeights = RewardWeights(), mode: str = "paper",
+) -> np.ndarray:
+    """E[reward] of each (expected) outcome under the simulator's noise: energy and latency are
+    both scaled by one lognormal factor f of unit mean and log-sd ``sigma``. Vectorised twin of
+    ``services.common.reward.reward_expected`` (tested equal)."""
+    if sigma <= 0.0:
+        return reward_matrix(energy_j, latency_s, accuracy, qos_s, accuracy_min, weights, mode)
+    from scipy.special import ndtr
+
+    e_mj, l_ms = energy_j * 1e3, latency_s * 1e3
+    acc = np.broadcast_to(accuracy, e_mj.shape)
+    mu = -0.5 * sigma * sigma
+    with np.errstate(divide="ignore"):
+        z = (np.log(qos_s * 1e3 / np.maximum(l_ms, 1e-300)) - mu - sigma * sigma) / sigma
+    ef_met = ndtr(z)
+    if mode == "paper":
+        r = -e_mj + weights.alpha * l_ms * ef_met + weights.beta * acc
+        miss_acc = acc - 100.0
+    elif mode == "qos":
+        r = -e_mj * (1.0 + weights.qos_penalty * (1.0 - ef_met))
+        miss_acc = (-e_mj * (1.0 + weights.qos_penalty) - ACCURACY_MISS_MJ
+                    - ACCURACY_MISS_MJ_PER_POINT * ((accuracy_min or 0.0) - acc))
+    else:
+        raise ValueError(f"unknown reward mode {mode!r}")
+    if accuracy_min is None:
+        return r
+    return np.where(acc < accuracy_min, miss_acc, r)
 
 
 def make_block(
@@ -165,7 +256,7 @@ def make_block(
     conds = [
         RuntimeConditions.model_construct(**{f: float(series[f][i]) for f in _FIELDS}) for i in range(n)
     ]
-    states = np.array([observe(case.features, c).index for c in conds], dtype=np.int64)
+    states = _observe_states(case.features, series)
     t = len(case.candidates)
     # Lognormal with unit mean, so the expected outcome is the modelled one.
     noise = rng.lognormal(-0.5 * noise_sigma**2, noise_sigma, (n, t)) if noise_sigma > 0 else np.ones((n, t))
@@ -182,7 +273,24 @@ def make_block(
         noise=noise,
         opt=opt,
         best_reward=best,
+        noise_sigma=noise_sigma,
     )
+
+
+def _observe_states(features: ModelFeatures, series: dict[str, np.ndarray]) -> np.ndarray:
+    """Table I index of every inference (vectorised ``services.common.state.observe``)."""
+    n = len(series[_FIELDS[0]])
+    memo: dict[tuple[float, ...], int] = {}
+    out = np.empty(n, dtype=np.int64)
+    cols = [np.asarray(series[f], dtype=float) for f in _FIELDS]
+    for i in range(n):
+        key = (cols[0][i], cols[1][i], cols[2][i], cols[3][i])
+        v = memo.get(key)
+        if v is None:
+            v = memo[key] = observe(features, RuntimeConditions.model_construct(
+                co_cpu=key[0], co_mem=key[1], rssi_wifi_dbm=key[2], rssi_p2p_dbm=key[3])).index
+        out[i] = v
+    return out
 
 
 @dataclass
@@ -191,7 +299,7 @@ class Trace:
 
     choice: list[int] = field(default_factory=list)
     opt: list[int] = field(default_factory=list)
-    best_reward: list[int] = field(default_factory=list)
+    best_reward: list[int] = field(default_factory=list)  # argmax of the expected reward of the run's mode
     energy_j: list[float] = field(default_factory=list)
     latency_s: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
@@ -200,26 +308,49 @@ class Trace:
     qos_s: list[float] = field(default_factory=list)
     accuracy_min: list[float] = field(default_factory=list)
     explored: list[bool] = field(default_factory=list)
+    # expected (noise-free) energy of the choice and of Opt's, J: the "within 1 %" tie rule
+    expected_energy_j: list[float] = field(default_factory=list)
+    opt_expected_energy_j: list[float] = field(default_factory=list)
+    # expected latency meets QoS (the feasibility Opt is defined on)
+    expected_qos_met: list[bool] = field(default_factory=list)
+    opt_expected_qos_met: list[bool] = field(default_factory=list)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.__dict__.items()}
 
+    def record(self, block: Block, i: int, j: int, explored: bool, mode: str, weights: RewardWeights) -> None:
+        lat, en = block.measured
+        rew = block.rewards(mode, weights)
+        case = block.case
+        k = int(block.opt[i])
+        self.choice.append(j)
+        self.opt.append(k)
+        self.best_reward.append(int(block.reward_argmax(mode, weights)[i]))
+        self.energy_j.append(float(en[i, j]))
+        self.latency_s.append(float(lat[i, j]))
+        self.accuracy.append(float(case.accuracy[j]))
+        self.reward.append(float(rew[i, j]))
+        self.opt_reward.append(float(rew[i, k]))
+        self.qos_s.append(case.qos_s)
+        self.accuracy_min.append(math.nan if case.accuracy_min is None else case.accuracy_min)
+        self.explored.append(explored)
+        self.expected_energy_j.append(float(block.energy[i, j]))
+        self.opt_expected_energy_j.append(float(block.energy[i, k]))
+        self.expected_qos_met.append(bool(block.latency[i, j] < case.qos_s))
+        self.opt_expected_qos_met.append(bool(block.latency[i, k] < case.qos_s))
 
-def _reward(energy_j: float, latency_s: float, accuracy: float, qos_s: float, accuracy_min: float | None) -> float:
+
+def _reward(energy_j: float, latency_s: float, accuracy: float, qos_s: float, accuracy_min: float | None,
+            mode: str = "paper", weights: RewardWeights = RewardWeights()) -> float:
     return eq5_reward(
         energy_mj=energy_j * 1e3, latency_ms=latency_s * 1e3, accuracy=accuracy, qos_ms=qos_s * 1e3,
-        accuracy_min=accuracy_min,
+        accuracy_min=accuracy_min, weights=weights, mode=mode,
     )
 
 
 def outcome_of(block: Block, i: int, j: int) -> Outcome:
     """The measured outcome of candidate ``j`` at inference ``i`` (expected cost x noise)."""
-    f = float(block.noise[i, j])
-    return Outcome(
-        latency_s=float(block.latency[i, j]) * f,
-        energy_j=float(block.energy[i, j]) * f,
-        accuracy=float(block.case.accuracy[j]),
-    )
+    return block.outcome(i, j)
 
 
 def run_steps(
@@ -230,39 +361,43 @@ def run_steps(
     learn: bool = True,
     trace: Trace | None = None,
     chooser: Callable[[Block, int, random.Random], int] | None = None,
+    reward_mode: str = "paper",
+    weights: RewardWeights = RewardWeights(),
+    record: bool = True,
+    batch: bool = False,
 ) -> Trace:
     """Replay ``steps`` through ``policy``: decide, observe the noisy outcome, reward, learn.
 
+    ``reward_mode`` / ``weights``: the reward the policy learns from (``services.common.reward``).
     ``chooser`` overrides the decision (e.g. uniform exploration to collect a predictor's
-    training data); the policy still learns from the outcome."""
+    training data); the policy still learns from the outcome. ``record=False`` skips the trace
+    (training phases). ``batch=True``: every decision is made up front with the policy's
+    ``decide_many`` -- only for a policy whose decisions do not depend on what it learns within
+    ``steps`` (an offline-trained predictor); it still learns from every outcome afterwards."""
     tr = trace if trace is not None else Trace()
-    for block, i in steps:
+    pre: list[Decision] | None = None
+    if batch and chooser is None and hasattr(policy, "decide_many"):
+        pre = policy.decide_many([b.context(i) for b, i in steps], rng)  # type: ignore[attr-defined]
+    for k, (block, i) in enumerate(steps):
         ctx = block.context(i)
         case = block.case
         if chooser is not None:
             j = chooser(block, i, rng)
             decision = Decision(case.candidates[j].target, explored=True)
         else:
-            decision = policy.decide(ctx, rng)
+            decision = pre[k] if pre is not None else policy.decide(ctx, rng)
             j = case.index[decision.target.id]
-        out = outcome_of(block, i, j)
-        r = _reward(out.energy_j, out.latency_s, out.accuracy, case.qos_s, case.accuracy_min)
         if learn:
-            policy.learn(ctx, decision, out, r)
-        k = int(block.opt[i])
-        o_opt = outcome_of(block, i, k)
-        tr.choice.append(j)
-        tr.opt.append(k)
-        tr.best_reward.append(int(block.best_reward[i]))
-        tr.energy_j.append(out.energy_j)
-        tr.latency_s.append(out.latency_s)
-        tr.accuracy.append(out.accuracy)
-        tr.reward.append(r)
-        tr.opt_reward.append(_reward(o_opt.energy_j, o_opt.latency_s, o_opt.accuracy, case.qos_s, case.accuracy_min))
-        tr.qos_s.append(case.qos_s)
-        tr.accuracy_min.append(math.nan if case.accuracy_min is None else case.accuracy_min)
-        tr.explored.append(decision.explored)
+            r = float(block.rewards(reward_mode, weights)[i, j])
+            policy.learn(ctx, decision, block.outcome(i, j), r)
+        if record:
+            tr.record(block, i, j, decision.explored, reward_mode, weights)
     return tr
+
+
+def opt_chooser(block: Block, i: int, rng: random.Random) -> int:
+    """Opt's choice, precomputed for the block (``opt_indices``, the vectorised ``opt_choice``)."""
+    return int(block.opt[i])
 
 
 def uniform_chooser(block: Block, i: int, rng: random.Random) -> int:

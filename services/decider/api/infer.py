@@ -11,7 +11,7 @@ from fastapi import APIRouter, BackgroundTasks
 from services.common import costmodel
 from services.common.errors import ApiError
 from services.common.metrics import decider_metrics
-from services.common.reward import RewardWeights, reward
+from services.common.reward import reward
 from services.common.schemas import (
     STREAMING_QOS_MS,
     InferRequest,
@@ -167,7 +167,7 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
     acc_entry = info.precisions[decision.target.precision]
     r = reward(
         energy_mj=energy_j * 1e3, latency_ms=target_latency_s * 1e3, accuracy=accuracy, qos_ms=qos_ms,
-        accuracy_min=req.accuracy_min, weights=RewardWeights(d.settings.alpha, d.settings.beta),
+        accuracy_min=req.accuracy_min, weights=d.reward_weights, mode=d.settings.reward_mode,
     )
     qos_met = target_latency_s * 1e3 < qos_ms
     accuracy_met = req.accuracy_min is None or accuracy >= req.accuracy_min

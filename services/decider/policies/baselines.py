@@ -54,9 +54,21 @@ class FixedPolicy:
         self.name = name
         self._pick = pick
         self._what = what
+        # The pick depends on the candidates only; the decider and the simulator reuse candidate
+        # tuples, so remember the last few answers (keyed by identity, holding the tuple).
+        self._memo: dict[int, tuple[tuple[Candidate, ...], Candidate | None]] = {}
 
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
-        c = self._pick(ctx.candidates)
+        cands = ctx.candidates
+        hit = self._memo.get(id(cands))
+        if hit is not None and hit[0] is cands:
+            c = hit[1]
+        else:
+            c = self._pick(cands)
+            if isinstance(cands, tuple):
+                if len(self._memo) >= 64:
+                    self._memo.clear()
+                self._memo[id(cands)] = (cands, c)
         if c is None:
             raise NoCandidate(f"policy {self.name!r} needs {self._what}, which no healthy runner offers")
         return Decision(c.target)
@@ -139,6 +151,9 @@ class StaticBestPolicy:
         self.oracle_samples = oracle_samples
         self._stats: dict[tuple[str, int], dict[str, _Stat]] = {}
         self._oracle_n: dict[tuple[str, int], int] = {}
+        # Once the oracle statistics of a key are complete they never change: its best target is
+        # remembered per (candidate tuple, accuracy requirement).
+        self._frozen: dict[tuple[tuple[str, int], int, float | None], tuple[tuple[Candidate, ...], Candidate]] = {}
 
     @staticmethod
     def _key(ctx: DecisionContext) -> tuple[str, int]:
@@ -152,9 +167,22 @@ class StaticBestPolicy:
         return [local[i] for i in idx]
 
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
-        pool = self._pool(ctx)
         key = self._key(ctx)
+        frozen = ctx.oracle is not None and self._oracle_n.get(key, 0) >= self.oracle_samples
+        if frozen:
+            fkey = (key, id(ctx.candidates), ctx.accuracy_min)
+            hit = self._frozen.get(fkey)
+            if hit is not None and hit[0] is ctx.candidates:
+                return Decision(hit[1].target)
+        pool = self._pool(ctx)
         stats = self._stats.setdefault(key, {})
+        if frozen:
+            best = self._best(pool, stats)
+            if isinstance(ctx.candidates, tuple):
+                if len(self._frozen) >= 4096:
+                    self._frozen.clear()
+                self._frozen[fkey] = (ctx.candidates, best)
+            return Decision(best.target)
         if ctx.oracle is not None and self._oracle_n.get(key, 0) < self.oracle_samples:
             self._oracle_n[key] = self._oracle_n.get(key, 0) + 1
             for c in _where(ctx.candidates, self.location):

@@ -83,6 +83,7 @@ class TargetEncoder:
 
     def __init__(self) -> None:
         self.max_step: dict[tuple[str, str, str], int] = {}
+        self._seen: dict[int, object] = {}  # candidate tuples already observed (by identity, held)
 
     def observe(self, targets: Sequence[Target]) -> None:
         for t in targets:
@@ -181,8 +182,56 @@ class _OnlineLearner:
         j = self._choose(model, ctx, pool, context_vector(ctx.features, ctx.conditions))
         return Decision(pool[j].target)
 
+    def observe_candidates(self, cands: Sequence[Candidate]) -> None:
+        """``observe`` the candidates' targets, once per candidate tuple (the decider and the
+        simulator reuse them): the DVFS ranges cannot change within one tuple."""
+        seen = self.encoder._seen
+        hit = seen.get(id(cands))
+        if hit is cands:
+            return
+        self.encoder.observe([c.target for c in cands])
+        if isinstance(cands, tuple):
+            if len(seen) >= 256:
+                seen.clear()
+            seen[id(cands)] = cands
+
+    def decide_many(self, ctxs: Sequence[DecisionContext], rng: random.Random) -> list[Decision]:
+        """What ``decide`` answers for each context, with no learning in between, evaluating the
+        model once for all of them (offline evaluation of a fitted predictor). Falls back to one
+        ``decide`` per context while untrained or exploring."""
+        model = self.model
+        if model is None or (self._explores_with_epsilon() and self.params.epsilon > 0):
+            return [self.decide(c, rng) for c in ctxs]
+        out: list[Decision | None] = [None] * len(ctxs)
+        groups: dict[tuple[int, float | None], list[int]] = {}
+        for k, c in enumerate(ctxs):
+            if not c.candidates:
+                raise NoCandidate("no candidate target offered")
+            groups.setdefault((id(c.candidates), c.accuracy_min), []).append(k)
+        for members in groups.values():
+            c0 = ctxs[members[0]]
+            info = candidate_ids.get(c0.candidates)
+            elig = eligible_indices(info.accuracies, c0.accuracy_min, self.params.accuracy_masking)
+            pool = [c0.candidates[i] for i in elig]
+            sub = [ctxs[k] for k in members]
+            vecs = np.array([context_vector(c.features, c.conditions) for c in sub], dtype=float)
+            for k, j in zip(members, self._choose_many(model, sub, pool, vecs)):
+                out[k] = Decision(pool[j].target)
+        return out  # type: ignore[return-value]
+
+    def _choose_many(self, model: Any, ctxs: Sequence[DecisionContext], pool: list[Candidate],
+                     vecs: np.ndarray) -> list[int]:
+        return [self._choose(model, c, pool, list(v)) for c, v in zip(ctxs, vecs)]
+
+    def _pool_matrix(self, pool: list[Candidate], vecs: np.ndarray, vocab: dict[str, int]) -> np.ndarray:
+        """Design rows for every (context, candidate) pair, context-major: (N * P, d)."""
+        tgt = np.array([[*self.encoder.struct(c.target), *TargetEncoder.onehot(c.target.id, vocab)] for c in pool],
+                       dtype=float)
+        n, p = len(vecs), len(pool)
+        return np.hstack([np.repeat(vecs, p, axis=0), np.tile(tgt, (n, 1))])
+
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome, reward: float) -> None:
-        self.encoder.observe([c.target for c in ctx.candidates])
+        self.observe_candidates(ctx.candidates)
         self.buffer.append(
             Observation(
                 ctx_key=(ctx.model, ctx.state),
@@ -324,6 +373,21 @@ class RegressionPolicy(_OnlineLearner):
             e = np.where(meets, e, np.inf)
         return int(np.argmin(e))
 
+    def _choose_many(self, model: _RegModel, ctxs: Sequence[DecisionContext], pool: list[Candidate],
+                     vecs: np.ndarray) -> list[int]:
+        X = self._pool_matrix(pool, vecs, model.vocab)
+        if model.latency is None:
+            pr = model.energy.predict(X)
+            e, lat = pr[:, 0], pr[:, 1]
+        else:
+            e, lat = model.energy.predict(X), model.latency.predict(X)
+        n, p = len(ctxs), len(pool)
+        e, lat = np.expm1(e).reshape(n, p), np.expm1(lat).reshape(n, p)
+        qos = np.array([c.qos_s * 1e3 for c in ctxs])[:, None]
+        meets = lat < qos
+        e = np.where(meets.any(axis=1, keepdims=True) & ~meets, np.inf, e)
+        return np.argmin(e, axis=1).tolist()
+
 
 # ============================================================================ classification: SVM, KNN
 
@@ -404,6 +468,24 @@ class ClassifierPolicy(_OnlineLearner):
                 best_j, best_s = j, s
         return best_j
 
+    def _choose_many(self, model: _ClsModel, ctxs: Sequence[DecisionContext], pool: list[Candidate],
+                     vecs: np.ndarray) -> list[int]:
+        n = len(ctxs)
+        if model.clf is None:
+            raw = np.ones((n, 1))
+        else:
+            raw = model.clf.predict_proba(vecs) if self.kind == "knn" else model.clf.decision_function(vecs)
+            raw = np.asarray(raw, dtype=float).reshape(n, -1)
+            if raw.shape[1] == 1 and len(model.classes) == 2:  # binary SVC: one signed margin
+                raw = np.hstack([-raw, raw])
+        col = {c: i for i, c in enumerate(model.classes)}
+        idx = [col.get(c.target.id, -1) for c in pool]
+        scores = np.full((n, len(pool)), -np.inf)
+        for j, i in enumerate(idx):
+            if i >= 0:
+                scores[:, j] = raw[:, i]
+        return np.argmax(scores, axis=1).tolist()  # first of equal scores, like _choose
+
 
 # ============================================================================ Bayesian optimisation
 
@@ -469,3 +551,16 @@ class BayesOptPolicy(_OnlineLearner):
         z = (mu - f_best - self.xi) / sd
         ei = (mu - f_best - self.xi) * norm.cdf(z) + sd * norm.pdf(z)
         return int(np.argmax(ei))
+
+    def _choose_many(self, model: _GPModel, ctxs: Sequence[DecisionContext], pool: list[Candidate],
+                     vecs: np.ndarray) -> list[int]:
+        from scipy.stats import norm
+
+        n, p = len(ctxs), len(pool)
+        mu, sd = model.gp.predict(self._pool_matrix(pool, vecs, model.vocab), return_std=True)
+        mu, sd = mu.reshape(n, p), np.maximum(sd.reshape(n, p), 1e-9)
+        f_best = np.array([model.best.get((c.model, c.state), np.nan) for c in ctxs])
+        f_best = np.where(np.isnan(f_best), mu.max(axis=1), f_best)[:, None]
+        z = (mu - f_best - self.xi) / sd
+        ei = (mu - f_best - self.xi) * norm.cdf(z) + sd * norm.pdf(z)
+        return np.argmax(ei, axis=1).tolist()

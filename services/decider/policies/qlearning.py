@@ -5,9 +5,20 @@ Pieces, from the inside out:
 * ``initial_q``: the paper initialises Q(S, A) with random values. We draw them lazily, the
   first time an action is seen in a state, from a hash of (seed, state, action): every decider
   process and the Redis script then agree on the same "random" value without coordinating.
+  That is ``QParams.q_init = "random"`` (the paper's). ``"nearest"`` instead seeds a missing
+  entry from the nearest state, in Table I bin space, that holds a value for that action (the
+  paper's transfer-learning idea, Sec. IV / VI-C, applied across states): see ``EntryIndex``.
+* ``QParams.lr_schedule``: ``"constant"`` is Algorithm 1's fixed learning rate (0.9, Sec. V-C);
+  ``"visits"`` uses 1 / (n + 1) for the (n + 1)-th update of an entry, floored at
+  ``lr_floor`` (a sample average that forgets slowly), which averages out measurement noise.
 * ``eligible_indices`` / ``epsilon_greedy``: the action choice. Accuracy masking (our default,
   switchable) never picks a target below ``accuracy_min``; with it off we have the paper's
   penalty-only behaviour, where eq. 5's ``R_accuracy - 100`` teaches the table to avoid them.
+  Beyond the paper, while exploring (epsilon > 0): ``explore_untried`` tries every action of a
+  state once before retrying any (most promising initial value first) and ``explore_bonus`` adds
+  a UCB-style bonus that decays with an entry's visits; exploitation (epsilon 0) ranks Q alone.
+  ``QParams.paper()`` is Algorithm 1 as published (the dataclass defaults); ``QParams.improved()``
+  switches every option on (what ``services.evaluation`` reports as "autoscale").
 * ``q_learning_target``: Q(S,A) <- Q + lr [R + discount * max_a' Q(S',a') - Q]. The Redis Lua
   script in ``services.decider.qstore`` evaluates exactly this expression in the same order,
   so an in-memory table and the Redis table produce bit-identical values.
@@ -18,7 +29,18 @@ Pieces, from the inside out:
 A row covers exactly the currently available actions: the stored table keeps values of
 actions that disappeared (a runner that restarts must not lose what was learned), but argmax
 and the max over S' only ever look at the actions offered now, and an action that appears is
-given its random initial value on first sight.
+given its initial value on first sight.
+
+Consistency rule for initial values (every process, and the Redis script, must agree on what a
+*missing* entry is worth when it is first written): the value a process uses for a missing
+entry travels inside the ``QUpdate`` (``init`` for Q(S,A), ``next_inits`` for the S' row), and
+the script applies the update to that value only when the field is absent. ``"random"`` values
+are a pure function of (seed, state, action), so every process computes the same one.
+``"nearest"`` values are read from the caller's cache of the table; two processes whose caches
+momentarily differ (an update still in flight on the pub/sub channel) may propose different
+values for the same missing field, and whichever update reaches Redis first materialises it --
+from then on every process reads the stored value. An initial value is only a prior that
+orders exploration; the first update replaces it (entirely with ``lr_schedule="visits"``).
 """
 
 from __future__ import annotations
@@ -32,8 +54,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
+import numpy as np
+
 from services.common.schemas import Target
-from services.common.state import N_STATES
+from services.common.state import DIMENSIONS, N_STATES, StateBins
 from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome
 
 # ============================================================================ errors
@@ -55,6 +79,9 @@ class NoCandidate(PolicyError):
 
 # ============================================================================ parameters
 
+Q_INITS: tuple[str, ...] = ("random", "nearest")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "visits")
+
 
 @dataclass(frozen=True, slots=True)
 class QParams:
@@ -71,6 +98,38 @@ class QParams:
     init_low: float = 0.0
     init_high: float = 1.0
     init_seed: int = 0
+    # --- options beyond the paper (defaults = Algorithm 1 as published; ``improved()``: the
+    # --- configuration the evaluation measures as "autoscale") -------------------------------
+    # Initial value of a missing entry. "random": the paper's (above). "nearest": borrowed from
+    # the nearest state (weighted Table I bin distance, ``_DIM_WEIGHTS``) that holds a value for
+    # that action, within ``near_radius``, rescaled to this state (median ratio of this state's
+    # values to the lenders' on the actions both hold); an action no state within the radius holds
+    # ranks below every known value of the row (twice the worst); a row with nothing known nearby
+    # borrows from any distance, else falls back to "random". Needs a table that keeps an
+    # ``EntryIndex`` (QTable, QStore); the paper's transfer learning (Sec. VI-C) applied across
+    # states, so a network never seen before starts from its neighbours' experience.
+    q_init: str = "random"
+    near_radius: int | None = 4
+    # "nearest": borrowed values made optimistic (> 0) or pessimistic (< 0) by this fraction of
+    # their magnitude (0: as estimated).
+    init_optimism: float = 0.0
+    # "constant": Algorithm 1's learning rate. "visits": max(lr_floor, 1 / (n + 1)) for the
+    # (n + 1)-th update of the entry -- the first update replaces the initial value, later ones
+    # average the measurement noise out (a sample mean that slowly forgets).
+    lr_schedule: str = "constant"
+    lr_floor: float = 0.05
+    # Exploration bonus (0: off, the paper's pure epsilon-greedy). While exploring (epsilon > 0)
+    # the greedy step ranks Q + explore_bonus * |Q| * sqrt(ln(N + 1) / (n + 1)), n = the entry's
+    # visits, N = the state's (UCB1's bonus, relative to |Q| so that it means the same at 10 mJ
+    # as at 2 J, with an initial value counting as one observation): one unlucky measurement
+    # cannot bury an action for good. Pure exploitation (epsilon 0, e.g. the evaluation's test
+    # windows) ranks Q alone.
+    explore_bonus: float = 0.0
+    # While exploring (epsilon > 0), an action never tried in this state ranks above every tried
+    # one (UCB1 plays each arm once), the most promising initial value first. Unlike optimistic
+    # initial values this never leaks into exploitation: with epsilon 0 an untried action is
+    # worth its initial value.
+    explore_untried: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.learning_rate <= 1.0:
@@ -81,6 +140,36 @@ class QParams:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if not (math.isfinite(self.init_low) and math.isfinite(self.init_high) and self.init_low <= self.init_high):
             raise ValueError("init_low <= init_high, both finite")
+        if self.q_init not in Q_INITS:
+            raise ValueError(f"q_init must be one of {', '.join(Q_INITS)}, got {self.q_init!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 < self.lr_floor <= 1.0:
+            raise ValueError(f"lr_floor must be in (0, 1], got {self.lr_floor}")
+        if not (math.isfinite(self.init_optimism) and -1.0 < self.init_optimism < 1.0):
+            raise ValueError(f"init_optimism must be in (-1, 1), got {self.init_optimism}")
+        if not (math.isfinite(self.explore_bonus) and self.explore_bonus >= 0.0):
+            raise ValueError(f"explore_bonus must be finite and >= 0, got {self.explore_bonus}")
+        if self.near_radius is not None and self.near_radius < 0:
+            raise ValueError(f"near_radius must be >= 0 or None, got {self.near_radius}")
+
+    @classmethod
+    def improved(cls, **kw: Any) -> "QParams":
+        """Every option beyond the paper switched on, as evaluated (``services.evaluation``):
+        nearest-state initial values, visit-count learning rate, UCB-style exploration that
+        tries every action once while exploring. Pair it with ``reward_mode="qos"``."""
+        kw.setdefault("q_init", "nearest")
+        kw.setdefault("lr_schedule", "visits")
+        kw.setdefault("explore_bonus", 0.2)
+        kw.setdefault("explore_untried", True)
+        return cls(**kw)
+
+    @classmethod
+    def paper(cls, **kw: Any) -> "QParams":
+        """Algorithm 1 as published: random initial values, constant learning rate."""
+        kw.setdefault("q_init", "random")
+        kw.setdefault("lr_schedule", "constant")
+        return cls(**kw)
 
     @classmethod
     def from_settings(cls, settings: Any, seed: int | None = None) -> "QParams":
@@ -92,6 +181,11 @@ class QParams:
             epsilon=float(settings.epsilon),
             accuracy_masking=bool(settings.accuracy_masking),
             init_seed=int(s) if s is not None else 0,
+            q_init=str(getattr(settings, "q_init", "random")),
+            lr_schedule=str(getattr(settings, "lr_schedule", "constant")),
+            lr_floor=float(getattr(settings, "lr_floor", 0.05)),
+            explore_bonus=float(getattr(settings, "explore_bonus", 0.0)),
+            explore_untried=bool(getattr(settings, "explore_untried", False)),
         )
 
 
@@ -108,6 +202,18 @@ def initial_q(seed: int, state: int, action: str, low: float = 0.0, high: float 
     h = hashlib.blake2b(f"{seed}:{state}:{action}".encode(), digest_size=8).digest()
     u = int.from_bytes(h, "big") / 2.0**64
     return low + (high - low) * u
+
+
+def _median_ratio(rs: list[float]) -> float:
+    """Scale of this state's values relative to the neighbours' (rewards are costs: a heavier
+    network costs more on every target while the targets' ranking transfers): the median ratio
+    over the actions both hold, clamped to [1/20, 20]; 1.0 when they share none."""
+    if not rs:
+        return 1.0
+    rs.sort()
+    m = len(rs) // 2
+    r = rs[m] if len(rs) % 2 else 0.5 * (rs[m - 1] + rs[m])
+    return min(20.0, max(0.05, r))
 
 
 def q_learning_target(q_sa: float, reward: float, next_max: float, learning_rate: float, discount: float) -> float:
@@ -200,6 +306,189 @@ def apply_update(
     return q_learning_target(q_sa, u.reward, next_max, u.learning_rate, u.discount)
 
 
+
+# ============================================================================ nearest-state index
+
+# Table I bins of every state, (N_STATES, 8): the space "nearest" measures distances in.
+_BINS = np.array([[getattr(StateBins.from_index(i), name) for name, _ in DIMENSIONS] for i in range(N_STATES)],
+                 dtype=np.int32)
+# Per-dimension weights of the distance. One co-runner bin (CPU or memory) away is the nearest
+# kind of neighbour (1): the same network under slightly more or less interference ranks the
+# targets almost alike. One NN bin away -- another network -- costs 2. A different RSSI bin costs
+# 3: a weak Wi-Fi or Wi-Fi Direct signal turns cloud or peer targets from the cheapest into the
+# dearest, so another network under the same signal is the better guide.
+_DIM_WEIGHTS = np.array([{"co_cpu": 1, "co_mem": 1, "rssi_w": 3, "rssi_p": 3}.get(name, 2)
+                         for name, _ in DIMENSIONS], dtype=np.int32)
+_NO_STATE = -1
+
+
+class EntryIndex:
+    """Which (state, action) entries a Q table holds, and each action's nearest holder.
+
+    Kept by the tables themselves (``QTable``, ``QStore``'s cache) in step with their rows:
+    ``add`` when an entry appears, ``set_row`` when a row is replaced, ``discard_state`` /
+    ``clear`` / ``rebuild`` when rows go or are reloaded.
+
+    Distance between states = weighted L1 over their Table I bin indices (every dimension is
+    ordinal: small < medium < large, none < small < ..., regular < weak; weights in
+    ``_DIM_WEIGHTS``: runtime variance first, then the NN bins); ties go to the lower state index,
+    which makes the answer a pure function of the set of entries.
+
+    ``nearest`` answers are cached per queried state and kept current incrementally: an ``add``
+    updates every cached answer it improves (one vectorised comparison), anything that removes
+    entries drops the cache. ``version(state)`` changes whenever ``state``'s answers may have
+    changed, so callers can memoise what they derive from them.
+    """
+
+    __slots__ = ("_aidx", "_col", "_states", "_has", "_bins", "_qidx", "_qstates", "_qbins", "_ck", "_ch",
+                 "_qver", "generation")
+
+    _BIG = np.iinfo(np.int64).max
+
+    def __init__(self) -> None:
+        self._aidx: dict[str, int] = {}
+        self._col: dict[int, int] = {}
+        self._states = np.zeros(64, dtype=np.int64)
+        self._has = np.zeros((16, 64), dtype=bool)
+        self._bins = np.zeros((64, len(DIMENSIONS)), dtype=np.int32)
+        # cache of answers: one row per queried state, one column per action row
+        self._qidx: dict[int, int] = {}
+        self._qstates = np.zeros(64, dtype=np.int64)
+        self._qbins = np.zeros((64, len(DIMENSIONS)), dtype=np.int32)
+        self._ck = np.full((64, 16), self._BIG, dtype=np.int64)  # best key (distance * N + state)
+        self._ch = np.full((64, 16), _NO_STATE, dtype=np.int64)  # nearest holder
+        self._qver: dict[int, int] = {}
+        self.generation = 0  # bumped whenever the cache is dropped (rows replaced or removed)
+
+    # --- bookkeeping --------------------------------------------------------------------
+    def _row(self, action: str) -> int:
+        i = self._aidx.get(action)
+        if i is None:
+            i = len(self._aidx)
+            if i >= self._has.shape[0]:
+                self._has = np.concatenate([self._has, np.zeros_like(self._has)], axis=0)
+            if i >= self._ck.shape[1]:
+                self._ck = np.concatenate([self._ck, np.full_like(self._ck, self._BIG)], axis=1)
+                self._ch = np.concatenate([self._ch, np.full_like(self._ch, _NO_STATE)], axis=1)
+            self._aidx[action] = i
+        return i
+
+    def _column(self, state: int) -> int:
+        c = self._col.get(state)
+        if c is None:
+            c = len(self._col)
+            if c >= self._has.shape[1]:
+                self._has = np.concatenate([self._has, np.zeros_like(self._has)], axis=1)
+                self._states = np.concatenate([self._states, np.zeros_like(self._states)])
+                self._bins = np.concatenate([self._bins, np.zeros_like(self._bins)])
+            self._col[state] = c
+            self._states[c] = state
+            self._bins[c] = _BINS[state]
+        return c
+
+    def _drop_cache(self) -> None:
+        self._qidx.clear()
+        self.generation += 1
+
+    # --- updates --------------------------------------------------------------------------
+    def add(self, state: int, action: str) -> None:
+        i, c = self._row(action), self._column(state)
+        if self._has[i, c]:
+            return
+        self._has[i, c] = True
+        nq = len(self._qidx)
+        if nq:
+            qs = self._qstates[:nq]
+            k = (np.abs(self._qbins[:nq] - _BINS[state]) * _DIM_WEIGHTS).sum(axis=1).astype(np.int64) * N_STATES + state
+            k[qs == state] = self._BIG  # never itself
+            better = k < self._ck[:nq, i]
+            if better.any():
+                self._ck[:nq, i] = np.where(better, k, self._ck[:nq, i])
+                self._ch[:nq, i] = np.where(better, state, self._ch[:nq, i])
+                for q in qs[better].tolist():
+                    self._qver[q] = self._qver.get(q, 0) + 1
+
+    def set_row(self, state: int, actions: Iterable[str]) -> None:
+        c = self._column(state)
+        self._has[:, c] = False
+        for a in actions:
+            i = self._row(a)  # may grow self._has: index only after
+            self._has[i, c] = True
+        self._drop_cache()
+
+    def discard_state(self, state: int) -> None:
+        c = self._col.get(state)
+        if c is not None:
+            self._has[:, c] = False
+        self._drop_cache()
+
+    def clear(self) -> None:
+        self._has[:] = False
+        self._drop_cache()
+
+    def rebuild(self, rows: Mapping[int, Mapping[str, Any]]) -> None:
+        self._has[:] = False
+        for s, row in rows.items():
+            for a in row:
+                i, c = self._row(a), self._column(s)  # may grow self._has: index only after
+                self._has[i, c] = True
+        self._drop_cache()
+
+    # --- queries --------------------------------------------------------------------------
+    def holds(self, state: int, action: str) -> bool:
+        i, c = self._aidx.get(action), self._col.get(state)
+        return i is not None and c is not None and bool(self._has[i, c])
+
+    def version(self, state: int) -> tuple[int, int]:
+        """Changes whenever ``nearest(state, ...)`` may answer differently."""
+        return self.generation, self._qver.get(state, 0)
+
+    def _query_row(self, state: int) -> int:
+        r = self._qidx.get(state)
+        if r is not None:
+            return r
+        r = len(self._qidx)
+        if r >= self._ck.shape[0]:
+            self._ck = np.concatenate([self._ck, np.full_like(self._ck, self._BIG)], axis=0)
+            self._ch = np.concatenate([self._ch, np.full_like(self._ch, _NO_STATE)], axis=0)
+            self._qstates = np.concatenate([self._qstates, np.zeros_like(self._qstates)])
+            self._qbins = np.concatenate([self._qbins, np.zeros_like(self._qbins)])
+        self._qidx[state] = r
+        self._qstates[r] = state
+        self._qbins[r] = _BINS[state]
+        n, na = len(self._col), len(self._aidx)
+        self._ck[r, :] = self._BIG
+        self._ch[r, :] = _NO_STATE
+        if n and na:
+            states = self._states[:n]
+            key = (np.abs(self._bins[:n] - _BINS[state]) * _DIM_WEIGHTS).sum(axis=1).astype(np.int64) * N_STATES + states
+            key[states == state] = self._BIG
+            masked = np.where(self._has[:na, :n], key, self._BIG)
+            best = masked.argmin(axis=1)
+            bk = masked[np.arange(na), best]
+            self._ck[r, :na] = bk
+            self._ch[r, :na] = np.where(bk != self._BIG, states[best], _NO_STATE)
+        self._qver[state] = self._qver.get(state, 0) + 1
+        return r
+
+    def nearest(self, state: int, actions: Sequence[str]) -> list[int]:
+        """For each action, the nearest *other* state holding a value for it (-1: none)."""
+        return self.nearest_with_distance(state, actions)[0]
+
+    def nearest_with_distance(self, state: int, actions: Sequence[str]) -> tuple[list[int], list[int]]:
+        """``nearest`` and the weighted distance to each holder (-1 where none)."""
+        r = self._query_row(state)
+        ch, ck = self._ch[r], self._ck[r]
+        aidx = self._aidx
+        near, dist = [], []
+        for a in actions:
+            i = aidx.get(a)
+            h = int(ch[i]) if i is not None else _NO_STATE
+            near.append(h)
+            dist.append(int(ck[i]) // N_STATES if h >= 0 else -1)
+        return near, dist
+
+
 # ============================================================================ tables
 
 
@@ -217,6 +506,10 @@ class RowSource(Protocol):
 
 
 _EMPTY: Mapping[str, float] = {}
+_EMPTY_N: Mapping[str, int] = {}
+_UNTRIED = 1e12  # ranks an untried action above any tried one (rewards are far smaller in magnitude)
+_N_INV = 4096
+_INV_SQRT = [1.0 / math.sqrt(n + 1) for n in range(_N_INV)]
 
 
 @dataclass
@@ -225,6 +518,12 @@ class QTable:
 
     q: dict[int, dict[str, float]] = field(default_factory=dict)
     n: dict[int, dict[str, int]] = field(default_factory=dict)
+    entries: EntryIndex = field(default_factory=EntryIndex, repr=False, compare=False)
+    writes: int = field(default=0, repr=False, compare=False)  # bumped on every change (memo key)
+
+    def __post_init__(self) -> None:
+        if self.q:
+            self.entries.rebuild(self.q)
 
     def row(self, state: int) -> Mapping[str, float]:
         return self.q.get(state, _EMPTY)
@@ -234,13 +533,25 @@ class QTable:
 
     def learn(self, update: QUpdate) -> None:
         new = apply_update(self.q.get(update.state, _EMPTY), self.q.get(update.next_state, _EMPTY), update)
-        self.q.setdefault(update.state, {})[update.action] = new
+        row = self.q.get(update.state)
+        if row is None:
+            row = self.q[update.state] = {}
+        if update.action not in row:
+            self.entries.add(update.state, update.action)
+        row[update.action] = new
         nrow = self.n.setdefault(update.state, {})
         nrow[update.action] = nrow.get(update.action, 0) + 1
+        self.writes += 1
+
+    def sync_entries(self) -> None:
+        """Re-derive the entry index after ``q`` was edited directly."""
+        self.entries.rebuild(self.q)
 
     def reset(self) -> None:
         self.q.clear()
         self.n.clear()
+        self.entries.clear()
+        self.writes += 1
 
     # --- export / import in the same format as the Redis store ---------------------------
     def export(self, device: str, actions: Iterable[str] | None = None) -> dict[str, Any]:
@@ -265,6 +576,8 @@ class QTable:
             for a, (qv, nv) in row.items():
                 qrow[a] = qv
                 nrow[a] = nv
+        self.entries.rebuild(self.q)
+        self.writes += 1
 
     def stats(self) -> dict[str, int]:
         return {
@@ -338,22 +651,21 @@ class QLearningPolicy:
         self._next_state = next_state
         self.name = name
         self._init_memo: dict[tuple[int, tuple[str, ...]], tuple[float, ...]] = {}
+        # "nearest": per (state, action tuple), the nearest holder of each action and its row,
+        # valid for one ``EntryIndex.version(state)``.
+        self._near_memo: dict[tuple[int, tuple[str, ...]],
+                              tuple[tuple[int, int], list[Mapping[str, float] | None], list[bool]]] = {}
+        self._last_fill: tuple[int, int, tuple[str, ...], list[float]] | None = None
 
-    def _value(self, row: Mapping[str, float], state: int, action: str) -> float:
-        v = row.get(action)
-        if v is None:
-            p = self.params
-            v = initial_q(p.init_seed, state, action, p.init_low, p.init_high)
-        return v
-
-    def row_view(self, state: int, actions: Iterable[str]) -> dict[str, float]:
-        """The row as the policy sees it: exactly ``actions``, unseen ones at their initial value."""
-        row = self.source.row(state)
-        return {a: self._value(row, state, a) for a in actions}
+    # --- initial values ------------------------------------------------------------------
+    def _entries(self) -> EntryIndex | None:
+        if self.params.q_init != "nearest":
+            return None
+        return getattr(self.source, "entries", None)
 
     def _inits(self, state: int, ids: tuple[str, ...]) -> tuple[float, ...]:
-        """Initial values of a row's actions, memoised per (state, action set): the hash per
-        action would otherwise dominate the cost of an update."""
+        """Random initial values of a row's actions, memoised per (state, action set): the hash
+        per action would otherwise dominate the cost of an update."""
         key = (state, ids)
         hit = self._init_memo.get(key)
         if hit is None:
@@ -364,6 +676,108 @@ class QLearningPolicy:
             self._init_memo[key] = hit
         return hit
 
+    def _holder_rows(self, entries: EntryIndex, state: int,
+                     ids: tuple[str, ...]) -> tuple[list[Mapping[str, float] | None], list[bool]]:
+        """The row of each action's nearest holder (None: no state holds it), and whether that
+        holder is within ``near_radius``. Row objects are kept: a table mutates rows in place,
+        and replacing one drops the index's cache."""
+        key = (state, ids)
+        ver = entries.version(state)
+        hit = self._near_memo.get(key)
+        if hit is not None and hit[0] == ver:
+            return hit[1], hit[2]
+        near, dist = entries.nearest_with_distance(state, ids)
+        ver = entries.version(state)  # a first query registers the state
+        row_of = self.source.row
+        rows = [row_of(s2) if s2 >= 0 else None for s2 in near]
+        radius = self.params.near_radius
+        close = [s2 >= 0 and (radius is None or d <= radius) for s2, d in zip(near, dist)]
+        if len(self._near_memo) >= 16_384:
+            self._near_memo.clear()
+        self._near_memo[key] = (ver, rows, close)
+        return rows, close
+
+    def _fill(self, state: int, ids: tuple[str, ...], vals: list[float | None]) -> list[float]:
+        """``vals`` (the stored row, None where missing) with every missing entry at its initial
+        value: the random one, or with ``q_init="nearest"`` the current value of the nearest
+        state holding that action (random where none does)."""
+        inits = self._inits(state, ids)
+        entries = self._entries()
+        if entries is None:
+            return [inits[i] if v is None else v for i, v in enumerate(vals)]
+        hrows, close = self._holder_rows(entries, state, ids)
+        out: list[float] = list(vals)  # type: ignore[arg-type]
+        missing: list[int] = []
+        ratios: list[float] = []
+        for i, v in enumerate(vals):
+            if v is None:
+                missing.append(i)
+            elif v < 0.0 and close[i]:
+                hr = hrows[i]
+                if hr is not None:
+                    sd = hr.get(ids[i])
+                    if sd is not None and sd < 0.0:
+                        ratios.append(v / sd)  # this state's value vs the neighbour's, same action
+        r = _median_ratio(ratios)
+        opt = self.params.init_optimism
+        neg, pos = r * (1.0 - opt), r * (1.0 + opt)  # rescaled, then optimistic by opt x |value|
+        far: list[int] = []
+        for i in missing:
+            hr = hrows[i]
+            sd = hr.get(ids[i]) if hr is not None and close[i] else None
+            if sd is None:
+                far.append(i)
+            else:
+                out[i] = sd * (neg if sd < 0.0 else pos)
+        if far:
+            known = [v for v in out if v is not None]
+            if known:
+                # No state within near_radius holds the action: a far state's cost (a network
+                # ten times lighter, another signal) says little about it here. Rank it below
+                # every known value -- twice the worst one -- so that exploitation never bets on
+                # it (exploration still tries it).
+                worst = min(known)
+                low = worst - abs(worst) - 1.0
+                for i in far:
+                    out[i] = low
+            else:
+                # Nothing known nearby at all: the nearest holder at any distance, else the random
+                # initial value (the paper's).
+                for i in far:
+                    hr = hrows[i]
+                    sd = hr.get(ids[i]) if hr is not None else None
+                    out[i] = inits[i] if sd is None else sd
+        return out
+
+    def initial_value(self, state: int, action: str) -> float:
+        """What a missing Q(state, action) is worth now (see ``q_init``)."""
+        return self._fill(state, (action,), [None])[0]
+
+    def row_view(self, state: int, actions: Iterable[str]) -> dict[str, float]:
+        """The row as the policy sees it: exactly ``actions``, unseen ones at their initial value."""
+        ids = tuple(actions)
+        row = self.source.row(state)
+        vals = self._fill(state, ids, list(map(row.get, ids)))
+        return dict(zip(ids, vals))
+
+    def _values(self, state: int, ids: tuple[str, ...]) -> list[float]:
+        vals = list(map(self.source.row(state).get, ids))  # one C-level pass
+        if None in vals:  # unseen actions: their (lazy) initial values
+            if self._entries() is None:
+                return self._fill(state, ids, vals)
+            # "nearest" fills cost tens of microseconds: a decision and the update that follows
+            # it see the same table (a source that counts its writes tells us), so fill once.
+            writes = getattr(self.source, "writes", None)
+            last = self._last_fill
+            if writes is not None and last is not None and last[0] == writes and last[1] == state and last[2] is ids:
+                return last[3]
+            out = self._fill(state, ids, vals)
+            if writes is not None:
+                self._last_fill = (writes, state, ids, out)
+            return out
+        return vals  # type: ignore[return-value]
+
+    # --- Policy protocol -------------------------------------------------------------------
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
         info = candidate_ids.get(ctx.candidates)
         if not info.ids:
@@ -376,13 +790,35 @@ class QLearningPolicy:
         if p.epsilon > 0.0 and rng.random() < p.epsilon:
             i = elig[rng.randrange(len(elig))]
             return Decision(ctx.candidates[i].target, explored=True)
-        vals = list(map(self.source.row(ctx.state).get, info.ids))  # one C-level pass
-        if None in vals:  # unseen actions: their (lazy) random initial values
-            inits = self._inits(ctx.state, info.ids)
-            vals = [inits[i] if v is None else v for i, v in enumerate(vals)]
+        vals = self._values(ctx.state, info.ids)
+        if (p.explore_bonus > 0.0 or p.explore_untried) and p.epsilon > 0.0:
+            visits = getattr(self.source, "visits", None)
+            nrow = visits(ctx.state) if visits is not None else _EMPTY_N
+            get = nrow.get
+            lg = math.log(sum(nrow.values()) + 1.0) if p.explore_bonus > 0.0 else 0.0
+            k = p.explore_bonus * math.sqrt(lg)  # bonus = k |Q| / sqrt(n + 1)
+            untried = _UNTRIED if p.explore_untried else 0.0
+            inv = _INV_SQRT
+            out = []
+            for v, a in zip(vals, info.ids):
+                n = get(a, 0)
+                if n == 0:
+                    out.append(v + untried + k * abs(v))
+                else:
+                    out.append(v + k * abs(v) * (inv[n] if n < _N_INV else 1.0 / math.sqrt(n + 1)))
+            vals = out
         # max() keeps the first of equal values: ties go to the earlier candidate.
         best_i = max(elig, key=vals.__getitem__)
         return Decision(ctx.candidates[best_i].target, explored=False)
+
+    def learning_rate(self, state: int, action: str) -> float:
+        """The learning rate of the next update of Q(state, action) (``lr_schedule``)."""
+        p = self.params
+        if p.lr_schedule == "constant":
+            return p.learning_rate
+        visits = getattr(self.source, "visits", None)
+        n = visits(state).get(action, 0) if visits is not None else 0
+        return max(p.lr_floor, 1.0 / (n + 1))
 
     def make_update(self, ctx: DecisionContext, decision: Decision, reward: float) -> QUpdate:
         p = self.params
@@ -390,15 +826,25 @@ class QLearningPolicy:
         s = ctx.state
         s2 = self._next_state(ctx) if self._next_state is not None else s
         action = decision.target.id
+        if self._entries() is None:
+            init = initial_q(p.init_seed, s, action, p.init_low, p.init_high)
+            next_inits = self._inits(s2, info.ids)
+        else:
+            # The values this process would use for missing entries, shipped with the update so
+            # that the Redis script starts from the same ones (see the module's consistency rule).
+            init = self.source.row(s).get(action)
+            if init is None:
+                init = self.initial_value(s, action)
+            next_inits = tuple(self._values(s2, info.ids))
         return QUpdate(
             state=s,
             action=action,
             reward=float(reward),
             next_state=s2,
             next_actions=info.ids,
-            init=initial_q(p.init_seed, s, action, p.init_low, p.init_high),
-            next_inits=self._inits(s2, info.ids),
-            learning_rate=p.learning_rate,
+            init=init,
+            next_inits=next_inits,
+            learning_rate=self.learning_rate(s, action),
             discount=p.discount,
         )
 
