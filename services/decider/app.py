@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from services.common import costmodel
-from services.common.errors import install_error_handlers
+from services.common.errors import error_body, install_error_handlers
 from services.common.http import make_client
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
@@ -91,6 +93,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
+        # Admin routes read Redis directly (the request path never does): say what is down.
+        return JSONResponse(error_body("redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}"),
+                            status_code=503)
     app.include_router(health.router)
     app.include_router(infer.router)
     app.include_router(catalog.router)

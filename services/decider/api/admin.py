@@ -12,7 +12,6 @@ import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from redis.exceptions import RedisError
 
 from services.common.errors import ApiError
 from services.decider.policies.qlearning import QTableImportError
@@ -31,10 +30,6 @@ def _import_error(exc: QTableImportError) -> ApiError:
     return ApiError(422, "invalid_qtable", exc.message, field=exc.field)
 
 
-def _redis_error(exc: RedisError) -> ApiError:
-    return ApiError(503, "redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}")
-
-
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
     if not raw:
@@ -48,18 +43,12 @@ async def _json_body(request: Request) -> Any:
 @router.get("/policy")
 async def get_policy(store: QStore = Depends(get_store)) -> dict[str, Any]:
     """Best learned action per stored state (Table I labels included), with visits and Q values."""
-    try:
-        return await store.policy_view()
-    except RedisError as exc:
-        raise _redis_error(exc) from exc
+    return await store.policy_view()
 
 
 @router.get("/qtable/export")
 async def export_qtable(store: QStore = Depends(get_store)) -> dict[str, Any]:
-    try:
-        return await store.export()
-    except RedisError as exc:
-        raise _redis_error(exc) from exc
+    return await store.export()
 
 
 @router.post("/qtable/import")
@@ -75,16 +64,11 @@ async def import_qtable(
         return await store.import_(data, mode=mode)
     except QTableImportError as exc:
         raise _import_error(exc) from None
-    except RedisError as exc:
-        raise _redis_error(exc) from exc
 
 
 @router.post("/qtable/reset")
 async def reset_qtable(store: QStore = Depends(get_store)) -> dict[str, Any]:
-    try:
-        return await store.reset()
-    except RedisError as exc:
-        raise _redis_error(exc) from exc
+    return await store.reset()
 
 
 @router.post("/qtable/transfer")
@@ -111,14 +95,9 @@ async def transfer_qtable(request: Request, store: QStore = Depends(get_store)) 
         if has_exp and exc.field and exc.field not in ("to_device", "from_device"):
             exc.field = f"from_export.{exc.field}"
         raise _import_error(exc) from None
-    except RedisError as exc:
-        raise _redis_error(exc) from exc
 
 
 @router.get("/qtable/stats")
 async def qtable_stats(store: QStore = Depends(get_store)) -> dict[str, Any]:
     """States, entries, Redis memory (MEMORY USAGE summed) and cache size, vs the paper's 0.4 MB."""
-    try:
-        return await store.stats()
-    except RedisError as exc:
-        raise _redis_error(exc) from exc
+    return await store.stats()

@@ -22,6 +22,7 @@ this module is cheap.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import logging
 import math
 import random
@@ -139,7 +140,7 @@ class PredictorParams:
 # ============================================================================ common machinery
 
 
-class _OnlineLearner:
+class _OnlineLearner(ABC):
     """Observation buffer, refit schedule, exploration while untrained, background fits."""
 
     name = "predictor"
@@ -156,11 +157,13 @@ class _OnlineLearner:
         self._lock = threading.Lock()
 
     # --- subclass hooks ------------------------------------------------------------------
-    def _fit(self, data: list[Observation]) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _fit(self, data: list[Observation]) -> Any:
+        """Fit the predictor on the observations; the result is what _choose receives."""
 
+    @abstractmethod
     def _choose(self, model: Any, ctx: DecisionContext, pool: list[Candidate], ctx_vec: list[float]) -> int:
-        raise NotImplementedError  # pragma: no cover
+        """Index into ``pool`` of the candidate the fitted model prefers."""
 
     def _explores_with_epsilon(self) -> bool:
         return True
