@@ -15,7 +15,7 @@ from services.common.model_store import ModelStore
 from services.common.reward import RewardWeights
 from services.common.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
 from services.common.settings import Settings
-from services.decider.policies.base import Outcome
+from services.decider.policies.base import Candidate, Outcome
 from services.decider.runners import RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
 
@@ -56,17 +56,20 @@ class Decider:
     mesh: costmodel.Mesh
     rng: random.Random
 
-    @property
-    def reward_weights(self) -> RewardWeights:
+    def __post_init__(self) -> None:
         s = self.settings
-        return RewardWeights(alpha=s.alpha, beta=s.beta, qos_penalty=s.qos_penalty)
+        self.reward_weights = RewardWeights(alpha=s.alpha, beta=s.beta, qos_penalty=s.qos_penalty)
 
     def oracle(
-        self, features: ModelFeatures, cond: RuntimeConditions, accuracy: dict[str, float]
+        self, features: ModelFeatures, cond: RuntimeConditions, candidates: tuple[Candidate, ...]
     ) -> Callable[[Target], Outcome]:
-        """True costs from the device profiles: exact while the runners report modelled figures."""
+        """True costs from the device profiles: exact while the runners report modelled figures.
+        Only `opt` calls it, so nothing is computed unless it does."""
+        accuracy: dict[str, float] = {}
 
         def cost(target: Target) -> Outcome:
+            if not accuracy:
+                accuracy.update({c.target.id: c.accuracy for c in candidates})
             c = costmodel.estimate(self.mesh, features, target, cond)
             return Outcome(latency_s=c.latency_s, energy_j=c.energy_j, accuracy=accuracy.get(target.id, 0.0))
 

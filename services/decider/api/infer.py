@@ -151,7 +151,7 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
     ctx = DecisionContext(
         model=info.name, features=info.features, conditions=snap.conditions, state=bins.index,
         candidates=candidates, qos_s=qos_ms / 1000.0, accuracy_min=req.accuracy_min,
-        oracle=d.oracle(info.features, snap.conditions, {c.target.id: c.accuracy for c in candidates}),
+        oracle=d.oracle(info.features, snap.conditions, candidates),
     )
     t_dec = time.perf_counter()
     decision = _decide(policy, ctx, d)
@@ -163,7 +163,10 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
 
     energy_j, energy_source = _phone_energy(d, result, snap)
     target_latency_s = result.inference_s + result.tx_s + result.rx_s
-    accuracy = next(c.accuracy for c in ctx.candidates if c.target.id == decision.target.id)
+    # Policies return the candidate's own Target object: identity avoids building 66 id strings.
+    accuracy = next((c.accuracy for c in ctx.candidates if c.target is decision.target), None)
+    if accuracy is None:
+        accuracy = next(c.accuracy for c in ctx.candidates if c.target.id == decision.target.id)
     acc_entry = info.precisions[decision.target.precision]
     r = reward(
         energy_mj=energy_j * 1e3, latency_ms=target_latency_s * 1e3, accuracy=accuracy, qos_ms=qos_ms,
