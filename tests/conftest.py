@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.common.redis_embed import free_port
@@ -41,3 +44,20 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield m
     finally:
         m.stop()
+
+
+def wait_until_ready(client: httpx.Client, path: str, proc: "subprocess.Popen[bytes]", log_path: Path, name: str,
+                     timeout_s: float = 60.0, poll_s: float = 0.1) -> None:
+    """Poll ``path`` until 200; fail with the process's log if it exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if client.get(path).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} not ready in {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(poll_s)

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
+from tests.conftest import wait_until_ready
 import yaml
 
 from services.common.redis_embed import free_port
@@ -229,18 +231,7 @@ def live(mesh: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0, trust_env=False)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if client.get("/-/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prometheus not ready in 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_until_ready(client, "/-/ready", proc, log_path, "prometheus", poll_s=0.2)
         with Traffic(mesh.url("decider")) as traffic:
             yield LiveProm(str(client.base_url), client), traffic
     finally:

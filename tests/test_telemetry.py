@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import wait_until_ready
+
 from services.common.redis_embed import free_port
 from services.common.schemas import Reading, TelemetrySnapshot
 from services.telemetry.sources.base import CO_CPU, Source
@@ -132,18 +134,7 @@ def run_telemetry(tmp: Path, **env: str) -> Iterator[httpx.Client]:
         )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0, trust_env=False)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"telemetry exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"telemetry not ready in 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_ready(client, "/readyz", proc, log_path, "telemetry", poll_s=0.1)
         yield client
     finally:
         client.close()

@@ -179,15 +179,16 @@ class GraphAnalysis:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph of its If/Loop/Scan nodes, recursively."""
     yield graph
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _iter_graphs(attr.g)
+                yield from iter_graphs(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    yield from _iter_graphs(g)
+                    yield from iter_graphs(g)
 
 
 def _has_data(t: TensorProto) -> bool:
@@ -302,7 +303,7 @@ def _ort_infer(light: onnx.ModelProto) -> onnx.ModelProto | None:
 
 
 def _collect_shapes(model: onnx.ModelProto, shapes: dict[str, Shape], types: dict[str, int]) -> None:
-    for g in _iter_graphs(model.graph):
+    for g in iter_graphs(model.graph):
         for vi in [*g.input, *g.output, *g.value_info]:
             dims = _dims_of(vi.type)
             if dims is not None and vi.name not in shapes:
@@ -332,7 +333,7 @@ class _Graph:
         _collect_shapes(inferred, self.shapes, self.types)
         self.const: set[str] = set()
         self.nodes: list[onnx.NodeProto] = []
-        for g in _iter_graphs(model.graph):
+        for g in iter_graphs(model.graph):
             for t in g.initializer:
                 self.shapes[t.name] = list(t.dims)
                 self.types[t.name] = t.data_type
@@ -340,7 +341,7 @@ class _Graph:
             for s in g.sparse_initializer:
                 self.shapes[s.values.name] = list(s.dims)
                 self.const.add(s.values.name)
-        for g in _iter_graphs(inferred.graph):
+        for g in iter_graphs(inferred.graph):
             self.nodes.extend(g.node)
         if any(n.op_type in MAC_OPS and not self.shapes.get(n.output[0]) for n in self.nodes):
             ort = _ort_infer(light)
@@ -596,7 +597,7 @@ def _wire_bytes(g: _Graph, names: list[str]) -> int:
 
 def _params(model: onnx.ModelProto) -> int:
     total = 0
-    for graph in _iter_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         tensors = list(graph.initializer)
         for n in graph.node:
             if n.op_type == "Constant":
@@ -731,7 +732,7 @@ _EXTERNAL = TensorProto.EXTERNAL
 
 def _external_tensors(model: onnx.ModelProto) -> list[str]:
     names: list[str] = []
-    for graph in _iter_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         names += [t.name for t in graph.initializer if t.data_location == _EXTERNAL]
         names += [s.values.name for s in graph.sparse_initializer if s.values.data_location == _EXTERNAL]
         for n in graph.node:

@@ -11,10 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from services.common.config_files import ConfigFileError, StrictModel
+from services.common.config_files import ConfigFileError, StrictModel, find_file, read_yaml
 from services.common.schemas import Precision, Processor
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
@@ -188,18 +187,9 @@ def parse_profile(data: object, file: str) -> DeviceProfile:
         raise ProfileError(file, field, reason) from None
 
 
-def _read_yaml(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(str(path), "", f"not valid YAML: {exc}") from None
-
-
 @lru_cache(maxsize=64)
 def _load_path(path: Path, mtime_ns: int) -> DeviceProfile:  # mtime in the key: edits reload
-    return parse_profile(_read_yaml(path), str(path))
+    return parse_profile(read_yaml(path, ProfileError), str(path))
 
 
 def builtin_profiles() -> list[str]:
@@ -210,20 +200,11 @@ def builtin_profiles() -> list[str]:
 def load_profile(name_or_path: str | Path, extra_dir: Path | None = None) -> DeviceProfile:
     """A profile by built-in name (``mi8pro``), by name in ``extra_dir`` (which overrides the
     built-ins), or by file path."""
-    candidates: list[Path] = []
     text = str(name_or_path)
-    if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text:
-        candidates.append(Path(name_or_path))
-    else:
-        if extra_dir is not None:
-            candidates += [Path(extra_dir) / f"{text}.yaml", Path(extra_dir) / f"{text}.yml"]
-        candidates.append(BUILTIN_DIR / f"{text}.yaml")
-    for path in candidates:
-        if path.is_file():
-            return _load_path(path.resolve(), path.stat().st_mtime_ns)
-    raise ProfileError(
-        text, "", f"no such profile file; built-in profiles are {builtin_profiles()}"
-    )
+    path = find_file(name_or_path, BUILTIN_DIR, extra_dir, [text])
+    if path is not None:
+        return _load_path(path.resolve(), path.stat().st_mtime_ns)
+    raise ProfileError(text, "", f"no such profile file; built-in profiles are {builtin_profiles()}")
 
 
 def profile_json_schema() -> dict[str, object]:

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from services.common.config_files import ConfigFileError, StrictModel
+from services.common.config_files import ConfigFileError, StrictModel, find_file, read_yaml
 from services.common.schemas import STREAMING_QOS_MS, ModelFeatures, RuntimeConditions
 
 BUILTIN_DIR = Path(__file__).with_name("scenarios")
@@ -226,18 +225,9 @@ def _best_error(errs: list) -> dict:  # type: ignore[type-arg]
     return errs[0]
 
 
-def _read_yaml(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(str(path), "", f"not valid YAML: {exc}") from None
-
-
 @lru_cache(maxsize=64)
 def _load_path(path: Path, mtime_ns: int) -> Scenario:
-    return parse_scenario(_read_yaml(path), str(path))
+    return parse_scenario(read_yaml(path, ScenarioError), str(path))
 
 
 def builtin_scenarios() -> list[str]:
@@ -249,16 +239,9 @@ def load_scenario(name_or_path: str | Path, extra_dir: Path | None = None) -> Sc
     """A scenario by built-in name (``S1``/``s1``, case-insensitive), by name in ``extra_dir``,
     or by file path."""
     text = str(name_or_path)
-    candidates: list[Path] = []
-    if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text:
-        candidates.append(Path(name_or_path))
-    else:
-        if extra_dir is not None:
-            candidates += [Path(extra_dir) / f"{text.lower()}.yaml", Path(extra_dir) / f"{text}.yaml"]
-        candidates.append(BUILTIN_DIR / f"{text.lower()}.yaml")
-    for path in candidates:
-        if path.is_file():
-            return _load_path(path.resolve(), path.stat().st_mtime_ns)
+    path = find_file(name_or_path, BUILTIN_DIR, extra_dir, [text.lower(), text])
+    if path is not None:
+        return _load_path(path.resolve(), path.stat().st_mtime_ns)
     raise ScenarioError(text, "", f"no such scenario file; built-in scenarios are {builtin_scenarios()}")
 
 

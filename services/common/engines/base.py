@@ -7,7 +7,6 @@ runs numpy feeds and returns numpy outputs. Both are Protocols so that tests can
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -15,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import onnx
 
+from services.common.features import iter_graphs
 from services.common.schemas import Precision, Processor, TensorSpec
 
 DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
@@ -93,21 +93,9 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of ``graph``, including those inside If/Loop/Scan subgraphs."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from iter_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from iter_nodes(g)
-
-
 def op_types(model: onnx.ModelProto) -> set[tuple[str, str]]:
     """(domain, op_type) pairs used by the model; the default domain is reported as ""."""
-    return {("" if n.domain == "ai.onnx" else n.domain, n.op_type) for n in iter_nodes(model.graph)}
+    return {("" if n.domain == "ai.onnx" else n.domain, n.op_type) for g in iter_graphs(model.graph) for n in g.node}
 
 
 def np_dtype_name(elem_type: int) -> str:
