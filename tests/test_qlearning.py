@@ -27,6 +27,8 @@ from services.decider.policies.qlearning import (
     q_learning_target,
     transfer_mapping,
     transfer_table,
+    ucb_argmax,
+    ucb_score,
     validate_export,
 )
 
@@ -560,3 +562,49 @@ def test_improved_learner_converges_to_best_arm_with_the_qos_reward(seed: int) -
     greedy = QLearningPolicy(table, QParams.improved(epsilon=0.0, init_seed=seed))
     for s, best in BEST.items():
         assert greedy.decide(ctx(cands, state=s), random.Random(0)).target.id == best
+
+
+# --------------------------------------------------------------------------- exploring argmax
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    vals=st.lists(st.one_of(st.floats(-5e3, 5e3, allow_nan=False), st.sampled_from([-10.0, -1.0, 0.0, 2.0])),
+                  min_size=1, max_size=70),
+    data=st.data(),
+    k=st.sampled_from([0.0, 0.1, 0.2, 0.5, 0.9, 1.3, 2.0]),
+    untried_first=st.booleans(),
+)
+def test_ucb_argmax_is_the_first_best_rank(vals: list[float], data: st.DataObject, k: float, untried_first: bool) -> None:
+    """The pruned argmax picks exactly what ranking every entry picks, ties to the first."""
+    n = len(vals)
+    ns = data.draw(st.lists(st.sampled_from([0, 1, 2, 5, 40, 5000]), min_size=n, max_size=n))
+    elig = data.draw(st.one_of(st.just(list(range(n))),
+                               st.lists(st.integers(0, n - 1), min_size=1, unique=True).map(sorted)))
+    ranks = [(untried_first and c == 0, ucb_score(v, c, k)) for v, c in zip(vals, ns)]
+    expect = max(elig, key=ranks.__getitem__)
+    assert ucb_argmax(vals, ns, elig, k, untried_first) == expect
+
+
+@pytest.mark.parametrize("params", [QParams.paper(), QParams.improved(), QParams.improved(accuracy_masking=False)])
+def test_memoised_rows_decide_like_fresh_reads(params: QParams) -> None:
+    """The policy's row memo (and its patch after each update) never changes a decision: a twin
+    policy that forgets the memo before every call trains to the same table."""
+    actions = [f"edge/cpu/fp32@{i}" for i in range(8)] + ["edge/gpu/fp16@0", "cloud/gpu/fp32", "peer/cpu/fp32"]
+    cands = tuple(cand(a, 60.0 + i) for i, a in enumerate(actions))
+    a_tab, b_tab = QTable(), QTable()
+    a_pol, b_pol = QLearningPolicy(a_tab, params), QLearningPolicy(b_tab, params)
+    a_rng, b_rng, cost_rng = random.Random(3), random.Random(3), random.Random(9)
+    cost = {a: cost_rng.uniform(5, 500) for a in actions}
+    for step in range(600):
+        c = ctx(cands, state=step % 3, accuracy_min=65.0 if step % 5 == 0 else None)
+        da = a_pol.decide(c, a_rng)
+        b_pol._memo = None
+        db = b_pol.decide(c, b_rng)
+        assert da == db, step
+        r = -cost[da.target.id] * cost_rng.uniform(0.9, 1.1)
+        out = Outcome(latency_s=0.01, energy_j=0.01, accuracy=70.0)
+        a_pol.learn(c, da, out, r)
+        b_pol._memo = None
+        b_pol.learn(c, db, out, r)
+    assert a_tab.q == b_tab.q and a_tab.n == b_tab.n

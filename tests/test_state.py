@@ -18,6 +18,7 @@ from services.common.state import (
     bin_rssi,
     bin_utilisation,
     observe,
+    state_index,
 )
 
 FAST = settings(max_examples=200, deadline=None)
@@ -115,6 +116,27 @@ def test_observe_matches_bins(conv: int, fc: int, rc: int, macs: int, co_cpu: fl
                           bin_utilisation(co_mem), bin_rssi(w), bin_rssi(p))
     assert 0 <= b.index < N_STATES
     assert StateBins.from_index(b.index) == b
+    assert state_index(
+        ModelFeatures(conv=conv, fc=fc, rc=rc, macs=macs),
+        RuntimeConditions(co_cpu=co_cpu, co_mem=co_mem, rssi_wifi_dbm=w, rssi_p2p_dbm=p),
+    ) == b.index
+
+
+def test_state_index_matches_observe_on_every_boundary() -> None:
+    """The decider's direct index and the bins agree on every combination of bin edges."""
+    feats = [ModelFeatures(conv=c, fc=f, rc=r, macs=m) for c in (0, 29, 30, 49, 50, 89, 90, 400) for f in (9, 10)
+             for r in (9, 10) for m in (999_999_999, 1_000_000_000, 1_999_999_999, 2_000_000_000)]
+    utils = (0.0, 1e-9, 0.2499, 0.25, 0.7499, 0.75, 1.0)
+    rssi = (-79.99, -80.0, -80.01)
+    conds = [RuntimeConditions(co_cpu=c, co_mem=m, rssi_wifi_dbm=w, rssi_p2p_dbm=p)
+             for c in utils for m in utils for w in rssi for p in rssi]
+    seen = set()
+    for f in feats:
+        for c in conds:
+            i = state_index(f, c)
+            assert i == observe(f, c).index
+            seen.add(i)
+    assert len(seen) == N_STATES  # the boundaries reach every state
 
 
 # --------------------------------------------------------------------------- index

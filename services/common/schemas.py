@@ -5,8 +5,10 @@ Kept free of I/O so that the decider, runners, telemetry and the simulator agree
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -44,11 +46,17 @@ class Target(BaseModel):
     dvfs: int | None = Field(None, ge=0, description="DVFS step index, 0 = lowest frequency; None = fixed")
     engine: str = Field("onnxruntime", description="engine that executes it: onnxruntime | tvm")
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """Stable action key (engine excluded: it does not change the decision)."""
+        """Stable action key (engine excluded: it does not change the decision). Cached: the
+        decision path reads it for every candidate, and the model is frozen."""
         base = f"{self.runner}/{self.processor}/{self.precision}"
         return base if self.dvfs is None else f"{base}@{self.dvfs}"
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "Target":
+        new = super().model_copy(update=update, deep=deep)
+        new.__dict__.pop("id", None)  # the copy may change a field the cached id depends on
+        return new
 
     @classmethod
     def parse(cls, action_id: str, engine: str = "onnxruntime") -> "Target":

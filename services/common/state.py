@@ -105,3 +105,19 @@ def observe(features: ModelFeatures, cond: RuntimeConditions) -> StateBins:
         rssi_w=bin_rssi(cond.rssi_wifi_dbm),
         rssi_p=bin_rssi(cond.rssi_p2p_dbm),
     )
+
+
+def state_index(features: ModelFeatures, cond: RuntimeConditions) -> int:
+    """``observe(features, cond).index`` without building the bins: the decider's hot path.
+
+    The mixed radix is spelled out (4 x 2 x 2 x 3 x 4 x 4 x 2 x 2, the order of ``DIMENSIONS``);
+    a test checks it against ``observe`` on every bin boundary.
+    """
+    idx = bin_conv(features.conv)
+    idx = idx * 2 + bin_fc(features.fc)
+    idx = idx * 2 + bin_rc(features.rc)
+    idx = idx * 3 + bin_mac(features.macs)
+    idx = idx * 4 + bin_utilisation(cond.co_cpu)
+    idx = idx * 4 + bin_utilisation(cond.co_mem)
+    idx = idx * 2 + (0 if cond.rssi_wifi_dbm > WEAK_RSSI_DBM else 1)
+    return idx * 2 + (0 if cond.rssi_p2p_dbm > WEAK_RSSI_DBM else 1)

@@ -260,6 +260,9 @@ class QStore:
         self.entries = EntryIndex()
         self._n: dict[int, dict[str, int]] = {}
         self._ver: dict[int, int] = {}
+        # Bumped on every change of the cache: the policy memoises the last row it read (a
+        # decision and the update that follows it read the same row) keyed on this.
+        self.writes = 0
         self._contig = 0  # every version <= this has been seen on the channel (or reconciled)
         self._ahead: set[int] = set()  # versions seen above _contig (out of order)
         self._last_global: int | None = None
@@ -366,6 +369,7 @@ class QStore:
         row[update.action] = new
         nrow = self._n.setdefault(update.state, {})
         nrow[update.action] = nrow.get(update.action, 0) + 1
+        self.writes += 1
         self.submit(update)
 
     def submit(self, update: QUpdate) -> None:
@@ -504,6 +508,7 @@ class QStore:
             row[action] = q
             self._n.setdefault(state, {})[action] = n
             self._ver[state] = ver
+            self.writes += 1
         elif from_channel:
             self._dirty.add(state)
             self._wake.set()
@@ -636,6 +641,7 @@ class QStore:
             self._ver.clear()
             self._ahead.clear()
             self.entries.clear()
+            self.writes += 1
         self._set_contig(g)
         vers = {int(_s(s)): int(v) for s, v in vers_raw.items()}
         for s in [s for s in self._ver if s not in vers]:  # rows deleted (reset, replace)
@@ -643,6 +649,7 @@ class QStore:
             self._q.pop(s, None)
             self._n.pop(s, None)
             self.entries.discard_state(s)
+            self.writes += 1
         changed = [s for s, v in vers.items() if self._ver.get(s) != v]
         if changed:
             await self._fetch_rows(changed)
@@ -669,6 +676,7 @@ class QStore:
                         self._q.pop(s, None)
                         self._n.pop(s, None)
                         self.entries.discard_state(s)
+                        self.writes += 1
                     continue
                 v = int(vraw)
                 cur = self._ver.get(s)
@@ -679,6 +687,7 @@ class QStore:
                 self._n[s] = {name(a): int(x) for a, x in nraw.items()}
                 self._ver[s] = v
                 self.entries.set_row(s, self._q[s])
+                self.writes += 1
 
     async def wait_synced(self, timeout: float = 2.0) -> bool:
         """Test/bench helper: wait until this cache has seen every write made so far."""
@@ -766,6 +775,7 @@ class QStore:
         self._n.clear()
         self._ver.clear()
         self.entries.clear()
+        self.writes += 1
         await self._reconcile()
 
     async def reset(self) -> dict[str, Any]:

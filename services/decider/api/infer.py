@@ -24,7 +24,7 @@ from services.common.schemas import (
     TensorPayload,
     TelemetrySnapshot,
 )
-from services.common.state import StateBins, observe
+from services.common.state import StateBins, state_index
 from services.common.tensors import check_against
 from services.decider.deps import DeciderDep, Decider
 from services.decider.policies import PolicyError
@@ -137,7 +137,7 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
         raise ApiError(exc.status, exc.code, str(exc), field="policy") from exc
 
     snap = d.telemetry.current()
-    bins = observe(info.features, snap.conditions)
+    state = state_index(info.features, snap.conditions)
     qos_ms = req.qos_ms or (STREAMING_QOS_MS if req.streaming else d.settings.qos_ms_default)
     candidates = d.runners.candidates(info)
     if not candidates:
@@ -149,7 +149,7 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
             raise ApiError(422, "accuracy_unreachable", f"no target reaches accuracy_min={req.accuracy_min:g} % for {info.name} (best expected {best:g} %)", field="accuracy_min")
 
     ctx = DecisionContext(
-        model=info.name, features=info.features, conditions=snap.conditions, state=bins.index,
+        model=info.name, features=info.features, conditions=snap.conditions, state=state,
         candidates=candidates, qos_s=qos_ms / 1000.0, accuracy_min=req.accuracy_min,
         oracle=d.oracle(info.features, snap.conditions, candidates),
     )
@@ -206,7 +206,7 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
         qos_met=qos_met,
         accuracy_met=accuracy_met,
         reward=r,
-        state=_state_view(bins, snap, info),
+        state=_state_view(StateBins.from_index(state), snap, info),
         explored=decision.explored,
         device=result.device,
         outputs=result.outputs,

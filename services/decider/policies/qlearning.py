@@ -52,6 +52,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -262,9 +263,12 @@ def epsilon_greedy(
     return best_i, False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QUpdate:
     """One Q(S,A) update, self-describing so that any table (memory or Redis) applies it alike.
+
+    Treat it as immutable. Not ``frozen``: a frozen dataclass's ``__init__`` costs 2 us more, and
+    one is built per inference on the decider's training path.
 
     ``init`` is Q(S,A)'s initial value if the entry does not exist yet; ``next_inits`` are the
     initial values of S' row entries, aligned with ``next_actions`` (the actions available now).
@@ -298,9 +302,12 @@ def apply_update(
         q_sa = u.init
     if u.next_actions:
         vals = list(map(next_row.get, u.next_actions))
-        if None in vals:
-            vals = [u.next_inits[i] if v is None else v for i, v in enumerate(vals)]
-        next_max = max(vals)
+        try:
+            next_max = max(vals)  # a missing entry (None) does not compare with a float
+        except TypeError:
+            next_max = None
+        if next_max is None:  # missing entries: at their initial values
+            next_max = max([u.next_inits[i] if v is None else v for i, v in enumerate(vals)])
     else:
         next_max = 0.0  # no action available after S: treat as terminal
     return q_learning_target(q_sa, u.reward, next_max, u.learning_rate, u.discount)
@@ -507,7 +514,6 @@ class RowSource(Protocol):
 
 _EMPTY: Mapping[str, float] = {}
 _EMPTY_N: Mapping[str, int] = {}
-_UNTRIED = 1e12  # ranks an untried action above any tried one (rewards are far smaller in magnitude)
 _N_INV = 4096
 _INV_SQRT = [1.0 / math.sqrt(n + 1) for n in range(_N_INV)]
 
@@ -546,6 +552,7 @@ class QTable:
     def sync_entries(self) -> None:
         """Re-derive the entry index after ``q`` was edited directly."""
         self.entries.rebuild(self.q)
+        self.writes += 1
 
     def reset(self) -> None:
         self.q.clear()
@@ -597,6 +604,7 @@ class _CandInfo:
     ids: tuple[str, ...]
     accuracies: tuple[float, ...]
     all_idx: tuple[int, ...]
+    index: dict[str, int]  # action id -> position
 
 
 class _CandidateIds:
@@ -615,8 +623,9 @@ class _CandidateIds:
         hit = self._memo.get(id(cands))
         if hit is not None and hit.candidates is cands:
             return hit
-        info = _CandInfo(cands, tuple(c.target.id for c in cands), tuple(float(c.accuracy) for c in cands),
-                         tuple(range(len(cands))))
+        ids = tuple(c.target.id for c in cands)
+        info = _CandInfo(cands, ids, tuple(float(c.accuracy) for c in cands), tuple(range(len(cands))),
+                         {a: i for i, a in enumerate(ids)})
         if len(self._memo) >= self._size:
             self._memo.pop(next(iter(self._memo)))
         self._memo[id(cands)] = info
@@ -624,6 +633,49 @@ class _CandidateIds:
 
 
 candidate_ids = _CandidateIds()
+
+
+@dataclass(slots=True)
+class _RowMemo:
+    """The last row a policy read, valid while the source's ``writes`` counter says so."""
+
+    writes: int
+    state: int
+    ids: tuple[str, ...]
+    vals: list[float]  # aligned with ids; missing entries at their initial value
+    full: bool  # no entry was missing: every value is a stored one
+    ns: list[int] | None = None  # visit counts aligned with ids, read on demand
+    total: int = 0  # the state's visits over every action it holds
+
+
+def ucb_score(v: float, n: int, k: float) -> float:
+    """An entry's rank while exploring: Q + k |Q| / sqrt(n + 1) (UCB1's bonus relative to |Q|)."""
+    return v + k * abs(v) * (_INV_SQRT[n] if n < _N_INV else 1.0 / math.sqrt(n + 1))
+
+
+def ucb_argmax(vals: Sequence[float], ns: Sequence[int], elig: Sequence[int], k: float, untried_first: bool) -> int:
+    """The first index of ``elig`` with the highest rank (``untried_first`` and n == 0, then
+    ``ucb_score``), without scoring every entry.
+
+    Exact: an entry's score is at most v + c |v|, c = k for an untried entry and k / sqrt(2) for
+    a tried one, which increases with v when c < 1; an entry whose v cannot reach the score of
+    the entry holding the plain best value is skipped, the others are scored in full.
+    """
+    pool = elig
+    everyone = len(elig) == len(vals)  # elig is then 0..n-1 (the policy passes it so)
+    has_fresh = (0 in ns) if everyone else any(ns[i] == 0 for i in elig)
+    if has_fresh and untried_first:
+        pool = [i for i in elig if ns[i] == 0]  # only while some action is still untried
+        everyone = len(pool) == len(vals)
+    c = k if has_fresh else k * _INV_SQRT[1]
+    if c >= 1.0 or len(pool) <= 2:
+        return max(pool, key=lambda i: ucb_score(vals[i], ns[i], k))
+    b = vals.index(max(vals)) if everyone else max(pool, key=vals.__getitem__)
+    ms = ucb_score(vals[b], ns[b], k)
+    t = ms / (1.0 - c) if ms < 0.0 else ms / (1.0 + c)
+    t -= 1e-9 * abs(t) + 1e-12  # slack for rounding: skipping must never drop a winner
+    cand = [i for i, v in enumerate(vals) if v >= t] if everyone else [i for i in pool if vals[i] >= t]
+    return max(cand, key=lambda i: ucb_score(vals[i], ns[i], k))
 
 
 class QLearningPolicy:
@@ -655,7 +707,7 @@ class QLearningPolicy:
         # valid for one ``EntryIndex.version(state)``.
         self._near_memo: dict[tuple[int, tuple[str, ...]],
                               tuple[tuple[int, int], list[Mapping[str, float] | None], list[bool]]] = {}
-        self._last_fill: tuple[int, int, tuple[str, ...], list[float]] | None = None
+        self._memo: _RowMemo | None = None
 
     # --- initial values ------------------------------------------------------------------
     def _entries(self) -> EntryIndex | None:
@@ -761,21 +813,36 @@ class QLearningPolicy:
         return dict(zip(ids, vals))
 
     def _values(self, state: int, ids: tuple[str, ...]) -> list[float]:
+        """The row of ``state`` over ``ids``, missing entries at their initial value. Callers
+        must not mutate the list: it is memoised.
+
+        A decision and the update that follows it read the same row of the same table (a source
+        that counts its writes tells us), so the last row read is kept until the next write."""
+        writes = getattr(self.source, "writes", None)
+        m = self._memo
+        if writes is not None and m is not None and m.writes == writes and m.state == state and m.ids is ids:
+            return m.vals
         vals = list(map(self.source.row(state).get, ids))  # one C-level pass
-        if None in vals:  # unseen actions: their (lazy) initial values
-            if self._entries() is None:
-                return self._fill(state, ids, vals)
-            # "nearest" fills cost tens of microseconds: a decision and the update that follows
-            # it see the same table (a source that counts its writes tells us), so fill once.
-            writes = getattr(self.source, "writes", None)
-            last = self._last_fill
-            if writes is not None and last is not None and last[0] == writes and last[1] == state and last[2] is ids:
-                return last[3]
-            out = self._fill(state, ids, vals)
-            if writes is not None:
-                self._last_fill = (writes, state, ids, out)
-            return out
-        return vals  # type: ignore[return-value]
+        full = None not in vals
+        out = vals if full else self._fill(state, ids, vals)  # unseen actions: initial values
+        if writes is not None:
+            self._memo = _RowMemo(writes, state, ids, out, full)  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
+
+    def _visit_counts(self, state: int, ids: tuple[str, ...]) -> tuple[list[int], int]:
+        """Visit counts aligned with ``ids`` and the state's total, memoised with the row (call
+        ``_values`` for the same row first)."""
+        m = self._memo
+        valid = m is not None and m.writes == getattr(self.source, "writes", None) and m.state == state and m.ids is ids
+        if valid and m.ns is not None:  # type: ignore[union-attr]
+            return m.ns, m.total  # type: ignore[union-attr]
+        visits = getattr(self.source, "visits", None)
+        nrow = visits(state) if visits is not None else _EMPTY_N
+        ns = list(map(nrow.get, ids, repeat(0, len(ids))))
+        total = sum(nrow.values())
+        if valid:
+            m.ns, m.total = ns, total  # type: ignore[union-attr]
+        return ns, total
 
     # --- Policy protocol -------------------------------------------------------------------
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
@@ -790,25 +857,27 @@ class QLearningPolicy:
         if p.epsilon > 0.0 and rng.random() < p.epsilon:
             i = elig[rng.randrange(len(elig))]
             return Decision(ctx.candidates[i].target, explored=True)
+        if (p.explore_bonus <= 0.0 and not p.explore_untried) or p.epsilon <= 0.0:
+            # Pure argmax over the stored row. An entry never stored is None, which does not
+            # compare with a float: the first such comparison sends us to the filled row.
+            row = list(map(self.source.row(ctx.state).get, info.ids))
+            try:
+                if elig is info.all_idx:
+                    best_i = row.index(max(row))  # first of equal values, like max() below
+                else:
+                    best_i = max(elig, key=row.__getitem__)
+                if row[best_i] is not None:  # (a lone candidate is never compared)
+                    return Decision(ctx.candidates[best_i].target, explored=False)
+            except TypeError:
+                pass
         vals = self._values(ctx.state, info.ids)
         if (p.explore_bonus > 0.0 or p.explore_untried) and p.epsilon > 0.0:
-            visits = getattr(self.source, "visits", None)
-            nrow = visits(ctx.state) if visits is not None else _EMPTY_N
-            get = nrow.get
-            lg = math.log(sum(nrow.values()) + 1.0) if p.explore_bonus > 0.0 else 0.0
-            k = p.explore_bonus * math.sqrt(lg)  # bonus = k |Q| / sqrt(n + 1)
-            untried = _UNTRIED if p.explore_untried else 0.0
-            inv = _INV_SQRT
-            out = []
-            for v, a in zip(vals, info.ids):
-                n = get(a, 0)
-                if n == 0:
-                    out.append(v + untried + k * abs(v))
-                else:
-                    out.append(v + k * abs(v) * (inv[n] if n < _N_INV else 1.0 / math.sqrt(n + 1)))
-            vals = out
-        # max() keeps the first of equal values: ties go to the earlier candidate.
-        best_i = max(elig, key=vals.__getitem__)
+            ns, total = self._visit_counts(ctx.state, info.ids)
+            k = p.explore_bonus * math.sqrt(math.log(total + 1.0)) if p.explore_bonus > 0.0 else 0.0
+            best_i = ucb_argmax(vals, ns, elig, k, p.explore_untried)
+        else:
+            # max() keeps the first of equal values: ties go to the earlier candidate.
+            best_i = max(elig, key=vals.__getitem__)
         return Decision(ctx.candidates[best_i].target, explored=False)
 
     def learning_rate(self, state: int, action: str) -> float:
@@ -820,9 +889,11 @@ class QLearningPolicy:
         n = visits(state).get(action, 0) if visits is not None else 0
         return max(p.lr_floor, 1.0 / (n + 1))
 
-    def make_update(self, ctx: DecisionContext, decision: Decision, reward: float) -> QUpdate:
+    def make_update(self, ctx: DecisionContext, decision: Decision, reward: float,
+                    info: _CandInfo | None = None) -> QUpdate:
         p = self.params
-        info = candidate_ids.get(ctx.candidates)
+        if info is None:
+            info = candidate_ids.get(ctx.candidates)
         s = ctx.state
         s2 = self._next_state(ctx) if self._next_state is not None else s
         action = decision.target.id
@@ -849,7 +920,27 @@ class QLearningPolicy:
         )
 
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome, reward: float) -> None:
-        self.source.learn(self.make_update(ctx, decision, reward))
+        info = candidate_ids.get(ctx.candidates)
+        u = self.make_update(ctx, decision, reward, info)
+        before = getattr(self.source, "writes", None)
+        self.source.learn(u)
+        # The next decision in this state would re-read the row it just read, changed in one
+        # entry: patch the memo instead. Only for a row with no initial values in it (those may
+        # depend on the entry that changed) and when this update was the only write. In place:
+        # no caller keeps the lists past its call.
+        m = self._memo
+        if m is None or before is None or not m.full or m.writes != before or m.state != u.state:
+            return
+        after = self.source.writes  # type: ignore[attr-defined]
+        i = info.index.get(u.action)
+        if i is None or after != before + 1 or m.ids is not info.ids:
+            return
+        m.vals[i] = self.source.row(u.state)[u.action]
+        if m.ns is not None:
+            n_new = self.source.visits(u.state).get(u.action, 0)  # type: ignore[attr-defined]
+            m.total += n_new - m.ns[i]
+            m.ns[i] = n_new
+        m.writes = after
 
 
 # ============================================================================ export format
