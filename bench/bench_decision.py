@@ -165,8 +165,13 @@ async def in_process(r: EmbeddedRedis, n: int) -> dict[str, object]:
         await store.flush(120)
         await store_default.flush(120)
 
+    def decide_after_other_write() -> Decision:
+        store.writes += 1  # as if another request's update had landed: the policy re-reads the row
+        return greedy.decide(ctx, rng)
+
     out: dict[str, object] = dict(await interleaved_us({
         "decide_greedy": lambda: greedy.decide(ctx, rng),
+        "decide_greedy_cold": decide_after_other_write,
         "observe_decide": observe_and_decide,
         "decide_eps0.1": lambda: paper.decide(ctx, rng),
         "decide_default_eps0.1": lambda: default.decide(ctx, rng),
@@ -307,6 +312,7 @@ def write_report(res: dict[str, object], out_dir: Path) -> None:
     ]
     rows = [
         ("decide, greedy (trained table)", "decide_greedy", PAPER_DECISION_US),
+        ("decide, greedy, row re-read (another update landed since)", "decide_greedy_cold", PAPER_DECISION_US),
         ("Table I binning + greedy decide (exploiting a trained table)", "observe_decide", PAPER_DECISION_US),
         ("decide, epsilon 0.1 (Algorithm 1)", "decide_eps0.1", PAPER_DECISION_US),
         ("decide, decider default (epsilon 0.1 + UCB bonus)", "decide_default_eps0.1", PAPER_DECISION_US),

@@ -584,9 +584,12 @@ def test_ucb_argmax_is_the_first_best_rank(vals: list[float], data: st.DataObjec
     ranks = [(untried_first and c == 0, ucb_score(v, c, k)) for v, c in zip(vals, ns)]
     expect = max(elig, key=ranks.__getitem__)
     assert ucb_argmax(vals, ns, elig, k, untried_first) == expect
+    order = sorted(range(n), key=vals.__getitem__, reverse=True)
+    assert ucb_argmax(vals, ns, elig, k, untried_first, order) == expect
 
 
-@pytest.mark.parametrize("params", [QParams.paper(), QParams.improved(), QParams.improved(accuracy_masking=False)])
+@pytest.mark.parametrize("params", [QParams.paper(), QParams.paper(epsilon=0.0), QParams.improved(),
+                                    QParams.improved(epsilon=0.0), QParams.improved(accuracy_masking=False)])
 def test_memoised_rows_decide_like_fresh_reads(params: QParams) -> None:
     """The policy's row memo (and its patch after each update) never changes a decision: a twin
     policy that forgets the memo before every call trains to the same table."""

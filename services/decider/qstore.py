@@ -360,9 +360,11 @@ class QStore:
     def actions(self) -> frozenset[str]:
         return frozenset(self._actions)
 
-    def learn(self, update: QUpdate) -> None:
-        """Apply to the cached row now (this process learns immediately), persist in background."""
-        new = apply_update(self._q.get(update.state, _EMPTY), self._q.get(update.next_state, _EMPTY), update)
+    def learn(self, update: QUpdate, next_max: float | None = None) -> None:
+        """Apply to the cached row now (this process learns immediately), persist in background.
+        ``next_max``: the caller's max over the S' row, if it has it (see ``apply_update``)."""
+        new = apply_update(self._q.get(update.state, _EMPTY), self._q.get(update.next_state, _EMPTY), update,
+                           next_max)
         row = self._q.setdefault(update.state, {})
         if update.action not in row:
             self.entries.add(update.state, update.action)
@@ -503,10 +505,14 @@ class QStore:
             return  # we already hold this write or a newer one
         if cur == prev or (cur is None and prev == 0):
             row = self._q.setdefault(state, {})
+            nrow = self._n.setdefault(state, {})
             if action not in row:
                 self.entries.add(state, action)
+            elif row[action] == q and nrow.get(action) == n:
+                self._ver[state] = ver  # Redis confirms what we hold (our own update): no change
+                return
             row[action] = q
-            self._n.setdefault(state, {})[action] = n
+            nrow[action] = n
             self._ver[state] = ver
             self.writes += 1
         elif from_channel:

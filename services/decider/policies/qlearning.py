@@ -45,6 +45,7 @@ orders exploration; the first update replaces it (entirely with ``lr_schedule="v
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import random
@@ -294,13 +295,18 @@ class QUpdate:
 
 
 def apply_update(
-    row: Mapping[str, float], next_row: Mapping[str, float], u: QUpdate
+    row: Mapping[str, float], next_row: Mapping[str, float], u: QUpdate, next_max: float | None = None
 ) -> float:
-    """New Q(S,A) given the current S row and S' row (both read *before* the write)."""
+    """New Q(S,A) given the current S row and S' row (both read *before* the write).
+
+    ``next_max``: max over the S' row of ``u.next_actions`` when the caller already knows it (the
+    policy's memo of that row); computed here otherwise."""
     q_sa = row.get(u.action)
     if q_sa is None:
         q_sa = u.init
-    if u.next_actions:
+    if next_max is not None:
+        pass
+    elif u.next_actions:
         vals = list(map(next_row.get, u.next_actions))
         try:
             next_max = max(vals)  # a missing entry (None) does not compare with a float
@@ -509,7 +515,7 @@ class RowSource(Protocol):
 
     def row(self, state: int) -> Mapping[str, float]: ...
 
-    def learn(self, update: QUpdate) -> None: ...
+    def learn(self, update: QUpdate, next_max: float | None = None) -> None: ...
 
 
 _EMPTY: Mapping[str, float] = {}
@@ -537,8 +543,8 @@ class QTable:
     def visits(self, state: int) -> Mapping[str, int]:
         return self.n.get(state, {})  # type: ignore[return-value]
 
-    def learn(self, update: QUpdate) -> None:
-        new = apply_update(self.q.get(update.state, _EMPTY), self.q.get(update.next_state, _EMPTY), update)
+    def learn(self, update: QUpdate, next_max: float | None = None) -> None:
+        new = apply_update(self.q.get(update.state, _EMPTY), self.q.get(update.next_state, _EMPTY), update, next_max)
         row = self.q.get(update.state)
         if row is None:
             row = self.q[update.state] = {}
@@ -646,6 +652,8 @@ class _RowMemo:
     full: bool  # no entry was missing: every value is a stored one
     ns: list[int] | None = None  # visit counts aligned with ids, read on demand
     total: int = 0  # the state's visits over every action it holds
+    best: int = -1  # first index of the highest value; -1: not known yet
+    order: list[int] | None = None  # indices by descending value (exploring argmax), on demand
 
 
 def ucb_score(v: float, n: int, k: float) -> float:
@@ -653,13 +661,15 @@ def ucb_score(v: float, n: int, k: float) -> float:
     return v + k * abs(v) * (_INV_SQRT[n] if n < _N_INV else 1.0 / math.sqrt(n + 1))
 
 
-def ucb_argmax(vals: Sequence[float], ns: Sequence[int], elig: Sequence[int], k: float, untried_first: bool) -> int:
+def ucb_argmax(vals: Sequence[float], ns: Sequence[int], elig: Sequence[int], k: float, untried_first: bool,
+               order: Sequence[int] | None = None) -> int:
     """The first index of ``elig`` with the highest rank (``untried_first`` and n == 0, then
     ``ucb_score``), without scoring every entry.
 
     Exact: an entry's score is at most v + c |v|, c = k for an untried entry and k / sqrt(2) for
     a tried one, which increases with v when c < 1; an entry whose v cannot reach the score of
-    the entry holding the plain best value is skipped, the others are scored in full.
+    the entry holding the plain best value is skipped, the others are scored in full. ``order``
+    (every index by descending value, when the caller keeps one) finds those without a scan.
     """
     pool = elig
     everyone = len(elig) == len(vals)  # elig is then 0..n-1 (the policy passes it so)
@@ -670,11 +680,22 @@ def ucb_argmax(vals: Sequence[float], ns: Sequence[int], elig: Sequence[int], k:
     c = k if has_fresh else k * _INV_SQRT[1]
     if c >= 1.0 or len(pool) <= 2:
         return max(pool, key=lambda i: ucb_score(vals[i], ns[i], k))
-    b = vals.index(max(vals)) if everyone else max(pool, key=vals.__getitem__)
+    if everyone and order is not None:
+        b = order[0]
+    else:
+        b = vals.index(max(vals)) if everyone else max(pool, key=vals.__getitem__)
     ms = ucb_score(vals[b], ns[b], k)
     t = ms / (1.0 - c) if ms < 0.0 else ms / (1.0 + c)
     t -= 1e-9 * abs(t) + 1e-12  # slack for rounding: skipping must never drop a winner
-    cand = [i for i, v in enumerate(vals) if v >= t] if everyone else [i for i in pool if vals[i] >= t]
+    if everyone and order is not None:
+        cand = []
+        for i in order:
+            if vals[i] < t:
+                break
+            cand.append(i)
+        cand.sort()  # ties go to the first index
+    else:
+        cand = [i for i, v in enumerate(vals) if v >= t] if everyone else [i for i in pool if vals[i] >= t]
     return max(cand, key=lambda i: ucb_score(vals[i], ns[i], k))
 
 
@@ -823,11 +844,18 @@ class QLearningPolicy:
         if writes is not None and m is not None and m.writes == writes and m.state == state and m.ids is ids:
             return m.vals
         vals = list(map(self.source.row(state).get, ids))  # one C-level pass
-        full = None not in vals
-        out = vals if full else self._fill(state, ids, vals)  # unseen actions: initial values
+        try:
+            top = max(vals)  # a missing entry (None) does not compare with a float
+        except TypeError:
+            top = None
+        if top is None:  # unseen actions: their initial values
+            out = self._fill(state, ids, vals)
+            best = -1
+        else:
+            out, best = vals, vals.index(top)  # type: ignore[assignment]
         if writes is not None:
-            self._memo = _RowMemo(writes, state, ids, out, full)  # type: ignore[arg-type]
-        return out  # type: ignore[return-value]
+            self._memo = _RowMemo(writes, state, ids, out, top is not None, best=best)
+        return out
 
     def _visit_counts(self, state: int, ids: tuple[str, ...]) -> tuple[list[int], int]:
         """Visit counts aligned with ``ids`` and the state's total, memoised with the row (call
@@ -857,24 +885,25 @@ class QLearningPolicy:
         if p.epsilon > 0.0 and rng.random() < p.epsilon:
             i = elig[rng.randrange(len(elig))]
             return Decision(ctx.candidates[i].target, explored=True)
-        if (p.explore_bonus <= 0.0 and not p.explore_untried) or p.epsilon <= 0.0:
-            # Pure argmax over the stored row. An entry never stored is None, which does not
-            # compare with a float: the first such comparison sends us to the filled row.
-            row = list(map(self.source.row(ctx.state).get, info.ids))
-            try:
-                if elig is info.all_idx:
-                    best_i = row.index(max(row))  # first of equal values, like max() below
-                else:
-                    best_i = max(elig, key=row.__getitem__)
-                if row[best_i] is not None:  # (a lone candidate is never compared)
-                    return Decision(ctx.candidates[best_i].target, explored=False)
-            except TypeError:
-                pass
         vals = self._values(ctx.state, info.ids)
         if (p.explore_bonus > 0.0 or p.explore_untried) and p.epsilon > 0.0:
             ns, total = self._visit_counts(ctx.state, info.ids)
             k = p.explore_bonus * math.sqrt(math.log(total + 1.0)) if p.explore_bonus > 0.0 else 0.0
-            best_i = ucb_argmax(vals, ns, elig, k, p.explore_untried)
+            m = self._memo
+            order = None
+            if m is not None and m.vals is vals and m.ns is ns:
+                if m.order is None:
+                    m.order = sorted(range(len(vals)), key=vals.__getitem__, reverse=True)
+                order = m.order
+            best_i = ucb_argmax(vals, ns, elig, k, p.explore_untried, order)
+        elif elig is info.all_idx:
+            m = self._memo
+            if m is not None and m.vals is vals:  # the memo's argmax, kept through updates
+                if m.best < 0:
+                    m.best = vals.index(max(vals))
+                best_i = m.best
+            else:
+                best_i = vals.index(max(vals))  # first of equal values, like max() below
         else:
             # max() keeps the first of equal values: ties go to the earlier candidate.
             best_i = max(elig, key=vals.__getitem__)
@@ -923,7 +952,14 @@ class QLearningPolicy:
         info = candidate_ids.get(ctx.candidates)
         u = self.make_update(ctx, decision, reward, info)
         before = getattr(self.source, "writes", None)
-        self.source.learn(u)
+        m = self._memo
+        if (m is not None and before is not None and m.writes == before and m.full and m.state == u.next_state
+                and m.ids is u.next_actions):
+            # S' is the row this policy holds: its max is known (the S' row with no initial values
+            # in it is exactly what apply_update would read).
+            self.source.learn(u, m.vals[m.best] if m.best >= 0 else max(m.vals))
+        else:
+            self.source.learn(u)
         # The next decision in this state would re-read the row it just read, changed in one
         # entry: patch the memo instead. Only for a row with no initial values in it (those may
         # depend on the entry that changed) and when this update was the only write. In place:
@@ -935,7 +971,19 @@ class QLearningPolicy:
         i = info.index.get(u.action)
         if i is None or after != before + 1 or m.ids is not info.ids:
             return
-        m.vals[i] = self.source.row(u.state)[u.action]
+        new = self.source.row(u.state)[u.action]
+        b = m.best
+        if b >= 0:
+            if i == b:
+                if new < m.vals[i]:
+                    m.best = -1  # the best fell: find the new one when asked
+            elif new > m.vals[b] or (new == m.vals[b] and i < b):
+                m.best = i
+        old = m.vals[i]
+        m.vals[i] = new
+        if m.order is not None and new != old:  # move i to its place in the descending order
+            m.order.remove(i)
+            bisect.insort(m.order, i, key=lambda j: -m.vals[j])
         if m.ns is not None:
             n_new = self.source.visits(u.state).get(u.action, 0)  # type: ignore[attr-defined]
             m.total += n_new - m.ns[i]
