@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -288,25 +287,26 @@ class RunnerMetrics:
 
     @contextmanager
     def track(self, target: str) -> Iterator[None]:
-        """Wrap one execution: in-flight gauge, count, busy time, duration, errors."""
+        """Wrap one execution: count, in-flight gauge, errors. Its time and energy go to
+        ``record``, which the runner calls once the response is out."""
         labels = (self.role, target)
         _R_EXEC.labels(*labels).inc()
         _R_ERRORS.labels(*labels)  # create the series at 0 so error ratios have data
         queue = _R_QUEUE.labels(*labels)
         queue.inc()
-        t0 = time.perf_counter()
         try:
             yield
         except BaseException:
             _R_ERRORS.labels(*labels).inc()
             raise
         finally:
-            elapsed = time.perf_counter() - t0
             queue.dec()
-            _R_BUSY.labels(*labels).inc(elapsed)
-            _R_DURATION.labels(*labels).observe(elapsed)
 
-    def observe_energy(self, target: str, joules: float, source: str) -> None:
+    def record(self, target: str, seconds: float, joules: float, source: str) -> None:
+        """One finished execution: host seconds (busy time, duration) and the device's energy."""
+        labels = (self.role, target)
+        _R_BUSY.labels(*labels).inc(seconds)
+        _R_DURATION.labels(*labels).observe(seconds)
         _R_ENERGY.labels(self.role, target, source).inc(max(joules, 0.0))
 
 

@@ -20,7 +20,10 @@ from typing import Annotated
 
 import numpy as np
 import onnx
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.background import BackgroundTask
+from starlette.routing import Route
 from pydantic import TypeAdapter, ValidationError
 
 from services.common import costmodel
@@ -64,7 +67,30 @@ class RunnerState:
     _synthetic: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # One inference at a time: each engine session already uses every configured thread.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+    run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_exec_s: dict[tuple[str, Precision, str], float] = field(default_factory=dict)
     ready: bool = False
+
+    async def execute(self, key: tuple[str, Precision, str], session: LoadedModel,
+                      feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
+        """Run one inference, one at a time; returns the outputs and the host execution time.
+
+        A session whose last run took less than ``inline_run_max_ms`` runs on the event loop
+        thread: handing a 10 ms inference to a worker thread and back costs ~0.3 ms of thread
+        wake-ups on a small VM, a 3 % tax. Longer runs (and a session's first) go to the worker
+        thread so that the loop keeps answering health checks meanwhile.
+        """
+        limit = self.settings.inline_run_max_ms / 1e3
+        async with self.run_lock:
+            t0 = time.perf_counter()
+            last = self.last_exec_s.get(key)
+            if last is not None and last < limit:
+                outputs = session.run(feeds)
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(self.executor, session.run, feeds)
+            host_exec_s = time.perf_counter() - t0
+        self.last_exec_s[key] = host_exec_s
+        return outputs, host_exec_s
 
     def engine_for(self, target_id: str) -> str:
         best = ""
@@ -122,7 +148,7 @@ class RunnerState:
         return self.engine_support[key]
 
 
-def get_state(request: Request) -> RunnerState:
+async def get_state(request: Request) -> RunnerState:  # async: a sync dependency costs a threadpool hop
     return request.app.state.runner
 
 
@@ -218,6 +244,37 @@ async def put_model(name: str, request: Request, state: StateDep) -> ModelInfo:
 
 @router.post("/run", response_model=RunResult)
 async def run(req: RunRequest, state: StateDep) -> RunResult:
+    """Execute one inference (documents ``/run``; ``serve_run`` answers it)."""
+    result = await _run(req, state)
+    _record(state, result)
+    return result
+
+
+def _record(state: RunnerState, r: RunResult) -> None:
+    state.metrics.record(r.target.id, r.host_exec_s, r.device_energy_j, r.energy_source)
+
+
+async def serve_run(request: Request) -> Response:
+    """``POST /run`` as a plain Starlette route in front of the FastAPI one above.
+
+    The inference path of every request: FastAPI's dependency solving, body re-parsing and
+    response-model validation cost ~0.8 ms per call on 2 cores, 8 % of a MobileNet inference.
+    Same body model, same errors (validation errors go through the app's 422 handler, ApiError
+    through its handler); the APIRoute stays registered for the OpenAPI schema.
+    """
+    try:
+        req = RunRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    state = request.app.state.runner
+    result = await _run(req, state)
+    # Metrics after the response is sent: right after an inference the CPU caches are cold and
+    # every Python step costs several times more, so only what the client needs runs before.
+    return Response(result.model_dump_json(), media_type="application/json",
+                    background=BackgroundTask(_record, state, result))
+
+
+async def _run(req: RunRequest, state: RunnerState) -> RunResult:
     target = state.targets.get(req.target.id)
     if target is None:
         raise ApiError(404, "unknown_target", f"target {req.target.id} is not offered by the {state.spec.role} runner; see GET /targets", field="target")
@@ -238,11 +295,15 @@ async def run(req: RunRequest, state: StateDep) -> RunResult:
         if state.settings.emulate_link_delay:
             await asyncio.sleep(tx_s)
 
-    loop = asyncio.get_running_loop()
+    # The modelled figures do not depend on the run: work out before it, while the caches are
+    # warm (right after an inference every Python step costs several times more).
+    measured = state.settings.measure_on_host
+    if not measured:
+        inference_s = costmodel.inference_time(state.profile, info.features, target, cond)
+        energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
+
     with state.metrics.track(target.id):
-        t0 = time.perf_counter()
-        outputs = await loop.run_in_executor(state.executor, session.run, feeds)
-        host_exec_s = time.perf_counter() - t0
+        outputs, host_exec_s = await state.execute((req.model, target.precision, target.engine), session, feeds)
 
     out_bytes = int(sum(np.asarray(o).nbytes for o in outputs))
     if state.spec.role != Location.edge:
@@ -250,13 +311,12 @@ async def run(req: RunRequest, state: StateDep) -> RunResult:
         if state.settings.emulate_link_delay:
             await asyncio.sleep(rx_s)
 
-    if state.settings.measure_on_host:
-        inference_s, latency_source = host_exec_s, "measured"
-    else:
-        inference_s, latency_source = costmodel.inference_time(state.profile, info.features, target, cond), "modelled"
-    energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
-    state.metrics.observe_energy(target.id, energy_j, "modelled")
-    return RunResult(
+    if measured:
+        inference_s = host_exec_s
+        energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
+    latency_source = "measured" if measured else "modelled"
+    # Built from values this function made: no need to validate them again.
+    return RunResult.model_construct(
         model=req.model,
         target=target,
         device=state.profile.name,
@@ -307,6 +367,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     app = FastAPI(title=f"AutoScale {spec.role.value} runner", lifespan=lifespan)
     app.state.runner = state
     install_error_handlers(app)
+    app.router.routes.append(Route("/run", serve_run, methods=["POST"]))  # before the APIRoute: it wins
     app.include_router(router)
     metrics_endpoint(app)
     return app

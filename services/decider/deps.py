@@ -76,14 +76,14 @@ class Decider:
         return cost
 
 
-def get_decider(request: Request) -> Decider:
+async def get_decider(request: Request) -> Decider:  # async: a sync dependency costs a threadpool hop
     return request.app.state.decider
 
 
 DeciderDep = Annotated[Decider, Depends(get_decider)]
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Admin routes: open when no token is configured (loopback default), else a bearer token."""
     token: str = request.app.state.decider.settings.admin_token
     if token and request.headers.get("authorization", "") != f"Bearer {token}":

@@ -99,7 +99,7 @@ def build_hub(settings: Settings, options: TelemetryOptions, extra_sources: Sequ
     )
 
 
-def _hub(request: Request) -> Hub:
+async def _hub(request: Request) -> Hub:  # async: a sync dependency costs a threadpool hop
     return request.app.state.hub  # type: ignore[no-any-return]
 
 
@@ -130,25 +130,25 @@ def create_app(
     install_error_handlers(app)
     metrics_endpoint(app)
 
-    def _admin(request: Request) -> None:
+    async def _admin(request: Request) -> None:
         token = settings.admin_token
         if token and request.headers.get("authorization", "") != f"Bearer {token}":
             raise ApiError(401, "unauthorized", "admin endpoint: send Authorization: Bearer <AUTOSCALE_ADMIN_TOKEN>")
 
     @app.get("/state", response_model=TelemetrySnapshot)
-    def state(h: HubDep) -> TelemetrySnapshot:
+    async def state(h: HubDep) -> TelemetrySnapshot:
         return h.snapshot()
 
     @app.get("/sources")
-    def sources(h: HubDep) -> dict[str, Any]:
+    async def sources(h: HubDep) -> dict[str, Any]:
         return h.sources_view()
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", response_model=None)
-    def readyz(h: HubDep) -> dict[str, str] | JSONResponse:
+    async def readyz(h: HubDep) -> dict[str, str] | JSONResponse:
         if h.ready():
             return {"status": "ready"}
         return JSONResponse(error_body("not_ready", "telemetry is still taking its first readings"), status_code=503)

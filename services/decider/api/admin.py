@@ -20,7 +20,7 @@ from services.decider.qstore import QStore
 router = APIRouter()
 
 
-def get_store(request: Request) -> QStore:
+async def get_store(request: Request) -> QStore:
     return request.app.state.qstore
 
 
