@@ -7,6 +7,8 @@ with a 500 that carries no stack trace.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,7 +40,7 @@ def _field_path(loc: tuple[object, ...] | list[object]) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_message(err: dict[str, object]) -> str:
+def _validation_message(err: Mapping[str, Any]) -> str:
     field = _field_path(err.get("loc", ()))  # type: ignore[arg-type]
     msg = str(err.get("msg", "invalid value"))
     if err.get("type") == "json_invalid":
@@ -46,22 +48,27 @@ def _validation_message(err: dict[str, object]) -> str:
     return f"{field}: {msg}"
 
 
+def api_error_body(exc: ApiError) -> dict[str, object]:
+    return error_body(exc.code, exc.message, exc.field, **exc.extra)
+
+
+def validation_error_body(errors: Sequence[Mapping[str, Any]]) -> dict[str, object]:
+    """The 422 body for pydantic/FastAPI validation errors: the first one names the field."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = _field_path(first.get("loc", ()))
+    code = "invalid_json" if first.get("type") == "json_invalid" else "validation_error"
+    details = [{"field": _field_path(e.get("loc", ())), "message": str(e.get("msg"))} for e in errors[:20]]
+    return error_body(code, _validation_message(first), field if code != "invalid_json" else "body", details=details)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.field, **exc.extra), status_code=exc.status)
+        return JSONResponse(api_error_body(exc), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field = _field_path(first.get("loc", ()))
-        code = "invalid_json" if first.get("type") == "json_invalid" else "validation_error"
-        details = [{"field": _field_path(e.get("loc", ())), "message": str(e.get("msg"))} for e in errors[:20]]
-        return JSONResponse(
-            error_body(code, _validation_message(first), field if code != "invalid_json" else "body", details=details),
-            status_code=422,
-        )
+        return JSONResponse(validation_error_body(exc.errors()), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
