@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,9 +35,11 @@ from services.common.logging import configure_logging, log_event
 from services.common.metrics import RunnerMetrics, metrics_endpoint
 from services.common.model_store import ModelStore
 from services.common.profiles import DeviceProfile, load_profile
-from services.common.schemas import AccuracyEntry, Location, ModelInfo, Precision, RunRequest, RunResult, Target, TargetInfo
+from services.common.schemas import (
+    AccuracyEntry, Location, ModelInfo, OutputSummary, Precision, RunRequest, RunResult, Target, TargetInfo,
+)
 from services.common.settings import Settings
-from services.common.tensors import check_against, decode, summarize, synthetic
+from services.common.tensors import check_against, decode, synthetic
 
 log = logging.getLogger("autoscale.runner")
 
@@ -70,9 +73,9 @@ class RunnerState:
     last_exec_s: dict[tuple[str, Precision, str], float] = field(default_factory=dict)
     ready: bool = False
 
-    async def execute(self, key: tuple[str, Precision, str], session: LoadedModel,
-                      feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
-        """Run one inference, one at a time; returns the outputs and the host execution time.
+    async def execute(self, key: tuple[str, Precision, str], session: LoadedModel, feeds: dict[str, np.ndarray],
+                      top_k: int) -> tuple[list[OutputSummary], float]:
+        """Run one inference, one at a time; returns the output summaries and the host execution time.
 
         A session whose last run took less than ``inline_run_max_ms`` runs on the event loop
         thread: handing a 10 ms inference to a worker thread and back costs ~0.3 ms of thread
@@ -84,9 +87,10 @@ class RunnerState:
             t0 = time.perf_counter()
             last = self.last_exec_s.get(key)
             if last is not None and last < limit:
-                outputs = session.run(feeds)
+                outputs = session.summarize(feeds, top_k)
             else:
-                outputs = await asyncio.get_running_loop().run_in_executor(self.executor, session.run, feeds)
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, session.summarize, feeds, top_k)
             host_exec_s = time.perf_counter() - t0
         self.last_exec_s[key] = host_exec_s
         return outputs, host_exec_s
@@ -330,9 +334,10 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
 
     with state.metrics.track(target.id):
-        outputs, host_exec_s = await state.execute((req.model, target.precision, target.engine), session, feeds)
+        outputs, host_exec_s = await state.execute((req.model, target.precision, target.engine), session, feeds,
+                                                   req.top_k)
 
-    out_bytes = int(sum(np.asarray(o).nbytes for o in outputs))
+    out_bytes = sum(math.prod(o.shape) * np.dtype(o.dtype).itemsize for o in outputs)
     if state.spec.role != Location.edge:
         tx_s, rx_s = costmodel.link_times(state.edge_profile, state.spec.role, in_bytes, out_bytes, cond)
         if state.settings.emulate_link_delay:
@@ -347,7 +352,7 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         model=req.model,
         target=target,
         device=state.profile.name,
-        outputs=[summarize(n, o, req.top_k) for n, o in zip(session.output_names, outputs)],
+        outputs=outputs,
         inference_s=inference_s,
         tx_s=tx_s,
         rx_s=rx_s,

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from services.common.features import iter_graphs
-from services.common.schemas import Precision, Processor, TensorSpec
+from services.common.schemas import OutputSummary, Precision, Processor, TensorSpec
 
 DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
 
@@ -52,6 +52,10 @@ class LoadedModel(Protocol):
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one inference; outputs in ``output_names`` order. Safe for sequential calls from any thread."""
+        ...
+
+    def summarize(self, feeds: dict[str, np.ndarray], top_k: int) -> list[OutputSummary]:
+        """Run one inference and return each output's summary (``services.common.tensors.summarize``)."""
         ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,16 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx.external_data_helper import uses_external_data
 
 from services.common.engines.base import DEFAULT_DOMAINS, EngineError, Support, check_feeds, np_dtype_name, op_types
-from services.common.schemas import Precision, TensorSpec
+from services.common.engines.summary_graph import (
+    TOP_K_FEED, SummarySpec, add_summaries, read_summaries, summary_outputs, top_k_feeds,
+)
+from services.common.schemas import OutputSummary, Precision, TensorSpec
+from services.common.tensors import summarize
+
+log = logging.getLogger("autoscale.engines")
 
 # Engine device name -> execution providers to try, best first. CPU is always appended as the
 # fallback for ops the accelerator lacks (ORT partitions the graph itself).
@@ -28,6 +36,21 @@ _PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"QNNExecutionProvider": {"backen
 _KNOWN_DOMAINS = DEFAULT_DOMAINS | {"ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.training"}
 
 
+def _with_summaries(model_path: Path) -> tuple[bytes, list[SummarySpec]] | None:
+    """The model with in-graph output summaries, serialised; None where it does not apply (a model
+    with external data is loaded from its path)."""
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception:
+        return None  # the session load below reports what is wrong with the file
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        return None
+    rewritten = add_summaries(model)
+    if rewritten is None:
+        return None
+    return rewritten[0].SerializeToString(), rewritten[1]
+
+
 def _spec_from_nodearg(arg: Any) -> TensorSpec:
     """NodeArg ('tensor(float)', [None, 3, 224, 224]) -> TensorSpec; unknown dims become 'dim{i}'."""
     elem = onnx.TensorProto.DataType.Value(arg.type[len("tensor(") : -1].upper())
@@ -39,25 +62,41 @@ def _spec_from_nodearg(arg: Any) -> TensorSpec:
 
 
 class OrtLoadedModel:
-    """An InferenceSession plus its I/O description."""
+    """An InferenceSession plus its I/O description.
 
-    def __init__(self, session: ort.InferenceSession, device: str) -> None:
+    ``specs``: the session's graph also computes each output's summary (``summary_graph``);
+    ``summarize`` then fetches those few scalars instead of the tensors."""
+
+    def __init__(self, session: ort.InferenceSession, device: str, specs: list[SummarySpec] | None = None) -> None:
         self.session = session
         self.device = device
         self.providers: list[str] = session.get_providers()
-        self.inputs: list[TensorSpec] = [_spec_from_nodearg(a) for a in session.get_inputs()]
-        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        self.specs = specs
+        self.inputs: list[TensorSpec] = [_spec_from_nodearg(a) for a in session.get_inputs()
+                                         if not a.name.startswith(TOP_K_FEED)]
+        self.output_names: list[str] = [s.name for s in specs] if specs else [o.name for o in session.get_outputs()]
+        self._summary_names = summary_outputs(specs) if specs else []
         # InferenceSession.run is thread-safe already; the lock only serialises calls so that two
         # runner requests do not fight over the same intra-op thread pool (and skew latencies).
         self._lock = threading.Lock()
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        check_feeds(self.inputs, feeds)
+    def _run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with self._lock:
             try:
-                return list(self.session.run(self.output_names, feeds))
+                return list(self.session.run(names, feeds))
             except Exception as e:  # ORT raises its own pybind exception types
                 raise EngineError(f"onnxruntime run failed: {e}") from e
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        check_feeds(self.inputs, feeds)
+        return self._run(self.output_names, feeds)
+
+    def summarize(self, feeds: dict[str, np.ndarray], top_k: int) -> list[OutputSummary]:
+        check_feeds(self.inputs, feeds)
+        if not self.specs:
+            return [summarize(n, o, top_k) for n, o in zip(self.output_names, self._run(self.output_names, feeds))]
+        values = self._run(self._summary_names, {**feeds, **top_k_feeds(self.specs, top_k)})
+        return read_summaries(self.specs, values, top_k)
 
 
 class OnnxRuntimeEngine:
@@ -115,12 +154,22 @@ class OnnxRuntimeEngine:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # errors only: QDQ models otherwise warn about every unused initializer
         providers = self.providers_for(device)
-        try:
-            session = ort.InferenceSession(str(model_path), so, providers=providers)
-        except Exception as e:
-            raise EngineError(f"onnxruntime could not load {model_path}: {e}") from e
+        specs: list[SummarySpec] | None = None
+        session: ort.InferenceSession | None = None
+        augmented = _with_summaries(model_path)
+        if augmented is not None:
+            try:
+                session = ort.InferenceSession(augmented[0], so, providers=providers)
+                specs = augmented[1]
+            except Exception as e:  # a model the rewrite does not suit: serve it as it is
+                log.warning("in-graph output summaries off for %s: %s", model_path.name, e)
+        if session is None:
+            try:
+                session = ort.InferenceSession(str(model_path), so, providers=providers)
+            except Exception as e:
+                raise EngineError(f"onnxruntime could not load {model_path}: {e}") from e
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         if wanted not in session.get_providers():
             # ORT silently drops a provider whose shared libraries fail to load (e.g. no CUDA driver).
             raise EngineError(f"{wanted} failed to initialise for {device!r}; session has {session.get_providers()}")
-        return OrtLoadedModel(session, device)
+        return OrtLoadedModel(session, device, specs)

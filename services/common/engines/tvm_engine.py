@@ -42,7 +42,8 @@ from services.common.engines.base import (  # noqa: E402
     input_specs,
     op_types,
 )
-from services.common.schemas import Precision, TensorSpec  # noqa: E402
+from services.common.schemas import OutputSummary, Precision, TensorSpec  # noqa: E402
+from services.common.tensors import summarize  # noqa: E402
 
 CACHE_ENV = "AUTOSCALE_TVM_CACHE"
 TUNING_ENV = "AUTOSCALE_TVM_TUNING"
@@ -248,6 +249,9 @@ class TvmLoadedModel:
                 raise EngineError(f"TVM run failed: {_last_line(e)}") from e
         outs = list(out) if not hasattr(out, "numpy") else [out]  # a tuple for multi-output graphs
         return [o.numpy() for o in outs]
+
+    def summarize(self, feeds: dict[str, np.ndarray], top_k: int) -> list[OutputSummary]:
+        return [summarize(n, o, top_k) for n, o in zip(self.output_names, self.run(feeds))]
 
 
 # ----------------------------------------------------------------------------- engine
