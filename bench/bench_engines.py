@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/bench_engines.py` puts bench/ first, not the repo
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODELS = ["mobilenet_v1", "mobilenet_v2", "resnet50", "mobilebert"]
+from services.common.zoo import ZOO_NAMES  # noqa: E402
+
+DEFAULT_MODELS = list(ZOO_NAMES)  # every Table III network
 console = Console(stderr=True)
 
 
@@ -98,9 +100,21 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         out["outputs"] = [np.asarray(o, dtype=np.float32).ravel()[:4096].tolist() for o in outputs]
     except Exception as e:  # reported in the table, the benchmark goes on
         out["error"] = f"{type(e).__name__}: {e}"[:500]
-    # ru_maxrss is KiB on Linux; this process measured only this configuration.
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["peak_rss_mb"] = _peak_rss_mb()
     return out
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set. VmHWM belongs to the address space, which exec replaced;
+    ru_maxrss would also carry the forking parent's RSS over the exec (Linux keeps it in the
+    process's signal struct), so it serves only where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def tune_job(job: dict[str, Any]) -> dict[str, Any]:
