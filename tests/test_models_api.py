@@ -110,3 +110,67 @@ def test_name_clash_with_upload(client: httpx.Client) -> None:
     assert first.status_code == 201, first.text
     again = client.post("/models", params={"name": "clash", "accuracy": 50}, content=tiny_cnn())
     assert again.status_code == 409 and again.json()["error"]["field"] == "name"
+
+
+def _labelled_npz(model: bytes, n: int = 24, flip: int = 0) -> bytes:
+    """x for tiny_cnn and the labels its FP32 outputs give (so FP32 scores 100 %), ``flip`` of them wrong."""
+    import io
+
+    import onnxruntime as ort
+
+    x = np.random.default_rng(5).standard_normal((n, 1, 3, 16, 16)).astype(np.float32)
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    y = np.array([int(sess.run(None, {"x": xi})[0].argmax()) for xi in x])
+    y[:flip] = (y[:flip] + 1) % 10
+    buf = io.BytesIO()
+    np.savez(buf, x=x.reshape(n, 3, 16, 16), y=y)
+    return buf.getvalue()
+
+
+def test_measure_accuracy_on_a_labelled_set(client: httpx.Client, mesh: Mesh) -> None:
+    model = tiny_cnn()
+    assert client.post("/models", params={"name": "tiny-measured", "accuracy": 50, "accuracy_int8": 40},
+                       content=model).status_code == 201
+    resp = client.post("/models/tiny-measured/accuracy", content=_labelled_npz(model, n=24, flip=6))
+    assert resp.status_code == 200, resp.text
+    prec = resp.json()["precisions"]
+    assert prec["fp32"]["source"] == "measured" and prec["fp32"]["top1"] == pytest.approx(75.0)
+    assert prec["int8"]["source"] == "measured" and 0 <= prec["int8"]["top1"] <= 100
+    assert "fp16" not in prec  # not offered before, not asked for: still not offered
+    # the catalog and the runners serve the measured figures
+    assert client.get("/models/tiny-measured").json()["precisions"]["fp32"]["source"] == "measured"
+    edge = httpx.get(f"{mesh.url('edge')}/models", trust_env=False).json()
+    assert next(m for m in edge if m["name"] == "tiny-measured")["precisions"]["fp32"]["top1"] == pytest.approx(75.0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field"),
+    [
+        ("/models/nope/accuracy", b"", 404, "model"),
+        ("/models/mobilenet_v1/accuracy", b"", 409, "name"),
+        ("/models/tiny-measured-bad/accuracy", b"not an npz", 422, "labelled_set"),
+        ("/models/tiny-measured-bad/accuracy", "WRONG_RANK", 422, "labelled_set"),
+        ("/models/tiny-measured-bad/accuracy", "NO_Y", 422, "labelled_set"),
+    ],
+)
+def test_measure_accuracy_bad_input(client: httpx.Client, path: str, body: bytes | str, status: int,
+                                    field: str) -> None:
+    import io
+
+    if "tiny-measured-bad" not in _names(client):
+        assert client.post("/models", params={"name": "tiny-measured-bad", "accuracy": 50},
+                           content=tiny_cnn()).status_code == 201
+    if body == "WRONG_RANK":
+        buf = io.BytesIO()
+        np.savez(buf, x=np.zeros((4, 3, 16), np.float32), y=np.zeros(4, np.int64))
+        body = buf.getvalue()
+    elif body == "NO_Y":
+        buf = io.BytesIO()
+        np.savez(buf, x=np.zeros((4, 3, 16, 16), np.float32))
+        body = buf.getvalue()
+    before = client.get("/models/tiny-measured-bad").json()["precisions"]
+    resp = client.post(path, content=body)
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["message"] and field in (err.get("field") or ""), err
+    assert client.get("/models/tiny-measured-bad").json()["precisions"] == before  # nothing recorded

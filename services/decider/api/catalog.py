@@ -1,9 +1,14 @@
-"""GET /models, GET /models/{name}, POST /models (admin upload), GET /targets."""
+"""GET /models, GET /models/{name}, POST /models (admin upload), POST /models/{name}/accuracy
+(admin: measure on a labelled set), GET /targets."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
+import zipfile
+
+import numpy as np
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
@@ -51,8 +56,8 @@ async def upload_model(
 ) -> ModelInfo:
     """Upload an ONNX file as the raw request body: validated, featurised, pushed to every runner.
 
-    No data set can be fetched here to measure accuracy, so the uploader declares it per precision
-    (labelled ``declared``); a precision without a declared accuracy is not offered.
+    The uploader declares the expected accuracy per precision (labelled ``declared``); a precision
+    without one is not offered. ``POST /models/{name}/accuracy`` measures it on a labelled set.
     """
     if not NAME_RE.match(name):
         raise ApiError(422, "invalid_name", "name must match ^[a-z0-9][a-z0-9_.-]{0,63}$", field="name")
@@ -82,6 +87,46 @@ async def upload_model(
         d.models.reload()
         raise ApiError(502, "push_failed", "model valid but not accepted by every runner: " + "; ".join(failed), field=None)
     d.models.reload()
+    return info
+
+
+@router.post("/models/{name}/accuracy", response_model=ModelInfo, dependencies=[Depends(require_admin)])
+async def measure_model_accuracy(
+    name: str, request: Request, d: DeciderDep,
+    precision: list[Precision] | None = Query(
+        None, description="precisions to measure (repeatable); default: FP32 and every precision already offered"),
+) -> ModelInfo:
+    """Measure an uploaded model's top-1 on a labelled set sent as the raw body: an ``.npz`` with
+    ``x`` (a batch for the model's input, batch first) and ``y`` (one integer label per sample, or
+    one-hot). Each measured precision is then offered with that figure, labelled ``measured``, in
+    place of the declared one; the runners receive the new entries."""
+    info = d.models.get(name)  # 404 for an unknown name
+    if d.models.store.builtin(name):
+        raise ApiError(409, "builtin_model", f"{name!r} is a built-in model: its accuracies are the published "
+                       "figures", field="name")
+    length = int(request.headers.get("content-length") or 0)
+    if length > d.settings.max_upload_bytes:
+        raise ApiError(413, "too_large", f"labelled set is {length} bytes; the limit is {d.settings.max_upload_bytes}",
+                       field="labelled_set")
+    data = await request.body()
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            labelled = {k: npz[k] for k in ("x", "y") if k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ApiError(422, "invalid_labelled_set", f"body must be an .npz with arrays 'x' and 'y' ({exc})",
+                       field="labelled_set") from exc
+    wanted = precision or [Precision.fp32, *(p for p in info.precisions if p != Precision.fp32)]
+    try:
+        for p in dict.fromkeys(wanted):  # in order, once each
+            info = await asyncio.to_thread(d.models.store.measure, name, p, labelled)
+    except ModelValidationError as exc:
+        raise ApiError(422, "invalid_labelled_set", str(exc), field=getattr(exc, "field", None) or "labelled_set") from exc
+    d.models.reload()
+    model_bytes = await asyncio.to_thread(d.models.store.path(name, Precision.fp32).read_bytes)
+    failed = await d.runners.push_model(info, model_bytes)
+    if failed:
+        raise ApiError(502, "push_failed", "accuracy measured and recorded here, but not every runner took the new "
+                       "entries: " + "; ".join(failed), field=None)
     return info
 
 
