@@ -44,7 +44,7 @@ from services.common.schemas import ModelFeatures, RuntimeConditions, Target  # 
 from services.common.settings import Settings  # noqa: E402
 from services.common.state import N_STATES, state_index  # noqa: E402
 from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome  # noqa: E402
-from services.decider.policies.qlearning import QLearningPolicy, QParams, QTable, initial_q  # noqa: E402
+from services.decider.policies.qlearning import QLearningPolicy, QParams, QTable  # noqa: E402
 from services.decider.qstore import PAPER_MEMORY_BYTES, QStore  # noqa: E402
 
 PAPER_DECISION_US = 7.3

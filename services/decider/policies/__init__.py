@@ -22,7 +22,6 @@ from services.decider.policies.base import Candidate, Decision, DecisionContext,
 from services.decider.policies.baselines import (
     OptPolicy,
     OracleUnavailable,
-    StaticBestPolicy,
     cloud,
     connected_edge,
     edge_best,
