@@ -23,8 +23,8 @@ from typing import Annotated
 import numpy as np
 import onnx
 from fastapi import APIRouter, Depends, FastAPI, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
 from pydantic import TypeAdapter, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common import costmodel
 from services.common.engines import get_engine
