@@ -205,15 +205,24 @@ def reward_matrix(
     met_qos = l_ms < qos_s * 1e3
     if mode == "paper":
         r = np.where(met_qos, -e_mj + weights.alpha * l_ms + weights.beta * acc, -e_mj + weights.beta * acc)
-        miss_acc = acc - 100.0
     elif mode == "qos":
         r = np.where(met_qos, -e_mj, -e_mj * (1.0 + weights.qos_penalty))
-        miss_acc = (-e_mj * (1.0 + weights.qos_penalty) - ACCURACY_MISS_MJ
-                    - ACCURACY_MISS_MJ_PER_POINT * ((accuracy_min or 0.0) - acc))
     else:
         raise ValueError(f"unknown reward mode {mode!r}")
+    return _accuracy_branch(r, e_mj, acc, accuracy_min, weights, mode)
+
+
+def _accuracy_branch(r: np.ndarray, e_mj: np.ndarray, acc: np.ndarray, accuracy_min: float | None,
+                     weights: RewardWeights, mode: str) -> np.ndarray:
+    """Eq. 5's accuracy-miss branch where ``acc < accuracy_min`` (paper: R_accuracy - 100; qos: the
+    worst QoS-miss cost plus a per-point charge), ``r`` elsewhere."""
     if accuracy_min is None:
         return r
+    if mode == "paper":
+        miss_acc = acc - 100.0
+    else:
+        miss_acc = (-e_mj * (1.0 + weights.qos_penalty) - ACCURACY_MISS_MJ
+                    - ACCURACY_MISS_MJ_PER_POINT * (accuracy_min - acc))
     return np.where(acc < accuracy_min, miss_acc, r)
 
 
@@ -236,16 +245,11 @@ def expected_reward_matrix(
     ef_met = ndtr(z)
     if mode == "paper":
         r = -e_mj + weights.alpha * l_ms * ef_met + weights.beta * acc
-        miss_acc = acc - 100.0
     elif mode == "qos":
         r = -e_mj * (1.0 + weights.qos_penalty * (1.0 - ef_met))
-        miss_acc = (-e_mj * (1.0 + weights.qos_penalty) - ACCURACY_MISS_MJ
-                    - ACCURACY_MISS_MJ_PER_POINT * ((accuracy_min or 0.0) - acc))
     else:
         raise ValueError(f"unknown reward mode {mode!r}")
-    if accuracy_min is None:
-        return r
-    return np.where(acc < accuracy_min, miss_acc, r)
+    return _accuracy_branch(r, e_mj, acc, accuracy_min, weights, mode)
 
 
 def make_block(
