@@ -38,14 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from services.common.redis_embed import EmbeddedRedis  # noqa: E402
-from services.common.reward import reward  # noqa: E402
-from services.common.schemas import ModelFeatures, RuntimeConditions, Target  # noqa: E402
-from services.common.settings import Settings  # noqa: E402
-from services.common.state import N_STATES, state_index  # noqa: E402
-from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome  # noqa: E402
-from services.decider.policies.qlearning import QLearningPolicy, QParams, QTable  # noqa: E402
-from services.decider.qstore import PAPER_MEMORY_BYTES, QStore  # noqa: E402
+from services.common.redis_embed import EmbeddedRedis
+from services.core.reward import reward
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target
+from services.common.settings import Settings
+from services.core.state import N_STATES, state_index
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.qlearning import QLearningPolicy, QParams, QTable
+from services.decider.qstore import PAPER_MEMORY_BYTES, QStore
 
 PAPER_DECISION_US = 7.3
 PAPER_TRAINING_US = 25.4

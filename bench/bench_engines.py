@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/bench_engines.py` puts bench/ first, not the repo
     sys.path.insert(0, str(ROOT))
 
-from services.common.zoo import ZOO_NAMES  # noqa: E402
+from services.common.zoo import ZOO_NAMES
 
 DEFAULT_MODELS = list(ZOO_NAMES)  # every Table III network
 console = Console(stderr=True)
@@ -324,8 +324,8 @@ def main(
     out_dir: Annotated[Path, typer.Option(help="where engines.json / engines.md go")] = ROOT / "bench",
 ) -> None:
     """Benchmark ONNX Runtime and TVM on zoo models; writes engines.json and engines.md."""
-    from services.common.engines_cli import resolve_model
-    from services.common.schemas import Precision
+    from services.cli.tune import resolve_model
+    from services.core.schemas import Precision
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])

@@ -34,13 +34,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.common.engines import get_engine  # noqa: E402
-from services.common.model_store import ModelStore  # noqa: E402
-from services.common.schemas import Precision  # noqa: E402
-from services.common.settings import Settings  # noqa: E402
-from services.common.zoo import ZOO_NAMES  # noqa: E402
-from services.common.tensors import synthetic  # noqa: E402
-from services.launcher import Mesh  # noqa: E402
+from services.common.engines import get_engine
+from services.common.model_store import ModelStore
+from services.core.schemas import Precision
+from services.common.settings import Settings
+from services.common.zoo import ZOO_NAMES
+from services.common.tensors import synthetic
+from services.cli.launcher import Mesh
 from tests.conftest import mesh_settings  # noqa: E402
 from tests.test_models_api import tiny_cnn  # noqa: E402
 

@@ -14,7 +14,7 @@ import pytest
 
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
-from services.launcher import Mesh
+from services.cli.launcher import Mesh
 
 ROOT = Path(__file__).resolve().parents[1]
 # Built models are content-addressed, so a cache shared between runs is safe and saves minutes.

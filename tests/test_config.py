@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.common.settings import Settings
-from services.launcher import check_config
+from services.cli.launcher import check_config
 from tests.conftest import ROOT
 
 

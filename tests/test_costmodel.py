@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from services.common import costmodel as cm
-from services.common.profiles import load_profile, parse_profile
-from services.common.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
+from services.core import costmodel as cm
+from services.common.config_files import load_profile
+from services.core.profiles import parse_profile
+from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
 
 TINY = {
     "name": "tiny",

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from services.common.engines import EngineError, Support, available_engines, get_engine, pick_device
 from services.common.engines.onnxruntime_engine import OnnxRuntimeEngine
 from services.common.engines.tvm_engine import TvmEngine
-from services.common.schemas import Precision, Processor
+from services.core.schemas import Precision, Processor
 
 FP32_TOL = {"rtol": 1e-3, "atol": 1e-4}
 INT8_MAX_REL_L2, INT8_MIN_COS = 0.15, 0.98
@@ -446,7 +446,7 @@ def test_tiny_tuning_database_and_tuned_compile(ort_engine: OnnxRuntimeEngine, w
 def test_cli_engines_and_bad_target(work: Path) -> None:
     from typer.testing import CliRunner
 
-    from services.common.engines_cli import app
+    from services.cli.tune import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["engines"])

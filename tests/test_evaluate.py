@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.reward import reward
-from services.evaluation.cli import evaluate
+from services.core.reward import reward
+from services.cli.evaluate import evaluate
 from services.evaluation.evaluate import EvalConfig, load_device
 from services.evaluation.simulator import reward_matrix, run_steps
 
@@ -69,7 +69,7 @@ def test_reward_matrix_matches_eq5() -> None:
 
 
 def test_simulation_is_deterministic() -> None:
-    from services.decider.policies import make_policy
+    from services.core.policies import make_policy
 
     cfg = EvalConfig(devices=["galaxy_s10e"], scenarios=["d3"], models=["mobilenet_v2"], workers=1)
 
@@ -109,7 +109,7 @@ def test_improved_autoscale_is_closer_to_opt_than_the_papers(out: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["paper", "qos"])
 def test_reward_matrices_match_the_scalar_rewards(mode: str) -> None:
-    from services.common.reward import RewardWeights, reward_expected
+    from services.core.reward import RewardWeights, reward_expected
     from services.evaluation.simulator import expected_reward_matrix
 
     rng = np.random.default_rng(1)
@@ -127,7 +127,7 @@ def test_reward_matrices_match_the_scalar_rewards(mode: str) -> None:
 
 
 def test_opt_fast_path_equals_opt_choice() -> None:
-    from services.decider.policies.baselines import opt_choice
+    from services.core.policies.baselines import opt_choice
 
     cfg = EvalConfig(devices=["moto_x_force"], scenarios=["d2"], models=["ssd_mobilenet_v3", "mobilebert"], workers=1)
     w = load_device(cfg, "moto_x_force")

@@ -7,13 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from services.common.features import (
-    ModelValidationError,
-    analyze,
-    extract_features,
-    io_specs,
-    load_and_validate,
-)
+from services.common.features import ModelValidationError, analyze, extract_features, io_specs, load_and_validate
 
 F = TensorProto.FLOAT
 

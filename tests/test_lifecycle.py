@@ -102,7 +102,7 @@ def test_external_redis_url_is_used_and_left_running(tmp_path: Path) -> None:
     import redis
 
     from services.common.redis_embed import EmbeddedRedis
-    from services.launcher import Mesh
+    from services.cli.launcher import Mesh
 
     with EmbeddedRedis(tmp_path / "external-redis") as external:
         mesh = Mesh(mesh_settings(tmp_path / "mesh", zoo=["mobilenet_v1"], redis_url=external.url)).start(timeout_s=600)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import redis
 
-from services.common.schemas import POLICY_NAMES, InferResponse
-from services.launcher import Mesh
+from services.core.schemas import POLICY_NAMES, InferResponse
+from services.cli.launcher import Mesh
 from tests.conftest import MESH_MODELS
 
 TIMEOUT = httpx.Timeout(120.0)

@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 from services.common.features import ModelValidationError
 from services.common.model_store import ModelStore
-from services.common.schemas import AccuracyEntry, ModelInfo, Precision
+from services.core.schemas import AccuracyEntry, ModelInfo, Precision
 from services.common.zoo import ZOO_NAMES
 
 ZOO = ["mobilenet_v1", "mobilebert"]

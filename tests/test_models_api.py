@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from services.launcher import Mesh
+from services.cli.launcher import Mesh
 
 
 def custom_op_model() -> bytes:

@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from services.common.reward import reward
-from services.common.schemas import POLICY_NAMES, ModelFeatures, RuntimeConditions, Target
+from services.core.reward import reward
+from services.core.schemas import POLICY_NAMES, ModelFeatures, RuntimeConditions, Target
 from services.common.settings import Settings
-from services.common.state import observe
-from services.decider.policies import (
+from services.core.state import observe
+from services.core.policies import (
     NoCandidate,
     OracleUnavailable,
     PolicySet,
@@ -21,9 +21,9 @@ from services.decider.policies import (
     UnknownPolicy,
     make_policy,
 )
-from services.decider.policies.bandit import LinUCBPolicy
-from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome
-from services.decider.policies.predictors import (
+from services.core.policies.bandit import LinUCBPolicy
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.predictors import (
     BayesOptPolicy,
     ClassifierPolicy,
     PredictorParams,
@@ -281,7 +281,7 @@ async def test_refit_runs_in_background_inside_an_event_loop() -> None:
 
 
 def test_context_vector_dimension() -> None:
-    from services.decider.policies.predictors import CONTEXT_DIM
+    from services.core.policies.predictors import CONTEXT_DIM
 
     assert len(context_vector(MODELS["big"], CONDS[0])) == CONTEXT_DIM
 
@@ -341,7 +341,7 @@ def test_every_policy_decides_on_the_synthetic_mesh() -> None:
 
 def test_baselines_remember_their_answers_without_changing_them() -> None:
     """FixedPolicy and a frozen StaticBestPolicy memoise per candidate tuple: same answers as fresh ones."""
-    from services.decider.policies.baselines import cloud, edge_best, edge_cpu_fp32
+    from services.core.policies.baselines import cloud, edge_best, edge_cpu_fp32
 
     rng = random.Random(0)
     for make in (edge_cpu_fp32, cloud, edge_best):

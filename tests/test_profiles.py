@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.common.profiles import BUILTIN_DIR, ProfileError, builtin_profiles, load_profile
-from services.common.schemas import Precision, Processor
+from services.common.config_files import PROFILES_DIR, builtin_profiles, load_profile
+from services.core.profiles import ProfileError
+from services.core.schemas import Precision, Processor
 
 TABLE_II = {  # device: (cpu steps, gpu steps, cpu peak W, gpu peak W, has dsp)
     "mi8pro": (23, 7, 5.5, 2.8, True),
@@ -40,7 +41,7 @@ def test_table_ii(name: str) -> None:
 
 def test_every_number_has_a_source_comment() -> None:
     # Each top-level numeric setting of a processor/radio sits on a line with, or under, a source.
-    for path in BUILTIN_DIR.glob("*.yaml"):
+    for path in PROFILES_DIR.glob("*.yaml"):
         text = path.read_text()
         assert "# source:" in text, path
 
@@ -52,7 +53,7 @@ def _write(tmp_path: Path, data: object) -> Path:
 
 
 def _base() -> dict:
-    return yaml.safe_load((BUILTIN_DIR / "mi8pro.yaml").read_text())
+    return yaml.safe_load((PROFILES_DIR / "mi8pro.yaml").read_text())
 
 
 def _refused(tmp_path: Path, data: object) -> ProfileError:
@@ -131,10 +132,10 @@ def test_extra_dir_overrides(tmp_path: Path) -> None:
 def test_published_schemas_are_current() -> None:
     import json
 
-    from services.common.profiles import profile_json_schema
-    from services.common.scenarios import scenario_json_schema
+    from services.core.profiles import profile_json_schema
+    from services.core.scenarios import scenario_json_schema
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     for name, schema in (("profile", profile_json_schema()), ("scenario", scenario_json_schema())):
         published = json.loads((docs / f"{name}.schema.json").read_text())
-        assert published == json.loads(json.dumps(schema)), f"regenerate: python -m services.evaluation.cli schemas docs ({name})"
+        assert published == json.loads(json.dumps(schema)), f"regenerate: python -m services.cli.evaluate schemas docs ({name})"

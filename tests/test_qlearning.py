@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.reward import reward
-from services.common.schemas import ModelFeatures, RuntimeConditions, Target
-from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome
-from services.decider.policies.qlearning import (
+from services.core.reward import reward
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.qlearning import (
     EXPORT_FORMAT_VERSION,
     NoCandidate,
     QLearningPolicy,
@@ -373,8 +373,8 @@ def test_transfer_table_keeps_only_destination_actions() -> None:
 
 # --------------------------------------------------------------------------- options beyond the paper
 
-from services.common.state import StateBins  # noqa: E402
-from services.decider.policies.qlearning import _BINS, _DIM_WEIGHTS, EntryIndex  # noqa: E402
+from services.core.state import StateBins
+from services.core.policies.qlearning import _BINS, _DIM_WEIGHTS, EntryIndex
 
 
 def state_of(**bins: int) -> int:

@@ -19,9 +19,9 @@ import redis
 
 from services.common.errors import install_error_handlers
 from services.common.redis_embed import EmbeddedRedis
-from services.common.schemas import ModelFeatures, RuntimeConditions, Target
-from services.decider.policies.base import Candidate, DecisionContext
-from services.decider.policies.qlearning import (
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target
+from services.core.policies.base import Candidate, DecisionContext
+from services.core.policies.qlearning import (
     QLearningPolicy,
     QParams,
     QTable,
@@ -130,7 +130,7 @@ async def test_concurrent_updates_within_a_process_are_all_applied(rs: EmbeddedR
 CHILD = r"""
 import asyncio, json, sys, time
 from services.decider.qstore import QStore
-from services.decider.policies.qlearning import QUpdate, initial_q
+from services.core.policies.qlearning import QUpdate, initial_q
 
 async def main(url, device, n, reward, action):
     st = QStore(url, device, workers=2, batch_max=32)
@@ -500,7 +500,7 @@ async def test_improved_learner_through_redis_is_bit_identical_to_the_in_memory_
     """The options beyond the paper keep the Lua == Python guarantee: the borrowed initial values
     and the visit-count learning rates travel in the update, so replaying the same decisions
     against a QTable and against Redis gives the same floats."""
-    from services.common.state import StateBins
+    from services.core.state import StateBins
 
     acts = ("edge/cpu/fp32@0", "edge/gpu/fp16", "cloud/gpu/fp32", "peer/cpu/fp32", "edge/dsp/int8")
     cands = tuple(Candidate(Target.parse(a), 70.0) for a in acts)

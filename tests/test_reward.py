@@ -1,4 +1,4 @@
-"""Eq. 5 of the paper (services.common.reward): every branch and its boundaries."""
+"""Eq. 5 of the paper (services.core.reward): every branch and its boundaries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.reward import RewardWeights, reward
+from services.core.reward import RewardWeights, reward
 
 FAST = settings(max_examples=200, deadline=None)
 
@@ -84,7 +84,7 @@ def test_lower_energy_never_lowers_reward(e1: float, e2: float, latency: float, 
 
 # --------------------------------------------------------------------------- mode="qos"
 
-from services.common.reward import ACCURACY_MISS_MJ, REWARD_MODES, reward_expected  # noqa: E402
+from services.core.reward import ACCURACY_MISS_MJ, REWARD_MODES, reward_expected
 
 
 def q(energy: float, latency: float, accuracy: float = 70.0, amin: float | None = None, k: float = 2.0) -> float:

@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from services.common.scenarios import (
-    BUILTIN_DIR,
-    NON_STREAMING_QOS_S,
-    STREAMING_QOS_S,
-    TRANSLATION_QOS_S,
-    ScenarioError,
-    builtin_scenarios,
-    load_scenario,
-    qos_s,
-)
-from services.common.schemas import ModelFeatures
-from services.common.state import observe
+from services.common.config_files import SCENARIOS_DIR, builtin_scenarios, load_scenario
+from services.core.scenarios import NON_STREAMING_QOS_S, STREAMING_QOS_S, TRANSLATION_QOS_S, ScenarioError, qos_s
+from services.core.schemas import ModelFeatures
+from services.core.state import observe
 
 VISION = ModelFeatures(conv=14, fc=1, rc=0, macs=569_000_000)
 
@@ -76,7 +68,7 @@ def _refused(tmp_path: Path, data: object) -> ScenarioError:
 
 
 def _base() -> dict:
-    return yaml.safe_load((BUILTIN_DIR / "d3.yaml").read_text())
+    return yaml.safe_load((SCENARIOS_DIR / "d3.yaml").read_text())
 
 
 def test_bad_files(tmp_path: Path) -> None:

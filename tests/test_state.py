@@ -1,4 +1,4 @@
-"""Table I binning (services.common.state): every bin boundary, and the 3,072-state index."""
+"""Table I binning (services.core.state): every bin boundary, and the 3,072-state index."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.schemas import ModelFeatures, RuntimeConditions
-from services.common.state import (
+from services.core.schemas import ModelFeatures, RuntimeConditions
+from services.core.state import (
     DIMENSIONS,
     N_STATES,
     StateBins,

@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import wait_until_ready
 
 from services.common.redis_embed import free_port
-from services.common.schemas import Reading, TelemetrySnapshot
+from services.core.schemas import Reading, TelemetrySnapshot
 from services.telemetry.sources.base import CO_CPU, Source
 
 ROOT = Path(__file__).resolve().parents[1]

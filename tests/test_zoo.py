@@ -13,7 +13,7 @@ from services.common import zoo
 from services.common.accuracy import expected_accuracy, measure_accuracy, metric, published_accuracies
 from services.common.features import ModelValidationError, extract_features
 from services.common.precision import make_variant, quantization_mode, variant_path
-from services.common.schemas import Precision
+from services.core.schemas import Precision
 
 # Table III of Kim & Wu (MICRO 2020): (CONV, FC, RC)
 TABLE_III = {

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common.features import ModelValidationError
-from services.common.schemas import AccuracyEntry, Precision
+from services.core.schemas import AccuracyEntry, Precision
 
 # ----------------------------------------------------------------------------- sources
 

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto, helper
 
-from services.common.schemas import ErrorDetail, ModelFeatures, TensorSpec
+from services.core.schemas import ErrorDetail, ModelFeatures, TensorSpec
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 

@@ -34,7 +34,7 @@ from services.common.features import (
 )
 from services.common.precision import make_variant
 from services.common.files import atomic_write
-from services.common.schemas import AccuracyEntry, ModelInfo, Precision
+from services.core.schemas import AccuracyEntry, ModelInfo, Precision
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 USER_TASK = "custom"

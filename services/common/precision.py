@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from services.common.schemas import Precision, TensorSpec
+from services.core.schemas import Precision, TensorSpec
 
 CALIBRATION_SAMPLES = 8
 CALIBRATION_SEED = 1234

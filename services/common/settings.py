@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.schemas import PolicyName
+from services.core.schemas import PolicyName
 
 
 class Settings(BaseSettings):
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         "qos",
         description='"paper": eq. 5 verbatim; "qos": aligned with the paper\'s Opt (min energy subject to QoS and '
         "accuracy): -E within QoS, -E x (1 + qos_penalty) on a QoS miss, a further 100 J (+ 100 mJ per "
-        "point) below accuracy_min (services.common.reward)",
+        "point) below accuracy_min (services.core.reward)",
     )
     qos_penalty: float = Field(
         2.0, ge=0, description='reward_mode="qos": a QoS miss costs (1 + qos_penalty) x its energy'

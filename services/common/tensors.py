@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 
 from services.common.errors import ApiError
-from services.common.schemas import OutputSummary, TensorPayload, TensorSpec
+from services.core.schemas import OutputSummary, TensorPayload, TensorSpec
 
 MAX_TENSOR_BYTES = 64 * 1024 * 1024
 

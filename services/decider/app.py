@@ -12,19 +12,19 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from services.common import costmodel
+from services.core import costmodel
 from services.common.errors import error_body, install_error_handlers
 from services.common.http import make_client
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore
-from services.common.profiles import load_profile
+from services.common.config_files import load_profile
 from services.common.redis_embed import EmbeddedRedis
-from services.common.schemas import Location
+from services.core.schemas import Location
 from services.common.settings import Settings, get_settings
 from services.decider.api import admin, catalog, health, infer
 from services.decider.deps import Decider, ModelCatalog, require_admin
-from services.decider.policies import PolicySet
+from services.core.policies import PolicySet
 from services.decider.qstore import QStore
 from services.decider.runners import Runner, RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache

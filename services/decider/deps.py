@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from services.common import costmodel
+from services.core import costmodel
 from services.common.errors import ApiError
 from services.common.model_store import ModelStore
-from services.common.reward import RewardWeights
-from services.common.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
+from services.core.reward import RewardWeights
+from services.core.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
 from services.common.settings import Settings
-from services.decider.policies.base import Candidate, Outcome
+from services.core.policies.base import Candidate, Outcome
 from services.decider.runners import RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
 
@@ -51,7 +51,7 @@ class Decider:
     models: ModelCatalog
     runners: RunnerRegistry
     telemetry: TelemetryCache
-    policies: Any  # services.decider.policies.PolicySet
+    policies: Any  # services.core.policies.PolicySet
     qstore: Any  # services.decider.qstore.QStore
     mesh: costmodel.Mesh
     rng: random.Random

@@ -72,8 +72,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from services.common.logging import log_event
-from services.common.state import N_STATES, StateBins
-from services.decider.policies.qlearning import (
+from services.core.state import N_STATES, StateBins
+from services.core.policies.qlearning import (
     EXPORT_FORMAT_VERSION,
     EntryIndex,
     QTableImportError,
@@ -244,7 +244,7 @@ class QStore:
         self.retry_attempts = retry_attempts
         self.retry_max_wait_s = retry_max_wait_s
         if metrics is None:
-            from services.common.metrics import decider_metrics
+            from services.decider.metrics import decider_metrics
 
             metrics = decider_metrics
         self._metrics = metrics

@@ -17,8 +17,8 @@ import httpx
 from pydantic import TypeAdapter
 
 from services.common.logging import log_event
-from services.common.schemas import Location, ModelInfo, RunRequest, RunResult, Target, TargetInfo
-from services.decider.policies.base import Candidate
+from services.core.schemas import Location, ModelInfo, RunRequest, RunResult, Target, TargetInfo
+from services.core.policies.base import Candidate
 
 log = logging.getLogger("autoscale.decider.runners")
 _TARGETS = TypeAdapter(list[TargetInfo])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.common.logging import log_event
-from services.common.schemas import RuntimeConditions, TelemetrySnapshot
+from services.core.schemas import RuntimeConditions, TelemetrySnapshot
 
 log = logging.getLogger("autoscale.decider.telemetry")
 

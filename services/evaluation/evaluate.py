@@ -42,11 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from services.common.costmodel import Mesh
-from services.common.reward import RewardWeights
-from services.common.profiles import load_profile
-from services.common.scenarios import Scenario, load_scenario, qos_s
-from services.common.schemas import POLICY_NAMES, ModelFeatures, Precision
+from services.core.costmodel import Mesh
+from services.core.reward import RewardWeights
+from services.common.config_files import load_profile
+from services.core.scenarios import Scenario, qos_s
+from services.common.config_files import load_scenario
+from services.core.schemas import POLICY_NAMES, ModelFeatures, Precision
 from services.evaluation.simulator import (
     Block,
     ModelCase,
@@ -232,13 +233,8 @@ def load_device(cfg: EvalConfig, device: str) -> DeviceWorld:
 
 def build_policy(name: str, cfg: EvalConfig, seed: int) -> Any:
     """A fresh policy; predictors are set up to be fitted once on their training samples."""
-    from services.decider.policies import make_policy
-    from services.decider.policies.predictors import (
-        BayesOptPolicy,
-        ClassifierPolicy,
-        PredictorParams,
-        RegressionPolicy,
-    )
+    from services.core.policies import make_policy
+    from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, PredictorParams, RegressionPolicy
 
     never = 10**12  # refit only when we say so: offline-trained predictors
     if name in AUTOSCALE:
@@ -257,7 +253,7 @@ def build_policy(name: str, cfg: EvalConfig, seed: int) -> Any:
 
 
 def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1) -> Any:
-    from services.decider.policies import QParams
+    from services.core.policies import QParams
 
     if name == "autoscale-paper":
         return QParams.paper(init_seed=seed, epsilon=epsilon)
@@ -268,7 +264,7 @@ def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1
 
 
 def autoscale_policy(name: str, cfg: EvalConfig, seed: int, table: Any | None = None) -> Any:
-    from services.decider.policies import QLearningPolicy, QTable
+    from services.core.policies import QLearningPolicy, QTable
 
     return QLearningPolicy(table if table is not None else QTable(), autoscale_params(name, cfg, seed), name=name)
 
@@ -594,7 +590,7 @@ def reward_stable_run(reward: Sequence[float], tol: float, window: int = 5, tail
 def run_convergence_and_transfer(cfg: EvalConfig) -> dict[str, Any]:
     """Fig. 14: convergence from scratch per device and with a table transferred from the source,
     for every AutoScale variant evaluated."""
-    from services.decider.policies.qlearning import transfer_table, validate_export
+    from services.core.policies.qlearning import transfer_table, validate_export
 
     names = list(_world(cfg, cfg.devices[0]).scenarios)
     static = [s for s in names if s in STATIC] or names[:1]
@@ -618,7 +614,7 @@ def run_convergence_and_transfer(cfg: EvalConfig) -> dict[str, Any]:
             for name, d in by_name.items():
                 if d == src:
                     continue
-                from services.decider.policies import QTable
+                from services.core.policies import QTable
 
                 dest_actions = [t.id for t in _world(cfg, d).mesh.targets()]
                 table, report = transfer_table(exported, name, dest_actions)
@@ -754,6 +750,9 @@ def _evaluate(cfg: EvalConfig, progress: Callable[[str, int, int], None] | None)
             done += 1
             if progress:
                 progress(f"{kind} {arg or ''}", done, len(tasks))
+    # In task order, not completion order: the sums then run in one order and results.json is
+    # identical run to run for the same seed.
+    results = {(k, _key(a)): results[(k, _key(a))] for k, a in tasks}
     res = assemble(cfg, models, results, time.perf_counter() - t0)
     res["timing"]["cpu_s"] = _cpu_s() - c0  # this process and its (finished) workers
     return res
@@ -816,8 +815,8 @@ def assemble(cfg: EvalConfig, models: list[str], results: dict[tuple[str, Any], 
 def state_sharing(models: Sequence[str]) -> dict[str, list[str]]:
     """For each network, the others with the same Table I NN bins (CONV, FC, RC, MAC): the only
     ones whose leave-one-out training fills its Q rows."""
-    from services.common.schemas import RuntimeConditions
-    from services.common.state import observe
+    from services.core.schemas import RuntimeConditions
+    from services.core.state import observe
 
     feats = zoo_models(models)
     nn = {m: observe(f, RuntimeConditions()).labels() for m, f in feats.items()}

@@ -12,14 +12,7 @@ matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from services.evaluation.report import (  # noqa: E402
-    BASELINES,
-    CATEGORY_LABELS,
-    PREDICTORS,
-    group_stats,
-    norm_ppw,
-    transfer_saving,
-)
+from services.evaluation.report import BASELINES, CATEGORY_LABELS, PREDICTORS, group_stats, norm_ppw, transfer_saving
 
 MAIN = ("edge-cpu-fp32", "edge-best", "cloud", "connected-edge", "autoscale-paper", "autoscale", "opt")
 COLORS = {

@@ -329,7 +329,7 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
         "\"mis-predicts only when the energy difference is less than 1 %\".\n"
         "- **Opt** = the paper's oracle (fn. 8): min expected energy meeting QoS and accuracy on the noise-free model.\n"
         "- **Perfect learner of a reward** = the argmax of that reward's expectation under the outcome noise (closed form, "
-        "`services.common.reward.reward_expected`): the best any learner of that reward can do; *its agreement with Opt* is "
+        "`services.core.reward.reward_expected`): the best any learner of that reward can do; *its agreement with Opt* is "
         "the ceiling that reward allows.\n"
         "- Methodology: leave-one-out across the networks (train on nine, test the tenth) per device. Per scenario the "
         f"held-out network is measured in two windows of {cfg['test_runs']} inferences: *cold start*, right after the "

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from services.common.costmodel import CostTable, Mesh
-from services.common.reward import ACCURACY_MISS_MJ, ACCURACY_MISS_MJ_PER_POINT, RewardWeights
-from services.common.reward import reward as eq5_reward
-from services.common.scenarios import Scenario
-from services.common.schemas import ModelFeatures, Precision, RuntimeConditions, Target
-from services.common.state import observe
-from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
+from services.core.costmodel import CostTable, Mesh
+from services.core.reward import ACCURACY_MISS_MJ, ACCURACY_MISS_MJ_PER_POINT, RewardWeights
+from services.core.reward import reward as eq5_reward
+from services.core.scenarios import Scenario
+from services.core.schemas import ModelFeatures, Precision, RuntimeConditions, Target
+from services.core.state import observe
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
 
 AccuracyFn = Callable[[str, Precision], float | None]
 
@@ -199,7 +199,7 @@ def reward_matrix(
     energy_j: np.ndarray, latency_s: np.ndarray, accuracy: np.ndarray, qos_s: float, accuracy_min: float | None,
     weights: RewardWeights = RewardWeights(), mode: str = "paper",
 ) -> np.ndarray:
-    """The reward over arrays: the vectorised twin of ``services.common.reward.reward`` (tested equal)."""
+    """The reward over arrays: the vectorised twin of ``services.core.reward.reward`` (tested equal)."""
     e_mj, l_ms = energy_j * 1e3, latency_s * 1e3
     acc = np.broadcast_to(accuracy, e_mj.shape)
     met_qos = l_ms < qos_s * 1e3
@@ -232,7 +232,7 @@ def expected_reward_matrix(
 ) -> np.ndarray:
     """E[reward] of each (expected) outcome under the simulator's noise: energy and latency are
     both scaled by one lognormal factor f of unit mean and log-sd ``sigma``. Vectorised twin of
-    ``services.common.reward.reward_expected`` (tested equal)."""
+    ``services.core.reward.reward_expected`` (tested equal)."""
     if sigma <= 0.0:
         return reward_matrix(energy_j, latency_s, accuracy, qos_s, accuracy_min, weights, mode)
     from scipy.special import ndtr
@@ -282,7 +282,7 @@ def make_block(
 
 
 def _observe_states(features: ModelFeatures, series: dict[str, np.ndarray]) -> np.ndarray:
-    """Table I index of every inference (vectorised ``services.common.state.observe``)."""
+    """Table I index of every inference (vectorised ``services.core.state.observe``)."""
     n = len(series[_FIELDS[0]])
     memo: dict[tuple[float, ...], int] = {}
     out = np.empty(n, dtype=np.int64)
@@ -372,7 +372,7 @@ def run_steps(
 ) -> Trace:
     """Replay ``steps`` through ``policy``: decide, observe the noisy outcome, reward, learn.
 
-    ``reward_mode`` / ``weights``: the reward the policy learns from (``services.common.reward``).
+    ``reward_mode`` / ``weights``: the reward the policy learns from (``services.core.reward``).
     ``chooser`` overrides the decision (e.g. uniform exploration to collect a predictor's
     training data); the policy still learns from the outcome. ``record=False`` skips the trace
     (training phases). ``batch=True``: every decision is made up front with the policy's

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.common.runner_core import RunnerSpec, create_runner_app
-from services.common.schemas import Location
+from services.runner.app import RunnerSpec, create_runner_app
+from services.core.schemas import Location
 from services.common.settings import Settings, get_settings
 
 

@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.common.errors import ApiError, error_body, install_error_handlers
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
-from services.common.scenarios import ScenarioError, builtin_scenarios, load_scenario, parse_scenario
-from services.common.schemas import TelemetrySnapshot
+from services.core.scenarios import ScenarioError, parse_scenario
+from services.common.config_files import builtin_scenarios, load_scenario
+from services.core.schemas import TelemetrySnapshot
 from services.common.settings import Settings
 from services.telemetry.config import Prefer, TelemetryOptions
 from services.telemetry.hub import Hub

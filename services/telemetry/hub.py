@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.logging import log_event
-from services.common.metrics import telemetry_metrics
-from services.common.schemas import Reading, RuntimeConditions, TelemetrySnapshot
+from services.telemetry.metrics import telemetry_metrics
+from services.core.schemas import Reading, RuntimeConditions, TelemetrySnapshot
 from services.telemetry.config import Prefer
 from services.telemetry.sources.base import CO_CPU, CO_MEM, CONDITION_READINGS, RSSI_P2P, RSSI_WIFI, Detection, Source
 from services.telemetry.sources.scenario import ScenarioSource

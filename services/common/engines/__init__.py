@@ -13,15 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from services.common.engines.base import (
-    Engine,
-    EngineError,
-    LoadedModel,
-    Support,
-    input_specs,
-    op_types,
-    pick_device,
-)
+from services.common.engines.base import Engine, EngineError, LoadedModel, Support, input_specs, op_types, pick_device
 
 __all__ = [
     "Engine",

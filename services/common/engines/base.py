@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from services.common.features import iter_graphs
-from services.common.schemas import OutputSummary, Precision, Processor, TensorSpec
+from services.core.schemas import OutputSummary, Precision, Processor, TensorSpec
 
 DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
 

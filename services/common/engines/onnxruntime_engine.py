@@ -14,9 +14,14 @@ from onnx.external_data_helper import uses_external_data
 
 from services.common.engines.base import DEFAULT_DOMAINS, EngineError, Support, check_feeds, np_dtype_name, op_types
 from services.common.engines.summary_graph import (
-    TOP_K_FEED, SummarySpec, add_summaries, read_summaries, summary_outputs, top_k_feeds,
+    TOP_K_FEED,
+    SummarySpec,
+    add_summaries,
+    read_summaries,
+    summary_outputs,
+    top_k_feeds,
 )
-from services.common.schemas import OutputSummary, Precision, TensorSpec
+from services.core.schemas import OutputSummary, Precision, TensorSpec
 from services.common.tensors import summarize
 
 log = logging.getLogger("autoscale.engines")

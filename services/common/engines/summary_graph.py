@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from services.common.schemas import OutputSummary
+from services.core.schemas import OutputSummary
 
 TOP_K_FEED = "__autoscale_top_k"  # + "_<output index>"
 MIN_OPSET = 11

@@ -31,7 +31,7 @@ from services.common.engines.tvm_engine import (
     make_target,
     tuning_db_dir,
 )
-from services.common.schemas import Precision
+from services.core.schemas import Precision
 
 log = logging.getLogger(__name__)
 

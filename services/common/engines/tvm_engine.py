@@ -32,7 +32,7 @@ import onnx  # noqa: E402
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
-from services.common.engines.base import (  # noqa: E402
+from services.common.engines.base import (
     DEFAULT_DOMAINS,
     EngineError,
     Support,
@@ -42,8 +42,8 @@ from services.common.engines.base import (  # noqa: E402
     input_specs,
     op_types,
 )
-from services.common.schemas import OutputSummary, Precision, TensorSpec  # noqa: E402
-from services.common.tensors import summarize  # noqa: E402
+from services.core.schemas import OutputSummary, Precision, TensorSpec
+from services.common.tensors import summarize
 
 CACHE_ENV = "AUTOSCALE_TVM_CACHE"
 TUNING_ENV = "AUTOSCALE_TVM_TUNING"

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from services.common.files import atomic_write
-from services.common.schemas import ModelFeatures, TensorSpec
+from services.core.schemas import ModelFeatures, TensorSpec
 from services.common.zoo import bert, inception, layers, mobilenet, resnet, ssd
 from services.common.zoo.layers import GraphBuilder
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.common.errors import ApiError
-from services.decider.policies.qlearning import QTableImportError
+from services.core.policies.qlearning import QTableImportError
 from services.decider.qstore import QStore
 
 router = APIRouter()

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from services.common.errors import ApiError
 from services.common.engines import get_engine
 from services.common.features import ModelValidationError, load_and_validate
-from services.common.schemas import AccuracyEntry, ModelInfo, Precision, TargetInfo
+from services.core.schemas import AccuracyEntry, ModelInfo, Precision, TargetInfo
 from services.decider.deps import DeciderDep, require_admin
 
 router = APIRouter(tags=["catalog"])

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 from fastapi import APIRouter, BackgroundTasks
 
-from services.common import costmodel
+from services.core import costmodel
 from services.common.errors import ApiError
-from services.common.metrics import decider_metrics
-from services.common.reward import reward
-from services.common.schemas import (
+from services.decider.metrics import decider_metrics
+from services.core.reward import reward
+from services.core.schemas import (
     STREAMING_QOS_MS,
     InferRequest,
     InferResponse,
@@ -24,11 +24,11 @@ from services.common.schemas import (
     TensorPayload,
     TelemetrySnapshot,
 )
-from services.common.state import StateBins, state_index
+from services.core.state import StateBins, state_index
 from services.common.tensors import check_against
 from services.decider.deps import DeciderDep, Decider
-from services.decider.policies import PolicyError
-from services.decider.policies.base import Decision, DecisionContext, Outcome, Policy
+from services.core.policies import PolicyError
+from services.core.policies.base import Decision, DecisionContext, Outcome, Policy
 from services.decider.runners import RunnerRejected, RunnerUnavailable
 
 router = APIRouter(tags=["inference"])

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.schemas import Reading, ReadingSource
+from services.core.schemas import Reading, ReadingSource
 
 log = logging.getLogger("autoscale.telemetry.sources")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from services.common.schemas import Reading
+from services.core.schemas import Reading
 from services.telemetry.sources.base import CO_CPU, CO_MEM, DetectContext, Detection, Source
 
 log = logging.getLogger("autoscale.telemetry.corunner")

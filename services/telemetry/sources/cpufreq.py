@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from services.common.schemas import Reading
+from services.core.schemas import Reading
 from services.telemetry.sources.base import DetectContext, Detection, Source, read_number, read_text
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.schemas import Reading
+from services.core.schemas import Reading
 from services.telemetry.sources.base import (
     HOST_DEVICE,
     DetectContext,

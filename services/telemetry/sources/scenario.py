@@ -1,4 +1,4 @@
-"""Emulated readings from the active scenario (paper Table IV; ``services.common.scenarios``).
+"""Emulated readings from the active scenario (paper Table IV; ``services.core.scenarios``).
 
 Used for every reading this host cannot measure (Wi-Fi/Wi-Fi Direct RSSI on a build machine),
 and for all four runtime-variance readings when the service is told to prefer emulation
@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.profiles import DeviceProfile, load_profile
-from services.common.scenarios import Scenario, load_scenario
-from services.common.schemas import Reading, RuntimeConditions
+from services.core.profiles import DeviceProfile
+from services.common.config_files import load_profile
+from services.core.scenarios import Scenario
+from services.common.config_files import load_scenario
+from services.core.schemas import Reading, RuntimeConditions
 from services.telemetry.sources.base import CO_CPU, CO_MEM, RSSI_P2P, RSSI_WIFI, Source, power_name
 
 log = logging.getLogger("autoscale.telemetry.scenario")

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from services.common.schemas import Reading
+from services.core.schemas import Reading
 from services.telemetry.sources.base import RSSI_P2P, RSSI_WIFI, DetectContext, Detection, Source, read_text
 
 

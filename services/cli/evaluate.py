@@ -1,7 +1,7 @@
 """``autoscale evaluate``: run the paper's methodology on the simulator, write results and figures.
 
 The lead's CLI mounts the ``evaluate`` function; ``app`` runs it standalone
-(``python -m services.evaluation.cli``).
+(``python -m services.cli.evaluate``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
-from services.common.profiles import ProfileError, load_profile
-from services.common.scenarios import ScenarioError, load_scenario
+from services.core.profiles import ProfileError
+from services.common.config_files import load_profile
+from services.core.scenarios import ScenarioError
+from services.common.config_files import load_scenario
 from services.evaluation.evaluate import DEFAULT_DEVICES, DEFAULT_SCENARIOS, EVAL_POLICIES, EvalConfig, cpu_count
 from services.evaluation.evaluate import evaluate as run_evaluation
 
@@ -139,8 +141,8 @@ def write_outputs(res: dict[str, Any], out: Path) -> None:
 
 def write_schemas(out_dir: Path) -> list[Path]:
     """docs/profile.schema.json and docs/scenario.schema.json, generated from the pydantic models."""
-    from services.common.profiles import profile_json_schema
-    from services.common.scenarios import scenario_json_schema
+    from services.core.profiles import profile_json_schema
+    from services.core.scenarios import scenario_json_schema
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

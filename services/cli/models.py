@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services.common import zoo
-from services.common.schemas import Precision
+from services.core.schemas import Precision
 
 app = typer.Typer(help="Zoo models of the paper's Table III: build, convert, inspect.", no_args_is_help=True)
 console = Console()

@@ -1,7 +1,7 @@
 """CLI for the engines: ``autoscale tune MODEL`` (MetaSchedule tuning for the TVM engine).
 
 ``tune`` is a plain typer command function (the main CLI mounts it with ``app.command("tune")``);
-``app`` is a standalone Typer holding it and ``engines`` for ``python -m services.common.engines_cli``.
+``app`` is a standalone Typer holding it and ``engines`` for ``python -m services.cli.tune``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.common.schemas import Precision
+from services.core.schemas import Precision
 
 console = Console(stderr=True)
 

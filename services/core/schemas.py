@@ -15,6 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # ----------------------------------------------------------------------------- targets
 
 
+class StrictModel(BaseModel):
+    """Base of the YAML-backed models (device profiles, scenarios): unknown keys are typos until
+    proven otherwise, so they are refused rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Location(StrEnum):
     """Where a target executes, seen from the phone the decider serves."""
 
@@ -154,7 +161,7 @@ class Reading(BaseModel):
 
 
 class RuntimeConditions(BaseModel):
-    """Table I's runtime-variance features as raw values (binned by services.common.state)."""
+    """Table I's runtime-variance features as raw values (binned by services.core.state)."""
 
     co_cpu: float = Field(0.0, ge=0, le=1, description="co-runner CPU utilisation, ratio 0-1")
     co_mem: float = Field(0.0, ge=0, le=1, description="co-runner memory utilisation, ratio 0-1")

@@ -58,26 +58,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.common.schemas import Target
-from services.common.state import DIMENSIONS, N_STATES, StateBins
-from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome
-
-# ============================================================================ errors
-
-
-class PolicyError(Exception):
-    """A policy cannot decide for this request. ``status``/``code`` suggest the HTTP mapping."""
-
-    status = 409
-    code = "policy_error"
-
-
-class NoCandidate(PolicyError):
-    """None of the offered targets is one this policy may choose (e.g. no cloud runner up)."""
-
-    status = 503
-    code = "no_candidate"
-
+from services.core.schemas import Target
+from services.core.state import DIMENSIONS, N_STATES, StateBins
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.errors import NoCandidate
 
 # ============================================================================ parameters
 

@@ -36,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from services.common.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
-from services.common.state import WEAK_RSSI_DBM
-from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome
-from services.decider.policies.qlearning import NoCandidate, candidate_ids, eligible_indices
+from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
+from services.core.state import WEAK_RSSI_DBM
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.errors import NoCandidate
+from services.core.policies.qlearning import candidate_ids, eligible_indices
 
 log = logging.getLogger("autoscale.policies")
 
@@ -448,7 +449,10 @@ class ClassifierPolicy(_OnlineLearner):
         if self.kind == "svm":
             clf = make_pipeline(StandardScaler(), SVC(C=10.0, gamma="scale", decision_function_shape="ovr"))
         else:
-            clf = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(self.k, len(y)), weights="distance"))
+            # kd_tree: exact distances per query, so a batch answers as single queries do (brute
+            # force's matrix-product rounding depends on the batch: seen with scikit-learn 1.9).
+            knn = KNeighborsClassifier(n_neighbors=min(self.k, len(y)), weights="distance", algorithm="kd_tree")
+            clf = make_pipeline(StandardScaler(), knn)
         clf.fit(np.array(X), np.array(y))
         return _ClsModel(tuple(str(c) for c in clf.classes_), clf)
 

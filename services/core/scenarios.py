@@ -9,17 +9,13 @@ both see the same environment. Use cases (QoS and accuracy targets, paper Sec. V
 from __future__ import annotations
 
 import bisect
-from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from services.common.config_files import ConfigFileError, StrictModel, find_file, read_yaml
-from services.common.schemas import STREAMING_QOS_MS, ModelFeatures, RuntimeConditions
-
-BUILTIN_DIR = Path(__file__).with_name("scenarios")
+from services.core.errors import ConfigFileError
+from services.core.schemas import STREAMING_QOS_MS, ModelFeatures, RuntimeConditions, StrictModel
 
 # Paper Sec. V-B: non-streaming vision 50 ms, streaming 30 FPS, MobileBERT translation 100 ms.
 NON_STREAMING_QOS_S = 0.050
@@ -183,7 +179,7 @@ class Scenario(_Strict):
         )
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- parsing
 
 
 def parse_scenario(data: object, file: str) -> Scenario:
@@ -223,26 +219,6 @@ def _best_error(errs: list) -> dict:  # type: ignore[type-arg]
         if not wrong_branch(e):
             return e
     return errs[0]
-
-
-@lru_cache(maxsize=64)
-def _load_path(path: Path, mtime_ns: int) -> Scenario:
-    return parse_scenario(read_yaml(path, ScenarioError), str(path))
-
-
-def builtin_scenarios() -> list[str]:
-    """Names of the Table IV scenarios shipped with the package (s1..s5, d1..d4)."""
-    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
-
-
-def load_scenario(name_or_path: str | Path, extra_dir: Path | None = None) -> Scenario:
-    """A scenario by built-in name (``S1``/``s1``, case-insensitive), by name in ``extra_dir``,
-    or by file path."""
-    text = str(name_or_path)
-    path = find_file(name_or_path, BUILTIN_DIR, extra_dir, [text.lower(), text])
-    if path is not None:
-        return _load_path(path.resolve(), path.stat().st_mtime_ns)
-    raise ScenarioError(text, "", f"no such scenario file; built-in scenarios are {builtin_scenarios()}")
 
 
 def scenario_json_schema() -> dict[str, object]:

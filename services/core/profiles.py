@@ -7,17 +7,12 @@ a bad file is refused with a ``ProfileError`` naming the file, the dotted field 
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from services.common.config_files import ConfigFileError, StrictModel, find_file, read_yaml
-from services.common.schemas import Precision, Processor
-
-BUILTIN_DIR = Path(__file__).with_name("profiles")
-
+from services.core.errors import ConfigFileError
+from services.core.schemas import Precision, Processor, StrictModel
 
 class ProfileError(ConfigFileError):
     """A profile file that cannot be used; the message names the file, the field and the reason."""
@@ -163,7 +158,7 @@ class DeviceProfile(_Strict):
         return self
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- parsing
 
 
 def _loc(loc: tuple[object, ...]) -> str:
@@ -185,26 +180,6 @@ def parse_profile(data: object, file: str) -> DeviceProfile:
         if err["type"] == "missing":
             reason = "field required"
         raise ProfileError(file, field, reason) from None
-
-
-@lru_cache(maxsize=64)
-def _load_path(path: Path, mtime_ns: int) -> DeviceProfile:  # mtime in the key: edits reload
-    return parse_profile(read_yaml(path, ProfileError), str(path))
-
-
-def builtin_profiles() -> list[str]:
-    """Names of the profiles shipped with the package."""
-    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
-
-
-def load_profile(name_or_path: str | Path, extra_dir: Path | None = None) -> DeviceProfile:
-    """A profile by built-in name (``mi8pro``), by name in ``extra_dir`` (which overrides the
-    built-ins), or by file path."""
-    text = str(name_or_path)
-    path = find_file(name_or_path, BUILTIN_DIR, extra_dir, [text])
-    if path is not None:
-        return _load_path(path.resolve(), path.stat().st_mtime_ns)
-    raise ProfileError(text, "", f"no such profile file; built-in profiles are {builtin_profiles()}")
 
 
 def profile_json_schema() -> dict[str, object]:

@@ -42,10 +42,10 @@ def _die_with_parent() -> None:
 
 def check_config(settings: Settings) -> list[str]:
     """Problems that would stop a service at start, found before any process is started."""
-    from services.common.config_files import ConfigFileError
+    from services.core.errors import ConfigFileError
     from services.common.engines import get_engine
-    from services.common.profiles import load_profile
-    from services.common.scenarios import load_scenario
+    from services.common.config_files import load_profile
+    from services.common.config_files import load_scenario
 
     problems: list[str] = []
     for var, name in (("EDGE_DEVICE", settings.edge_device), ("PEER_DEVICE", settings.peer_device),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.common.schemas import ModelFeatures, RuntimeConditions, Target
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class DecisionContext:
     model: str
     features: ModelFeatures
     conditions: RuntimeConditions
-    state: int  # Table I index (services.common.state)
+    state: int  # Table I index (services.core.state)
     candidates: tuple[Candidate, ...]
     qos_s: float
     accuracy_min: float | None

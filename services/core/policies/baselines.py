@@ -11,16 +11,11 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from services.common.schemas import Location, Precision, Processor, Target
-from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome
-from services.decider.policies.qlearning import NoCandidate, PolicyError, eligible_indices
+from services.core.schemas import Location, Precision, Processor, Target
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.errors import NoCandidate, OracleUnavailable
+from services.core.policies.qlearning import eligible_indices
 
-
-class OracleUnavailable(PolicyError):
-    """``opt`` needs the true cost of every target (ctx.oracle): simulator or profiled runners."""
-
-    status = 409
-    code = "oracle_unavailable"
 
 
 def _dvfs_rank(t: Target) -> float:

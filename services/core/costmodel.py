@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.profiles import DeviceProfile, LinkProfile, ProcessorProfile
-from services.common.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
+from services.core.profiles import DeviceProfile, LinkProfile, ProcessorProfile
+from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
 
 # The paper's action set (Sec. V-C): which (processor, precision) pairs are actions where, and
 # whether the phone's DVFS steps augment them. Peer and cloud run at their own governor's choice.

@@ -26,17 +26,27 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common import costmodel
+from services.core import costmodel
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
 from services.common.errors import ApiError, api_error_body, install_error_handlers, validation_error_body
 from services.common.features import ModelValidationError
 from services.common.logging import configure_logging, log_event
-from services.common.metrics import RunnerMetrics, metrics_endpoint
+from services.runner.metrics import RunnerMetrics
+from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore
-from services.common.profiles import DeviceProfile, load_profile
-from services.common.schemas import (
-    AccuracyEntry, Location, ModelInfo, OutputSummary, Precision, RunRequest, RunResult, Target, TargetInfo,
+from services.core.profiles import DeviceProfile
+from services.common.config_files import load_profile
+from services.core.schemas import (
+    AccuracyEntry,
+    Location,
+    ModelInfo,
+    OutputSummary,
+    Precision,
+    RunRequest,
+    RunResult,
+    Target,
+    TargetInfo,
 )
 from services.common.settings import Settings
 from services.common.tensors import check_against, decode, synthetic

@@ -13,11 +13,11 @@ import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 
-from services.common.engines_cli import tune
+from services.cli.tune import tune
 from services.common.settings import Settings
-from services.common.zoo_cli import app as models_app
-from services.evaluation.cli import evaluate
-from services.launcher import SERVICES, Mesh, check_config
+from services.cli.models import app as models_app
+from services.cli.evaluate import evaluate
+from services.cli.launcher import SERVICES, Mesh, check_config
 
 app = typer.Typer(help="AutoScale Mesh: energy- and QoS-aware DNN inference placement.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Build and inspect the model zoo.")
@@ -67,7 +67,7 @@ def _prebuild(s: Settings) -> None:
     from rich.progress import Progress
 
     from services.common.model_store import ModelStore
-    from services.common.schemas import Precision
+    from services.core.schemas import Precision
 
     store = ModelStore(s.model_cache, s.zoo or None)
     jobs = [(m, p) for m in s.preload_models if store.has(m) for p in Precision]

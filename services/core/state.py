@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from services.common.schemas import ModelFeatures, RuntimeConditions
+from services.core.schemas import ModelFeatures, RuntimeConditions
 
 # (name, number of bins, labels) in index order; the index is mixed-radix over these.
 DIMENSIONS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -16,27 +16,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from services.common.schemas import POLICY_NAMES
-from services.decider.policies.bandit import LinUCBPolicy
-from services.decider.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
-from services.decider.policies.baselines import (
+from services.core.schemas import POLICY_NAMES
+from services.core.policies.bandit import LinUCBPolicy
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
+from services.core.policies.baselines import (
     OptPolicy,
-    OracleUnavailable,
     cloud,
     connected_edge,
     edge_best,
     edge_cpu_fp32,
     opt_choice,
 )
-from services.decider.policies.predictors import (
-    BayesOptPolicy,
-    ClassifierPolicy,
-    PredictorParams,
-    RegressionPolicy,
-)
-from services.decider.policies.qlearning import (
-    NoCandidate,
-    PolicyError,
+from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, PredictorParams, RegressionPolicy
+from services.core.policies.errors import NoCandidate, OracleUnavailable, PolicyError, UnknownPolicy
+from services.core.policies.qlearning import (
     QLearningPolicy,
     QParams,
     QTable,
@@ -52,19 +45,6 @@ __all__ = [
     "make_policy", "PolicySet", "opt_choice",
 ]
 
-
-class UnknownPolicy(PolicyError, KeyError):
-    status = 422
-    code = "unknown_policy"
-
-    def __init__(self, name: str, valid: tuple[str, ...] = POLICY_NAMES) -> None:
-        self.name = name
-        self.valid = valid
-        self.message = f"unknown policy {name!r}; valid policies: {', '.join(valid)}"
-        super().__init__(self.message)
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.message
 
 
 def _qparams(settings_or_params: Any, seed: int | None) -> QParams:
