@@ -39,12 +39,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from services.common.redis_embed import EmbeddedRedis
-from services.core.reward import reward
-from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 from services.common.settings import Settings
-from services.core.state import N_STATES, state_index
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
 from services.core.policies.qlearning import QLearningPolicy, QParams, QTable
+from services.core.reward import reward
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target
+from services.core.state import N_STATES, state_index
 from services.decider.qstore import PAPER_MEMORY_BYTES, QStore
 
 PAPER_DECISION_US = 7.3
@@ -64,14 +64,25 @@ CONDS = RuntimeConditions(co_cpu=0.1, co_mem=0.3, rssi_wifi_dbm=-60, rssi_p2p_db
 
 
 def ctx_for(state: int) -> DecisionContext:
-    return DecisionContext(model="mobilenet_v1", features=FEATURES, conditions=CONDS, state=state,
-                           candidates=CANDS, qos_s=0.05, accuracy_min=None)
+    return DecisionContext(
+        model="mobilenet_v1",
+        features=FEATURES,
+        conditions=CONDS,
+        state=state,
+        candidates=CANDS,
+        qos_s=0.05,
+        accuracy_min=None,
+    )
 
 
 def _summary(samples: list[float], calls: int) -> dict[str, float]:
     samples = sorted(samples)
-    return {"median_us": statistics.median(samples), "p90_us": samples[int(0.9 * (len(samples) - 1))],
-            "min_us": samples[0], "calls": calls}
+    return {
+        "median_us": statistics.median(samples),
+        "p90_us": samples[int(0.9 * (len(samples) - 1))],
+        "min_us": samples[0],
+        "calls": calls,
+    }
 
 
 def per_call_us(fn, n: int, batches: int = 30) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -88,8 +99,9 @@ def per_call_us(fn, n: int, batches: int = 30) -> dict[str, float]:  # type: ign
     return _summary(samples, per * batches)
 
 
-async def interleaved_us(fns: dict[str, Callable[[], object]], n: int, between: Callable[[], Awaitable[object]],
-                         rounds: int = 30) -> dict[str, dict[str, float]]:
+async def interleaved_us(
+    fns: dict[str, Callable[[], object]], n: int, between: Callable[[], Awaitable[object]], rounds: int = 30
+) -> dict[str, dict[str, float]]:
     """Like ``per_call_us`` for several functions at once, in round-robin batches: a noisy
     neighbour slows every function alike instead of whichever ran at the time. ``between`` runs
     untimed after each round (the Redis worker drains what the updates queued, as a server's
@@ -157,8 +169,13 @@ async def in_process(r: EmbeddedRedis, n: int) -> dict[str, object]:
         s = state_index(FEATURES, CONDS)
         c = ctx_for_state.get(s) or ctx
         dd = pol.decide(c, rng)
-        rr = reward(energy_mj=COST_MJ[dd.target.id] * rng.uniform(0.95, 1.05), latency_ms=outcome.latency_s * 1e3,
-                    accuracy=outcome.accuracy, qos_ms=50.0, accuracy_min=None)
+        rr = reward(
+            energy_mj=COST_MJ[dd.target.id] * rng.uniform(0.95, 1.05),
+            latency_ms=outcome.latency_s * 1e3,
+            accuracy=outcome.accuracy,
+            qos_ms=50.0,
+            accuracy_min=None,
+        )
         pol.learn(c, dd, outcome, rr)
 
     async def drain() -> None:
@@ -169,17 +186,24 @@ async def in_process(r: EmbeddedRedis, n: int) -> dict[str, object]:
         store.writes += 1  # as if another request's update had landed: the policy re-reads the row
         return greedy.decide(ctx, rng)
 
-    out: dict[str, object] = dict(await interleaved_us({
-        "decide_greedy": lambda: greedy.decide(ctx, rng),
-        "decide_greedy_cold": decide_after_other_write,
-        "observe_decide": observe_and_decide,
-        "decide_eps0.1": lambda: paper.decide(ctx, rng),
-        "decide_default_eps0.1": lambda: default.decide(ctx, rng),
-        "learn_qstore": lambda: paper.learn(ctx, d, outcome, -30.0),
-        "learn_qstore_default": lambda: default.learn(ctx, d, outcome, -30.0),
-        "training_step_qstore": lambda: step(paper),
-        "training_step_default": lambda: step(default),
-    }, n // 2, drain, rounds=60))
+    out: dict[str, object] = dict(
+        await interleaved_us(
+            {
+                "decide_greedy": lambda: greedy.decide(ctx, rng),
+                "decide_greedy_cold": decide_after_other_write,
+                "observe_decide": observe_and_decide,
+                "decide_eps0.1": lambda: paper.decide(ctx, rng),
+                "decide_default_eps0.1": lambda: default.decide(ctx, rng),
+                "learn_qstore": lambda: paper.learn(ctx, d, outcome, -30.0),
+                "learn_qstore_default": lambda: default.learn(ctx, d, outcome, -30.0),
+                "training_step_qstore": lambda: step(paper),
+                "training_step_default": lambda: step(default),
+            },
+            n // 2,
+            drain,
+            rounds=60,
+        )
+    )
     out["flushed_default"] = await store_default.flush(120)
     await store_default.reset()
     await store_default.stop()
@@ -210,9 +234,13 @@ async def memory(r: EmbeddedRedis) -> dict[str, object]:
     await store.start()
     rng = random.Random(1)
     data = {
-        "format_version": 1, "device": "bench-mem", "actions": sorted(ACTIONS),
-        "states": {str(s): {a: {"q": -rng.uniform(1, 1000), "n": rng.randrange(1, 100)} for a in ACTIONS}
-                   for s in range(N_STATES)},
+        "format_version": 1,
+        "device": "bench-mem",
+        "actions": sorted(ACTIONS),
+        "states": {
+            str(s): {a: {"q": -rng.uniform(1, 1000), "n": rng.randrange(1, 100)} for a in ACTIONS}
+            for s in range(N_STATES)
+        },
     }
     t0 = time.perf_counter()
     await store.import_(data)
@@ -220,11 +248,17 @@ async def memory(r: EmbeddedRedis) -> dict[str, object]:
     st = await store.stats()
     await store.reset()
     await store.stop()
-    return {"states": st["states"], "entries": st["entries"], "redis_memory_bytes": st["redis_memory_bytes"],
-            "redis_table_bytes": st["redis_table_bytes"], "cache_bytes": st["cache_bytes"],
-            "paper_bytes": PAPER_MEMORY_BYTES, "import_s": import_s,
-            "redis_vs_paper": st["redis_memory_bytes"] / PAPER_MEMORY_BYTES,
-            "cache_vs_paper": st["cache_bytes"] / PAPER_MEMORY_BYTES}
+    return {
+        "states": st["states"],
+        "entries": st["entries"],
+        "redis_memory_bytes": st["redis_memory_bytes"],
+        "redis_table_bytes": st["redis_table_bytes"],
+        "cache_bytes": st["cache_bytes"],
+        "paper_bytes": PAPER_MEMORY_BYTES,
+        "import_s": import_s,
+        "redis_vs_paper": st["redis_memory_bytes"] / PAPER_MEMORY_BYTES,
+        "cache_vs_paper": st["cache_bytes"] / PAPER_MEMORY_BYTES,
+    }
 
 
 # ----------------------------------------------------------------------------- throughput
@@ -236,8 +270,12 @@ async def child(url: str, device: str, n: int, seed: int) -> dict[str, object]:
     pol = QLearningPolicy(store, QParams(init_seed=0))
     rng = random.Random(seed)
     outcome = Outcome(latency_s=0.012, energy_j=0.035, accuracy=70.6)
-    states = [state_index(FEATURES, RuntimeConditions(co_cpu=c, co_mem=m, rssi_wifi_dbm=w))
-              for c in (0.0, 0.1, 0.5, 0.9) for m in (0.0, 0.1, 0.5, 0.9) for w in (-50, -90)]
+    states = [
+        state_index(FEATURES, RuntimeConditions(co_cpu=c, co_mem=m, rssi_wifi_dbm=w))
+        for c in (0.0, 0.1, 0.5, 0.9)
+        for m in (0.0, 0.1, 0.5, 0.9)
+        for w in (-50, -90)
+    ]
     ctxs = [ctx_for(s) for s in states]
     t0 = time.perf_counter()
     for i in range(n):
@@ -249,8 +287,14 @@ async def child(url: str, device: str, n: int, seed: int) -> dict[str, object]:
     t_submit = time.perf_counter() - t0
     ok = await store.flush(300)
     t_all = time.perf_counter() - t0
-    res = {"n": n, "submit_s": t_submit, "total_s": t_all, "applied": store.applied_total,
-           "dropped": store.dropped_total, "flushed": ok}
+    res = {
+        "n": n,
+        "submit_s": t_submit,
+        "total_s": t_all,
+        "applied": store.applied_total,
+        "dropped": store.dropped_total,
+        "flushed": ok,
+    }
     await store.stop()
     return res
 
@@ -258,8 +302,10 @@ async def child(url: str, device: str, n: int, seed: int) -> dict[str, object]:
 def run_children(url: str, procs: int, n: int, device: str) -> dict[str, object]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", url, device, str(n)]
     t0 = time.perf_counter()
-    ps = [subprocess.Popen(cmd + [str(i)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-          for i in range(procs)]
+    ps = [
+        subprocess.Popen(cmd + [str(i)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(procs)
+    ]
     outs = []
     for p in ps:
         o, e = p.communicate(timeout=900)
@@ -277,10 +323,16 @@ def run_children(url: str, procs: int, n: int, device: str) -> dict[str, object]
     total = sum(int(o["applied"]) for o in outs)
     slowest = max(float(o["total_s"]) for o in outs)
     return {
-        "processes": procs, "updates_per_process": n, "applied": total,
-        "dropped": sum(int(o["dropped"]) for o in outs), "visits_in_redis": visits, "exact": visits == procs * n,
-        "slowest_process_s": slowest, "updates_per_s": total / slowest,
-        "per_process": outs, "wall_with_startup_s": wall,
+        "processes": procs,
+        "updates_per_process": n,
+        "applied": total,
+        "dropped": sum(int(o["dropped"]) for o in outs),
+        "visits_in_redis": visits,
+        "exact": visits == procs * n,
+        "slowest_process_s": slowest,
+        "updates_per_s": total / slowest,
+        "per_process": outs,
+        "wall_with_startup_s": wall,
     }
 
 
@@ -316,10 +368,16 @@ def write_report(res: dict[str, object], out_dir: Path) -> None:
         ("Table I binning + greedy decide (exploiting a trained table)", "observe_decide", PAPER_DECISION_US),
         ("decide, epsilon 0.1 (Algorithm 1)", "decide_eps0.1", PAPER_DECISION_US),
         ("decide, decider default (epsilon 0.1 + UCB bonus)", "decide_default_eps0.1", PAPER_DECISION_US),
-        ("training step, Algorithm 1: bin + decide + eq. 5 + learn (Redis store)", "training_step_qstore",
-         PAPER_TRAINING_US),
-        ("training step, decider default: bin + decide + reward + learn (Redis store)", "training_step_default",
-         PAPER_TRAINING_US),
+        (
+            "training step, Algorithm 1: bin + decide + eq. 5 + learn (Redis store)",
+            "training_step_qstore",
+            PAPER_TRAINING_US,
+        ),
+        (
+            "training step, decider default: bin + decide + reward + learn (Redis store)",
+            "training_step_default",
+            PAPER_TRAINING_US,
+        ),
         ("learn only, Algorithm 1 (cache update + enqueue)", "learn_qstore", None),
         ("learn only, decider default (cache update + enqueue)", "learn_qstore_default", None),
         ("learn only (in-memory table, simulator)", "learn_qtable", None),
@@ -338,8 +396,10 @@ def write_report(res: dict[str, object], out_dir: Path) -> None:
         "|---:|---:|---:|---:|---|---:|---:|",
     ]
     for t in tp:  # type: ignore[union-attr]
-        lines.append(f"| {t['processes']} | {t['processes'] * t['updates_per_process']} | {t['applied']} | {t['dropped']} | "
-                     f"{t['exact']} | {t['slowest_process_s']:.2f} | {t['updates_per_s']:.0f} |")
+        lines.append(
+            f"| {t['processes']} | {t['processes'] * t['updates_per_process']} | {t['applied']} | {t['dropped']} | "
+            f"{t['exact']} | {t['slowest_process_s']:.2f} | {t['updates_per_s']:.0f} |"
+        )
     lines += [
         "",
         "## Memory of a full table",
@@ -369,10 +429,14 @@ async def main_async(quick: bool) -> dict[str, object]:
             r.stop()
     return {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}, "
-                   f"load average {os.getloadavg()[0]:.1f} at the end (shared machine)",
+        f"load average {os.getloadavg()[0]:.1f} at the end (shared machine)",
         "python": platform.python_version(),
         "actions": len(ACTIONS),
-        "paper": {"decision_us": PAPER_DECISION_US, "training_us": PAPER_TRAINING_US, "memory_bytes": PAPER_MEMORY_BYTES},
+        "paper": {
+            "decision_us": PAPER_DECISION_US,
+            "training_us": PAPER_TRAINING_US,
+            "memory_bytes": PAPER_MEMORY_BYTES,
+        },
         "in_process": ip,
         "memory": mem,
         "throughput": tp,

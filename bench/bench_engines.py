@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,15 +84,22 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             model = get_engine("onnxruntime").load(path, threads=threads)
             out["load_s"] = round(time.perf_counter() - t0, 3)
         else:
-            engine = TvmEngine(cache_dir=Path(job["tvm_cache"]) if job.get("tvm_cache") else None,
-                               tuning_dir=Path(job["tuning_dir"]) if job.get("tuning_dir") else None)
+            engine = TvmEngine(
+                cache_dir=Path(job["tvm_cache"]) if job.get("tvm_cache") else None,
+                tuning_dir=Path(job["tuning_dir"]) if job.get("tuning_dir") else None,
+            )
             model = engine.load(path, threads=threads, tuned=job["variant"] == "tuned")
-            out.update(load_s=round(time.perf_counter() - t0, 3), compile_s=model.info.compile_s,
-                       compiled_now=not model.info.from_cache, artifact=str(model.info.artifact))
+            out.update(
+                load_s=round(time.perf_counter() - t0, 3),
+                compile_s=model.info.compile_s,
+                compiled_now=not model.info.from_cache,
+                artifact=str(model.info.artifact),
+            )
             # Warm start = what a restarted runner pays: a new engine on the same cache.
             t0 = time.perf_counter()
             TvmEngine(cache_dir=engine.cache_dir, tuning_dir=engine.tuning_dir).load(
-                path, threads=threads, tuned=job["variant"] == "tuned")
+                path, threads=threads, tuned=job["variant"] == "tuned"
+            )
             out["cached_load_s"] = round(time.perf_counter() - t0, 3)
         feeds = _feeds(job["model"], model.inputs)
         outputs = model.run(feeds)
@@ -123,8 +130,13 @@ def tune_job(job: dict[str, Any]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     try:
-        db = tune(Path(job["path"]), "llvm", job["trials"], Path(job["tuning_dir"]) if job.get("tuning_dir") else None,
-                  threads=job["threads"])
+        db = tune(
+            Path(job["path"]),
+            "llvm",
+            job["trials"],
+            Path(job["tuning_dir"]) if job.get("tuning_dir") else None,
+            threads=job["threads"],
+        )
         return {"db": str(db), "tune_s": round(time.perf_counter() - t0, 1), "records": count_valid_records(db)}
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"[:500], "tune_s": round(time.perf_counter() - t0, 1)}
@@ -283,23 +295,35 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         )
     tuned = [s for s in report["summary"] if s.get("tuning")]
     if tuned:
-        lines += ["", "Tuning (MetaSchedule): " + "; ".join(
-            f"{s['model']}: {s['tuning'].get('trials')} trials, {s['tuning'].get('records', '?')} valid records, "
-            f"{s['tuning'].get('tune_s')} s" for s in tuned)]
+        lines += [
+            "",
+            "Tuning (MetaSchedule): "
+            + "; ".join(
+                f"{s['model']}: {s['tuning'].get('trials')} trials, {s['tuning'].get('records', '?')} valid records, "
+                f"{s['tuning'].get('tune_s')} s"
+                for s in tuned
+            ),
+        ]
     errors = [(s["model"], k, e) for s in report["summary"] for k, e in s["errors"].items()]
     if errors:
         lines += ["", "Errors:", *[f"- {mdl} {k}: {e}" for mdl, k, e in errors]]
     ro = report.get("runner_overhead")
     lines += ["", "## Runner `/run` vs raw ORT", ""]
     if ro:
-        lines += ["| model | raw ORT ms | runner client ms | runner host_exec ms | overhead ms | runner/raw |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| model | raw ORT ms | runner client ms | runner host_exec ms | overhead ms | runner/raw |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in ro:
-            lines.append(f"| {r['model']} | {_fmt(r.get('raw_ort_median_ms'))} | {_fmt(r['client_median_ms'])} "
-                         f"| {_fmt(r['host_exec_median_ms'])} | {_fmt(r['overhead_ms'])} | {_fmt(r.get('runner_vs_raw'), '×')} |")
+            lines.append(
+                f"| {r['model']} | {_fmt(r.get('raw_ort_median_ms'))} | {_fmt(r['client_median_ms'])} "
+                f"| {_fmt(r['host_exec_median_ms'])} | {_fmt(r['overhead_ms'])} | {_fmt(r.get('runner_vs_raw'), '×')} |"
+            )
     else:
-        lines.append("Not measured here: `make bench-mesh` measures it against the running mesh for every zoo model "
-                     "(`bench/mesh.md`); pass `--runner-url http://127.0.0.1:8001` with a runner up to time it here.")
+        lines.append(
+            "Not measured here: `make bench-mesh` measures it against the running mesh for every zoo model "
+            "(`bench/mesh.md`); pass `--runner-url http://127.0.0.1:8001` with a runner up to time it here."
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -312,8 +336,10 @@ def main(
     warmup: Annotated[int, typer.Option(min=0)] = 3,
     threads: Annotated[int, typer.Option(min=1, help="intra-op threads for both engines")] = 2,
     budget_s: Annotated[float, typer.Option(help="stop timing a configuration after this many seconds")] = 20.0,
-    tune_trials: Annotated[int, typer.Option(help="tune each model with this many MetaSchedule trials first (0: "
-                                                  "only use existing databases)")] = 0,
+    tune_trials: Annotated[
+        int,
+        typer.Option(help="tune each model with this many MetaSchedule trials first (0: only use existing databases)"),
+    ] = 0,
     no_tvm: Annotated[bool, typer.Option(help="skip TVM")] = False,
     no_int8: Annotated[bool, typer.Option(help="skip the int8 ORT variant")] = False,
     models_dir: Annotated[Path | None, typer.Option(help="zoo cache (default settings.model_cache)")] = None,
@@ -329,12 +355,23 @@ def main(
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
-    common = {"threads": threads, "runs": runs, "warmup": warmup, "budget_s": budget_s,
-              "tvm_cache": str(tvm_cache) if tvm_cache else None, "tuning_dir": str(tuning_dir) if tuning_dir else None}
+    common = {
+        "threads": threads,
+        "runs": runs,
+        "warmup": warmup,
+        "budget_s": budget_s,
+        "tvm_cache": str(tvm_cache) if tvm_cache else None,
+        "tuning_dir": str(tuning_dir) if tuning_dir else None,
+    }
     results: dict[str, dict[str, Any]] = {}
     steps_per_model = 1 + (not no_int8) + (0 if no_tvm else 2 + (tune_trials > 0))
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         bar = progress.add_task("engines", total=steps_per_model * len(names))
         for name in names:
             r: dict[str, Any] = {}
@@ -356,7 +393,9 @@ def main(
             if not no_int8:
                 if int8 is not None:
                     progress.update(bar, description=f"{name}: onnxruntime int8")
-                    r["ort_int8"] = _in_child(measure, {**job, "engine": "onnxruntime", "variant": "int8", "path": str(int8)})
+                    r["ort_int8"] = _in_child(
+                        measure, {**job, "engine": "onnxruntime", "variant": "int8", "path": str(int8)}
+                    )
                 progress.advance(bar)
             if no_tvm:
                 continue
@@ -365,7 +404,10 @@ def main(
             progress.advance(bar)
             if tune_trials > 0:
                 progress.update(bar, description=f"{name}: MetaSchedule tuning, {tune_trials} trials")
-                r["tuning"] = {"trials": tune_trials, **_in_child(tune_job, {**job, "path": str(fp32), "trials": tune_trials})}
+                r["tuning"] = {
+                    "trials": tune_trials,
+                    **_in_child(tune_job, {**job, "path": str(fp32), "trials": tune_trials}),
+                }
                 progress.advance(bar)
             progress.update(bar, description=f"{name}: tvm tuned")
             tuned = _in_child(measure, {**job, "engine": "tvm", "variant": "tuned", "path": str(fp32)})
@@ -373,8 +415,10 @@ def main(
                 r["tvm_tuned"] = tuned
             progress.advance(bar)
             s = summarise(name, r)
-            console.print(f"{name}: ORT {_fmt(s['ort_fp32_ms'])} ms, TVM untuned {_fmt(s['tvm_untuned_ms'])} ms "
-                          f"({_fmt(s['tvm_untuned_vs_ort'], '×')}), tuned {_fmt(s['tvm_tuned_vs_ort'], '×')}")
+            console.print(
+                f"{name}: ORT {_fmt(s['ort_fp32_ms'])} ms, TVM untuned {_fmt(s['tvm_untuned_ms'])} ms "
+                f"({_fmt(s['tvm_untuned_vs_ort'], '×')}), tuned {_fmt(s['tvm_tuned_vs_ort'], '×')}"
+            )
 
     runner = None
     if runner_url:
@@ -391,11 +435,16 @@ def main(
             if isinstance(v, dict):
                 v.pop("outputs", None)
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "machine": machine_info(),
-        "settings": {"threads": threads, "runs": runs, "warmup": warmup, "budget_s": budget_s,
-                     "tune_trials": tune_trials},
+        "settings": {
+            "threads": threads,
+            "runs": runs,
+            "warmup": warmup,
+            "budget_s": budget_s,
+            "tune_trials": tune_trials,
+        },
         "summary": summary,
         "results": results,
         "runner_overhead": runner,

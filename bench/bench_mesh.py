@@ -34,13 +34,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.cli.launcher import Mesh
 from services.common.engines import get_engine
 from services.common.model_store import ModelStore
-from services.core.schemas import Precision
 from services.common.settings import Settings
-from services.common.zoo import ZOO_NAMES
 from services.common.tensors import synthetic
-from services.cli.launcher import Mesh
+from services.common.zoo import ZOO_NAMES
+from services.core.schemas import Precision
 from tests.conftest import mesh_settings  # noqa: E402
 from tests.test_models_api import tiny_cnn  # noqa: E402
 
@@ -65,8 +65,10 @@ class SocketClient:
         self.host = u.netloc.encode()
 
     def post(self, path: str, body: bytes) -> dict[str, Any]:
-        self.sock.sendall(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host, len(body), body))
+        self.sock.sendall(
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host, len(body), body)
+        )
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = self.sock.recv(65536)
@@ -100,8 +102,17 @@ def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> dict[str,
     return json.loads(data)  # type: ignore[no-any-return]
 
 
-def latencies(store: ModelStore, model: str, threads: int, runner: str, run_body: dict[str, object], decider: str,
-              infer_body: dict[str, object], n: int, rounds: int = 15) -> dict[str, float]:
+def latencies(
+    store: ModelStore,
+    model: str,
+    threads: int,
+    runner: str,
+    run_body: dict[str, object],
+    decider: str,
+    infer_body: dict[str, object],
+    n: int,
+    rounds: int = 15,
+) -> dict[str, float]:
     """Raw ORT in this process, the runner's /run and the decider's /infer, in interleaved rounds
     over keep-alive stdlib connections (what is measured is the services, not a client library).
 
@@ -119,8 +130,12 @@ def latencies(store: ModelStore, model: str, threads: int, runner: str, run_body
         run_sock.post("/run", rb)
         _post(infer_conn, "/infer", ib)
     series: dict[str, list[float]] = {"raw": [], "run": [], "run_sock": [], "host": [], "infer": []}
-    ratios: dict[str, list[float]] = {"run_over_raw": [], "run_socket_over_raw": [], "host_exec_over_raw": [],
-                                      "infer_over_run": []}
+    ratios: dict[str, list[float]] = {
+        "run_over_raw": [],
+        "run_socket_over_raw": [],
+        "host_exec_over_raw": [],
+        "infer_over_run": [],
+    }
     per = max(1, n // rounds)
 
     def timed(fn: Any) -> tuple[float, Any]:
@@ -151,10 +166,13 @@ def latencies(store: ModelStore, model: str, threads: int, runner: str, run_body
     infer_conn.close()
     run_sock.close()
     out: dict[str, float] = {
-        "raw_ort_ms": _median_ms(series["raw"]), "runner_run_ms": _median_ms(series["run"]),
+        "raw_ort_ms": _median_ms(series["raw"]),
+        "runner_run_ms": _median_ms(series["run"]),
         "runner_run_socket_ms": _median_ms(series["run_sock"]),
-        "runner_host_exec_ms": _median_ms(series["host"]), "decider_infer_ms": _median_ms(series["infer"]),
-        "samples_each": per * rounds, "rounds": rounds,
+        "runner_host_exec_ms": _median_ms(series["host"]),
+        "decider_infer_ms": _median_ms(series["infer"]),
+        "samples_each": per * rounds,
+        "rounds": rounds,
     }
     for k, v in ratios.items():
         v.sort()
@@ -163,11 +181,14 @@ def latencies(store: ModelStore, model: str, threads: int, runner: str, run_body
     return out
 
 
-async def _throughput(url: str, body: dict[str, object], concurrency: int, total: int, max_s: float) -> dict[str, float]:
+async def _throughput(
+    url: str, body: dict[str, object], concurrency: int, total: int, max_s: float
+) -> dict[str, float]:
     done = errors = 0
     latencies: list[float] = []
     deadline = time.monotonic() + max_s
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
         async def worker() -> None:
             nonlocal done, errors
             while done + errors < total and time.monotonic() < deadline:
@@ -179,16 +200,31 @@ async def _throughput(url: str, body: dict[str, object], concurrency: int, total
                         latencies.append(time.perf_counter() - t0)
                     else:
                         errors += 1
+
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     lat = sorted(latencies) or [float("nan")]
-    return {"requests": done, "errors": errors, "seconds": wall, "req_per_s": done / wall,
-            "p50_ms": lat[len(lat) // 2] * 1e3, "p99_ms": lat[int(len(lat) * 0.99) - 1 if len(lat) > 1 else 0] * 1e3}
+    return {
+        "requests": done,
+        "errors": errors,
+        "seconds": wall,
+        "req_per_s": done / wall,
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1 if len(lat) > 1 else 0] * 1e3,
+    }
 
 
-def per_model(store: ModelStore, threads: int, runner: str, cpu: dict[str, object], models: list[str],
-              rounds: int = 4, per: int = 5, budget_s: float = 25.0) -> list[dict[str, object]]:
+def per_model(
+    store: ModelStore,
+    threads: int,
+    runner: str,
+    cpu: dict[str, object],
+    models: list[str],
+    rounds: int = 4,
+    per: int = 5,
+    budget_s: float = 25.0,
+) -> list[dict[str, object]]:
     """Every zoo model: raw ORT vs the runner's /run (bare-socket client), per-round ratios.
     Heavy models get fewer samples: each model is bounded by ``budget_s``."""
     out = []
@@ -221,8 +257,15 @@ def per_model(store: ModelStore, threads: int, runner: str, cpu: dict[str, objec
                 if time.monotonic() - t_start > budget_s:
                     break
             del loaded
-            out.append({"model": model, "raw_ort_ms": _median_ms(raw_all), "runner_run_ms": _median_ms(run_all),
-                        "run_over_raw": statistics.median(ratios), "samples_each": len(raw_all)})
+            out.append(
+                {
+                    "model": model,
+                    "raw_ort_ms": _median_ms(raw_all),
+                    "runner_run_ms": _median_ms(run_all),
+                    "run_over_raw": statistics.median(ratios),
+                    "samples_each": len(raw_all),
+                }
+            )
             console_line = f"{model}: raw {out[-1]['raw_ort_ms']:.1f} ms, /run {out[-1]['runner_run_ms']:.1f} ms"
             print(console_line, file=sys.stderr)
     finally:
@@ -234,31 +277,47 @@ def run_mesh(transport: str, work: Path, args: argparse.Namespace) -> dict[str, 
     # Production refresh intervals (the test suite polls faster), so background polling is as in `make run`.
     d = Settings.model_fields
     zoo = list(ZOO_NAMES) if transport == "aiohttp" and not args.quick else ["mobilenet_v1"]
-    s = mesh_settings(work / transport, http_transport=transport, zoo=zoo, epsilon=0.0,
-                      log_level="warning", max_upload_bytes=64 * 1024 * 1024,
-                      telemetry_refresh_s=d["telemetry_refresh_s"].default, runner_refresh_s=d["runner_refresh_s"].default)
+    s = mesh_settings(
+        work / transport,
+        http_transport=transport,
+        zoo=zoo,
+        epsilon=0.0,
+        log_level="warning",
+        max_upload_bytes=64 * 1024 * 1024,
+        telemetry_refresh_s=d["telemetry_refresh_s"].default,
+        runner_refresh_s=d["runner_refresh_s"].default,
+    )
     shutil.rmtree(s.model_cache / "user", ignore_errors=True)  # uploads of an earlier run
     mesh = Mesh(s).start(timeout_s=600)
     try:
         dec = mesh.url("decider")
-        up = httpx.post(f"{dec}/models", params={"name": "tiny-cnn", "accuracy": 70}, content=tiny_cnn(), timeout=60,
-                        trust_env=False)
+        up = httpx.post(
+            f"{dec}/models",
+            params={"name": "tiny-cnn", "accuracy": 70},
+            content=tiny_cnn(),
+            timeout=60,
+            trust_env=False,
+        )
         up.raise_for_status()
         time.sleep(2 * s.runner_refresh_s)
         result: dict[str, object] = {"transport": transport}
         if transport == "aiohttp":
             store = ModelStore(s.model_cache, zoo)
             targets = httpx.get(f"{mesh.url('edge')}/targets", trust_env=False).json()
-            cpu = next(t["target"] for t in targets if t["target"]["processor"] == "cpu"
-                       and t["target"]["precision"] == "fp32")
+            cpu = next(
+                t["target"] for t in targets if t["target"]["processor"] == "cpu" and t["target"]["precision"] == "fp32"
+            )
             run_body = {"model": "mobilenet_v1", "synthetic": True, "target": cpu}
             infer_body = {"model": "mobilenet_v1", "synthetic": True, "policy": "edge-cpu-fp32"}
-            result |= latencies(store, "mobilenet_v1", s.ort_threads, mesh.url("edge"), run_body, dec, infer_body,
-                                args.n)
+            result |= latencies(
+                store, "mobilenet_v1", s.ort_threads, mesh.url("edge"), run_body, dec, infer_body, args.n
+            )
             result["per_model"] = per_model(store, s.ort_threads, mesh.url("edge"), cpu, zoo)
         body = {"model": "tiny-cnn", "synthetic": True, "policy": "edge-cpu-fp32"}
         asyncio.run(_throughput(f"{dec}/infer", body, 8, 100, 20))  # warm-up
-        result["throughput"] = asyncio.run(_throughput(f"{dec}/infer", body, args.concurrency, args.requests, args.max_s))
+        result["throughput"] = asyncio.run(
+            _throughput(f"{dec}/infer", body, args.concurrency, args.requests, args.max_s)
+        )
         return result
     finally:
         mesh.stop()
@@ -277,16 +336,25 @@ def main() -> None:
         slow = run_mesh("httpx", Path(tmp), args)
     tp_fast, tp_slow = fast["throughput"], slow["throughput"]  # type: ignore[index]
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": f"{platform.machine()}, {platform.processor() or ''}",
-        "cpus": __import__("os").cpu_count(), "command": "make bench-mesh", "args": vars(args),
-        "aiohttp": fast, "httpx": slow, "aiohttp_over_httpx_throughput": tp_fast["req_per_s"] / tp_slow["req_per_s"],  # type: ignore[index]
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {platform.processor() or ''}",
+        "cpus": __import__("os").cpu_count(),
+        "command": "make bench-mesh",
+        "args": vars(args),
+        "aiohttp": fast,
+        "httpx": slow,
+        "aiohttp_over_httpx_throughput": tp_fast["req_per_s"] / tp_slow["req_per_s"],  # type: ignore[index]
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "mesh.json").write_text(json.dumps(report, indent=2))
     md = [
-        "# Mesh benchmark", "", f"`make bench-mesh` on {report['date']}, {report['cpus']} CPUs, loopback. "
-        f"Latencies: medians of {fast['samples_each']} requests each, raw / `/run` / `/infer` in interleaved rounds.", "",
-        "| figure | value |", "|---|---|",
+        "# Mesh benchmark",
+        "",
+        f"`make bench-mesh` on {report['date']}, {report['cpus']} CPUs, loopback. "
+        f"Latencies: medians of {fast['samples_each']} requests each, raw / `/run` / `/infer` in interleaved rounds.",
+        "",
+        "| figure | value |",
+        "|---|---|",
         f"| raw ONNX Runtime in-process, MobileNet v1 (median) | {fast['raw_ort_ms']:.2f} ms |",
         f"| runner `/run` (median; http.client / bare-socket client) | {fast['runner_run_ms']:.2f} ms / "
         f"{fast['runner_run_socket_ms']:.2f} ms |",
@@ -305,12 +373,17 @@ def main() -> None:
         "",
     ]
     if fast.get("per_model"):
-        md += ["## Every zoo model: runner `/run` (bare-socket client) vs raw ONNX Runtime, fp32, same threads", "",
-               "| model | raw ORT (ms) | runner `/run` (ms) | `/run` / raw (median of rounds) | samples |",
-               "|---|---:|---:|---:|---:|"]
+        md += [
+            "## Every zoo model: runner `/run` (bare-socket client) vs raw ONNX Runtime, fp32, same threads",
+            "",
+            "| model | raw ORT (ms) | runner `/run` (ms) | `/run` / raw (median of rounds) | samples |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for r in fast["per_model"]:  # type: ignore[union-attr]
-            md.append(f"| {r['model']} | {r['raw_ort_ms']:.2f} | {r['runner_run_ms']:.2f} | {r['run_over_raw']:.3f} | "
-                      f"{r['samples_each']} |")
+            md.append(
+                f"| {r['model']} | {r['raw_ort_ms']:.2f} | {r['runner_run_ms']:.2f} | {r['run_over_raw']:.3f} | "
+                f"{r['samples_each']} |"
+            )
         md.append("")
     (OUT / "mesh.md").write_text("\n".join(md))
     print("\n".join(md))

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.cli.launcher import Mesh
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
-from services.cli.launcher import Mesh
 
 ROOT = Path(__file__).resolve().parents[1]
 # Built models are content-addressed, so a cache shared between runs is safe and saves minutes.
@@ -25,8 +25,15 @@ MESH_MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilebert"]
 def mesh_settings(data_dir: Path, **overrides: object) -> Settings:
     ports = {f"{role}_port": free_port() for role in ("decider", "edge", "peer", "cloud", "telemetry")}
     values: dict[str, object] = dict(
-        host="127.0.0.1", data_dir=data_dir, models_dir=MODEL_CACHE, zoo=MESH_MODELS,
-        preload_models=["mobilenet_v1"], seed=7, redis_url="", telemetry_refresh_s=0.2, runner_refresh_s=0.5,
+        host="127.0.0.1",
+        data_dir=data_dir,
+        models_dir=MODEL_CACHE,
+        zoo=MESH_MODELS,
+        preload_models=["mobilenet_v1"],
+        seed=7,
+        redis_url="",
+        telemetry_refresh_s=0.2,
+        runner_refresh_s=0.5,
         max_upload_bytes=4 * 1024 * 1024,
         **ports,
     )
@@ -46,8 +53,15 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         m.stop()
 
 
-def wait_until_ready(client: httpx.Client, path: str, proc: "subprocess.Popen[bytes]", log_path: Path, name: str,
-                     timeout_s: float = 60.0, poll_s: float = 0.1) -> None:
+def wait_until_ready(
+    client: httpx.Client,
+    path: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    name: str,
+    timeout_s: float = 60.0,
+    poll_s: float = 0.1,
+) -> None:
     """Poll ``path`` until 200; fail with the process's log if it exits or the time runs out."""
     deadline = time.monotonic() + timeout_s
     while True:

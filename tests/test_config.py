@@ -8,8 +8,8 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from services.common.settings import Settings
 from services.cli.launcher import check_config
+from services.common.settings import Settings
 from tests.conftest import ROOT
 
 
@@ -34,11 +34,22 @@ def test_settings_validation() -> None:
 
 def test_up_exits_2_with_the_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {"PATH": "/usr/bin:/bin", "AUTOSCALE_DATA_DIR": str(tmp_path), "AUTOSCALE_EDGE_DEVICE": "pixel9"}
-    res = subprocess.run([sys.executable, "-m", "services.cli", "up", "--no-prebuild"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "services.cli", "up", "--no-prebuild"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2
     assert "pixel9" in res.stderr and "bad configuration" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "services.cli", "up"], cwd=ROOT,
-                         env=env | {"AUTOSCALE_DECIDER_PORT": "abc", "AUTOSCALE_EDGE_DEVICE": "mi8pro"},
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "services.cli", "up"],
+        cwd=ROOT,
+        env=env | {"AUTOSCALE_DECIDER_PORT": "abc", "AUTOSCALE_EDGE_DEVICE": "mi8pro"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2 and "decider_port" in res.stderr

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from services.core import costmodel as cm
 from services.common.config_files import load_profile
+from services.core import costmodel as cm
 from services.core.profiles import parse_profile
 from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
 
@@ -17,35 +17,52 @@ TINY = {
     "kind": "phone",
     "processors": {
         "cpu": {
-            "name": "c", "cores": 2, "utilisation": 0.5, "idle_w": 0.2,
+            "name": "c",
+            "cores": 2,
+            "utilisation": 0.5,
+            "idle_w": 0.2,
             "dvfs": {"steps": 2, "freqs_ghz": [1.0, 2.0], "busy_w": [1.0, 3.0]},
             "throughput_gmacs": {"fp32": 1.0, "int8": 2.0},
             "layer_ms": {"conv": 1.0, "fc": 2.0, "rc": 0.0},
-            "launch_ms": 10.0, "memory_bound": 0.5,
+            "launch_ms": 10.0,
+            "memory_bound": 0.5,
             "interference": {"cpu": 1.0, "mem": 0.5},
         },
         "gpu": {
-            "name": "g", "utilisation": 1.0, "idle_w": 0.0,
+            "name": "g",
+            "utilisation": 1.0,
+            "idle_w": 0.0,
             "dvfs": {"steps": 1, "freqs_ghz": [0.5], "busy_w": [2.0]},
-            "throughput_gmacs": {"fp32": 4.0, "fp16": 8.0}, "supports_rc": False,
+            "throughput_gmacs": {"fp32": 4.0, "fp16": 8.0},
+            "supports_rc": False,
         },
         "dsp": {"name": "d", "power_w": 1.5, "throughput_gmacs": {"int8": 10.0}, "supports_rc": False},
     },
     "radio": {
-        "wifi": {"rtt_ms": 10.0, "idle_w": 0.1, "points": [
-            {"rssi_dbm": -90, "up_mbps": 1.0, "down_mbps": 2.0, "tx_w": 2.0, "rx_w": 1.0},
-            {"rssi_dbm": -50, "up_mbps": 100.0, "down_mbps": 200.0, "tx_w": 1.0, "rx_w": 0.5},
-        ]},
-        "p2p": {"rtt_ms": 2.0, "idle_w": 0.05, "points": [
-            {"rssi_dbm": -90, "up_mbps": 1.0, "down_mbps": 1.0, "tx_w": 1.0, "rx_w": 1.0},
-            {"rssi_dbm": -40, "up_mbps": 50.0, "down_mbps": 50.0, "tx_w": 0.5, "rx_w": 0.5},
-        ]},
+        "wifi": {
+            "rtt_ms": 10.0,
+            "idle_w": 0.1,
+            "points": [
+                {"rssi_dbm": -90, "up_mbps": 1.0, "down_mbps": 2.0, "tx_w": 2.0, "rx_w": 1.0},
+                {"rssi_dbm": -50, "up_mbps": 100.0, "down_mbps": 200.0, "tx_w": 1.0, "rx_w": 0.5},
+            ],
+        },
+        "p2p": {
+            "rtt_ms": 2.0,
+            "idle_w": 0.05,
+            "points": [
+                {"rssi_dbm": -90, "up_mbps": 1.0, "down_mbps": 1.0, "tx_w": 1.0, "rx_w": 1.0},
+                {"rssi_dbm": -40, "up_mbps": 50.0, "down_mbps": 50.0, "tx_w": 0.5, "rx_w": 0.5},
+            ],
+        },
     },
 }
 SERVER = {
-    "name": "srv", "kind": "server",
-    "processors": {"gpu": {"name": "s", "power_w": 100.0, "idle_w": 20.0, "utilisation": 0.5,
-                           "throughput_gmacs": {"fp32": 1000.0}}},
+    "name": "srv",
+    "kind": "server",
+    "processors": {
+        "gpu": {"name": "s", "power_w": 100.0, "idle_w": 20.0, "utilisation": 0.5, "throughput_gmacs": {"fp32": 1000.0}}
+    },
 }
 F = ModelFeatures(conv=3, fc=1, rc=0, macs=1_000_000_000, input_bytes=125_000, output_bytes=25_000)
 IDLE = RuntimeConditions()
@@ -121,7 +138,12 @@ def test_supports_rc_only_on_cpus_and_cloud() -> None:
     mi8, tab, cloud = load_profile("mi8pro"), load_profile("galaxy_tab_s6"), load_profile("cloud_p100")
     bert = ModelFeatures(conv=0, fc=1, rc=24, macs=4_000_000_000)
     ts = cm.Mesh(mi8, tab, cloud).targets(bert)
-    assert {(t.runner, t.processor) for t in ts} == {("edge", "cpu"), ("peer", "cpu"), ("cloud", "cpu"), ("cloud", "gpu")}
+    assert {(t.runner, t.processor) for t in ts} == {
+        ("edge", "cpu"),
+        ("peer", "cpu"),
+        ("cloud", "cpu"),
+        ("cloud", "gpu"),
+    }
     assert cm.frequency_ghz(mi8, Target.parse("edge/cpu/fp32@22")) == pytest.approx(2.8032)
     assert cm.frequency_ghz(mi8, Target.parse("edge/dsp/int8")) is None
 
@@ -150,7 +172,10 @@ def test_monotone_rssi() -> None:
         assert tx >= prev_tx and e >= prev_e
         prev_tx, prev_e = tx, e
     # "steep below -80 dBm": the step from -80 to -85 costs more than from -50 to -75
-    tx = {r: cm.link_times(MI8, "peer", MNV1.input_bytes, 0, RuntimeConditions(rssi_p2p_dbm=r))[0] for r in (-50, -75, -80, -85)}
+    tx = {
+        r: cm.link_times(MI8, "peer", MNV1.input_bytes, 0, RuntimeConditions(rssi_p2p_dbm=r))[0]
+        for r in (-50, -75, -80, -85)
+    }
     assert tx[-85] - tx[-80] > tx[-75] - tx[-50]
 
 
@@ -172,9 +197,18 @@ def test_vectorised_matches_scalar() -> None:
     targets = mesh.targets(MNV1)
     table = cm.CostTable(mesh, MNV1, targets)
     rng = np.random.default_rng(1)
-    conds = [RuntimeConditions(co_cpu=rng.uniform(), co_mem=rng.uniform(), rssi_wifi_dbm=rng.uniform(-95, -40),
-                               rssi_p2p_dbm=rng.uniform(-95, -40)) for _ in range(5)]
-    arr = table.evaluate(*(np.array([getattr(c, f) for c in conds]) for f in ("co_cpu", "co_mem", "rssi_wifi_dbm", "rssi_p2p_dbm")))
+    conds = [
+        RuntimeConditions(
+            co_cpu=rng.uniform(),
+            co_mem=rng.uniform(),
+            rssi_wifi_dbm=rng.uniform(-95, -40),
+            rssi_p2p_dbm=rng.uniform(-95, -40),
+        )
+        for _ in range(5)
+    ]
+    arr = table.evaluate(
+        *(np.array([getattr(c, f) for c in conds]) for f in ("co_cpu", "co_mem", "rssi_wifi_dbm", "rssi_p2p_dbm"))
+    )
     for i, c in enumerate(conds):
         for j, t in enumerate(targets):
             est = cm.estimate(mesh, MNV1, t, c)

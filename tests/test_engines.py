@@ -39,7 +39,9 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def _model(nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17, domains: tuple = ()) -> onnx.ModelProto:
+def _model(
+    nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17, domains: tuple = ()
+) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
     ops = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
     model = helper.make_model(graph, opset_imports=ops)
@@ -64,8 +66,14 @@ def small_cnn(path: Path, seed: int = 0) -> Path:
         helper.make_node("Gemm", ["f", "w3", "b3"], ["logits"], transB=1),
         helper.make_node("Softmax", ["logits"], ["y"], axis=1),
     ]
-    inits = [w("w1", 8, 3, 3, 3), w("b1", 8, scale=0.1), w("w2", 8, 1, 3, 3), w("b2", 8, scale=0.1),
-             w("w3", 10, 8), w("b3", 10, scale=0.1)]
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        w("b1", 8, scale=0.1),
+        w("w2", 8, 1, 3, 3),
+        w("b2", 8, scale=0.1),
+        w("w3", 10, 8),
+        w("b3", 10, scale=0.1),
+    ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
     return _save(_model(nodes, [x], [y], inits), path)
@@ -79,8 +87,10 @@ def two_conv(path: Path) -> Path:
         helper.make_node("Relu", ["a"], ["r"]),
         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
     ]
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
-             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)))]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
+        for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)))
+    ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])
     return _save(_model(nodes, [x], [y], inits), path)
@@ -89,8 +99,10 @@ def two_conv(path: Path) -> Path:
 def lstm_model() -> onnx.ModelProto:
     rng = np.random.default_rng(2)
     hidden = 4
-    inits = [numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, 8)).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32), "R")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, 8)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32), "R"),
+    ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 1, hidden])
     return _model([helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden)], [x], [y], inits)
@@ -98,8 +110,14 @@ def lstm_model() -> onnx.ModelProto:
 
 def qlinearconv_model() -> onnx.ModelProto:
     rng = np.random.default_rng(3)
-    scalars = [("xs", np.float32(0.05)), ("xz", np.uint8(128)), ("ws", np.float32(0.02)), ("wz", np.uint8(128)),
-               ("ys", np.float32(0.1)), ("yz", np.uint8(128))]
+    scalars = [
+        ("xs", np.float32(0.05)),
+        ("xz", np.uint8(128)),
+        ("ws", np.float32(0.02)),
+        ("wz", np.uint8(128)),
+        ("ys", np.float32(0.1)),
+        ("yz", np.uint8(128)),
+    ]
     inits = [numpy_helper.from_array(np.array(v), n) for n, v in scalars]
     inits.append(numpy_helper.from_array(rng.integers(0, 255, (4, 3, 3, 3)).astype(np.uint8), "w"))
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
@@ -120,8 +138,15 @@ def qdq_cnn(src: Path, dst: Path) -> Path:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     return dst
 
 
@@ -182,7 +207,6 @@ def test_registry_and_devices() -> None:
     assert ("cuda" in engines["tvm"].devices()) == bool(tvm.cuda(0).exist)
 
 
-
 def test_ort_uses_accelerator_providers_only_when_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime as ort
 
@@ -197,6 +221,7 @@ def test_ort_uses_accelerator_providers_only_when_listed(monkeypatch: pytest.Mon
     assert e.devices() == ["cpu"] and pick_device(e, Processor.gpu) is None
     with pytest.raises(EngineError, match="unavailable"):
         e.providers_for("cuda")
+
 
 def test_small_cnn_ort_and_tvm_agree(cnn_path: Path, ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine) -> None:
     a = ort_engine.load(cnn_path, threads=2)
@@ -227,7 +252,9 @@ def test_tvm_second_load_hits_disk_cache(cnn_path: Path, tvm_engine: TvmEngine, 
     assert again.load(cnn_path, threads=1).info.artifact != so
 
 
-def test_supports_refuses_lstm_and_qlinearconv(ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path) -> None:
+def test_supports_refuses_lstm_and_qlinearconv(
+    ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path
+) -> None:
     for model, op in ((lstm_model(), "LSTM"), (qlinearconv_model(), "QLinearConv")):
         s = tvm_engine.supports(model, Precision.fp32 if op == "LSTM" else Precision.int8)
         assert isinstance(s, Support) and not s.ok and op in s.reason, s
@@ -236,7 +263,6 @@ def test_supports_refuses_lstm_and_qlinearconv(ort_engine: OnnxRuntimeEngine, tv
         ort_engine.load(path)
         with pytest.raises(EngineError, match=op):  # load() refuses with the same reason
             tvm_engine.load(path)
-
 
 
 # --- the empirical op list: what TVM 0.27's Relax ONNX frontend imports and runs like ORT ---------
@@ -255,62 +281,164 @@ def _op_case(name: str) -> onnx.ModelProto:
     node = helper.make_node
     cases: dict[str, tuple[list, list, list, list, int]] = {
         "MatMul": ([node("MatMul", ["x", "w"], ["y"])], [x3], [y3], [init(_f32(rng, 8, 6), "w")], 17),
-        "Gemm": ([node("Gemm", ["x", "w", "b"], ["y"], transB=1)], [vi("x", F, [2, 8])], [y3],
-                 [init(_f32(rng, 6, 8), "w"), init(_f32(rng, 6), "b")], 17),
+        "Gemm": (
+            [node("Gemm", ["x", "w", "b"], ["y"], transB=1)],
+            [vi("x", F, [2, 8])],
+            [y3],
+            [init(_f32(rng, 6, 8), "w"), init(_f32(rng, 6), "b")],
+            17,
+        ),
         "Softmax": ([node("Softmax", ["x"], ["y"], axis=-1)], [x3], [y3], [], 17),
-        "LayerNormalization": ([node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)], [x3], [y3],
-                               [init(_f32(rng, 8), "s"), init(_f32(rng, 8), "b")], 17),
+        "LayerNormalization": (
+            [node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)],
+            [x3],
+            [y3],
+            [init(_f32(rng, 8), "s"), init(_f32(rng, 8), "b")],
+            17,
+        ),
         "Gelu": ([node("Gelu", ["x"], ["y"])], [x3], [y3], [], 20),
-        "Erf+Tanh+Sigmoid": ([node("Erf", ["x"], ["a"]), node("Tanh", ["a"], ["b"]), node("Sigmoid", ["b"], ["y"])],
-                             [x3], [y3], [], 17),
-        "HardSwish+HardSigmoid": ([node("HardSwish", ["x"], ["a"]), node("HardSigmoid", ["a"], ["y"])], [x4], [y4], [], 17),
+        "Erf+Tanh+Sigmoid": (
+            [node("Erf", ["x"], ["a"]), node("Tanh", ["a"], ["b"]), node("Sigmoid", ["b"], ["y"])],
+            [x3],
+            [y3],
+            [],
+            17,
+        ),
+        "HardSwish+HardSigmoid": (
+            [node("HardSwish", ["x"], ["a"]), node("HardSigmoid", ["a"], ["y"])],
+            [x4],
+            [y4],
+            [],
+            17,
+        ),
         "GlobalAveragePool": ([node("GlobalAveragePool", ["x"], ["y"])], [x4], [y4], [], 17),
-        "MaxPool+AveragePool": ([node("MaxPool", ["x"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
-                                 node("AveragePool", ["a"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], [x4], [y4], [], 17),
-        "BatchNormalization": ([node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])], [x4], [y4],
-                               [init(_f32(rng, 4), "s"), init(_f32(rng, 4), "b"), init(_f32(rng, 4), "m"),
-                                init(np.abs(_f32(rng, 4)) + 0.5, "v")], 17),
-        "Clip(ReLU6)": ([node("Clip", ["x", "lo", "hi"], ["y"])], [x4], [y4],
-                        [init(np.array(0, np.float32), "lo"), init(np.array(6, np.float32), "hi")], 17),
-        "Concat+Split": ([node("Concat", ["x", "x"], ["c"], axis=1), node("Split", ["c"], ["y", "z"], axis=1, num_outputs=2)],
-                         [x4], [y4, vi("z", F, None)], [], 18),
-        "Resize(nearest)": ([node("Resize", ["x", "", "sc"], ["y"], mode="nearest")], [x4], [y4],
-                            [init(np.array([1, 1, 2, 2], np.float32), "sc")], 17),
-        "Resize(linear)": ([node("Resize", ["x", "", "sc"], ["y"], mode="linear")], [x4], [y4],
-                           [init(np.array([1, 1, 2, 2], np.float32), "sc")], 17),
-        "Reshape+Transpose+ReduceMean": ([node("Reshape", ["x", "sh"], ["r"]), node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
-                                          node("ReduceMean", ["t", "ax"], ["y"], keepdims=1)], [x3], [y3],
-                                         [init(np.array([2, 8, 5], np.int64), "sh"), init(np.array([-1], np.int64), "ax")], 18),
-        "Gather(embedding)": ([node("Gather", ["e", "ids"], ["y"])], [vi("ids", TensorProto.INT64, [1, 6])], [y3],
-                              [init(_f32(rng, 30, 8), "e")], 17),
+        "MaxPool+AveragePool": (
+            [
+                node("MaxPool", ["x"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
+                node("AveragePool", ["a"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+            ],
+            [x4],
+            [y4],
+            [],
+            17,
+        ),
+        "BatchNormalization": (
+            [node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])],
+            [x4],
+            [y4],
+            [
+                init(_f32(rng, 4), "s"),
+                init(_f32(rng, 4), "b"),
+                init(_f32(rng, 4), "m"),
+                init(np.abs(_f32(rng, 4)) + 0.5, "v"),
+            ],
+            17,
+        ),
+        "Clip(ReLU6)": (
+            [node("Clip", ["x", "lo", "hi"], ["y"])],
+            [x4],
+            [y4],
+            [init(np.array(0, np.float32), "lo"), init(np.array(6, np.float32), "hi")],
+            17,
+        ),
+        "Concat+Split": (
+            [node("Concat", ["x", "x"], ["c"], axis=1), node("Split", ["c"], ["y", "z"], axis=1, num_outputs=2)],
+            [x4],
+            [y4, vi("z", F, None)],
+            [],
+            18,
+        ),
+        "Resize(nearest)": (
+            [node("Resize", ["x", "", "sc"], ["y"], mode="nearest")],
+            [x4],
+            [y4],
+            [init(np.array([1, 1, 2, 2], np.float32), "sc")],
+            17,
+        ),
+        "Resize(linear)": (
+            [node("Resize", ["x", "", "sc"], ["y"], mode="linear")],
+            [x4],
+            [y4],
+            [init(np.array([1, 1, 2, 2], np.float32), "sc")],
+            17,
+        ),
+        "Reshape+Transpose+ReduceMean": (
+            [
+                node("Reshape", ["x", "sh"], ["r"]),
+                node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+                node("ReduceMean", ["t", "ax"], ["y"], keepdims=1),
+            ],
+            [x3],
+            [y3],
+            [init(np.array([2, 8, 5], np.int64), "sh"), init(np.array([-1], np.int64), "ax")],
+            18,
+        ),
+        "Gather(embedding)": (
+            [node("Gather", ["e", "ids"], ["y"])],
+            [vi("ids", TensorProto.INT64, [1, 6])],
+            [y3],
+            [init(_f32(rng, 30, 8), "e")],
+            17,
+        ),
         "QuantizeLinear+DequantizeLinear": (
             [node("QuantizeLinear", ["x", "sc", "zp"], ["q"]), node("DequantizeLinear", ["q", "sc", "zp"], ["y"])],
-            [x3], [y3], [init(np.array(0.05, np.float32), "sc"), init(np.array(128, np.uint8), "zp")], 17),
-        "fp16 Conv (fp32 I/O)": ([node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
-                                  node("Conv", ["h", "w"], ["c"], pads=[1, 1, 1, 1]),
-                                  node("Cast", ["c"], ["y"], to=F)], [x4], [y4],
-                                 [init((_f32(rng, 4, 4, 3, 3) * 0.2).astype(np.float16), "w")], 17),
+            [x3],
+            [y3],
+            [init(np.array(0.05, np.float32), "sc"), init(np.array(128, np.uint8), "zp")],
+            17,
+        ),
+        "fp16 Conv (fp32 I/O)": (
+            [
+                node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+                node("Conv", ["h", "w"], ["c"], pads=[1, 1, 1, 1]),
+                node("Cast", ["c"], ["y"], to=F),
+            ],
+            [x4],
+            [y4],
+            [init((_f32(rng, 4, 4, 3, 3) * 0.2).astype(np.float16), "w")],
+            17,
+        ),
     }
     nodes, inputs, outputs, inits, opset = cases[name]
     return _model(nodes, inputs, outputs, inits, opset)
 
 
-IMPORTABLE = ["MatMul", "Gemm", "Softmax", "LayerNormalization", "Gelu", "Erf+Tanh+Sigmoid", "HardSwish+HardSigmoid",
-              "GlobalAveragePool", "MaxPool+AveragePool", "BatchNormalization", "Clip(ReLU6)", "Concat+Split",
-              "Resize(nearest)", "Resize(linear)", "Reshape+Transpose+ReduceMean", "Gather(embedding)",
-              "QuantizeLinear+DequantizeLinear", "fp16 Conv (fp32 I/O)"]
+IMPORTABLE = [
+    "MatMul",
+    "Gemm",
+    "Softmax",
+    "LayerNormalization",
+    "Gelu",
+    "Erf+Tanh+Sigmoid",
+    "HardSwish+HardSigmoid",
+    "GlobalAveragePool",
+    "MaxPool+AveragePool",
+    "BatchNormalization",
+    "Clip(ReLU6)",
+    "Concat+Split",
+    "Resize(nearest)",
+    "Resize(linear)",
+    "Reshape+Transpose+ReduceMean",
+    "Gather(embedding)",
+    "QuantizeLinear+DequantizeLinear",
+    "fp16 Conv (fp32 I/O)",
+]
 
 
 @pytest.mark.parametrize("case", IMPORTABLE)
-def test_tvm_imports_and_matches_ort(case: str, ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path) -> None:
+def test_tvm_imports_and_matches_ort(
+    case: str, ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path
+) -> None:
     slug = re.sub(r"\W+", "_", case)
     path = _save(_model_with_shapes(_op_case(case)), work / f"op_{slug}.onnx")
     model = onnx.load(str(path))
     assert tvm_engine.supports(model, Precision.fp32).ok
     a, b = ort_engine.load(path), tvm_engine.load(path)
     rng = np.random.default_rng(8)
-    feeds = {s.name: (rng.integers(0, 30, s.shape) if s.dtype == "int64" else rng.standard_normal(s.shape)).astype(s.dtype)
-             for s in b.inputs}
+    feeds = {
+        s.name: (rng.integers(0, 30, s.shape) if s.dtype == "int64" else rng.standard_normal(s.shape)).astype(s.dtype)
+        for s in b.inputs
+    }
     tol = {"rtol": 1e-2, "atol": 2e-2} if case.startswith("fp16") else FP32_TOL  # fp16 arithmetic in both
     for ra, rb in zip(a.run(feeds), b.run(feeds), strict=True):
         np.testing.assert_allclose(rb, ra, **tol)
@@ -333,9 +461,13 @@ def test_deny_list_is_truthful(op: str, tvm_engine: TvmEngine) -> None:
 
     domain = "com.microsoft" if op == "QGemm" else ""
     node = helper.make_node(op, ["x"], ["y"], domain=domain)
-    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [],
-                   domains=(domain,) if domain else ())
+    model = _model(
+        [node],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [],
+        domains=(domain,) if domain else (),
+    )
     s = tvm_engine.supports(model, Precision.int8)
     assert not s.ok and op in s.reason
     with pytest.raises(tvm.error.OpNotImplemented, match=op):
@@ -347,11 +479,21 @@ def test_ort_dynamic_int8_matmul_runs_on_tvm(ort_engine: OnnxRuntimeEngine, tvm_
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     rng = np.random.default_rng(9)
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
-             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
     inits = [numpy_helper.from_array(_f32(rng, 32, 64), "w1"), numpy_helper.from_array(_f32(rng, 64, 16), "w2")]
-    src = _save(_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32])],
-                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], inits), work / "mlp.onnx")
+    src = _save(
+        _model(
+            nodes,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])],
+            inits,
+        ),
+        work / "mlp.onnx",
+    )
     dst = work / "mlp_dyn.onnx"
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
     model = onnx.load(str(dst))
@@ -361,8 +503,10 @@ def test_ort_dynamic_int8_matmul_runs_on_tvm(ort_engine: OnnxRuntimeEngine, tvm_
     ra, rb = ort_engine.load(dst).run(feeds)[0], tvm_engine.load(dst).run(feeds)[0]
     assert rel_l2(rb, ra) <= 1e-3  # same integer arithmetic: measured bit-exact
 
-def test_qdq_int8_supported_and_runs_on_tvm(cnn_path: Path, ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine,
-                                           work: Path) -> None:
+
+def test_qdq_int8_supported_and_runs_on_tvm(
+    cnn_path: Path, ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path
+) -> None:
     qdq = qdq_cnn(cnn_path, work / "cnn_int8.onnx")
     model = onnx.load(str(qdq))
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
@@ -389,9 +533,13 @@ def test_engine_errors(cnn_path: Path, ort_engine: OnnxRuntimeEngine, tvm_engine
         ort_engine.load(cnn_path).run({})
     with pytest.raises(EngineError, match="no tuning database"):
         tvm_engine.load(cnn_path, tuned=True)
-    custom = _model([helper.make_node("Foo", ["x"], ["y"], domain="org.example")],
-                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [], domains=("org.example",))
+    custom = _model(
+        [helper.make_node("Foo", ["x"], ["y"], domain="org.example")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [],
+        domains=("org.example",),
+    )
     for e in (ort_engine, tvm_engine):
         s = e.supports(custom, Precision.fp32)
         assert not s.ok and "Foo" in s.reason
@@ -454,4 +602,3 @@ def test_cli_engines_and_bad_target(work: Path) -> None:
     path = small_cnn(work / "cli.onnx")
     res = runner.invoke(app, ["tune", str(path), "--target", "vulkan", "--trials", "1", "--out", str(work / "t")])
     assert res.exit_code == 1
-

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.core.reward import reward
 from services.cli.evaluate import evaluate
+from services.core.reward import reward
 from services.evaluation.evaluate import EvalConfig, load_device
 from services.evaluation.simulator import reward_matrix, run_steps
 
@@ -20,16 +20,38 @@ MODELS = "mobilenet_v1,resnet50,mobilebert"
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("eval")
-    evaluate(devices="mi8pro,moto_x_force", scenarios="s1,s4,d3", models=MODELS, runs=20, test_runs=15,
-             adapt_runs=100, seed=3, profile=None, scenario_file=None, out=d, workers=1, extras=True,
-             policies="autoscale,autoscale-paper,edge-cpu-fp32,edge-best,cloud,connected-edge,opt,lr,knn,linucb")
+    evaluate(
+        devices="mi8pro,moto_x_force",
+        scenarios="s1,s4,d3",
+        models=MODELS,
+        runs=20,
+        test_runs=15,
+        adapt_runs=100,
+        seed=3,
+        profile=None,
+        scenario_file=None,
+        out=d,
+        workers=1,
+        extras=True,
+        policies="autoscale,autoscale-paper,edge-cpu-fp32,edge-best,cloud,connected-edge,opt,lr,knn,linucb",
+    )
     return d
 
 
 def test_outputs(out: Path) -> None:
     res = json.loads((out / "results.json").read_text())
-    for key in ("config", "models", "per_case", "per_case_cold", "summary", "summary_cold", "timing", "convergence",
-                "accuracy_targets", "figures"):
+    for key in (
+        "config",
+        "models",
+        "per_case",
+        "per_case_cold",
+        "summary",
+        "summary_cold",
+        "timing",
+        "convergence",
+        "accuracy_targets",
+        "figures",
+    ):
         assert key in res, key
     assert set(res["per_case"]) == {"mi8pro", "moto_x_force"}
     case = res["per_case"]["mi8pro"]["s1"]["resnet50"]
@@ -39,8 +61,15 @@ def test_outputs(out: Path) -> None:
     for name in res["figures"].values():
         f = out / name
         assert f.exists() and f.stat().st_size > 5_000, name
-    assert {"fig9_ppw.png", "fig11_qos.png", "fig12_dynamic.png", "fig13_selection.png",
-            "fig14_prediction_accuracy.png", "convergence.png", "transfer.png"} <= set(res["figures"].values())
+    assert {
+        "fig9_ppw.png",
+        "fig11_qos.png",
+        "fig12_dynamic.png",
+        "fig13_selection.png",
+        "fig14_prediction_accuracy.png",
+        "convergence.png",
+        "transfer.png",
+    } <= set(res["figures"].values())
     report = (out / "report.md").read_text()
     assert "| AutoScale vs | ours (static) | paper | difference |" in report
     assert "| edge-cpu-fp32 |" in report and "9.8x" in report
@@ -63,8 +92,9 @@ def test_reward_matrix_matches_eq5() -> None:
         m = reward_matrix(e, lat, acc, 0.05, amin)
         for i in range(4):
             for j in range(6):
-                want = reward(energy_mj=e[i, j] * 1e3, latency_ms=lat[i, j] * 1e3, accuracy=acc[j], qos_ms=50.0,
-                              accuracy_min=amin)
+                want = reward(
+                    energy_mj=e[i, j] * 1e3, latency_ms=lat[i, j] * 1e3, accuracy=acc[j], qos_ms=50.0, accuracy_min=amin
+                )
                 assert m[i, j] == pytest.approx(want)
 
 
@@ -95,8 +125,14 @@ def test_both_autoscale_variants_are_reported(out: Path) -> None:
             assert {"energy_gap", "qos_miss", "gap", "runs_to_converge", "runs_to_converge_strict"} <= set(c)
     assert res["noise_floor"] and all(v["n"] > 0 for v in res["noise_floor"].values())
     report = (out / "report.md").read_text()
-    for text in ("AutoScale (improved)", "AutoScale (paper)", "tie-rule accuracy", "Why the remaining targets",
-                 "Runs to converge", "CPU-seconds"):
+    for text in (
+        "AutoScale (improved)",
+        "AutoScale (paper)",
+        "tie-rule accuracy",
+        "Why the remaining targets",
+        "Runs to converge",
+        "CPU-seconds",
+    ):
         assert text in report, text
 
 
@@ -120,8 +156,15 @@ def test_reward_matrices_match_the_scalar_rewards(mode: str) -> None:
         x = expected_reward_matrix(e, lat, acc, 0.05, amin, 0.07, w, mode)
         for i in range(4):
             for j in range(6):
-                kw = dict(energy_mj=e[i, j] * 1e3, latency_ms=lat[i, j] * 1e3, accuracy=acc[j], qos_ms=50.0,
-                          accuracy_min=amin, weights=w, mode=mode)
+                kw = dict(
+                    energy_mj=e[i, j] * 1e3,
+                    latency_ms=lat[i, j] * 1e3,
+                    accuracy=acc[j],
+                    qos_ms=50.0,
+                    accuracy_min=amin,
+                    weights=w,
+                    mode=mode,
+                )
                 assert m[i, j] == pytest.approx(reward(**kw))
                 assert x[i, j] == pytest.approx(reward_expected(sigma=0.07, **kw))
 
@@ -144,7 +187,7 @@ def test_noise_floor_counts_near_ties() -> None:
 
     cfg = EvalConfig(devices=["mi8pro"], scenarios=["s1"], models=["mobilenet_v1"], workers=1)
     b = load_device(cfg, "mi8pro").block("mobilenet_v1", "s1", "test", 20)
-    nf = noise_floor(b, [range(0, 10), range(10, 20)])
+    nf = noise_floor(b, [range(10), range(10, 20)])
     assert nf["n"] == 20 and 0 <= nf["lt1"] <= nf["lt_half_sigma"] <= nf["lt_sigma"] <= 20
     # mobilenet_v1 on the Mi8Pro GPU FP16 @ step 0 vs the DSP: ~6.5 % apart, inside one sigma of noise
     assert nf["lt_sigma"] == 20 and nf["lt1"] == 0

@@ -40,8 +40,16 @@ def small_cnn(batch: int | str = 1) -> onnx.ModelProto:
         helper.make_node("Flatten", ["g"], ["f"], axis=1),
         helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
     ]
-    inits = [_w("w1", 8, 3, 3, 3), _w("b1", 8), _w("wd", 8, 1, 3, 3), _w("bd", 8), _w("wp", 16, 8, 1, 1),
-             _w("bp", 16), _w("wf", 10, 16), _w("bf", 10)]
+    inits = [
+        _w("w1", 8, 3, 3, 3),
+        _w("b1", 8),
+        _w("wd", 8, 1, 3, 3),
+        _w("bd", 8),
+        _w("wp", 16, 8, 1, 1),
+        _w("bp", 16),
+        _w("wf", 10, 16),
+        _w("bf", 10),
+    ]
     return _model(
         nodes,
         [helper.make_tensor_value_info("x", F, [batch, 3, 8, 8])],
@@ -86,9 +94,12 @@ def test_fc_written_as_conv_over_whole_input() -> None:
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3]),  # 3x3 over 3x3 -> 1x1
         helper.make_node("Conv", ["c1", "w2", "b2"], ["y"], kernel_shape=[1, 1]),  # 1x1 over 1x1
     ]
-    m = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 4, 3, 3])],
-               [helper.make_tensor_value_info("y", F, [1, 5, 1, 1])],
-               [_w("w1", 6, 4, 3, 3), _w("b1", 6), _w("w2", 5, 6, 1, 1), _w("b2", 5)])
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F, [1, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", F, [1, 5, 1, 1])],
+        [_w("w1", 6, 4, 3, 3), _w("b1", 6), _w("w2", 5, 6, 1, 1), _w("b2", 5)],
+    )
     f = extract_features(m)
     assert (f.conv, f.fc, f.rc) == (0, 2, 0)
     assert f.macs == 6 * 36 + 5 * 6
@@ -107,12 +118,25 @@ def rnn_model() -> onnx.ModelProto:
         helper.make_node("Gemm", ["h2", "fw", "fb"], ["y"], transB=1),
     ]
     inits = [
-        _w("lw", 1, 80, 10), _w("lr", 1, 80, 20), _w("lb", 1, 160), _i64("ax1", [1]),
-        _w("gw", 2, 24, 20), _w("gr", 2, 24, 8), _i64("shape_rnn", [5, 1, 16]),
-        _w("rw", 1, 4, 16), _w("rr", 1, 4, 4), _i64("shape_fc", [1, 4]), _w("fw", 3, 4), _w("fb", 3),
+        _w("lw", 1, 80, 10),
+        _w("lr", 1, 80, 20),
+        _w("lb", 1, 160),
+        _i64("ax1", [1]),
+        _w("gw", 2, 24, 20),
+        _w("gr", 2, 24, 8),
+        _i64("shape_rnn", [5, 1, 16]),
+        _w("rw", 1, 4, 16),
+        _w("rr", 1, 4, 4),
+        _i64("shape_fc", [1, 4]),
+        _w("fw", 3, 4),
+        _w("fb", 3),
     ]
-    return _model(nodes, [helper.make_tensor_value_info("x", F, [5, 1, 10])],
-                  [helper.make_tensor_value_info("y", F, [1, 3])], inits)
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F, [5, 1, 10])],
+        [helper.make_tensor_value_info("y", F, [1, 3])],
+        inits,
+    )
 
 
 def test_recurrent_layers_count_gate_macs_over_the_sequence() -> None:
@@ -130,7 +154,9 @@ def attention_model(pooled_head: bool = True, symbolic: bool = False) -> onnx.Mo
     s, d = 6, 8
     mm = lambda a, w, o: helper.make_node("MatMul", [a, w], [o])  # noqa: E731
     nodes = [
-        mm("x", "wq", "q"), mm("x", "wk", "k"), mm("x", "wv", "v"),
+        mm("x", "wq", "q"),
+        mm("x", "wk", "k"),
+        mm("x", "wv", "v"),
         helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
         mm("q", "kt", "scores"),
         helper.make_node("Div", ["scores", "sqrt_d"], ["scaled"]),
@@ -138,14 +164,18 @@ def attention_model(pooled_head: bool = True, symbolic: bool = False) -> onnx.Mo
         mm("p", "v", "ctx"),
         mm("ctx", "wo", "o"),
         helper.make_node("Add", ["x", "o"], ["h"]),
-        mm("h", "w1", "f1"), helper.make_node("Relu", ["f1"], ["f1r"]), mm("f1r", "w2", "f2"),
+        mm("h", "w1", "f1"),
+        helper.make_node("Relu", ["f1"], ["f1r"]),
+        mm("f1r", "w2", "f2"),
         helper.make_node("Add", ["h", "f2"], ["h2"]),
     ]
     inits = [_w(n, d, d) for n in ("wq", "wk", "wv", "wo")] + [_w("w1", d, 16), _w("w2", 16, d)]
     inits.append(numpy_helper.from_array(np.asarray(np.sqrt(d), np.float32), "sqrt_d"))
     if pooled_head:
-        nodes += [helper.make_node("ReduceMean", ["h2", "ax"], ["pooled"], keepdims=0),
-                  helper.make_node("Gemm", ["pooled", "wh", "bh"], ["y"], transB=1)]
+        nodes += [
+            helper.make_node("ReduceMean", ["h2", "ax"], ["pooled"], keepdims=0),
+            helper.make_node("Gemm", ["pooled", "wh", "bh"], ["y"], transB=1),
+        ]
         inits += [_i64("ax", [1]), _w("wh", 2, d), _w("bh", 2)]
         out = helper.make_tensor_value_info("y", F, [1, 2])
     else:  # SQuAD-style per-token span head
@@ -174,18 +204,25 @@ def test_attention_on_flattened_tokens() -> None:
     mm = lambda a, w, o: helper.make_node("MatMul", [a, w], [o])  # noqa: E731
     nodes = [
         helper.make_node("Reshape", ["x", "flat"], ["x2"]),  # [6, 8]
-        mm("x2", "wq", "q"), mm("x2", "wk", "k"), mm("x2", "wv", "v"),
+        mm("x2", "wq", "q"),
+        mm("x2", "wk", "k"),
+        mm("x2", "wv", "v"),
         helper.make_node("Transpose", ["k"], ["kt"], perm=[1, 0]),
         mm("q", "kt", "scores"),
         helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
-        mm("p", "v", "ctx"), mm("ctx", "wo", "o"),
+        mm("p", "v", "ctx"),
+        mm("ctx", "wo", "o"),
         helper.make_node("ReduceMean", ["o", "ax0"], ["pooled"], keepdims=1),  # [1, 8]
         helper.make_node("Gemm", ["pooled", "wh", "bh"], ["y"], transB=1),
     ]
     inits = [_i64("flat", [6, 8]), _i64("ax0", [0]), _w("wh", 2, 8), _w("bh", 2)]
     inits += [_w(n, 8, 8) for n in ("wq", "wk", "wv", "wo")]
-    m = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 6, 8])],
-               [helper.make_tensor_value_info("y", F, [1, 2])], inits)
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F, [1, 6, 8])],
+        [helper.make_tensor_value_info("y", F, [1, 2])],
+        inits,
+    )
     f = extract_features(m)
     assert (f.conv, f.fc, f.rc) == (0, 1, 1)
     assert f.macs == 4 * 6 * 8 * 8 + 2 * 6 * 6 * 8 + 2 * 8
@@ -198,9 +235,13 @@ def test_attention_with_symbolic_batch() -> None:
 def test_fused_attention_op() -> None:
     """com.microsoft Attention: projections + scores + context, one RC layer."""
     nodes = [helper.make_node("Attention", ["x", "w", "b"], ["y"], domain="com.microsoft", num_heads=2)]
-    m = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 6, 8])],
-               [helper.make_tensor_value_info("y", F, [1, 6, 8])], [_w("w", 8, 24), _w("b", 24)],
-               domains=("com.microsoft",))
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F, [1, 6, 8])],
+        [helper.make_tensor_value_info("y", F, [1, 6, 8])],
+        [_w("w", 8, 24), _w("b", 24)],
+        domains=("com.microsoft",),
+    )
     f = extract_features(m)
     assert (f.conv, f.fc, f.rc) == (0, 0, 1)
     assert f.macs == 6 * 8 * 24 + 6 * 6 * 8 + 6 * 6 * 8
@@ -215,8 +256,12 @@ def test_graph_outside_the_zoo() -> None:
         helper.make_node("MatMul", ["aa", "wd"], ["y"]),  # dense on the last axis: 6 -> 4
     ]
     inits = [_w("wt", 4, 2, 2, 2), _i64("s1", [2, 6, 6]), _w("wd", 6, 4)]
-    m = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 4, 3, 3])],
-               [helper.make_tensor_value_info("y", F, [2, 6, 4])], inits)
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F, [1, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", F, [2, 6, 4])],
+        inits,
+    )
     f = extract_features(m)
     assert (f.conv, f.fc, f.rc) == (1, 1, 0)  # no attention in the graph: the rank-3 dense is FC
     assert f.macs == (4 * 9) * (2 * 4) + 2 * 6 * 6 * 6 + 2 * 6 * 4 * 6
@@ -224,10 +269,16 @@ def test_graph_outside_the_zoo() -> None:
 
 
 def test_int64_inputs_count_eight_bytes() -> None:
-    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]),
-             helper.make_node("ReduceMean", ["e", "ax"], ["y"], keepdims=0)]
-    m = _model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 128])],
-               [helper.make_tensor_value_info("y", F, [1, 16])], [_w("emb", 100, 16), _i64("ax", [1])])
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"]),
+        helper.make_node("ReduceMean", ["e", "ax"], ["y"], keepdims=0),
+    ]
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 128])],
+        [helper.make_tensor_value_info("y", F, [1, 16])],
+        [_w("emb", 100, 16), _i64("ax", [1])],
+    )
     f = extract_features(m)
     assert f.input_bytes == 128 * 8 and f.output_bytes == 16 * 4 and f.macs == 0
     assert f.params == 1600

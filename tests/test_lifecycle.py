@@ -44,14 +44,22 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
             env[f"AUTOSCALE_{name.upper()}"] = value if isinstance(value, str) else __import__("json").dumps(value)
     env.pop("REDIS_URL", None)
     log = (tmp_path / "up.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = s.url("decider")
     try:
         _wait_ready(url, proc, 600)
         children = _descendants(proc.pid)
         roles = " ".join(" ".join(c.cmdline()) for c in children)
-        for factory in ("telemetry.app", "edge_runner.app", "peer_runner.app", "cloud_runner.app", "decider.app", "redis-server"):
+        for factory in (
+            "telemetry.app",
+            "edge_runner.app",
+            "peer_runner.app",
+            "cloud_runner.app",
+            "decider.app",
+            "redis-server",
+        ):
             assert factory in roles, f"{factory} not among the started processes"
         ok = httpx.post(f"{url}/infer", json={"model": "mobilenet_v1", "synthetic": True}, timeout=120, trust_env=False)
         assert ok.status_code == 200, ok.text
@@ -60,8 +68,15 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
         tvm = next(t for t in offered if t["target"]["engine"] == "tvm")
         assert tvm["id"] == "cloud/cpu/fp32" and "mobilenet_v1" in tvm["models"]
         gpu = next(t for t in offered if t["target"]["engine"] == "onnxruntime")
-        runs = [httpx.post(f"{s.url('cloud')}/run", json={"model": "mobilenet_v1", "synthetic": True, "target": t["target"]},
-                           timeout=300, trust_env=False) for t in (tvm, gpu)]
+        runs = [
+            httpx.post(
+                f"{s.url('cloud')}/run",
+                json={"model": "mobilenet_v1", "synthetic": True, "target": t["target"]},
+                timeout=300,
+                trust_env=False,
+            )
+            for t in (tvm, gpu)
+        ]
         assert all(r.status_code == 200 for r in runs), [r.text for r in runs]
         by_tvm, by_ort = (r.json()["outputs"][0] for r in runs)
         assert by_tvm["top_k"][0][0] == by_ort["top_k"][0][0]
@@ -72,8 +87,12 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
         cloud.kill()
         cloud.wait(10)
         t0 = time.monotonic()
-        resp = httpx.post(f"{url}/infer", json={"model": "mobilenet_v1", "synthetic": True, "policy": "cloud"},
-                          timeout=60, trust_env=False)
+        resp = httpx.post(
+            f"{url}/infer",
+            json={"model": "mobilenet_v1", "synthetic": True, "policy": "cloud"},
+            timeout=60,
+            trust_env=False,
+        )
         assert time.monotonic() - t0 < 30, "a request to a dead runner must not hang"
         if resp.status_code == 200:
             assert resp.json()["target"]["runner"] != "cloud"
@@ -81,7 +100,9 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
             assert resp.status_code == 503, resp.text
             assert "cloud" in resp.json()["error"]["message"]
         for _ in range(5):
-            r = httpx.post(f"{url}/infer", json={"model": "mobilenet_v1", "synthetic": True}, timeout=60, trust_env=False)
+            r = httpx.post(
+                f"{url}/infer", json={"model": "mobilenet_v1", "synthetic": True}, timeout=60, trust_env=False
+            )
             assert r.status_code == 200, r.text
             assert r.json()["target"]["runner"] != "cloud"
     finally:
@@ -101,15 +122,19 @@ def test_external_redis_url_is_used_and_left_running(tmp_path: Path) -> None:
     """REDIS_URL points the whole mesh at a Redis it does not own (here a separate real server)."""
     import redis
 
-    from services.common.redis_embed import EmbeddedRedis
     from services.cli.launcher import Mesh
+    from services.common.redis_embed import EmbeddedRedis
 
     with EmbeddedRedis(tmp_path / "external-redis") as external:
         mesh = Mesh(mesh_settings(tmp_path / "mesh", zoo=["mobilenet_v1"], redis_url=external.url)).start(timeout_s=600)
         try:
             assert mesh.redis is None and mesh.redis_url == external.url
-            r = httpx.post(f"{mesh.url('decider')}/infer", json={"model": "mobilenet_v1", "synthetic": True},
-                           timeout=120, trust_env=False)
+            r = httpx.post(
+                f"{mesh.url('decider')}/infer",
+                json={"model": "mobilenet_v1", "synthetic": True},
+                timeout=120,
+                trust_env=False,
+            )
             assert r.status_code == 200, r.text
             client = redis.Redis.from_url(external.url)
             deadline = time.monotonic() + 10
@@ -118,5 +143,7 @@ def test_external_redis_url_is_used_and_left_running(tmp_path: Path) -> None:
             assert list(client.scan_iter(match="autoscale:*")), "the Q-table must live in the external Redis"
         finally:
             mesh.stop()
-        assert external.proc is not None and external.proc.poll() is None, "the mesh must not stop a Redis it does not own"
+        assert external.proc is not None and external.proc.poll() is None, (
+            "the mesh must not stop a Redis it does not own"
+        )
         assert redis.Redis.from_url(external.url).ping()

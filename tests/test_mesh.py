@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import redis
 
-from services.core.schemas import POLICY_NAMES, InferResponse
 from services.cli.launcher import Mesh
+from services.core.schemas import POLICY_NAMES, InferResponse
 from tests.conftest import MESH_MODELS
 
 TIMEOUT = httpx.Timeout(120.0)
@@ -62,10 +62,14 @@ def test_infer_synthetic_every_field(client: httpx.Client, model: str) -> None:
 
 def test_infer_with_real_tensor_gives_classifier_topk(client: httpx.Client) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    resp = client.post("/infer", json={
-        "model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": _b64(x)},
-        "top_k": 3,
-    })
+    resp = client.post(
+        "/infer",
+        json={
+            "model": "mobilenet_v1",
+            "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": _b64(x)},
+            "top_k": 3,
+        },
+    )
     assert resp.status_code == 200, resp.text
     r = _check_response(resp.json(), "mobilenet_v1")
     top = r.outputs[0].top_k
@@ -132,8 +136,11 @@ def test_catalog_and_health(client: httpx.Client, mesh: Mesh) -> None:
 
 
 def test_runner_run_directly(mesh: Mesh) -> None:
-    body = {"model": "mobilenet_v1", "synthetic": True,
-            "target": {"runner": "edge", "processor": "cpu", "precision": "fp32", "dvfs": None}}
+    body = {
+        "model": "mobilenet_v1",
+        "synthetic": True,
+        "target": {"runner": "edge", "processor": "cpu", "precision": "fp32", "dvfs": None},
+    }
     offered = httpx.get(f"{mesh.url('edge')}/targets", trust_env=False).json()
     cpu = next(t for t in offered if t["target"]["processor"] == "cpu" and t["target"]["precision"] == "fp32")
     body["target"] = cpu["target"]
@@ -146,7 +153,9 @@ def test_runner_run_directly(mesh: Mesh) -> None:
 
 def _cpu_target(mesh: Mesh) -> dict[str, object]:
     offered = httpx.get(f"{mesh.url('edge')}/targets", trust_env=False).json()
-    return next(t["target"] for t in offered if t["target"]["processor"] == "cpu" and t["target"]["precision"] == "fp32")
+    return next(
+        t["target"] for t in offered if t["target"]["processor"] == "cpu" and t["target"]["precision"] == "fp32"
+    )
 
 
 def _count(metrics_text: str, name: str, target: str) -> float:
@@ -165,20 +174,26 @@ def test_runner_run_records_metrics_and_is_documented(mesh: Mesh) -> None:
     tid = next(t["id"] for t in tid if t["target"] == target)
     before = httpx.get(f"{base}/metrics", trust_env=False).text
     for _ in range(3):
-        r = httpx.post(f"{base}/run", json={"model": "mobilenet_v1", "synthetic": True, "target": target},
-                       timeout=TIMEOUT, trust_env=False)
+        r = httpx.post(
+            f"{base}/run",
+            json={"model": "mobilenet_v1", "synthetic": True, "target": target},
+            timeout=TIMEOUT,
+            trust_env=False,
+        )
         assert r.status_code == 200, r.text
     deadline = time.monotonic() + 10
     while True:  # the record runs as a background task once each response is out
         after = httpx.get(f"{base}/metrics", trust_env=False).text
         done = _count(after, "autoscale_runner_execution_seconds_count", tid) - _count(
-            before, "autoscale_runner_execution_seconds_count", tid)
+            before, "autoscale_runner_execution_seconds_count", tid
+        )
         if done >= 3 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert done >= 3
     assert _count(after, "autoscale_runner_energy_joules_total", tid) > _count(
-        before, "autoscale_runner_energy_joules_total", tid)
+        before, "autoscale_runner_energy_joules_total", tid
+    )
     spec = httpx.get(f"{base}/openapi.json", trust_env=False).json()
     post = spec["paths"]["/run"]["post"]
     assert "RunRequest" in json.dumps(post["requestBody"]) and "RunResult" in json.dumps(post["responses"]["200"])
@@ -189,25 +204,43 @@ def test_runner_run_records_metrics_and_is_documented(mesh: Mesh) -> None:
     [
         (b'{"model": "mobilenet_v1", ', 422, "body"),
         (b'{"model": "mobilenet_v1", "synthetic": true}', 422, "target"),
-        (b'{"model": "mobilenet_v1", "synthetic": true, "target": {"runner": "edge", "processor": "npu", '
-         b'"precision": "fp32"}}', 422, "target.processor"),
-        (b'{"model": "mobilenet_v1", "synthetic": true, "target": {"runner": "edge", "processor": "cpu", '
-         b'"precision": "fp32", "dvfs": 999}}', 404, "target"),
+        (
+            b'{"model": "mobilenet_v1", "synthetic": true, "target": {"runner": "edge", "processor": "npu", '
+            b'"precision": "fp32"}}',
+            422,
+            "target.processor",
+        ),
+        (
+            b'{"model": "mobilenet_v1", "synthetic": true, "target": {"runner": "edge", "processor": "cpu", '
+            b'"precision": "fp32", "dvfs": 999}}',
+            404,
+            "target",
+        ),
         (b'{"model": "nope", "synthetic": true, "target": TARGET}', 404, "model"),
         (b'{"model": "mobilenet_v1", "target": TARGET}', 422, "inputs"),
-        (b'{"model": "mobilenet_v1", "target": TARGET, "inputs": {"input": {"dtype": "float32", "shape": [1, 3, 9, 9], '
-         b'"data_b64": "AAAA"}}}', 422, "input"),
+        (
+            b'{"model": "mobilenet_v1", "target": TARGET, "inputs": {"input": {"dtype": "float32", "shape": [1, 3, 9, 9], '
+            b'"data_b64": "AAAA"}}}',
+            422,
+            "input",
+        ),
     ],
 )
 def test_runner_run_bad_input(mesh: Mesh, body: bytes, status: int, field: str) -> None:
     """The runner's /run answers bad input with the mesh's JSON error naming the field."""
     body = body.replace(b"TARGET", json.dumps(_cpu_target(mesh)).encode())
-    resp = httpx.post(f"{mesh.url('edge')}/run", content=body, headers={"content-type": "application/json"},
-                      timeout=TIMEOUT, trust_env=False)
+    resp = httpx.post(
+        f"{mesh.url('edge')}/run",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=TIMEOUT,
+        trust_env=False,
+    )
     _assert_error(resp, status, field)
 
 
 # ---------------------------------------------------------------------------------------- bad input
+
 
 def _assert_error(resp: httpx.Response, status: int, field_part: str | None = None) -> dict[str, object]:
     assert resp.status_code == status, resp.text
@@ -238,10 +271,22 @@ def test_malformed_json_422(client: httpx.Client) -> None:
         ({"model": "mobilenet_v1", "synthetic": True, "policy": "magic"}, "policy"),
         ({"model": "mobilenet_v1"}, "input"),
         ({"model": "mobilenet_v1", "input": {"dtype": "float64", "shape": [1], "data_b64": ""}}, "input.dtype"),
-        ({"model": "mobilenet_v1", "input": {"dtype": "int64", "shape": [1, 3, 224, 224], "data_b64": ""}}, "input.dtype"),
-        ({"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 100, 100], "data_b64": ""}}, "input.shape"),
-        ({"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": "AAAA"}}, "input.data_b64"),
-        ({"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": "!!"}}, "input.data_b64"),
+        (
+            {"model": "mobilenet_v1", "input": {"dtype": "int64", "shape": [1, 3, 224, 224], "data_b64": ""}},
+            "input.dtype",
+        ),
+        (
+            {"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 100, 100], "data_b64": ""}},
+            "input.shape",
+        ),
+        (
+            {"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": "AAAA"}},
+            "input.data_b64",
+        ),
+        (
+            {"model": "mobilenet_v1", "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": "!!"}},
+            "input.data_b64",
+        ),
         ({"model": "mobilenet_v1", "synthetic": True, "surprise": 1}, "surprise"),
     ],
 )
@@ -254,7 +299,11 @@ def test_bad_input_422_names_field(client: httpx.Client, payload: dict[str, obje
 
 
 def test_unreachable_accuracy_is_422(client: httpx.Client) -> None:
-    _assert_error(client.post("/infer", json={"model": "mobilenet_v1", "synthetic": True, "accuracy_min": 99.9}), 422, "accuracy_min")
+    _assert_error(
+        client.post("/infer", json={"model": "mobilenet_v1", "synthetic": True, "accuracy_min": 99.9}),
+        422,
+        "accuracy_min",
+    )
 
 
 def test_no_500_on_garbage(client: httpx.Client) -> None:

@@ -9,14 +9,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto
-
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from services.common.features import ModelValidationError
 from services.common.model_store import ModelStore
-from services.core.schemas import AccuracyEntry, ModelInfo, Precision
 from services.common.zoo import ZOO_NAMES
+from services.core.schemas import AccuracyEntry, ModelInfo, Precision
 
 ZOO = ["mobilenet_v1", "mobilebert"]
 SMALL_CNN_MACS = 8 * 64 * 27 + 10 * 8  # conv 3->8 (3x3, 8x8 map) + dense 8->10
@@ -34,7 +32,9 @@ def small_cnn(batch: int = 1) -> onnx.ModelProto:
         helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "user", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        nodes,
+        "user",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])],
         [w("w1", 8, 3, 3, 3), w("b1", 8), w("wf", 10, 8), w("bf", 10)],
     )
@@ -47,7 +47,7 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path, zoo=ZOO)
 
@@ -90,7 +90,8 @@ def test_upload_register_and_persist(store: ModelStore, tmp_path: Path) -> None:
     assert again.has("tiny-cnn.v1") and again.info("tiny-cnn.v1") == info
     path = again.path("tiny-cnn.v1")
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        None, {"x": np.zeros((1, 3, 8, 8), np.float32)})[0]
+        None, {"x": np.zeros((1, 3, 8, 8), np.float32)}
+    )[0]
     assert out.shape == (1, 10)
 
 

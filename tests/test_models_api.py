@@ -12,8 +12,12 @@ from services.cli.launcher import Mesh
 
 def custom_op_model() -> bytes:
     node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")
-    graph = helper.make_graph([node], "custom", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [node],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     return model.SerializeToString()
 
@@ -30,8 +34,11 @@ def tiny_cnn(external: bool = False) -> bytes:
         helper.make_node("MatMul", ["f", "fc"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w, fc],
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [w, fc],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     if external:
@@ -66,14 +73,18 @@ def test_upload_then_infer(client: httpx.Client, mesh: Mesh) -> None:
         assert any("tiny-cnn" in (t["models"] or []) for t in offered), role
     x = np.ones((1, 3, 16, 16), np.float32)
     import base64
-    body = {"model": "tiny-cnn", "input": {"dtype": "float32", "shape": [1, 3, 16, 16],
-                                            "data_b64": base64.b64encode(x.tobytes()).decode()}}
+
+    body = {
+        "model": "tiny-cnn",
+        "input": {"dtype": "float32", "shape": [1, 3, 16, 16], "data_b64": base64.b64encode(x.tobytes()).decode()},
+    }
     # The decider sees the new model's targets after its next runner refresh.
     r = client.post("/infer", json=body)
     for _ in range(20):
         if r.status_code == 200:
             break
         import time
+
         time.sleep(0.25)
         r = client.post("/infer", json=body)
     assert r.status_code == 200, r.text
@@ -95,8 +106,9 @@ def test_upload_then_infer(client: httpx.Client, mesh: Mesh) -> None:
         ({"name": "huge", "accuracy": 50}, b"\0" * (4 * 1024 * 1024 + 10), 413, "file"),
     ],
 )
-def test_bad_uploads_leave_registry_unchanged(client: httpx.Client, params: dict[str, object], data: bytes | None,
-                                              status: int, field: str) -> None:
+def test_bad_uploads_leave_registry_unchanged(
+    client: httpx.Client, params: dict[str, object], data: bytes | None, status: int, field: str
+) -> None:
     before = _names(client)
     resp = client.post("/models", params=params, content=data if data is not None else tiny_cnn(external=True))
     assert resp.status_code == status, resp.text
@@ -129,8 +141,12 @@ def _labelled_npz(model: bytes, n: int = 24, flip: int = 0) -> bytes:
 
 def test_measure_accuracy_on_a_labelled_set(client: httpx.Client, mesh: Mesh) -> None:
     model = tiny_cnn()
-    assert client.post("/models", params={"name": "tiny-measured", "accuracy": 50, "accuracy_int8": 40},
-                       content=model).status_code == 201
+    assert (
+        client.post(
+            "/models", params={"name": "tiny-measured", "accuracy": 50, "accuracy_int8": 40}, content=model
+        ).status_code
+        == 201
+    )
     resp = client.post("/models/tiny-measured/accuracy", content=_labelled_npz(model, n=24, flip=6))
     assert resp.status_code == 200, resp.text
     prec = resp.json()["precisions"]
@@ -153,13 +169,16 @@ def test_measure_accuracy_on_a_labelled_set(client: httpx.Client, mesh: Mesh) ->
         ("/models/tiny-measured-bad/accuracy", "NO_Y", 422, "labelled_set"),
     ],
 )
-def test_measure_accuracy_bad_input(client: httpx.Client, path: str, body: bytes | str, status: int,
-                                    field: str) -> None:
+def test_measure_accuracy_bad_input(
+    client: httpx.Client, path: str, body: bytes | str, status: int, field: str
+) -> None:
     import io
 
     if "tiny-measured-bad" not in _names(client):
-        assert client.post("/models", params={"name": "tiny-measured-bad", "accuracy": 50},
-                           content=tiny_cnn()).status_code == 201
+        assert (
+            client.post("/models", params={"name": "tiny-measured-bad", "accuracy": 50}, content=tiny_cnn()).status_code
+            == 201
+        )
     if body == "WRONG_RANK":
         buf = io.BytesIO()
         np.savez(buf, x=np.zeros((4, 3, 16), np.float32), y=np.zeros(4, np.int64))

@@ -7,10 +7,7 @@ import random
 
 import pytest
 
-from services.core.reward import reward
-from services.core.schemas import POLICY_NAMES, ModelFeatures, RuntimeConditions, Target
 from services.common.settings import Settings
-from services.core.state import observe
 from services.core.policies import (
     NoCandidate,
     OracleUnavailable,
@@ -30,11 +27,19 @@ from services.core.policies.predictors import (
     RegressionPolicy,
     context_vector,
 )
+from services.core.reward import reward
+from services.core.schemas import POLICY_NAMES, ModelFeatures, RuntimeConditions, Target
+from services.core.state import observe
 
 # --------------------------------------------------------------------------- a synthetic mesh
 
 ACTIONS = [f"edge/cpu/fp32@{k}" for k in range(4)] + [
-    "edge/gpu/fp16", "edge/dsp/int8", "cloud/gpu/fp32", "cloud/cpu/fp32", "peer/gpu/fp32", "peer/cpu/fp32",
+    "edge/gpu/fp16",
+    "edge/dsp/int8",
+    "cloud/gpu/fp32",
+    "cloud/cpu/fp32",
+    "peer/gpu/fp32",
+    "peer/cpu/fp32",
 ]
 MODELS = {
     "small": ModelFeatures(conv=14, fc=1, rc=0, macs=300_000_000, input_bytes=600_000),
@@ -42,7 +47,8 @@ MODELS = {
 }
 CONDS = [
     RuntimeConditions(co_cpu=c, co_mem=0.1, rssi_wifi_dbm=w, rssi_p2p_dbm=-50)
-    for c in (0.0, 0.8) for w in (-50.0, -90.0)
+    for c in (0.0, 0.8)
+    for w in (-50.0, -90.0)
 ]
 QOS_S = 0.1
 
@@ -79,8 +85,14 @@ def best_action(model: str, cond: RuntimeConditions) -> str:
 CANDS = tuple(Candidate(Target.parse(a), 70.0) for a in ACTIONS)
 
 
-def make_ctx(model: str, cond: RuntimeConditions, *, oracle: bool = False, accuracy_min: float | None = None,
-             cands: tuple[Candidate, ...] = CANDS) -> DecisionContext:
+def make_ctx(
+    model: str,
+    cond: RuntimeConditions,
+    *,
+    oracle: bool = False,
+    accuracy_min: float | None = None,
+    cands: tuple[Candidate, ...] = CANDS,
+) -> DecisionContext:
     f = MODELS[model]
 
     def orc(t: Target) -> Outcome:
@@ -88,8 +100,16 @@ def make_ctx(model: str, cond: RuntimeConditions, *, oracle: bool = False, accur
         acc = next(c.accuracy for c in cands if c.target == t)
         return Outcome(latency_s=lat / 1e3, energy_j=e / 1e3, accuracy=acc)
 
-    return DecisionContext(model=model, features=f, conditions=cond, state=observe(f, cond).index,
-                           candidates=cands, qos_s=QOS_S, accuracy_min=accuracy_min, oracle=orc if oracle else None)
+    return DecisionContext(
+        model=model,
+        features=f,
+        conditions=cond,
+        state=observe(f, cond).index,
+        candidates=cands,
+        qos_s=QOS_S,
+        accuracy_min=accuracy_min,
+        oracle=orc if oracle else None,
+    )
 
 
 def simulate(policy, steps: int, seed: int = 0, tail: int = 150) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -156,7 +176,9 @@ def test_opt_uses_the_oracle() -> None:
 
 def test_opt_respects_accuracy_and_falls_back_when_qos_is_unreachable() -> None:
     cands = tuple(Candidate(c.target, 50.0 if c.target.id == "edge/dsp/int8" else 70.0) for c in CANDS)
-    d = make_policy("opt").decide(make_ctx("small", CONDS[0], oracle=True, accuracy_min=65, cands=cands), random.Random(0))
+    d = make_policy("opt").decide(
+        make_ctx("small", CONDS[0], oracle=True, accuracy_min=65, cands=cands), random.Random(0)
+    )
     assert d.target.id != "edge/dsp/int8"
     # nothing meets a 1 ms QoS: the min-energy target meeting accuracy
     ctx = make_ctx("small", CONDS[0], oracle=True, accuracy_min=65, cands=cands)
@@ -164,8 +186,12 @@ def test_opt_respects_accuracy_and_falls_back_when_qos_is_unreachable() -> None:
 
     ctx = replace(ctx, qos_s=0.001)
     d = make_policy("opt").decide(ctx, random.Random(0))
-    assert d.target.id == min((c for c in cands if c.accuracy >= 65),
-                              key=lambda c: true_cost("small", CONDS[0], c.target)[0]).target.id
+    assert (
+        d.target.id
+        == min(
+            (c for c in cands if c.accuracy >= 65), key=lambda c: true_cost("small", CONDS[0], c.target)[0]
+        ).target.id
+    )
 
 
 def test_edge_best_learns_the_best_local_target_from_observations() -> None:
@@ -304,13 +330,30 @@ def test_policy_set_uses_the_settings_and_store() -> None:
     p = ps.get("autoscale")
     assert isinstance(p, QLearningPolicy) and p.source is store
     # The settings' defaults are the improved learner (see services.common.settings)...
-    assert p.params == QParams.improved(learning_rate=0.5, discount=0.2, epsilon=0.0, accuracy_masking=False,
-                                        init_seed=9)
+    assert p.params == QParams.improved(
+        learning_rate=0.5, discount=0.2, epsilon=0.0, accuracy_masking=False, init_seed=9
+    )
     # ...and the paper's Algorithm 1 is one set of options away.
-    paper = PolicySet(Settings(learning_rate=0.5, discount=0.2, epsilon=0.0, accuracy_masking=False, seed=9,
-                               q_init="random", lr_schedule="constant", explore_bonus=0.0, explore_untried=False))
-    assert paper.get("autoscale").params == QParams(learning_rate=0.5, discount=0.2, epsilon=0.0,  # type: ignore[attr-defined]
-                                                    accuracy_masking=False, init_seed=9)
+    paper = PolicySet(
+        Settings(
+            learning_rate=0.5,
+            discount=0.2,
+            epsilon=0.0,
+            accuracy_masking=False,
+            seed=9,
+            q_init="random",
+            lr_schedule="constant",
+            explore_bonus=0.0,
+            explore_untried=False,
+        )
+    )
+    assert paper.get("autoscale").params == QParams(
+        learning_rate=0.5,
+        discount=0.2,
+        epsilon=0.0,  # type: ignore[attr-defined]
+        accuracy_masking=False,
+        init_seed=9,
+    )
 
 
 def test_unknown_policy_lists_valid_names() -> None:
@@ -369,7 +412,8 @@ def test_decide_many_equals_one_decision_at_a_time(name: str) -> None:
     p.params = replace(p.params, epsilon=0.0)  # type: ignore[attr-defined]
     acc_cands = tuple(Candidate(c.target, 50.0 if c.target.processor.value == "dsp" else 70.0) for c in CANDS)
     ctxs = [make_ctx(m, c) for m in MODELS for c in CONDS] + [
-        make_ctx(m, c, accuracy_min=60.0, cands=acc_cands) for m in MODELS for c in CONDS]
+        make_ctx(m, c, accuracy_min=60.0, cands=acc_cands) for m in MODELS for c in CONDS
+    ]
     many = p.decide_many(ctxs, random.Random(0))  # type: ignore[attr-defined]
     one = [p.decide(c, random.Random(0)) for c in ctxs]
     assert [d.target for d in many] == [d.target for d in one]

@@ -138,4 +138,6 @@ def test_published_schemas_are_current() -> None:
     docs = Path(__file__).resolve().parents[1] / "docs"
     for name, schema in (("profile", profile_json_schema()), ("scenario", scenario_json_schema())):
         published = json.loads((docs / f"{name}.schema.json").read_text())
-        assert published == json.loads(json.dumps(schema)), f"regenerate: python -m services.cli.evaluate schemas docs ({name})"
+        assert published == json.loads(json.dumps(schema)), (
+            f"regenerate: python -m services.cli.evaluate schemas docs ({name})"
+        )

@@ -26,17 +26,18 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-
-from tests.conftest import wait_until_ready
 import yaml
 
 from services.common.redis_embed import free_port
+from tests.conftest import wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "deploy" / "prometheus"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
-INSTALL_HINT = "install it with: sudo bash .ci/install-prometheus.sh  (= apt-get update && apt-get install -y prometheus)"
+INSTALL_HINT = (
+    "install it with: sudo bash .ci/install-prometheus.sh  (= apt-get update && apt-get install -y prometheus)"
+)
 ROLES = ("decider", "edge", "peer", "cloud", "telemetry")
 
 
@@ -133,10 +134,16 @@ def test_dashboards_are_valid_grafana_json() -> None:
 def test_dashboards_cover_the_brief() -> None:
     exprs = " ".join(e for _, e in dashboard_queries())
     for needle in (
-        "autoscale_decider_requests_total", "autoscale_decider_latency_seconds_bucket",
-        "autoscale_decider_qos_violations_total", "autoscale_decider_energy_joules_total",
-        "autoscale_decider_explorations_total", "autoscale_decider_reward_cumulative", "autoscale_telemetry_power_watts",
-        "autoscale_telemetry_rssi_dbm", "autoscale_telemetry_corunner_cpu_ratio", "autoscale_runner_busy_seconds_total",
+        "autoscale_decider_requests_total",
+        "autoscale_decider_latency_seconds_bucket",
+        "autoscale_decider_qos_violations_total",
+        "autoscale_decider_energy_joules_total",
+        "autoscale_decider_explorations_total",
+        "autoscale_decider_reward_cumulative",
+        "autoscale_telemetry_power_watts",
+        "autoscale_telemetry_rssi_dbm",
+        "autoscale_telemetry_corunner_cpu_ratio",
+        "autoscale_runner_busy_seconds_total",
     ):
         assert needle in exprs, f"no panel uses {needle}"
 
@@ -206,7 +213,7 @@ class Traffic:
                     self.errors.append(repr(exc))
                 self._stop.wait(self.period_s)
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         self._thread.start()
         return self
 
@@ -224,10 +231,17 @@ def live(mesh: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
-                binary("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h", "--log.level=warn",
+                binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
             ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp,
         )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0, trust_env=False)
     try:
@@ -251,8 +265,10 @@ def _wait_all_up(prom: LiveProm, timeout_s: float) -> list[dict[str, Any]]:
         if len(targets) == len(ROLES) and all(t["health"] == "up" for t in targets):
             return targets
         if time.monotonic() > deadline:
-            pytest.fail("not every mesh service is scraped successfully: " + json.dumps(
-                [{k: t.get(k) for k in ("scrapeUrl", "health", "lastError")} for t in targets], indent=1))
+            pytest.fail(
+                "not every mesh service is scraped successfully: "
+                + json.dumps([{k: t.get(k) for k in ("scrapeUrl", "health", "lastError")} for t in targets], indent=1)
+            )
         time.sleep(0.5)
 
 
@@ -266,9 +282,7 @@ def test_prometheus_scrapes_every_service(live: tuple[LiveProm, Traffic]) -> Non
 def test_every_dashboard_query_and_alert_probe_returns_data(live: tuple[LiveProm, Traffic]) -> None:
     prom, traffic = live
     _wait_all_up(prom, 60)
-    queries = dashboard_queries() + [
-        (f"alert {r['alert']} probe", r["annotations"]["probe"]) for r in alert_rules()
-    ]
+    queries = dashboard_queries() + [(f"alert {r['alert']} probe", r["annotations"]["probe"]) for r in alert_rules()]
     alert_exprs = [(f"alert {r['alert']} expr", r["expr"]) for r in alert_rules()]
     # Rate windows need two scrapes with traffic in between: retry until all have data.
     deadline = time.monotonic() + 90

@@ -9,8 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core.reward import reward
-from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
 from services.core.policies.qlearning import (
     EXPORT_FORMAT_VERSION,
@@ -31,6 +29,8 @@ from services.core.policies.qlearning import (
     ucb_score,
     validate_export,
 )
+from services.core.reward import reward
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 
 FAST = settings(max_examples=100, deadline=None)
 FEAT = ModelFeatures(conv=14, fc=1, rc=0, macs=569_000_000)
@@ -41,9 +41,12 @@ def cand(action: str, accuracy: float = 70.0) -> Candidate:
     return Candidate(Target.parse(action), accuracy)
 
 
-def ctx(cands: tuple[Candidate, ...], state: int = 7, accuracy_min: float | None = None, qos_s: float = 0.05) -> DecisionContext:
-    return DecisionContext(model="m", features=FEAT, conditions=COND, state=state, candidates=cands,
-                           qos_s=qos_s, accuracy_min=accuracy_min)
+def ctx(
+    cands: tuple[Candidate, ...], state: int = 7, accuracy_min: float | None = None, qos_s: float = 0.05
+) -> DecisionContext:
+    return DecisionContext(
+        model="m", features=FEAT, conditions=COND, state=state, candidates=cands, qos_s=qos_s, accuracy_min=accuracy_min
+    )
 
 
 # --------------------------------------------------------------------------- update rule
@@ -57,9 +60,17 @@ def test_update_rule_matches_algorithm_1() -> None:
 
 
 def test_apply_update_reads_rows_before_the_write() -> None:
-    u = QUpdate(state=1, action="a/cpu/fp32".replace("a/", "edge/"), reward=-10.0, next_state=1,
-                next_actions=("edge/cpu/fp32", "cloud/gpu/fp32"), init=0.5, next_inits=(0.5, 0.2),
-                learning_rate=0.9, discount=0.1)
+    u = QUpdate(
+        state=1,
+        action="a/cpu/fp32".replace("a/", "edge/"),
+        reward=-10.0,
+        next_state=1,
+        next_actions=("edge/cpu/fp32", "cloud/gpu/fp32"),
+        init=0.5,
+        next_inits=(0.5, 0.2),
+        learning_rate=0.9,
+        discount=0.1,
+    )
     # empty rows: Q = init, max over S' (== S) uses the *old* Q(S,A) = 0.5
     assert apply_update({}, {}, u) == 0.5 + 0.9 * (-10.0 + 0.1 * 0.5 - 0.5)
     row = {"edge/cpu/fp32": -4.0, "cloud/gpu/fp32": -1.0}
@@ -67,18 +78,45 @@ def test_apply_update_reads_rows_before_the_write() -> None:
 
 
 def test_terminal_update_has_no_next_term() -> None:
-    u = QUpdate(state=1, action="edge/cpu/fp32", reward=-10.0, next_state=2, next_actions=(), init=0.0,
-                next_inits=(), learning_rate=0.5, discount=0.9)
+    u = QUpdate(
+        state=1,
+        action="edge/cpu/fp32",
+        reward=-10.0,
+        next_state=2,
+        next_actions=(),
+        init=0.0,
+        next_inits=(),
+        learning_rate=0.5,
+        discount=0.9,
+    )
     assert apply_update({}, {}, u) == -5.0
 
 
 def test_update_validation() -> None:
     with pytest.raises(ValueError):
-        QUpdate(state=5000, action="edge/cpu/fp32", reward=0, next_state=0, next_actions=(), init=0, next_inits=(),
-                learning_rate=0.9, discount=0.1)
+        QUpdate(
+            state=5000,
+            action="edge/cpu/fp32",
+            reward=0,
+            next_state=0,
+            next_actions=(),
+            init=0,
+            next_inits=(),
+            learning_rate=0.9,
+            discount=0.1,
+        )
     with pytest.raises(ValueError):
-        QUpdate(state=1, action="edge/cpu/fp32", reward=math.nan, next_state=0, next_actions=(), init=0,
-                next_inits=(), learning_rate=0.9, discount=0.1)
+        QUpdate(
+            state=1,
+            action="edge/cpu/fp32",
+            reward=math.nan,
+            next_state=0,
+            next_actions=(),
+            init=0,
+            next_inits=(),
+            learning_rate=0.9,
+            discount=0.1,
+        )
     with pytest.raises(ValueError):
         QParams(learning_rate=0.0)
 
@@ -216,10 +254,20 @@ def test_row_changes_when_actions_appear_and_leave() -> None:
 
 
 ARMS = {  # action -> (energy mJ, latency ms) on a small synthetic problem, per state
-    0: {"edge/cpu/fp32@3": (120.0, 40.0), "edge/gpu/fp16@2": (35.0, 20.0), "edge/dsp/int8": (18.0, 30.0),
-        "cloud/gpu/fp32": (60.0, 35.0), "peer/gpu/fp32": (45.0, 45.0)},
-    1: {"edge/cpu/fp32@3": (120.0, 40.0), "edge/gpu/fp16@2": (35.0, 20.0), "edge/dsp/int8": (40.0, 80.0),
-        "cloud/gpu/fp32": (25.0, 30.0), "peer/gpu/fp32": (45.0, 45.0)},
+    0: {
+        "edge/cpu/fp32@3": (120.0, 40.0),
+        "edge/gpu/fp16@2": (35.0, 20.0),
+        "edge/dsp/int8": (18.0, 30.0),
+        "cloud/gpu/fp32": (60.0, 35.0),
+        "peer/gpu/fp32": (45.0, 45.0),
+    },
+    1: {
+        "edge/cpu/fp32@3": (120.0, 40.0),
+        "edge/gpu/fp16@2": (35.0, 20.0),
+        "edge/dsp/int8": (40.0, 80.0),
+        "cloud/gpu/fp32": (25.0, 30.0),
+        "peer/gpu/fp32": (45.0, 45.0),
+    },
 }
 # State 1: a co-runner slows the DSP past QoS and raises its energy; the cloud wins. (Eq. 5 only
 # drops the alpha*latency term on a QoS miss, so a miss alone is a small penalty.)
@@ -334,10 +382,16 @@ def test_qtable_export_import_round_trip() -> None:
 # --------------------------------------------------------------------------- transfer
 
 
-MI8 = [f"edge/cpu/fp32@{i}" for i in range(23)] + [f"edge/gpu/fp16@{i}" for i in range(7)] + [
-    "edge/dsp/int8", "cloud/gpu/fp32", "cloud/cpu/fp32", "peer/gpu/fp32"]
-S10E = [f"edge/cpu/fp32@{i}" for i in range(21)] + [f"edge/gpu/fp16@{i}" for i in range(9)] + [
-    "edge/gpu/fp32", "cloud/gpu/fp32", "peer/gpu/fp32"]
+MI8 = (
+    [f"edge/cpu/fp32@{i}" for i in range(23)]
+    + [f"edge/gpu/fp16@{i}" for i in range(7)]
+    + ["edge/dsp/int8", "cloud/gpu/fp32", "cloud/cpu/fp32", "peer/gpu/fp32"]
+)
+S10E = (
+    [f"edge/cpu/fp32@{i}" for i in range(21)]
+    + [f"edge/gpu/fp16@{i}" for i in range(9)]
+    + ["edge/gpu/fp32", "cloud/gpu/fp32", "peer/gpu/fp32"]
+)
 
 
 def test_transfer_mapping_scales_dvfs_by_index_ratio() -> None:
@@ -353,17 +407,27 @@ def test_transfer_mapping_scales_dvfs_by_index_ratio() -> None:
 
 
 def test_transfer_fixed_and_stepped() -> None:
-    m = transfer_mapping(["edge/gpu/fp32", "edge/cpu/fp32@0", "edge/cpu/fp32@4"],
-                         ["edge/gpu/fp32@0", "edge/gpu/fp32@2", "edge/cpu/fp32"])
+    m = transfer_mapping(
+        ["edge/gpu/fp32", "edge/cpu/fp32@0", "edge/cpu/fp32@4"], ["edge/gpu/fp32@0", "edge/gpu/fp32@2", "edge/cpu/fp32"]
+    )
     assert m == {"edge/gpu/fp32@2": "edge/gpu/fp32", "edge/cpu/fp32": "edge/cpu/fp32@4"}
 
 
 def test_transfer_table_keeps_only_destination_actions() -> None:
-    src = validate_export({
-        "format_version": 1, "device": "mi8pro", "actions": MI8,
-        "states": {"5": {"edge/dsp/int8": {"q": -3.0, "n": 9}, "edge/cpu/fp32@22": {"q": -80.0, "n": 4},
-                         "cloud/gpu/fp32": {"q": -20.0, "n": 2}}},
-    })
+    src = validate_export(
+        {
+            "format_version": 1,
+            "device": "mi8pro",
+            "actions": MI8,
+            "states": {
+                "5": {
+                    "edge/dsp/int8": {"q": -3.0, "n": 9},
+                    "edge/cpu/fp32@22": {"q": -80.0, "n": 4},
+                    "cloud/gpu/fp32": {"q": -20.0, "n": 2},
+                }
+            },
+        }
+    )
     table, report = transfer_table(src, "s10e", S10E)
     assert table.device == "s10e"
     assert table.states == {5: {"edge/cpu/fp32@20": (-80.0, 0), "cloud/gpu/fp32": (-20.0, 0)}}
@@ -373,8 +437,8 @@ def test_transfer_table_keeps_only_destination_actions() -> None:
 
 # --------------------------------------------------------------------------- options beyond the paper
 
-from services.core.state import StateBins
 from services.core.policies.qlearning import _BINS, _DIM_WEIGHTS, EntryIndex
+from services.core.state import StateBins
 
 
 def state_of(**bins: int) -> int:
@@ -389,16 +453,29 @@ def test_new_options_are_validated_and_default_to_the_paper() -> None:
     assert QParams.paper() == QParams()
     imp = QParams.improved(init_seed=4)
     assert (imp.q_init, imp.lr_schedule, imp.explore_bonus, imp.explore_untried, imp.init_seed) == (
-        "nearest", "visits", 0.2, True, 4)
-    for bad in (dict(q_init="zero"), dict(lr_schedule="adam"), dict(lr_floor=0.0), dict(explore_bonus=-1.0),
-                dict(init_optimism=1.0), dict(near_radius=-1)):
+        "nearest",
+        "visits",
+        0.2,
+        True,
+        4,
+    )
+    for bad in (
+        dict(q_init="zero"),
+        dict(lr_schedule="adam"),
+        dict(lr_floor=0.0),
+        dict(explore_bonus=-1.0),
+        dict(init_optimism=1.0),
+        dict(near_radius=-1),
+    ):
         with pytest.raises(ValueError):
             QParams(**bad)  # type: ignore[arg-type]
 
 
 @FAST
-@given(st.lists(st.tuples(st.integers(0, 3071), st.integers(0, 5)), min_size=1, max_size=60),
-       st.lists(st.integers(0, 3071), min_size=1, max_size=8))
+@given(
+    st.lists(st.tuples(st.integers(0, 3071), st.integers(0, 5)), min_size=1, max_size=60),
+    st.lists(st.integers(0, 3071), min_size=1, max_size=8),
+)
 def test_entry_index_nearest_matches_brute_force(adds: list[tuple[int, int]], queries: list[int]) -> None:
     idx = EntryIndex()
     held: set[tuple[int, int]] = set()
@@ -478,8 +555,9 @@ def test_nearest_init_ranks_actions_no_close_state_holds_last() -> None:
 
 def test_visits_schedule_averages_the_rewards() -> None:
     table = QTable()
-    pol = QLearningPolicy(table, QParams(epsilon=0.0, q_init="random", lr_schedule="visits", lr_floor=0.05,
-                                         discount=0.0))
+    pol = QLearningPolicy(
+        table, QParams(epsilon=0.0, q_init="random", lr_schedule="visits", lr_floor=0.05, discount=0.0)
+    )
     c = ctx((cand("edge/cpu/fp32"),))
     rs = [-10.0, -20.0, -30.0, -40.0]
     for r in rs:
@@ -495,8 +573,19 @@ def test_exploration_bonus_and_untried_sweep_apply_only_while_exploring() -> Non
     acts = ("edge/gpu/fp16@0", "edge/dsp/int8", "cloud/gpu/fp32")
     table = QTable()
     for i, a in enumerate(acts):  # seen in a neighbouring state, so the values are informed
-        table.learn(QUpdate(state=state_of(conv=1), action=a, reward=-10.0 * (i + 1), next_state=state_of(conv=1),
-                            next_actions=(), init=0.0, next_inits=(), learning_rate=1.0, discount=0.0))
+        table.learn(
+            QUpdate(
+                state=state_of(conv=1),
+                action=a,
+                reward=-10.0 * (i + 1),
+                next_state=state_of(conv=1),
+                next_actions=(),
+                init=0.0,
+                next_inits=(),
+                learning_rate=1.0,
+                discount=0.0,
+            )
+        )
     here = state_of(conv=2)
     cands = tuple(cand(a) for a in acts)
     params = QParams(epsilon=1e-9, q_init="nearest", lr_schedule="visits", explore_bonus=0.2, explore_untried=True)
@@ -533,8 +622,19 @@ def test_nearest_updates_ship_the_initial_values_they_used() -> None:
 
 def test_qtable_keeps_its_entry_index_in_step() -> None:
     t = QTable()
-    t.learn(QUpdate(state=5, action="edge/dsp/int8", reward=-1.0, next_state=5, next_actions=(), init=0.0,
-                    next_inits=(), learning_rate=1.0, discount=0.0))
+    t.learn(
+        QUpdate(
+            state=5,
+            action="edge/dsp/int8",
+            reward=-1.0,
+            next_state=5,
+            next_actions=(),
+            init=0.0,
+            next_inits=(),
+            learning_rate=1.0,
+            discount=0.0,
+        )
+    )
     assert t.entries.holds(5, "edge/dsp/int8")
     data = t.export("mi8pro")
     t2 = QTable()
@@ -569,18 +669,24 @@ def test_improved_learner_converges_to_best_arm_with_the_qos_reward(seed: int) -
 
 @settings(max_examples=300, deadline=None)
 @given(
-    vals=st.lists(st.one_of(st.floats(-5e3, 5e3, allow_nan=False), st.sampled_from([-10.0, -1.0, 0.0, 2.0])),
-                  min_size=1, max_size=70),
+    vals=st.lists(
+        st.one_of(st.floats(-5e3, 5e3, allow_nan=False), st.sampled_from([-10.0, -1.0, 0.0, 2.0])),
+        min_size=1,
+        max_size=70,
+    ),
     data=st.data(),
     k=st.sampled_from([0.0, 0.1, 0.2, 0.5, 0.9, 1.3, 2.0]),
     untried_first=st.booleans(),
 )
-def test_ucb_argmax_is_the_first_best_rank(vals: list[float], data: st.DataObject, k: float, untried_first: bool) -> None:
+def test_ucb_argmax_is_the_first_best_rank(
+    vals: list[float], data: st.DataObject, k: float, untried_first: bool
+) -> None:
     """The pruned argmax picks exactly what ranking every entry picks, ties to the first."""
     n = len(vals)
     ns = data.draw(st.lists(st.sampled_from([0, 1, 2, 5, 40, 5000]), min_size=n, max_size=n))
-    elig = data.draw(st.one_of(st.just(list(range(n))),
-                               st.lists(st.integers(0, n - 1), min_size=1, unique=True).map(sorted)))
+    elig = data.draw(
+        st.one_of(st.just(list(range(n))), st.lists(st.integers(0, n - 1), min_size=1, unique=True).map(sorted))
+    )
     ranks = [(untried_first and c == 0, ucb_score(v, c, k)) for v, c in zip(vals, ns)]
     expect = max(elig, key=ranks.__getitem__)
     assert ucb_argmax(vals, ns, elig, k, untried_first) == expect
@@ -588,8 +694,16 @@ def test_ucb_argmax_is_the_first_best_rank(vals: list[float], data: st.DataObjec
     assert ucb_argmax(vals, ns, elig, k, untried_first, order) == expect
 
 
-@pytest.mark.parametrize("params", [QParams.paper(), QParams.paper(epsilon=0.0), QParams.improved(),
-                                    QParams.improved(epsilon=0.0), QParams.improved(accuracy_masking=False)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        QParams.paper(),
+        QParams.paper(epsilon=0.0),
+        QParams.improved(),
+        QParams.improved(epsilon=0.0),
+        QParams.improved(accuracy_masking=False),
+    ],
+)
 def test_memoised_rows_decide_like_fresh_reads(params: QParams) -> None:
     """The policy's row memo (and its patch after each update) never changes a decision: a twin
     policy that forgets the memo before every call trains to the same table."""

@@ -19,7 +19,6 @@ import redis
 
 from services.common.errors import install_error_handlers
 from services.common.redis_embed import EmbeddedRedis
-from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 from services.core.policies.base import Candidate, DecisionContext
 from services.core.policies.qlearning import (
     QLearningPolicy,
@@ -30,6 +29,7 @@ from services.core.policies.qlearning import (
     initial_q,
     q_learning_target,
 )
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 from services.decider.qstore import Keys, QStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,11 +58,26 @@ async def store(rs: EmbeddedRedis) -> AsyncIterator[QStore]:
         await s.stop()
 
 
-def upd(state: int, action: str, reward: float, next_state: int, next_actions: tuple[str, ...] = (),
-        lr: float = 0.9, discount: float = 0.1) -> QUpdate:
-    return QUpdate(state=state, action=action, reward=reward, next_state=next_state, next_actions=next_actions,
-                   init=initial_q(0, state, action), next_inits=tuple(initial_q(0, next_state, a) for a in next_actions),
-                   learning_rate=lr, discount=discount)
+def upd(
+    state: int,
+    action: str,
+    reward: float,
+    next_state: int,
+    next_actions: tuple[str, ...] = (),
+    lr: float = 0.9,
+    discount: float = 0.1,
+) -> QUpdate:
+    return QUpdate(
+        state=state,
+        action=action,
+        reward=reward,
+        next_state=next_state,
+        next_actions=next_actions,
+        init=initial_q(0, state, action),
+        next_inits=tuple(initial_q(0, next_state, a) for a in next_actions),
+        learning_rate=lr,
+        discount=discount,
+    )
 
 
 def strip(export: dict) -> dict:
@@ -78,8 +93,15 @@ async def test_redis_update_is_bit_identical_to_the_in_memory_table(store: QStor
     table = QTable()
     for _ in range(400):
         s, s2 = rng.randrange(4), rng.randrange(4)
-        u = upd(s, rng.choice(acts), rng.uniform(-500, 20), s2, acts[: rng.randrange(5)],
-                lr=rng.choice([0.9, 0.5, 0.1]), discount=rng.choice([0.1, 0.9, 0.0]))
+        u = upd(
+            s,
+            rng.choice(acts),
+            rng.uniform(-500, 20),
+            s2,
+            acts[: rng.randrange(5)],
+            lr=rng.choice([0.9, 0.5, 0.1]),
+            discount=rng.choice([0.1, 0.9, 0.0]),
+        )
         table.learn(u)
         store.submit(u)
     assert await store.flush(10)
@@ -151,8 +173,13 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]),
 
 
 def spawn(url: str, device: str, n: int, reward: float, action: str = "edge/cpu/fp32@2") -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", CHILD, url, device, str(n), repr(reward), action], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, url, device, str(n), repr(reward), action],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def collect(p: subprocess.Popen[str]) -> dict:
@@ -188,8 +215,15 @@ async def test_write_by_another_process_reaches_the_cache_without_decision_round
     a = QStore(rs.url, device, sync_interval_s=30.0)  # the safety net is out of the picture here
     await a.start()
     cands = tuple(Candidate(Target.parse(x), 70.0) for x in ("edge/cpu/fp32@2", "cloud/gpu/fp32"))
-    ctx = DecisionContext(model="m", features=ModelFeatures(conv=1, fc=1, rc=0, macs=1), conditions=RuntimeConditions(),
-                          state=10, candidates=cands, qos_s=0.05, accuracy_min=None)
+    ctx = DecisionContext(
+        model="m",
+        features=ModelFeatures(conv=1, fc=1, rc=0, macs=1),
+        conditions=RuntimeConditions(),
+        state=10,
+        candidates=cands,
+        qos_s=0.05,
+        accuracy_min=None,
+    )
     pol = QLearningPolicy(a, QParams(epsilon=0.0))
     first = pol.decide(ctx, random.Random(0)).target.id  # the higher random initial value
     other = next(c.target.id for c in cands if c.target.id != first)
@@ -278,8 +312,12 @@ async def test_import_merge_overwrites_only_given_entries(store: QStore) -> None
     before = strip(await store.export())
     s0 = next(iter(before["states"]))
     a0 = next(iter(before["states"][s0]))
-    patch = {"format_version": 1, "device": store.device, "actions": before["actions"],
-             "states": {s0: {a0: {"q": 123.0, "n": 7}}}}
+    patch = {
+        "format_version": 1,
+        "device": store.device,
+        "actions": before["actions"],
+        "states": {s0: {a0: {"q": 123.0, "n": 7}}},
+    }
     await store.import_(patch, mode="merge")
     after = strip(await store.export())
     expected = json.loads(json.dumps(before))
@@ -293,12 +331,18 @@ async def test_import_merge_overwrites_only_given_entries(store: QStore) -> None
         (lambda d: d.update(format_version=99), "format_version", "malformed"),
         (lambda d: d.update(device="other-phone"), "device", "mismatch"),
         (lambda d: d["states"].update({"9999": {}}), "states.9999", "malformed"),
-        (lambda d: d["states"].update({"1": {"edge/cpu/fp32@0": {"q": "x", "n": 1}}}), "states.1.edge/cpu/fp32@0.q", "malformed"),
+        (
+            lambda d: d["states"].update({"1": {"edge/cpu/fp32@0": {"q": "x", "n": 1}}}),
+            "states.1.edge/cpu/fp32@0.q",
+            "malformed",
+        ),
         (lambda d: d["actions"].append("edge/dsp/int8"), "actions[3]", "mismatch"),
         (lambda d: d.pop("actions"), "actions", "malformed"),
     ],
 )
-async def test_import_refuses_bad_input_and_leaves_the_table_unchanged(store: QStore, mutate, field: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+async def test_import_refuses_bad_input_and_leaves_the_table_unchanged(
+    store: QStore, mutate, field: str, kind: str
+) -> None:  # type: ignore[no-untyped-def]
     await _seed(store)
     before = strip(await store.export())
     bad = json.loads(json.dumps(before))
@@ -329,10 +373,16 @@ async def test_reset_reaches_other_processes_caches(rs: EmbeddedRedis) -> None:
 # --------------------------------------------------------------------------- transfer
 
 
-MI8 = [f"edge/cpu/fp32@{i}" for i in range(23)] + [f"edge/gpu/fp16@{i}" for i in range(7)] + [
-    "edge/dsp/int8", "cloud/gpu/fp32", "peer/gpu/fp32"]
-S10E = [f"edge/cpu/fp32@{i}" for i in range(21)] + [f"edge/gpu/fp16@{i}" for i in range(9)] + [
-    "cloud/gpu/fp32", "peer/gpu/fp32"]
+MI8 = (
+    [f"edge/cpu/fp32@{i}" for i in range(23)]
+    + [f"edge/gpu/fp16@{i}" for i in range(7)]
+    + ["edge/dsp/int8", "cloud/gpu/fp32", "peer/gpu/fp32"]
+)
+S10E = (
+    [f"edge/cpu/fp32@{i}" for i in range(21)]
+    + [f"edge/gpu/fp16@{i}" for i in range(9)]
+    + ["cloud/gpu/fp32", "peer/gpu/fp32"]
+)
 
 
 async def test_transfer_keeps_only_the_destination_actions(rs: EmbeddedRedis) -> None:
@@ -463,7 +513,10 @@ async def test_admin_import_errors_name_the_field_and_change_nothing(api: httpx.
     mism["device"] = "someone-else"
     r = await api.post("/qtable/import", json=mism)
     assert r.status_code == 409 and r.json()["error"] == {
-        "code": "qtable_mismatch", "field": "device", "message": r.json()["error"]["message"]}
+        "code": "qtable_mismatch",
+        "field": "device",
+        "message": r.json()["error"]["message"],
+    }
     r = await api.post("/qtable/import?mode=sideways", json=before)
     assert r.status_code == 422
     assert strip(await store.export()) == before
@@ -504,8 +557,11 @@ async def test_improved_learner_through_redis_is_bit_identical_to_the_in_memory_
 
     acts = ("edge/cpu/fp32@0", "edge/gpu/fp16", "cloud/gpu/fp32", "peer/cpu/fp32", "edge/dsp/int8")
     cands = tuple(Candidate(Target.parse(a), 70.0) for a in acts)
-    states = [StateBins(conv=c, fc=0, rc=0, mac=m, co_cpu=0, co_mem=0, rssi_w=0, rssi_p=0).index
-              for c in range(3) for m in range(2)]
+    states = [
+        StateBins(conv=c, fc=0, rc=0, mac=m, co_cpu=0, co_mem=0, rssi_w=0, rssi_p=0).index
+        for c in range(3)
+        for m in range(2)
+    ]
     params = QParams.improved(epsilon=0.2, init_seed=3)
     mem = QLearningPolicy(QTable(), params)
     red = QLearningPolicy(store, params)
@@ -513,8 +569,15 @@ async def test_improved_learner_through_redis_is_bit_identical_to_the_in_memory_
     cost = {a: 10.0 * (i + 1) for i, a in enumerate(acts)}
     for _ in range(300):
         s = rng.choice(states)
-        ctx = DecisionContext(model="m", features=ModelFeatures(conv=1, fc=1, rc=0, macs=1),
-                              conditions=RuntimeConditions(), state=s, candidates=cands, qos_s=0.05, accuracy_min=None)
+        ctx = DecisionContext(
+            model="m",
+            features=ModelFeatures(conv=1, fc=1, rc=0, macs=1),
+            conditions=RuntimeConditions(),
+            state=s,
+            candidates=cands,
+            qos_s=0.05,
+            accuracy_min=None,
+        )
         d_m, d_r = mem.decide(ctx, rng_m), red.decide(ctx, rng_r)
         assert d_m == d_r  # same cache content, same decision
         r = -cost[d_m.target.id] * (1 + s % 3) * rng.uniform(0.9, 1.1)

@@ -14,7 +14,9 @@ FAST = settings(max_examples=200, deadline=None)
 def test_accuracy_below_requirement_is_penalised() -> None:
     # R = R_accuracy - 100, whatever the energy and latency
     assert reward(energy_mj=1.0, latency_ms=1.0, accuracy=60.0, qos_ms=50.0, accuracy_min=65.0) == pytest.approx(-40.0)
-    assert reward(energy_mj=900.0, latency_ms=900.0, accuracy=60.0, qos_ms=50.0, accuracy_min=65.0) == pytest.approx(-40.0)
+    assert reward(energy_mj=900.0, latency_ms=900.0, accuracy=60.0, qos_ms=50.0, accuracy_min=65.0) == pytest.approx(
+        -40.0
+    )
 
 
 def test_qos_met_branch() -> None:
@@ -47,8 +49,12 @@ def test_no_requirement_never_penalises() -> None:
 
 def test_custom_weights() -> None:
     w = RewardWeights(alpha=0.5, beta=2.0)
-    assert reward(energy_mj=10, latency_ms=20, accuracy=70, qos_ms=50, accuracy_min=None, weights=w) == pytest.approx(-10 + 10 + 140)
-    assert reward(energy_mj=10, latency_ms=60, accuracy=70, qos_ms=50, accuracy_min=None, weights=w) == pytest.approx(-10 + 140)
+    assert reward(energy_mj=10, latency_ms=20, accuracy=70, qos_ms=50, accuracy_min=None, weights=w) == pytest.approx(
+        -10 + 10 + 140
+    )
+    assert reward(energy_mj=10, latency_ms=60, accuracy=70, qos_ms=50, accuracy_min=None, weights=w) == pytest.approx(
+        -10 + 140
+    )
 
 
 def test_defaults_are_the_papers() -> None:
@@ -88,8 +94,15 @@ from services.core.reward import ACCURACY_MISS_MJ, REWARD_MODES, reward_expected
 
 
 def q(energy: float, latency: float, accuracy: float = 70.0, amin: float | None = None, k: float = 2.0) -> float:
-    return reward(energy_mj=energy, latency_ms=latency, accuracy=accuracy, qos_ms=50.0, accuracy_min=amin,
-                  weights=RewardWeights(qos_penalty=k), mode="qos")
+    return reward(
+        energy_mj=energy,
+        latency_ms=latency,
+        accuracy=accuracy,
+        qos_ms=50.0,
+        accuracy_min=amin,
+        weights=RewardWeights(qos_penalty=k),
+        mode="qos",
+    )
 
 
 def test_default_mode_is_the_papers_eq5() -> None:
@@ -134,8 +147,9 @@ def test_qos_mode_orders_like_opt(e_meet: float, e_miss: float, l_meet: float, l
 
 @FAST
 @given(st.floats(0.01, 30_000), st.floats(0, 1e4), acc, st.floats(0, 30_000), st.floats(0, 1e4), st.floats(0, 100))
-def test_qos_mode_any_accurate_target_beats_an_inaccurate_one(e1: float, l1: float, a_ok: float, e2: float,
-                                                              l2: float, short: float) -> None:
+def test_qos_mode_any_accurate_target_beats_an_inaccurate_one(
+    e1: float, l1: float, a_ok: float, e2: float, l2: float, short: float
+) -> None:
     amin = 50.0
     ok = q(e1, l1, accuracy=max(a_ok, amin), amin=amin)
     bad = q(e2, l2, accuracy=amin - short - 1e-6, amin=amin)
@@ -152,15 +166,35 @@ def test_expected_reward_under_lognormal_noise(mode: str, latency: float) -> Non
     sigma = 0.07
     f = np.random.default_rng(0).lognormal(-0.5 * sigma**2, sigma, 400_000)
     w = RewardWeights()
-    mc = np.mean([reward(energy_mj=100.0 * x, latency_ms=latency * x, accuracy=70.0, qos_ms=50.0, accuracy_min=None,
-                         weights=w, mode=mode) for x in f[:40_000]])
-    got = reward_expected(energy_mj=100.0, latency_ms=latency, accuracy=70.0, qos_ms=50.0, accuracy_min=None,
-                          sigma=sigma, weights=w, mode=mode)
+    mc = np.mean(
+        [
+            reward(
+                energy_mj=100.0 * x,
+                latency_ms=latency * x,
+                accuracy=70.0,
+                qos_ms=50.0,
+                accuracy_min=None,
+                weights=w,
+                mode=mode,
+            )
+            for x in f[:40_000]
+        ]
+    )
+    got = reward_expected(
+        energy_mj=100.0,
+        latency_ms=latency,
+        accuracy=70.0,
+        qos_ms=50.0,
+        accuracy_min=None,
+        sigma=sigma,
+        weights=w,
+        mode=mode,
+    )
     assert got == pytest.approx(mc, rel=0.01, abs=0.3)
     # sigma 0: the noise-free reward
-    assert reward_expected(energy_mj=100.0, latency_ms=latency, accuracy=70.0, qos_ms=50.0, accuracy_min=None,
-                           sigma=0.0, mode=mode) == reward(energy_mj=100.0, latency_ms=latency, accuracy=70.0,
-                                                            qos_ms=50.0, accuracy_min=None, mode=mode)
+    assert reward_expected(
+        energy_mj=100.0, latency_ms=latency, accuracy=70.0, qos_ms=50.0, accuracy_min=None, sigma=0.0, mode=mode
+    ) == reward(energy_mj=100.0, latency_ms=latency, accuracy=70.0, qos_ms=50.0, accuracy_min=None, mode=mode)
 
 
 def test_qos_penalty_is_validated() -> None:

@@ -98,10 +98,15 @@ def test_bad_files(tmp_path: Path) -> None:
 
 def test_users_file(tmp_path: Path) -> None:
     f = tmp_path / "commute.yaml"
-    f.write_text(yaml.safe_dump({
-        "name": "commute", "kind": "dynamic",
-        "conditions": {"rssi_wifi_dbm": {"trace": {"points": [[0, -55], [10, -88]], "loop_s": 20}}},
-    }))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "name": "commute",
+                "kind": "dynamic",
+                "conditions": {"rssi_wifi_dbm": {"trace": {"points": [[0, -55], [10, -88]], "loop_s": 20}}},
+            }
+        )
+    )
     s = load_scenario(f)
     assert s.conditions_at(5).rssi_wifi_dbm == -55 and s.conditions_at(15).rssi_wifi_dbm == -88
     assert s.conditions_at(25).rssi_wifi_dbm == -55

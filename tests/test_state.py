@@ -104,32 +104,61 @@ def test_rssi_property(dbm: float) -> None:
 
 @FAST
 @given(
-    conv=st.integers(0, 300), fc=st.integers(0, 50), rc=st.integers(0, 50), macs=st.integers(0, 10**11),
-    co_cpu=st.floats(0, 1), co_mem=st.floats(0, 1), w=st.floats(-120, 0), p=st.floats(-120, 0),
+    conv=st.integers(0, 300),
+    fc=st.integers(0, 50),
+    rc=st.integers(0, 50),
+    macs=st.integers(0, 10**11),
+    co_cpu=st.floats(0, 1),
+    co_mem=st.floats(0, 1),
+    w=st.floats(-120, 0),
+    p=st.floats(-120, 0),
 )
-def test_observe_matches_bins(conv: int, fc: int, rc: int, macs: int, co_cpu: float, co_mem: float, w: float, p: float) -> None:
+def test_observe_matches_bins(
+    conv: int, fc: int, rc: int, macs: int, co_cpu: float, co_mem: float, w: float, p: float
+) -> None:
     b = observe(
         ModelFeatures(conv=conv, fc=fc, rc=rc, macs=macs),
         RuntimeConditions(co_cpu=co_cpu, co_mem=co_mem, rssi_wifi_dbm=w, rssi_p2p_dbm=p),
     )
-    assert b == StateBins(bin_conv(conv), bin_fc(fc), bin_rc(rc), bin_mac(macs), bin_utilisation(co_cpu),
-                          bin_utilisation(co_mem), bin_rssi(w), bin_rssi(p))
+    assert b == StateBins(
+        bin_conv(conv),
+        bin_fc(fc),
+        bin_rc(rc),
+        bin_mac(macs),
+        bin_utilisation(co_cpu),
+        bin_utilisation(co_mem),
+        bin_rssi(w),
+        bin_rssi(p),
+    )
     assert 0 <= b.index < N_STATES
     assert StateBins.from_index(b.index) == b
-    assert state_index(
-        ModelFeatures(conv=conv, fc=fc, rc=rc, macs=macs),
-        RuntimeConditions(co_cpu=co_cpu, co_mem=co_mem, rssi_wifi_dbm=w, rssi_p2p_dbm=p),
-    ) == b.index
+    assert (
+        state_index(
+            ModelFeatures(conv=conv, fc=fc, rc=rc, macs=macs),
+            RuntimeConditions(co_cpu=co_cpu, co_mem=co_mem, rssi_wifi_dbm=w, rssi_p2p_dbm=p),
+        )
+        == b.index
+    )
 
 
 def test_state_index_matches_observe_on_every_boundary() -> None:
     """The decider's direct index and the bins agree on every combination of bin edges."""
-    feats = [ModelFeatures(conv=c, fc=f, rc=r, macs=m) for c in (0, 29, 30, 49, 50, 89, 90, 400) for f in (9, 10)
-             for r in (9, 10) for m in (999_999_999, 1_000_000_000, 1_999_999_999, 2_000_000_000)]
+    feats = [
+        ModelFeatures(conv=c, fc=f, rc=r, macs=m)
+        for c in (0, 29, 30, 49, 50, 89, 90, 400)
+        for f in (9, 10)
+        for r in (9, 10)
+        for m in (999_999_999, 1_000_000_000, 1_999_999_999, 2_000_000_000)
+    ]
     utils = (0.0, 1e-9, 0.2499, 0.25, 0.7499, 0.75, 1.0)
     rssi = (-79.99, -80.0, -80.01)
-    conds = [RuntimeConditions(co_cpu=c, co_mem=m, rssi_wifi_dbm=w, rssi_p2p_dbm=p)
-             for c in utils for m in utils for w in rssi for p in rssi]
+    conds = [
+        RuntimeConditions(co_cpu=c, co_mem=m, rssi_wifi_dbm=w, rssi_p2p_dbm=p)
+        for c in utils
+        for m in utils
+        for w in rssi
+        for p in rssi
+    ]
     seen = set()
     for f in feats:
         for c in conds:
@@ -147,7 +176,7 @@ def test_index_round_trip_all_states() -> None:
     for i in range(N_STATES):
         b = StateBins.from_index(i)
         assert b.index == i
-        for (name, labels) in DIMENSIONS:
+        for name, labels in DIMENSIONS:
             assert 0 <= getattr(b, name) < len(labels)
         assert set(b.labels()) == {name for name, _ in DIMENSIONS}
         seen.add(tuple(b.as_dict().values()))
@@ -161,9 +190,17 @@ def test_from_index_rejects_out_of_range(bad: int) -> None:
 
 
 def test_labels_follow_table_i() -> None:
-    b = observe(ModelFeatures(conv=94, fc=1, rc=0, macs=5_700_000_000),  # Inception v3
-                RuntimeConditions(co_cpu=0.0, co_mem=0.5, rssi_wifi_dbm=-85, rssi_p2p_dbm=-40))
+    b = observe(
+        ModelFeatures(conv=94, fc=1, rc=0, macs=5_700_000_000),  # Inception v3
+        RuntimeConditions(co_cpu=0.0, co_mem=0.5, rssi_wifi_dbm=-85, rssi_p2p_dbm=-40),
+    )
     assert b.labels() == {
-        "conv": "larger", "fc": "small", "rc": "small", "mac": "large",
-        "co_cpu": "none", "co_mem": "medium", "rssi_w": "weak", "rssi_p": "regular",
+        "conv": "larger",
+        "fc": "small",
+        "rc": "small",
+        "mac": "large",
+        "co_cpu": "none",
+        "co_mem": "medium",
+        "rssi_w": "weak",
+        "rssi_p": "regular",
     }

@@ -53,8 +53,9 @@ def _same(a, b) -> None:  # type: ignore[no-untyped-def]
     ],
 )
 @pytest.mark.parametrize("top_k", [0, 1, 5, 2000])
-def test_in_graph_summary_equals_numpy(tmp_path: Path, elem: int, shape: list[int | str],
-                                       feed_shape: tuple[int, ...], top_k: int) -> None:
+def test_in_graph_summary_equals_numpy(
+    tmp_path: Path, elem: int, shape: list[int | str], feed_shape: tuple[int, ...], top_k: int
+) -> None:
     loaded = _load(tmp_path, _model([("y", elem, shape)]))
     assert loaded.specs, "the rewrite applies"
     rng = np.random.default_rng(3)

@@ -25,11 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import wait_until_ready
-
 from services.common.redis_embed import free_port
 from services.core.schemas import Reading, TelemetrySnapshot
 from services.telemetry.sources.base import CO_CPU, Source
+from tests.conftest import wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -114,23 +113,41 @@ def promtool_check_metrics(text: str) -> None:
 def run_telemetry(tmp: Path, **env: str) -> Iterator[httpx.Client]:
     port = free_port()
     log_path = tmp / f"telemetry-{port}.log"
-    child_env = dict(os.environ) | {
-        "AUTOSCALE_HOST": "127.0.0.1",
-        "AUTOSCALE_TELEMETRY_PORT": str(port),
-        "AUTOSCALE_TELEMETRY_REFRESH_S": "0.2",
-        "AUTOSCALE_TELEMETRY_READ_TIMEOUT_S": str(READ_TIMEOUT_S),
-        "AUTOSCALE_TELEMETRY_STALE_AFTER_S": str(STALE_AFTER_S),
-        "AUTOSCALE_SCENARIO": "S1",
-        "AUTOSCALE_DATA_DIR": str(tmp / "var"),
-        "AUTOSCALE_MESH_ID": f"test-{uuid.uuid4().hex[:8]}",
-        "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    } | env
+    child_env = (
+        dict(os.environ)
+        | {
+            "AUTOSCALE_HOST": "127.0.0.1",
+            "AUTOSCALE_TELEMETRY_PORT": str(port),
+            "AUTOSCALE_TELEMETRY_REFRESH_S": "0.2",
+            "AUTOSCALE_TELEMETRY_READ_TIMEOUT_S": str(READ_TIMEOUT_S),
+            "AUTOSCALE_TELEMETRY_STALE_AFTER_S": str(STALE_AFTER_S),
+            "AUTOSCALE_SCENARIO": "S1",
+            "AUTOSCALE_DATA_DIR": str(tmp / "var"),
+            "AUTOSCALE_MESH_ID": f"test-{uuid.uuid4().hex[:8]}",
+            "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
+        | env
+    )
     child_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "services.telemetry.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-            cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "services.telemetry.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0, trust_env=False)
     try:
@@ -214,7 +231,9 @@ def test_sources_say_measured_or_emulated(host: httpx.Client) -> None:
         assert snap.readings[name].source == "measured"
     # Signal strength: measured only if this host really has a wireless interface.
     for name in ("rssi_wifi_dbm", "rssi_p2p_dbm"):
-        expected = "measured" if families["wireless"]["found"] and readings[name]["source"] != "scenario" else "emulated"
+        expected = (
+            "measured" if families["wireless"]["found"] and readings[name]["source"] != "scenario" else "emulated"
+        )
         assert readings[name]["kind"] == expected == snap.readings[name].source
         if expected == "emulated":
             assert readings[name]["source"] == "scenario"
@@ -270,7 +289,8 @@ def test_scenario_switch(host: httpx.Client) -> None:
 
         # Dynamic scenario, given inline: a trace.
         inline = {
-            "name": "ramp", "kind": "dynamic",
+            "name": "ramp",
+            "kind": "dynamic",
             "conditions": {"rssi_p2p_dbm": {"trace": {"points": [[0, -90], [3600, -40]]}}},
         }
         resp = host.put("/scenario", json={"scenario": inline})
@@ -299,7 +319,11 @@ def test_scenario_switch(host: httpx.Client) -> None:
         ({"name": "S9"}, "name", "unknown_scenario"),
         ({"name": "../../etc/passwd"}, "name", "validation_error"),
         ({"name": "S1", "prefer": "magic"}, "prefer", "validation_error"),
-        ({"scenario": {"name": "x", "kind": "static", "conditions": {"co_cpu": 1.5}}}, "scenario.conditions", "invalid_scenario"),
+        (
+            {"scenario": {"name": "x", "kind": "static", "conditions": {"co_cpu": 1.5}}},
+            "scenario.conditions",
+            "invalid_scenario",
+        ),
         ({"scenario": {"name": "x", "kind": "static", "colour": 1}}, "scenario.colour", "invalid_scenario"),
         ({"nme": "S1"}, "nme", "validation_error"),
     ],
@@ -314,8 +338,16 @@ def test_scenario_errors_name_the_field(host: httpx.Client, body: dict[str, Any]
 
 
 def test_metrics_pass_promtool(host: httpx.Client) -> None:
-    wait_for(lambda: (timed_state(host).readings.get("test.hang_later") or Reading(
-        name="x", value=0, unit="", source="measured", timestamp=0)).stale, 10, "stale hang_later")
+    wait_for(
+        lambda: (
+            (
+                timed_state(host).readings.get("test.hang_later")
+                or Reading(name="x", value=0, unit="", source="measured", timestamp=0)
+            ).stale
+        ),
+        10,
+        "stale hang_later",
+    )
     time.sleep(0.3)  # one export tick
     resp = host.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
@@ -475,7 +507,7 @@ def test_corunner_excludes_mesh_processes() -> None:
     try:
         time.sleep(0.3)  # let the children exec so their environ is readable
         src = CoRunnerSource(mesh_id=mesh_id)
-        pids = {p.pid for p in src._mesh_processes()}  # noqa: SLF001 - the classification is the unit
+        pids = {p.pid for p in src._mesh_processes()}
         assert member.pid in pids and os.getpid() in pids
         assert other.pid not in pids
         readings = {r.name: r for r in src.read()}

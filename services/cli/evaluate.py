@@ -14,10 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
+from services.common.config_files import load_profile, load_scenario
 from services.core.profiles import ProfileError
-from services.common.config_files import load_profile
 from services.core.scenarios import ScenarioError
-from services.common.config_files import load_scenario
 from services.evaluation.evaluate import DEFAULT_DEVICES, DEFAULT_SCENARIOS, EVAL_POLICIES, EvalConfig, cpu_count
 from services.evaluation.evaluate import evaluate as run_evaluation
 
@@ -45,14 +44,25 @@ def evaluate(
         DEFAULT_SCENARIOS
     ),
     models: Annotated[str | None, typer.Option(help="comma-separated zoo networks (default: all ten)")] = None,
-    policies: Annotated[str, typer.Option(help="comma-separated policies (autoscale = as configured, autoscale-paper = as published)")] = ",".join(EVAL_POLICIES),
+    policies: Annotated[
+        str, typer.Option(help="comma-separated policies (autoscale = as configured, autoscale-paper = as published)")
+    ] = ",".join(EVAL_POLICIES),
     runs: Annotated[int, typer.Option(min=1, help="training inferences per (network, scenario)")] = 100,
-    test_runs: Annotated[int, typer.Option(min=1, help="measured test inferences per (held-out network, scenario) and window")] = 50,
-    adapt_runs: Annotated[int, typer.Option(min=0, help="online inferences of the held-out network between the cold-start and adapted windows")] = 100,
+    test_runs: Annotated[
+        int, typer.Option(min=1, help="measured test inferences per (held-out network, scenario) and window")
+    ] = 50,
+    adapt_runs: Annotated[
+        int,
+        typer.Option(
+            min=0, help="online inferences of the held-out network between the cold-start and adapted windows"
+        ),
+    ] = 100,
     seed: Annotated[int, typer.Option(help="seed: the same seed gives the same results")] = 0,
     profile: Annotated[
         list[Path] | None,
-        typer.Option(help="your own device profile YAML (repeatable): a phone is evaluated, a tablet becomes the peer, a server the cloud"),
+        typer.Option(
+            help="your own device profile YAML (repeatable): a phone is evaluated, a tablet becomes the peer, a server the cloud"
+        ),
     ] = None,
     scenario_file: Annotated[list[Path] | None, typer.Option(help="your own scenario YAML (repeatable)")] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results"),
@@ -72,7 +82,9 @@ def evaluate(
     cfg.policies = _split(policies) or list(EVAL_POLICIES)
     unknown = [p for p in cfg.policies if p not in EVAL_POLICIES]
     if unknown:
-        raise typer.BadParameter(f"unknown policy {unknown[0]!r}; valid: {', '.join(EVAL_POLICIES)}", param_hint="--policies")
+        raise typer.BadParameter(
+            f"unknown policy {unknown[0]!r}; valid: {', '.join(EVAL_POLICIES)}", param_hint="--policies"
+        )
     for needed in ("edge-cpu-fp32", "opt"):  # PPW normalisation and the gaps need them
         if needed not in cfg.policies:
             cfg.policies.append(needed)
@@ -94,8 +106,13 @@ def evaluate(
             raise typer.BadParameter("no scenario to evaluate", param_hint="--scenarios")
         t0 = time.perf_counter()
         with Progress(
-            TextColumn("[bold]evaluate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), console=console, transient=False,
+            TextColumn("[bold]evaluate[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=False,
         ) as bar:
             task = bar.add_task("starting", total=None)
 
@@ -116,9 +133,11 @@ def evaluate(
         a = s.get("policies", {}).get(v)
         g = s.get("gaps_by_policy", {}).get(v, {})
         if a:
-            parts.append(f"{v}: prediction accuracy {100 * a.get('prediction_accuracy', float('nan')):.1f} %, "
-                         f"energy gap to Opt {g.get('energy_gap_pct', float('nan')):.2f} %, "
-                         f"QoS gap {g.get('qos_gap_pp', float('nan')):.2f} pp")
+            parts.append(
+                f"{v}: prediction accuracy {100 * a.get('prediction_accuracy', float('nan')):.1f} %, "
+                f"energy gap to Opt {g.get('energy_gap_pct', float('nan')):.2f} %, "
+                f"QoS gap {g.get('qos_gap_pp', float('nan')):.2f} pp"
+            )
     t = res["timing"]
     console.print(
         f"wrote {out}/results.json, report.md and figures in {time.perf_counter() - t0:.1f} s "
@@ -162,6 +181,7 @@ def schemas(out_dir: Annotated[Path, typer.Argument(help="where to write the JSO
     """Regenerate the published JSON schemas of profile and scenario files."""
     for p in write_schemas(out_dir):
         typer.echo(p)
+
 
 if __name__ == "__main__":
     app()

@@ -42,14 +42,16 @@ def _die_with_parent() -> None:
 
 def check_config(settings: Settings) -> list[str]:
     """Problems that would stop a service at start, found before any process is started."""
-    from services.core.errors import ConfigFileError
+    from services.common.config_files import load_profile, load_scenario
     from services.common.engines import get_engine
-    from services.common.config_files import load_profile
-    from services.common.config_files import load_scenario
+    from services.core.errors import ConfigFileError
 
     problems: list[str] = []
-    for var, name in (("EDGE_DEVICE", settings.edge_device), ("PEER_DEVICE", settings.peer_device),
-                      ("CLOUD_DEVICE", settings.cloud_device)):
+    for var, name in (
+        ("EDGE_DEVICE", settings.edge_device),
+        ("PEER_DEVICE", settings.peer_device),
+        ("CLOUD_DEVICE", settings.cloud_device),
+    ):
         try:
             load_profile(name, settings.profiles_dir)
         except ConfigFileError as exc:
@@ -98,7 +100,7 @@ class Mesh:
         env["REDIS_URL"] = self.redis_url
         return env
 
-    def start(self, timeout_s: float = 300.0, on_event: Callable[[str], None] = lambda _m: None) -> "Mesh":
+    def start(self, timeout_s: float = 300.0, on_event: Callable[[str], None] = lambda _m: None) -> Mesh:
         s = self.settings
         # Telemetry tells the mesh's own processes (Redis included) from co-runners by this id.
         os.environ.setdefault(MESH_ID_ENV, f"mesh-{os.getpid()}")
@@ -120,8 +122,20 @@ class Mesh:
                 port = getattr(s, f"{role}_port")
                 log_path = log_dir / f"{role}.log"
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", s.host, "--port", str(port),
-                     "--no-access-log", "--timeout-graceful-shutdown", "5"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "--factory",
+                        factory,
+                        "--host",
+                        s.host,
+                        "--port",
+                        str(port),
+                        "--no-access-log",
+                        "--timeout-graceful-shutdown",
+                        "5",
+                    ],
                     env=env | {"AUTOSCALE_SERVICE": role},
                     stdin=subprocess.DEVNULL,
                     stdout=log_path.open("ab"),
@@ -152,7 +166,9 @@ class Mesh:
                             pending.remove(role)
                             on_event(f"{role}: ready at {svc.url}")
                 if pending and time.monotonic() > deadline:
-                    raise TimeoutError(f"not ready within {timeout_s:.0f} s: {', '.join(pending)} (logs in {svc.log_path.parent})")
+                    raise TimeoutError(
+                        f"not ready within {timeout_s:.0f} s: {', '.join(pending)} (logs in {svc.log_path.parent})"
+                    )
                 if pending:
                     time.sleep(0.2)
 

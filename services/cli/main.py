@@ -13,11 +13,11 @@ import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 
-from services.cli.tune import tune
-from services.common.settings import Settings
-from services.cli.models import app as models_app
 from services.cli.evaluate import evaluate
 from services.cli.launcher import SERVICES, Mesh, check_config
+from services.cli.models import app as models_app
+from services.cli.tune import tune
+from services.common.settings import Settings
 
 app = typer.Typer(help="AutoScale Mesh: energy- and QoS-aware DNN inference placement.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Build and inspect the model zoo.")
@@ -37,8 +37,9 @@ def _settings() -> Settings:
 def _serve(role: str) -> None:
     s = _settings()
     factory = dict(SERVICES)[role]
-    uvicorn.run(factory, factory=True, host=s.host, port=getattr(s, f"{role}_port"), access_log=False,
-                log_level=s.log_level)
+    uvicorn.run(
+        factory, factory=True, host=s.host, port=getattr(s, f"{role}_port"), access_log=False, log_level=s.log_level
+    )
 
 
 @app.command()
@@ -118,9 +119,10 @@ def up(
         f"  logs       {Path(s.data_dir).resolve() / 'logs'}\n\n"
         f"Send a request:\n"
         f"  curl -s -X POST {url}/infer -H 'Content-Type: application/json' "
-        f"-d '{{\"model\": \"{model}\", \"synthetic\": true}}'\n\n"
+        f'-d \'{{"model": "{model}", "synthetic": true}}\'\n\n'
         f"Ctrl-C stops every process.",
-        soft_wrap=True, highlight=False,
+        soft_wrap=True,
+        highlight=False,
     )
     code = 0
     reported: set[str] = set()

@@ -1,7 +1,7 @@
 """``autoscale models ...``: build and inspect the Table III zoo (mounted by the lead's CLI).
 
-    autoscale models build [NAMES...] [--dir DIR] [--precisions fp32,int8,fp16]
-    autoscale models list  [--dir DIR]
+autoscale models build [NAMES...] [--dir DIR] [--precisions fp32,int8,fp16]
+autoscale models list  [--dir DIR]
 """
 
 from __future__ import annotations
@@ -94,8 +94,12 @@ def build(
     cache = Path(dir) if dir else _default_dir()
     rows: list[dict[str, object]] = []
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task("building", total=len(names) * len(precs))
         for name in names:

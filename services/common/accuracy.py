@@ -176,8 +176,14 @@ def measure_accuracy(model_path: Path, precision: Precision | str, labelled_set:
     inp = sess.get_inputs()[0]
     if len(sess.get_inputs()) != 1:
         raise ModelValidationError("measure_accuracy supports single-input models only", field="labelled_set")
-    dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-             "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(inp.type, np.float32)
+    dtype = {
+        "tensor(float)": np.float32,
+        "tensor(float16)": np.float16,
+        "tensor(int64)": np.int64,
+        "tensor(int32)": np.int32,
+        "tensor(uint8)": np.uint8,
+        "tensor(int8)": np.int8,
+    }.get(inp.type, np.float32)
     expected_rank = len(inp.shape)
     if x.ndim != expected_rank:
         raise ModelValidationError(
@@ -188,12 +194,12 @@ def measure_accuracy(model_path: Path, precision: Precision | str, labelled_set:
     step = inp.shape[0] if fixed_batch else min(len(x), 64)
     correct = total = 0
     for start in range(0, len(x), step):
-        chunk = x[start:start + step].astype(dtype, copy=False)
+        chunk = x[start : start + step].astype(dtype, copy=False)
         if len(chunk) < step and fixed_batch:
             break  # a fixed batch the set cannot fill; remaining samples are skipped
         logits = np.asarray(sess.run(None, {inp.name: chunk})[0])
         pred = logits.reshape(len(chunk), -1).argmax(axis=1)
-        correct += int((pred == y[start:start + len(chunk)]).sum())
+        correct += int((pred == y[start : start + len(chunk)]).sum())
         total += len(chunk)
     if total == 0:
         raise ModelValidationError("labelled set too small for the model's fixed batch size", field="labelled_set")

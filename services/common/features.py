@@ -119,9 +119,32 @@ MAC_OPS = CONV_OPS | CONV_T_OPS | GEMM_OPS | set(MATMUL_OPS) | RNN_OPS | ATTENTI
 # Ops a depthwise output may cross on its way to "its" pointwise conv (activation, BN,
 # squeeze-excite scaling, QDQ pairs).  Pooling is deliberately absent: it ends a path.
 _PASS_THROUGH = {
-    "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
-    "Selu", "Celu", "Mish", "Gelu", "FastGelu", "Softplus", "BatchNormalization", "Identity",
-    "Add", "Sub", "Mul", "Div", "Max", "Min", "QuantizeLinear", "DequantizeLinear", "Cast",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "PRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Mish",
+    "Gelu",
+    "FastGelu",
+    "Softplus",
+    "BatchNormalization",
+    "Identity",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Max",
+    "Min",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Cast",
     "Dropout",
 }
 # Ops allowed between Q·Kᵀ and the Softmax of an attention core (scaling, masking, reshapes).
@@ -131,13 +154,23 @@ _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Rando
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 _WIRE_BYTES = {
-    TensorProto.INT64: 8, TensorProto.UINT64: 8, TensorProto.INT32: 4, TensorProto.UINT32: 4,
-    TensorProto.INT16: 2, TensorProto.UINT16: 2, TensorProto.INT8: 1, TensorProto.UINT8: 1,
+    TensorProto.INT64: 8,
+    TensorProto.UINT64: 8,
+    TensorProto.INT32: 4,
+    TensorProto.UINT32: 4,
+    TensorProto.INT16: 2,
+    TensorProto.UINT16: 2,
+    TensorProto.INT8: 1,
+    TensorProto.UINT8: 1,
     TensorProto.BOOL: 1,
 }
 _SPEC_DTYPES = {
-    TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT64: "int64",
-    TensorProto.INT32: "int32", TensorProto.UINT8: "uint8", TensorProto.INT8: "int8",
+    TensorProto.FLOAT: "float32",
+    TensorProto.FLOAT16: "float16",
+    TensorProto.INT64: "int64",
+    TensorProto.INT32: "int32",
+    TensorProto.UINT8: "uint8",
+    TensorProto.INT8: "int8",
 }
 
 Shape = list[int | None]
@@ -171,8 +204,13 @@ class GraphAnalysis:
 
     def features(self) -> ModelFeatures:
         return ModelFeatures(
-            conv=self.conv, fc=self.fc, rc=self.rc, macs=self.macs, params=self.params,
-            input_bytes=self.input_bytes, output_bytes=self.output_bytes,
+            conv=self.conv,
+            fc=self.fc,
+            rc=self.rc,
+            macs=self.macs,
+            params=self.params,
+            input_bytes=self.input_bytes,
+            output_bytes=self.output_bytes,
         )
 
 
@@ -193,8 +231,7 @@ def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
 
 def _has_data(t: TensorProto) -> bool:
     return bool(
-        t.raw_data or t.float_data or t.int32_data or t.int64_data or t.double_data
-        or t.uint64_data or t.string_data
+        t.raw_data or t.float_data or t.int32_data or t.int64_data or t.double_data or t.uint64_data or t.string_data
     ) or any(d == 0 for d in t.dims)
 
 
@@ -288,7 +325,7 @@ def _light_model(model: onnx.ModelProto) -> onnx.ModelProto:
 def _infer(light: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - a graph ONNX cannot infer still gets counted
+    except Exception:
         return light
 
 
@@ -298,7 +335,7 @@ def _ort_infer(light: onnx.ModelProto) -> onnx.ModelProto | None:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         return SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=True)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -758,7 +795,7 @@ def load_and_validate(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> onnx.M
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+    except Exception as exc:
         raise ModelValidationError(f"not an ONNX model: protobuf decoding failed ({exc})") from exc
     if not model.HasField("graph") or not model.graph.node:
         raise ModelValidationError("not an ONNX model: no graph with nodes")
@@ -770,7 +807,7 @@ def load_and_validate(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> onnx.M
         )
     try:
         onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001 - ValidationError, and C++ errors on odd inputs
+    except Exception as exc:
         msg = re.sub(r"\s+", " ", str(exc)).strip()
         raise ModelValidationError(f"onnx.checker rejected the model: {msg[:500]}") from exc
     init_names = {t.name for t in model.graph.initializer}

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from fastapi import FastAPI, Response
 from prometheus_client import (
@@ -32,27 +30,83 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
 
 PREFIX = "autoscale_"
 
 # Buckets. Latency: 1 ms .. 10 s, with the two QoS targets of the paper (1/30 s streaming,
 # 50 ms) as exact edges so "fraction under QoS" is readable straight from the histogram.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.02, 1 / 30, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    1 / 30,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 # A policy decision is a table lookup (~us) up to a model prediction (~ms).
 DECISION_BUCKETS: tuple[float, ...] = (
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.1,
+    1e-6,
+    2.5e-6,
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    0.1,
 )
 # Phone energy of one inference: sub-mJ (tiny model on the DSP) .. several J (big model, weak link).
 ENERGY_BUCKETS: tuple[float, ...] = (
-    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 # Eq. 5 reward: -energy_mJ (+ small latency/accuracy terms), or accuracy-100 when masked out.
 REWARD_BUCKETS: tuple[float, ...] = (
-    -5000, -2000, -1000, -500, -200, -100, -50, -20, -10, -5, 0, 5, 10, 20, 50,
+    -5000,
+    -2000,
+    -1000,
+    -500,
+    -200,
+    -100,
+    -50,
+    -20,
+    -10,
+    -5,
+    0,
+    5,
+    10,
+    20,
+    50,
 )
 
 

@@ -32,8 +32,8 @@ from services.common.features import (
     io_specs,
     load_and_validate,
 )
-from services.common.precision import make_variant
 from services.common.files import atomic_write
+from services.common.precision import make_variant
 from services.core.schemas import AccuracyEntry, ModelInfo, Precision
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -67,7 +67,8 @@ class ModelStore:
         if not self.user_dir.is_dir():
             return []
         return sorted(
-            p.stem for p in self.user_dir.glob("*.json")
+            p.stem
+            for p in self.user_dir.glob("*.json")
             if NAME_RE.match(p.stem) and (self.user_dir / f"{p.stem}.onnx").exists()
         )
 
@@ -150,7 +151,7 @@ class ModelStore:
             inputs, outputs = io_specs(model)
             try:
                 features = extract_features(model)
-            except Exception as exc:  # noqa: BLE001 - a graph the extractor chokes on is not servable
+            except Exception as exc:
                 raise ModelValidationError(f"could not analyse the graph: {exc}") from exc
             props = {p.key: p.value for p in model.metadata_props}
             sha = hashlib.sha256(data).hexdigest()
@@ -204,4 +205,3 @@ class ModelStore:
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.cache_dir)!r}, zoo={list(self._zoo)!r})"
-

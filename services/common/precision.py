@@ -79,9 +79,7 @@ def _sha256(path: Path) -> str:
 def variant_path(fp32_path: Path, precision: Precision, cache_dir: Path) -> Path:
     """Where the variant of ``fp32_path`` lives (whether or not it exists yet)."""
     fp32_path = Path(fp32_path)
-    key = hashlib.sha256(
-        f"{VARIANT_FORMAT}|{_sha256(fp32_path)}|{precision}|{_versions()}".encode()
-    ).hexdigest()[:12]
+    key = hashlib.sha256(f"{VARIANT_FORMAT}|{_sha256(fp32_path)}|{precision}|{_versions()}".encode()).hexdigest()[:12]
     return Path(cache_dir) / "variants" / f"{fp32_path.stem}-{precision}-{key}.onnx"
 
 
@@ -133,7 +131,9 @@ def _quantize_int8(src: Path, dst: Path, calibration: Sequence[Feed] | None) -> 
     if mode == "static":
         feeds = list(calibration) if calibration is not None else calibration_feeds(model)
         quantize_static(
-            model, str(dst), _Reader(feeds),  # type: ignore[arg-type]
+            model,
+            str(dst),
+            _Reader(feeds),  # type: ignore[arg-type]
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
@@ -154,8 +154,14 @@ def _to_fp16(src: Path, dst: Path) -> dict[str, object]:
     return {"mode": "fp16", "format": "float16 weights and compute, float32 I/O"}
 
 
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-               "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+}
 
 
 def _smoke_run(path: Path) -> None:
@@ -173,8 +179,11 @@ def _smoke_run(path: Path) -> None:
         feed = zoo.synthetic_inputs(name, CALIBRATION_SEED + 999)
     else:
         specs = [
-            TensorSpec(name=i.name, dtype=_ORT_DTYPES.get(i.type, "float32"),  # type: ignore[arg-type]
-                       shape=[d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
+            TensorSpec(
+                name=i.name,
+                dtype=_ORT_DTYPES.get(i.type, "float32"),  # type: ignore[arg-type]
+                shape=[d if isinstance(d, int) and d > 0 else 1 for d in i.shape],
+            )
             for i in sess.get_inputs()
         ]
         feed = zoo.synthetic_inputs(specs, CALIBRATION_SEED + 999)
@@ -213,8 +222,14 @@ def make_variant(
                 meta = _to_fp16(fp32_path, tmp)
         _smoke_run(tmp)
         data = tmp.read_bytes()
-        meta.update(precision=str(precision), source=fp32_path.name, source_sha256=_sha256(fp32_path),
-                    sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), versions=_versions())
+        meta.update(
+            precision=str(precision),
+            source=fp32_path.name,
+            source_sha256=_sha256(fp32_path),
+            sha256=hashlib.sha256(data).hexdigest(),
+            bytes=len(data),
+            versions=_versions(),
+        )
         side = Path(tmpdir) / "meta.json"
         side.write_text(json.dumps(meta, indent=2))
         os.replace(side, dst.with_suffix(".json"))

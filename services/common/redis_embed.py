@@ -38,7 +38,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)
@@ -46,14 +46,22 @@ class EmbeddedRedis:
         self.proc = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--bind", self.host,
-                "--port", str(self.port),
-                "--dir", str(self.data_dir.resolve()),
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                "--logfile", str(log.resolve()),
-                "--protected-mode", "yes",
+                "--bind",
+                self.host,
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.data_dir.resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--logfile",
+                str(log.resolve()),
+                "--protected-mode",
+                "yes",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -86,7 +94,7 @@ class EmbeddedRedis:
             self.proc.kill()
             self.proc.wait(timeout=5)
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

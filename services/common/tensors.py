@@ -27,23 +27,36 @@ def spec_text(spec: TensorSpec) -> str:
 def check_against(payload: TensorPayload, spec: TensorSpec, field: str) -> None:
     """Raise a 422 naming the field and the expected spec when dtype or shape do not fit."""
     if payload.dtype != spec.dtype:
-        raise ApiError(422, "invalid_dtype", f"{field}: dtype {payload.dtype} does not match the model input {spec_text(spec)}", field=f"{field}.dtype")
+        raise ApiError(
+            422,
+            "invalid_dtype",
+            f"{field}: dtype {payload.dtype} does not match the model input {spec_text(spec)}",
+            field=f"{field}.dtype",
+        )
     if len(payload.shape) != len(spec.shape) or any(
         isinstance(want, int) and want > 0 and got != want for got, want in zip(payload.shape, spec.shape)
     ):
-        raise ApiError(422, "invalid_shape", f"{field}: shape {payload.shape} does not match the model input {spec_text(spec)}", field=f"{field}.shape")
+        raise ApiError(
+            422,
+            "invalid_shape",
+            f"{field}: shape {payload.shape} does not match the model input {spec_text(spec)}",
+            field=f"{field}.shape",
+        )
 
 
 def decode(payload: TensorPayload, field: str = "input") -> np.ndarray:
     try:
         raw = base64.b64decode(payload.data_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ApiError(422, "invalid_data", f"{field}.data_b64 is not valid base64: {exc}", field=f"{field}.data_b64") from exc
+        raise ApiError(
+            422, "invalid_data", f"{field}.data_b64 is not valid base64: {exc}", field=f"{field}.data_b64"
+        ) from exc
     dtype = np.dtype(payload.dtype)
     expected = int(np.prod(payload.shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
         raise ApiError(
-            422, "invalid_data",
+            422,
+            "invalid_data",
             f"{field}.data_b64 holds {len(raw)} bytes but {payload.dtype}{payload.shape} needs {expected}",
             field=f"{field}.data_b64",
         )
@@ -85,10 +98,16 @@ def summarize(name: str, array: np.ndarray, top_k: int) -> OutputSummary:
     # A classifier head: one row of class scores. Report softmax probabilities of the top k.
     if top_k and arr.ndim == 2 and arr.shape[0] == 1 and arr.shape[1] > 1:
         k = min(top_k, n)
-        part = np.argpartition(d, n - k)[n - k:].tolist()  # the k largest (d is flat - mean: same order)
+        part = np.argpartition(d, n - k)[n - k :].tolist()  # the k largest (d is flat - mean: same order)
         picked = sorted(zip(d[part].tolist(), part), key=lambda vi: (-vi[0], vi[1]))  # ties: lower index first
         z = float(np.exp(d - picked[0][0]).sum())
         top = [(i, round(math.exp(v - picked[0][0]) / z, 6)) for v, i in picked]
     return OutputSummary.model_construct(  # values made here: no validation pass
-        name=name, shape=list(arr.shape), dtype=arr.dtype.name, top_k=top, mean=mean, std=std, checksum=total,
+        name=name,
+        shape=list(arr.shape),
+        dtype=arr.dtype.name,
+        top_k=top,
+        mean=mean,
+        std=std,
+        checksum=total,
     )

@@ -80,7 +80,10 @@ def targets_for(profile: DeviceProfile, location: Location | str) -> list[Target
         if proc is None or precision not in proc.throughput_gmacs:
             continue
         if location is Location.edge and proc.dvfs is not None:
-            out += [Target(runner=location, processor=proc_name, precision=precision, dvfs=k) for k in range(proc.dvfs.steps)]
+            out += [
+                Target(runner=location, processor=proc_name, precision=precision, dvfs=k)
+                for k in range(proc.dvfs.steps)
+            ]
         else:
             out.append(Target(runner=location, processor=proc_name, precision=precision, dvfs=None))
     return out
@@ -138,9 +141,7 @@ def _nominal_time(proc: ProcessorProfile, features: ModelFeatures, target: Targe
     return t_work * (proc.memory_bound + (1.0 - proc.memory_bound) / r) + proc.launch_ms / 1e3
 
 
-def inference_time(
-    profile: DeviceProfile, features: ModelFeatures, target: Target, cond: RuntimeConditions
-) -> float:
+def inference_time(profile: DeviceProfile, features: ModelFeatures, target: Target, cond: RuntimeConditions) -> float:
     """Seconds the inference takes on ``target`` of ``profile`` (no transfer)."""
     proc = _proc(profile, target)
     return _nominal_time(proc, features, target) * _slowdown(proc, Location(target.runner), cond)

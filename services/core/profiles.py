@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, model_validator
 from services.core.errors import ConfigFileError
 from services.core.schemas import Precision, Processor, StrictModel
 
+
 class ProfileError(ConfigFileError):
     """A profile file that cannot be used; the message names the file, the field and the reason."""
 
@@ -30,7 +31,7 @@ class DvfsTable(_Strict):
     busy_w: list[float] = Field(description="busy power at each step, W (eq. 1/2's P_busy^f)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DvfsTable":
+    def _consistent(self) -> DvfsTable:
         for name in ("freqs_ghz", "busy_w"):
             values = getattr(self, name)
             if len(values) != self.steps:
@@ -84,7 +85,7 @@ class ProcessorProfile(_Strict):
     supports_rc: bool = Field(True, description="middleware runs recurrent/attention layers here")
 
     @model_validator(mode="after")
-    def _power_defined(self) -> "ProcessorProfile":
+    def _power_defined(self) -> ProcessorProfile:
         if self.dvfs is None and self.power_w is None:
             raise ValueError("either dvfs or power_w must be given")
         if not self.throughput_gmacs:
@@ -132,7 +133,7 @@ class LinkProfile(_Strict):
     points: list[LinkPoint] = Field(min_length=2)
 
     @model_validator(mode="after")
-    def _sorted(self) -> "LinkProfile":
+    def _sorted(self) -> LinkProfile:
         rssi = [p.rssi_dbm for p in self.points]
         if any(b <= a for a, b in zip(rssi, rssi[1:])):
             raise ValueError("points must be sorted by strictly ascending rssi_dbm (weakest first)")
@@ -152,7 +153,7 @@ class DeviceProfile(_Strict):
     radio: RadioProfile | None = None
 
     @model_validator(mode="after")
-    def _radio_for_mobiles(self) -> "DeviceProfile":
+    def _radio_for_mobiles(self) -> DeviceProfile:
         if self.kind == "phone" and self.radio is None:
             raise ValueError("a phone profile needs a radio section (eq. 4 charges its radio)")
         return self

@@ -111,8 +111,11 @@ def reward(
         return -energy_mj + weights.beta * accuracy
     if mode == "qos":
         if accuracy_min is not None and accuracy < accuracy_min:
-            return (-energy_mj * (1.0 + weights.qos_penalty) - ACCURACY_MISS_MJ
-                    - ACCURACY_MISS_MJ_PER_POINT * (accuracy_min - accuracy))
+            return (
+                -energy_mj * (1.0 + weights.qos_penalty)
+                - ACCURACY_MISS_MJ
+                - ACCURACY_MISS_MJ_PER_POINT * (accuracy_min - accuracy)
+            )
         if latency_ms < qos_ms:
             return -energy_mj
         return -energy_mj * (1.0 + weights.qos_penalty)
@@ -143,11 +146,25 @@ def reward_expected(
     """
     _check_mode(mode)
     if sigma <= 0.0 or latency_ms <= 0.0:
-        return reward(energy_mj=energy_mj, latency_ms=latency_ms, accuracy=accuracy, qos_ms=qos_ms,
-                      accuracy_min=accuracy_min, weights=weights, mode=mode)
+        return reward(
+            energy_mj=energy_mj,
+            latency_ms=latency_ms,
+            accuracy=accuracy,
+            qos_ms=qos_ms,
+            accuracy_min=accuracy_min,
+            weights=weights,
+            mode=mode,
+        )
     if accuracy_min is not None and accuracy < accuracy_min:
-        return reward(energy_mj=energy_mj, latency_ms=latency_ms, accuracy=accuracy, qos_ms=qos_ms,
-                      accuracy_min=accuracy_min, weights=weights, mode=mode)
+        return reward(
+            energy_mj=energy_mj,
+            latency_ms=latency_ms,
+            accuracy=accuracy,
+            qos_ms=qos_ms,
+            accuracy_min=accuracy_min,
+            weights=weights,
+            mode=mode,
+        )
     mu = -0.5 * sigma * sigma
     z = (math.log(qos_ms / latency_ms) - mu - sigma * sigma) / sigma
     ef_met = _norm_cdf(z)  # E[f ; met]

@@ -47,7 +47,7 @@ class Gaussian(_Strict):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _range(self) -> "Gaussian":
+    def _range(self) -> Gaussian:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min must not exceed max")
         return self
@@ -71,7 +71,7 @@ class Trace(_Strict):
     loop_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _sorted(self) -> "Trace":
+    def _sorted(self) -> Trace:
         ts = [t for t, _ in self.points]
         if ts[0] != 0:
             raise ValueError("the first point must be at t_s = 0")
@@ -115,7 +115,7 @@ class ConditionsSpec(_Strict):
     rssi_p2p_dbm: Feature = Field(-50.0, description="Wi-Fi Direct RSSI, dBm")
 
     @model_validator(mode="after")
-    def _in_range(self) -> "ConditionsSpec":
+    def _in_range(self) -> ConditionsSpec:
         for name, (lo, hi) in _RANGES.items():
             spec = getattr(self, name)
             for v in _values(spec):

@@ -60,13 +60,13 @@ class Target(BaseModel):
         base = f"{self.runner}/{self.processor}/{self.precision}"
         return base if self.dvfs is None else f"{base}@{self.dvfs}"
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "Target":
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Target:
         new = super().model_copy(update=update, deep=deep)
         new.__dict__.pop("id", None)  # the copy may change a field the cached id depends on
         return new
 
     @classmethod
-    def parse(cls, action_id: str, engine: str = "onnxruntime") -> "Target":
+    def parse(cls, action_id: str, engine: str = "onnxruntime") -> Target:
         base, _, dvfs = action_id.partition("@")
         runner, processor, precision = base.split("/")
         return cls(

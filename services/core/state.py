@@ -41,12 +41,12 @@ class StateBins:
     @property
     def index(self) -> int:
         idx = 0
-        for (name, labels) in DIMENSIONS:
+        for name, labels in DIMENSIONS:
             idx = idx * len(labels) + getattr(self, name)
         return idx
 
     @classmethod
-    def from_index(cls, index: int) -> "StateBins":
+    def from_index(cls, index: int) -> StateBins:
         if not 0 <= index < N_STATES:
             raise ValueError(f"state index must be in [0, {N_STATES}), got {index}")
         values: dict[str, int] = {}

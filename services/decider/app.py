@@ -12,19 +12,19 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from services.core import costmodel
+from services.common.config_files import load_profile
 from services.common.errors import error_body, install_error_handlers
 from services.common.http import make_client
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore
-from services.common.config_files import load_profile
 from services.common.redis_embed import EmbeddedRedis
-from services.core.schemas import Location
 from services.common.settings import Settings, get_settings
+from services.core import costmodel
+from services.core.policies import PolicySet
+from services.core.schemas import Location
 from services.decider.api import admin, catalog, health, infer
 from services.decider.deps import Decider, ModelCatalog, require_admin
-from services.core.policies import PolicySet
 from services.decider.qstore import QStore
 from services.decider.runners import Runner, RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
@@ -56,13 +56,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await qstore.start()
         runners = RunnerRegistry(
             runners={
-                role: Runner(role=role, url=s.url(role.value), client=make_client(s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport))
+                role: Runner(
+                    role=role,
+                    url=s.url(role.value),
+                    client=make_client(s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport),
+                )
                 for role in Location
             },
             refresh_s=s.runner_refresh_s,
             run_timeout_s=s.run_timeout_s,
         )
-        telemetry = TelemetryCache(make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport), s.telemetry_refresh_s)
+        telemetry = TelemetryCache(
+            make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport), s.telemetry_refresh_s
+        )
         await runners.refresh()
         await telemetry.refresh()
         runners.start()
@@ -70,10 +76,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.qstore = qstore
         app.state.policies = PolicySet(s, store=qstore)
         app.state.decider = Decider(
-            settings=s, models=ModelCatalog(store), runners=runners, telemetry=telemetry,
-            policies=app.state.policies, qstore=qstore, mesh=mesh, rng=random.Random(s.seed),
+            settings=s,
+            models=ModelCatalog(store),
+            runners=runners,
+            telemetry=telemetry,
+            policies=app.state.policies,
+            qstore=qstore,
+            mesh=mesh,
+            rng=random.Random(s.seed),
         )
-        log_event(log, "decider started", redis=url, runners={r.role.value: r.healthy for r in runners.runners.values()})
+        log_event(
+            log, "decider started", redis=url, runners={r.role.value: r.healthy for r in runners.runners.values()}
+        )
         try:
             yield
         finally:
@@ -97,8 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RedisError)
     async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
         # Admin routes read Redis directly (the request path never does): say what is down.
-        return JSONResponse(error_body("redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}"),
-                            status_code=503)
+        return JSONResponse(
+            error_body("redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}"), status_code=503
+        )
+
     app.include_router(health.router)
     app.include_router(infer.router)
     app.include_router(catalog.router)

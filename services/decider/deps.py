@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from services.core import costmodel
 from services.common.errors import ApiError
 from services.common.model_store import ModelStore
+from services.common.settings import Settings
+from services.core import costmodel
+from services.core.policies.base import Candidate, Outcome
 from services.core.reward import RewardWeights
 from services.core.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
-from services.common.settings import Settings
-from services.core.policies.base import Candidate, Outcome
 from services.decider.runners import RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
 
@@ -40,8 +40,13 @@ class ModelCatalog:
             self.reload()
         info = (self._infos or {}).get(name)
         if info is None:
-            raise ApiError(404, "unknown_model", f"unknown model {name!r}; known models: {', '.join(self.names())}",
-                           field="model", known=self.names())
+            raise ApiError(
+                404,
+                "unknown_model",
+                f"unknown model {name!r}; known models: {', '.join(self.names())}",
+                field="model",
+                known=self.names(),
+            )
         return info
 
 

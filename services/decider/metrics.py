@@ -16,77 +16,141 @@ from services.common.metrics import (
 )
 
 _D_REQUESTS = Counter(
-    metric_name("decider_requests_total"), "Inference requests answered by the decider",
-    ["model", "target", "policy", "outcome"], registry=None,
+    metric_name("decider_requests_total"),
+    "Inference requests answered by the decider",
+    ["model", "target", "policy", "outcome"],
+    registry=None,
 )
 _D_ERRORS = Counter(
-    metric_name("decider_errors_total"), "Inference requests that failed, by error code", ["model", "policy", "code"], registry=None,
+    metric_name("decider_errors_total"),
+    "Inference requests that failed, by error code",
+    ["model", "policy", "code"],
+    registry=None,
 )
 _D_LATENCY = Histogram(
-    metric_name("decider_latency_seconds"), "End-to-end request latency seen by the decider (host wall clock)",
-    ["model", "target", "policy"], buckets=LATENCY_BUCKETS, registry=None,
+    metric_name("decider_latency_seconds"),
+    "End-to-end request latency seen by the decider (host wall clock)",
+    ["model", "target", "policy"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
 )
 _D_INFERENCE = Histogram(
-    metric_name("decider_inference_seconds"), "Inference latency on the chosen target (measured or modelled)",
-    ["model", "target"], buckets=LATENCY_BUCKETS, registry=None,
+    metric_name("decider_inference_seconds"),
+    "Inference latency on the chosen target (measured or modelled)",
+    ["model", "target"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
 )
 _D_TRANSFER = Histogram(
-    metric_name("decider_transfer_seconds"), "Input+output transfer time to a remote target (0 for local targets)",
-    ["model", "target"], buckets=LATENCY_BUCKETS, registry=None,
+    metric_name("decider_transfer_seconds"),
+    "Input+output transfer time to a remote target (0 for local targets)",
+    ["model", "target"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
 )
 # Named "inference_energy" because a histogram "energy_joules" would collide with the
 # counter below ("x_total" counters and "x" histograms share one family name).
 _D_ENERGY = Histogram(
-    metric_name("decider_inference_energy_joules"), "Phone energy of one inference (eqs. 1-4)",
-    ["model", "target", "policy"], buckets=ENERGY_BUCKETS, registry=None,
+    metric_name("decider_inference_energy_joules"),
+    "Phone energy of one inference (eqs. 1-4)",
+    ["model", "target", "policy"],
+    buckets=ENERGY_BUCKETS,
+    registry=None,
 )
 # A plain counter as well as the histogram's _sum: rate() of it is the phone's inference power.
 _D_ENERGY_TOTAL = Counter(
-    metric_name("decider_energy_joules_total"), "Phone energy spent on inference, cumulative", ["model", "target", "policy"], registry=None,
+    metric_name("decider_energy_joules_total"),
+    "Phone energy spent on inference, cumulative",
+    ["model", "target", "policy"],
+    registry=None,
 )
 # Rewards are mostly negative (-energy in mJ), and a histogram with negative buckets exports no
 # _sum (prometheus_client, per OpenMetrics), while rate() on a decreasing sum would read resets.
 # So: the histogram for the distribution and its _count, plus a gauge of the running sum, read
 # with delta(): mean reward = delta(reward_cumulative[w]) / increase(reward_count[w]).
 _D_REWARD = Histogram(
-    metric_name("decider_reward"), "Reward of eq. 5 per answered request", ["model", "policy"], buckets=REWARD_BUCKETS,
+    metric_name("decider_reward"),
+    "Reward of eq. 5 per answered request",
+    ["model", "policy"],
+    buckets=REWARD_BUCKETS,
     registry=None,
 )
 _D_REWARD_SUM = Gauge(
-    metric_name("decider_reward_cumulative"), "Running sum of eq. 5 rewards (may decrease: use delta(), not rate())",
-    ["model", "policy"], multiprocess_mode="sum", registry=None,
+    metric_name("decider_reward_cumulative"),
+    "Running sum of eq. 5 rewards (may decrease: use delta(), not rate())",
+    ["model", "policy"],
+    multiprocess_mode="sum",
+    registry=None,
 )
 _D_QOS_VIOL = Counter(
-    metric_name("decider_qos_violations_total"), "Answered requests whose target latency missed the QoS target",
-    ["model", "target", "policy"], registry=None,
+    metric_name("decider_qos_violations_total"),
+    "Answered requests whose target latency missed the QoS target",
+    ["model", "target", "policy"],
+    registry=None,
 )
 _D_ACC_VIOL = Counter(
-    metric_name("decider_accuracy_violations_total"), "Answered requests whose expected accuracy missed accuracy_min",
-    ["model", "target", "policy"], registry=None,
+    metric_name("decider_accuracy_violations_total"),
+    "Answered requests whose expected accuracy missed accuracy_min",
+    ["model", "target", "policy"],
+    registry=None,
 )
 _D_EXPLORE = Counter(
-    metric_name("decider_explorations_total"), "Requests whose target was chosen by exploration (epsilon)",
-    ["model", "policy"], registry=None,
+    metric_name("decider_explorations_total"),
+    "Requests whose target was chosen by exploration (epsilon)",
+    ["model", "policy"],
+    registry=None,
 )
 _D_DECISION = Histogram(
-    metric_name("decider_decision_seconds"), "Time the policy took to pick a target", buckets=DECISION_BUCKETS, registry=None,
+    metric_name("decider_decision_seconds"),
+    "Time the policy took to pick a target",
+    buckets=DECISION_BUCKETS,
+    registry=None,
 )
 _Q_STATES = Gauge(
-    metric_name("qtable_states"), "States with at least one Q entry", multiprocess_mode="mostrecent", registry=None,
+    metric_name("qtable_states"),
+    "States with at least one Q entry",
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _Q_ENTRIES = Gauge(
-    metric_name("qtable_entries"), "Q entries (state x action) stored", multiprocess_mode="mostrecent", registry=None,
+    metric_name("qtable_entries"),
+    "Q entries (state x action) stored",
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _Q_BYTES = Gauge(
-    metric_name("qtable_bytes"), "Approximate size of the Q table", multiprocess_mode="mostrecent", registry=None,
+    metric_name("qtable_bytes"),
+    "Approximate size of the Q table",
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
-_REDIS_ERRORS = Counter(metric_name("redis_errors_total"), "Failed Redis operations (Q-table reads/updates)", registry=None)
+_REDIS_ERRORS = Counter(
+    metric_name("redis_errors_total"), "Failed Redis operations (Q-table reads/updates)", registry=None
+)
 _Q_DROPPED = Counter(
-    metric_name("qtable_updates_dropped_total"), "Q updates dropped (queue full or Redis unavailable)", registry=None,
+    metric_name("qtable_updates_dropped_total"),
+    "Q updates dropped (queue full or Redis unavailable)",
+    registry=None,
 )
 _DECIDER = MetricGroup(
-    _D_REQUESTS, _D_ERRORS, _D_LATENCY, _D_INFERENCE, _D_TRANSFER, _D_ENERGY, _D_ENERGY_TOTAL, _D_REWARD, _D_REWARD_SUM,
-    _D_QOS_VIOL, _D_ACC_VIOL, _D_EXPLORE, _D_DECISION, _Q_STATES, _Q_ENTRIES, _Q_BYTES, _REDIS_ERRORS, _Q_DROPPED,
+    _D_REQUESTS,
+    _D_ERRORS,
+    _D_LATENCY,
+    _D_INFERENCE,
+    _D_TRANSFER,
+    _D_ENERGY,
+    _D_ENERGY_TOTAL,
+    _D_REWARD,
+    _D_REWARD_SUM,
+    _D_QOS_VIOL,
+    _D_ACC_VIOL,
+    _D_EXPLORE,
+    _D_DECISION,
+    _Q_STATES,
+    _Q_ENTRIES,
+    _Q_BYTES,
+    _REDIS_ERRORS,
+    _Q_DROPPED,
 )
 # Created on the first set_redis_up() call, not at import: a gauge that exists from the start
 # reads 0 ("down") in a process that never talks to Redis and would fire the alert falsely.
@@ -100,7 +164,8 @@ def _redis_up_gauge() -> Gauge:
         if _REDIS_UP is None:
             _DECIDER.activate()
             _REDIS_UP = Gauge(
-                metric_name("redis_up"), "1 when the last Redis health check/operation succeeded, else 0",
+                metric_name("redis_up"),
+                "1 when the last Redis health check/operation succeeded, else 0",
                 multiprocess_mode="livemin",
             )
         return _REDIS_UP
@@ -181,5 +246,3 @@ class DeciderMetrics:
 
 
 decider_metrics = DeciderMetrics()
-
-

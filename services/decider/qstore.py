@@ -66,13 +66,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from services.common.logging import log_event
-from services.core.state import N_STATES, StateBins
 from services.core.policies.qlearning import (
     EXPORT_FORMAT_VERSION,
     EntryIndex,
@@ -84,6 +82,7 @@ from services.core.policies.qlearning import (
     valid_device,
     validate_export,
 )
+from services.core.state import N_STATES, StateBins
 
 log = logging.getLogger("autoscale.qstore")
 
@@ -322,23 +321,33 @@ class QStore:
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
             return True
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return False
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
         if self._started:
             flushed = await self.flush(flush_timeout)
             if not flushed:
-                log_event(log, "q-table store stopped with updates still queued", logging.WARNING,
-                          device=self.device, queued=self._queue.qsize())
+                log_event(
+                    log,
+                    "q-table store stopped with updates still queued",
+                    logging.WARNING,
+                    device=self.device,
+                    queued=self._queue.qsize(),
+                )
         for t in self._tasks:
             t.cancel()
         if self._tasks:
             # Bounded: a task stuck in a socket call must not hang the decider's shutdown.
             _, pending = await asyncio.wait(self._tasks, timeout=5.0)
             if pending:
-                log_event(log, "q-table store tasks did not stop in time", logging.WARNING,
-                          device=self.device, tasks=[t.get_name() for t in pending])
+                log_event(
+                    log,
+                    "q-table store tasks did not stop in time",
+                    logging.WARNING,
+                    device=self.device,
+                    tasks=[t.get_name() for t in pending],
+                )
         self._tasks.clear()
         self._started = False
         if self._owns_client:
@@ -363,8 +372,7 @@ class QStore:
     def learn(self, update: QUpdate, next_max: float | None = None) -> None:
         """Apply to the cached row now (this process learns immediately), persist in background.
         ``next_max``: the caller's max over the S' row, if it has it (see ``apply_update``)."""
-        new = apply_update(self._q.get(update.state, _EMPTY), self._q.get(update.next_state, _EMPTY), update,
-                           next_max)
+        new = apply_update(self._q.get(update.state, _EMPTY), self._q.get(update.next_state, _EMPTY), update, next_max)
         row = self._q.setdefault(update.state, {})
         if update.action not in row:
             self.entries.add(update.state, update.action)
@@ -403,8 +411,15 @@ class QStore:
         now = time.monotonic()
         if now - self._drop_logged_at > 5.0:  # one line per 5 s, not one per update
             self._drop_logged_at = now
-            log_event(log, "q updates dropped", logging.WARNING, device=self.device, count=len(updates),
-                      reason=why, dropped_total=self.dropped_total)
+            log_event(
+                log,
+                "q updates dropped",
+                logging.WARNING,
+                device=self.device,
+                count=len(updates),
+                reason=why,
+                dropped_total=self.dropped_total,
+            )
 
     # ------------------------------------------------------------------ update worker
     async def _worker(self) -> None:
@@ -457,8 +472,17 @@ class QStore:
         k = self.keys
         async with self._r.pipeline(transaction=False) as pipe:
             for seq, u in zip(seqs, batch):
-                args: list[Any] = [u.state, u.action, repr(u.reward), repr(u.learning_rate), repr(u.discount),
-                                   repr(u.init), token, seq, k.channel]
+                args: list[Any] = [
+                    u.state,
+                    u.action,
+                    repr(u.reward),
+                    repr(u.learning_rate),
+                    repr(u.discount),
+                    repr(u.init),
+                    token,
+                    seq,
+                    k.channel,
+                ]
                 for a, init in zip(u.next_actions, u.next_inits):
                     args.append(a)
                     args.append(repr(init))
@@ -466,8 +490,17 @@ class QStore:
                 # EXISTS first (a second round trip per batch). A Redis that lost its script
                 # cache answers NOSCRIPT: load and retry the batch (the seq check makes the
                 # retry exact).
-                pipe.evalsha(self._update_sha, 6, k.q(u.state), k.n(u.state), k.q(u.next_state), k.ver,
-                             k.version, k.applied, *args)
+                pipe.evalsha(
+                    self._update_sha,
+                    6,
+                    k.q(u.state),
+                    k.n(u.state),
+                    k.q(u.next_state),
+                    k.ver,
+                    k.version,
+                    k.applied,
+                    *args,
+                )
             results = await pipe.execute(raise_on_error=False)
         if any(isinstance(x, NoScriptError) for x in results):
             await self._r.script_load(_UPDATE_LUA)
@@ -584,8 +617,13 @@ class QStore:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log_event(log, "q-table invalidation channel lost; resubscribing", logging.WARNING,
-                          device=self.device, error=f"{type(exc).__name__}: {exc}")
+                log_event(
+                    log,
+                    "q-table invalidation channel lost; resubscribing",
+                    logging.WARNING,
+                    device=self.device,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
                 self._metrics.set_redis_up(False)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -601,7 +639,7 @@ class QStore:
             timeout = max(0.0, next_check - time.monotonic())
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:
@@ -615,14 +653,22 @@ class QStore:
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.sync_interval_s
                     await self._check_version()
-                    self._metrics.set_qtable(states=len(self._q), entries=sum(len(r) for r in self._q.values()),
-                                             bytes_=self._memory_bytes or self._cache_bytes())
+                    self._metrics.set_qtable(
+                        states=len(self._q),
+                        entries=sum(len(r) for r in self._q.values()),
+                        bytes_=self._memory_bytes or self._cache_bytes(),
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._full_reload = True  # retry the whole sync on the next tick
-                log_event(log, "q-table cache sync failed", logging.WARNING, device=self.device,
-                          error=f"{type(exc).__name__}: {exc}")
+                log_event(
+                    log,
+                    "q-table cache sync failed",
+                    logging.WARNING,
+                    device=self.device,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
                 await asyncio.sleep(min(self.sync_interval_s, 1.0))
 
     async def _check_version(self) -> None:
@@ -758,8 +804,13 @@ class QStore:
         self._actions.update(table.actions)
         await self._sync_actions()
         await self._after_bulk_write()
-        return {"device": self.device, "mode": mode, "states": len(table.states), "entries": table.entries,
-                "version": version}
+        return {
+            "device": self.device,
+            "mode": mode,
+            "states": len(table.states),
+            "entries": table.entries,
+            "version": version,
+        }
 
     async def _write_table(self, keys: Keys, table: ValidatedTable, mode: str) -> int:
         async with self._r.pipeline(transaction=True) as pipe:
@@ -770,8 +821,9 @@ class QStore:
                 pipe.hset(keys.n(s), mapping={a: n for a, (_, n) in row.items()})
             if table.actions:
                 pipe.sadd(keys.actions, *table.actions)
-            await self._bump_script(keys=[keys.ver, keys.version],
-                                    args=[keys.channel, *sorted(table.states)], client=pipe)
+            await self._bump_script(
+                keys=[keys.ver, keys.version], args=[keys.channel, *sorted(table.states)], client=pipe
+            )
             res = await pipe.execute()
         return int(res[-1])
 

@@ -17,8 +17,8 @@ import httpx
 from pydantic import TypeAdapter
 
 from services.common.logging import log_event
-from services.core.schemas import Location, ModelInfo, RunRequest, RunResult, Target, TargetInfo
 from services.core.policies.base import Candidate
+from services.core.schemas import Location, ModelInfo, RunRequest, RunResult, Target, TargetInfo
 
 log = logging.getLogger("autoscale.decider.runners")
 _TARGETS = TypeAdapter(list[TargetInfo])
@@ -129,11 +129,15 @@ class RunnerRegistry:
         runner = self.runners[target.runner]
         try:
             resp = await runner.client.post(
-                "/run", content=request.model_dump_json(), headers={"content-type": "application/json"},
+                "/run",
+                content=request.model_dump_json(),
+                headers={"content-type": "application/json"},
                 timeout=timeout_s or self.run_timeout_s,
             )
         except httpx.TimeoutException as exc:
-            raise RunnerUnavailable(target.runner.value, f"no answer within {timeout_s or self.run_timeout_s:.1f} s") from exc
+            raise RunnerUnavailable(
+                target.runner.value, f"no answer within {timeout_s or self.run_timeout_s:.1f} s"
+            ) from exc
         except httpx.HTTPError as exc:
             self.mark_down(target.runner, str(exc))
             raise RunnerUnavailable(target.runner.value, str(exc) or type(exc).__name__) from exc
@@ -154,8 +158,9 @@ class RunnerRegistry:
 
         async def one(r: Runner) -> None:
             try:
-                resp = await r.client.put(f"/models/{info.name}", content=data, timeout=120.0,
-                                          headers={"x-accuracy": accuracy})
+                resp = await r.client.put(
+                    f"/models/{info.name}", content=data, timeout=120.0, headers={"x-accuracy": accuracy}
+                )
                 resp.raise_for_status()
             except httpx.HTTPError as exc:
                 failed.append(f"{r.role.value}: {exc}")

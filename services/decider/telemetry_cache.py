@@ -49,7 +49,9 @@ class TelemetryCache:
         except (httpx.HTTPError, ValueError) as exc:
             self.failures += 1
             if self.failures in (1, 10) or self.failures % 100 == 0:
-                log_event(log, "telemetry refresh failed", level=logging.WARNING, error=str(exc), failures=self.failures)
+                log_event(
+                    log, "telemetry refresh failed", level=logging.WARNING, error=str(exc), failures=self.failures
+                )
             return False
 
     async def _loop(self) -> None:

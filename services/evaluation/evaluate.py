@@ -42,11 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from services.common.config_files import load_profile, load_scenario
 from services.core.costmodel import Mesh
 from services.core.reward import RewardWeights
-from services.common.config_files import load_profile
 from services.core.scenarios import Scenario, qos_s
-from services.common.config_files import load_scenario
 from services.core.schemas import POLICY_NAMES, ModelFeatures, Precision
 from services.evaluation.simulator import (
     Block,
@@ -223,7 +222,9 @@ def load_device(cfg: EvalConfig, device: str) -> DeviceWorld:
     edge = load_profile(device, cfg.profiles_dir)
     if edge.kind != "phone":
         raise ValueError(f"{device} is a {edge.kind} profile; the decider serves a phone")
-    mesh = Mesh(edge=edge, peer=load_profile(cfg.peer, cfg.profiles_dir), cloud=load_profile(cfg.cloud, cfg.profiles_dir))
+    mesh = Mesh(
+        edge=edge, peer=load_profile(cfg.peer, cfg.profiles_dir), cloud=load_profile(cfg.cloud, cfg.profiles_dir)
+    )
     scen = {s: load_scenario(s, cfg.scenarios_dir) for s in cfg.scenarios}
     return DeviceWorld(cfg, edge.name, mesh, {v.name: v for v in scen.values()}, zoo_models(cfg.models))
 
@@ -240,15 +241,20 @@ def build_policy(name: str, cfg: EvalConfig, seed: int) -> Any:
     if name in AUTOSCALE:
         return autoscale_policy(name, cfg, seed)
     if name in ("lr", "svr"):
-        return RegressionPolicy(name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed,
-                                                      background_fit=False))
+        return RegressionPolicy(
+            name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed, background_fit=False)
+        )
     if name in ("svm", "knn"):
-        return ClassifierPolicy(name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed,
-                                                      background_fit=False))
+        return ClassifierPolicy(
+            name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed, background_fit=False)
+        )
     if name == "bo":
         # A GP's fit is cubic in the samples: keep its buffer small (the BO policy's own default is 400).
-        return BayesOptPolicy(PredictorParams(epsilon=0.0, buffer=min(cfg.predictor_samples, 150), refit_every=never,
-                                              seed=seed, background_fit=False))
+        return BayesOptPolicy(
+            PredictorParams(
+                epsilon=0.0, buffer=min(cfg.predictor_samples, 150), refit_every=never, seed=seed, background_fit=False
+            )
+        )
     return make_policy(name, seed=seed, background_fit=False)
 
 
@@ -257,10 +263,18 @@ def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1
 
     if name == "autoscale-paper":
         return QParams.paper(init_seed=seed, epsilon=epsilon)
-    return QParams(init_seed=seed, epsilon=epsilon, discount=cfg.discount, q_init=cfg.q_init, lr_schedule=cfg.lr_schedule,
-                   init_optimism=cfg.init_optimism, explore_bonus=cfg.explore_bonus,
-                   explore_untried=cfg.explore_untried, lr_floor=cfg.lr_floor,
-                   near_radius=cfg.near_radius)
+    return QParams(
+        init_seed=seed,
+        epsilon=epsilon,
+        discount=cfg.discount,
+        q_init=cfg.q_init,
+        lr_schedule=cfg.lr_schedule,
+        init_optimism=cfg.init_optimism,
+        explore_bonus=cfg.explore_bonus,
+        explore_untried=cfg.explore_untried,
+        lr_floor=cfg.lr_floor,
+        near_radius=cfg.near_radius,
+    )
 
 
 def autoscale_policy(name: str, cfg: EvalConfig, seed: int, table: Any | None = None) -> Any:
@@ -329,10 +343,24 @@ class Agg:
             self.opt_choices[oc] = self.opt_choices.get(oc, 0) + 1
             self.opt_category_match += cc == oc
 
-    def merge(self, o: "Agg") -> None:
-        for k in ("n", "energy_j", "latency_s", "qos_violations", "accuracy", "reward", "opt_energy_j", "opt_match",
-                  "opt_category_match", "reward_oracle_match", "reward_oracle_is_opt", "opt_tie_match",
-                  "qos_expected_miss", "expected_energy_j", "opt_expected_energy_j"):
+    def merge(self, o: Agg) -> None:
+        for k in (
+            "n",
+            "energy_j",
+            "latency_s",
+            "qos_violations",
+            "accuracy",
+            "reward",
+            "opt_energy_j",
+            "opt_match",
+            "opt_category_match",
+            "reward_oracle_match",
+            "reward_oracle_is_opt",
+            "opt_tie_match",
+            "qos_expected_miss",
+            "expected_energy_j",
+            "opt_expected_energy_j",
+        ):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         for src, dst in ((o.choices, self.choices), (o.opt_choices, self.opt_choices)):
             for k, v in src.items():
@@ -367,7 +395,8 @@ def _train_steps(world: DeviceWorld, held_out: str, rng: random.Random) -> list[
     cfg = world.cfg
     steps = [
         (world.block(m, s, "train", cfg.runs), i)
-        for m in world.features if m != held_out
+        for m in world.features
+        if m != held_out
         for s in world.scenarios
         for i in range(cfg.runs)
     ]
@@ -427,8 +456,15 @@ def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
                 idx = range(start, start + n_test)
                 # Opt replays the block's precomputed oracle choice (the vectorised opt_choice,
                 # tested equal); offline predictors decide the whole window in one batch.
-                tr = run_steps(policy, [(block, i) for i in idx], rng, reward_mode=mode, weights=weights,
-                               chooser=opt_chooser if name == "opt" else None, batch=offline)
+                tr = run_steps(
+                    policy,
+                    [(block, i) for i in idx],
+                    rng,
+                    reward_mode=mode,
+                    weights=weights,
+                    chooser=opt_chooser if name == "opt" else None,
+                    batch=offline,
+                )
                 decisions += n_test
                 agg = Agg()
                 agg.add(tr, ids)
@@ -441,8 +477,10 @@ def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
         "device": world.device,
         "model": held_out,
         "aggs": {w: {s: {p: asdict(a) for p, a in d.items()} for s, d in by_s.items()} for w, by_s in out.items()},
-        "noise_floor": {s: noise_floor(blocks[s], [range(st, st + cfg.test_runs) for st in windows.values()])
-                        for s in world.scenarios},
+        "noise_floor": {
+            s: noise_floor(blocks[s], [range(st, st + cfg.test_runs) for st in windows.values()])
+            for s in world.scenarios
+        },
         "seconds": time.perf_counter() - t0,
         "decisions": decisions,
     }
@@ -473,15 +511,23 @@ def noise_floor(block: Block, windows: Sequence[range]) -> dict[str, int]:
     runner = e.min(axis=1)
     rel = runner / e_opt - 1.0
     sigma = max(block.noise_sigma, 1e-12)
-    return {"n": int(len(idx)), "lt1": int((rel < 0.01).sum()), "lt_sigma": int((rel < sigma).sum()),
-            "lt_half_sigma": int((rel < sigma / 2).sum())}
+    return {
+        "n": len(idx),
+        "lt1": int((rel < 0.01).sum()),
+        "lt_sigma": int((rel < sigma).sum()),
+        "lt_half_sigma": int((rel < sigma / 2).sum()),
+    }
 
 
 # ----------------------------------------------------------------------------- convergence & transfer
 
 
 def convergence_curve(
-    cfg: EvalConfig, device: str, scenarios: Sequence[str], table: Any | None = None, tag: str = "conv",
+    cfg: EvalConfig,
+    device: str,
+    scenarios: Sequence[str],
+    table: Any | None = None,
+    tag: str = "conv",
     variant: str = "autoscale",
 ) -> dict[str, Any]:
     """From scratch (or from ``table``): every (network, scenario) learnt in parallel, run by run.
@@ -538,14 +584,19 @@ def convergence_curve(
         qos_curve.append(misses / len(blocks))
     tol = cfg.convergence_tolerance
     e_ma, q_ma, g_ma = _trailing_mean(energy_curve), _trailing_mean(qos_curve), _trailing_mean(gap_curve)
-    return {"reward": reward_curve, "gap": gap_curve, "energy_gap": energy_curve, "qos_miss": qos_curve,
-            "runs_to_converge": _first_run_from_which(
-                [abs(e) <= tol and q <= tol for e, q in zip(e_ma, q_ma)]),
-            "runs_to_converge_strict": _first_run_from_which(
-                [abs(e) <= tol and q <= tol for e, q in zip(energy_curve, qos_curve)]),
-            "runs_to_converge_reward": runs_to_converge(g_ma, tol),
-            "reward_stable_run": reward_stable_run(reward_curve, tol),
-            "table": qt}
+    return {
+        "reward": reward_curve,
+        "gap": gap_curve,
+        "energy_gap": energy_curve,
+        "qos_miss": qos_curve,
+        "runs_to_converge": _first_run_from_which([abs(e) <= tol and q <= tol for e, q in zip(e_ma, q_ma)]),
+        "runs_to_converge_strict": _first_run_from_which(
+            [abs(e) <= tol and q <= tol for e, q in zip(energy_curve, qos_curve)]
+        ),
+        "runs_to_converge_reward": runs_to_converge(g_ma, tol),
+        "reward_stable_run": reward_stable_run(reward_curve, tol),
+        "table": qt,
+    }
 
 
 def _trailing_mean(x: Sequence[float], window: int = 5) -> list[float]:
@@ -598,8 +649,12 @@ def run_convergence_and_transfer(cfg: EvalConfig) -> dict[str, Any]:
     by_name = {_world(cfg, d).device: d for d in cfg.devices}
     src_name = cfg.transfer_source if cfg.transfer_source in by_name else next(iter(by_name))
     src = by_name[src_name]
-    out: dict[str, Any] = {"scenarios": static, "tolerance": cfg.convergence_tolerance, "source": src_name,
-                           "variants": {}}
+    out: dict[str, Any] = {
+        "scenarios": static,
+        "tolerance": cfg.convergence_tolerance,
+        "source": src_name,
+        "variants": {},
+    }
     for variant in variants:
         v_out: dict[str, Any] = {"scratch": {}, "transfer": {}}
         src_curve = None
@@ -642,13 +697,15 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
         aggs = {p: Agg() for p in (*learners, "opt", "edge-cpu-fp32")}
         # The decider refuses (422) a request no target can satisfy, e.g. SSD (COCO mAP ~20 %) at 50 %:
         # eq. 5 would give every target R = accuracy - 100, with no energy signal to learn from.
-        models = [m for m in world.features
-                  if target is None or (world.case(m, target).accuracy >= target).any()]
+        models = [m for m in world.features if target is None or (world.case(m, target).accuracy >= target).any()]
         refused["none" if target is None else f"{target:g}"] = [m for m in world.features if m not in models]
         for k in models:
             train = [
                 (world.block(m, s, "acc-train", cfg.accuracy_runs, target), i)
-                for m in models if m != k for s in static for i in range(cfg.accuracy_runs)
+                for m in models
+                if m != k
+                for s in static
+                for i in range(cfg.accuracy_runs)
             ]
             random.Random(_seed(cfg.seed, device, k, target)).shuffle(train)
             ids = [c.target.id for c in world.case(k, target).candidates]
@@ -665,12 +722,14 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
                     b = world.block(k, s, "acc-test", adapt + cfg.accuracy_test_runs, target)
                     if adapt:  # same protocol as the main experiment's adapted window
                         set_exploration(policy, 0.1)
-                        run_steps(policy, [(b, i) for i in range(adapt)], rng, reward_mode=mode, weights=weights,
-                                  record=False)
+                        run_steps(
+                            policy, [(b, i) for i in range(adapt)], rng, reward_mode=mode, weights=weights, record=False
+                        )
                     set_exploration(policy, 0.0)
                     idx = range(adapt, adapt + cfg.accuracy_test_runs)
-                    aggs[name].add(run_steps(policy, [(b, i) for i in idx], rng, reward_mode=mode, weights=weights),
-                                   ids)
+                    aggs[name].add(
+                        run_steps(policy, [(b, i) for i in idx], rng, reward_mode=mode, weights=weights), ids
+                    )
         res["none" if target is None else f"{target:g}"] = {p: a.summary() for p, a in aggs.items()}
     return {"device": world.device, "targets": res, "refused": refused}
 
@@ -706,8 +765,10 @@ def _task(kind: str, cfg: EvalConfig, arg: Any) -> tuple[str, Any, Any]:
 def _cpu_s() -> float:
     import resource
 
-    return sum(resource.getrusage(w).ru_utime + resource.getrusage(w).ru_stime
-               for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(
+        resource.getrusage(w).ru_utime + resource.getrusage(w).ru_stime
+        for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
 
 
 def evaluate(cfg: EvalConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
@@ -732,8 +793,12 @@ def _evaluate(cfg: EvalConfig, progress: Callable[[str, int, int], None] | None)
     done = 0
     if cfg.workers > 1 and len(tasks) > 1:
         ctx = get_context("spawn")  # no fork of a process that runs a progress thread
-        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(tasks)), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(dict(_FEATURES),)) as ex:
+        with ProcessPoolExecutor(
+            max_workers=min(cfg.workers, len(tasks)),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(dict(_FEATURES),),
+        ) as ex:
             futs: set[Future[Any]] = {ex.submit(_task, k, cfg, a) for k, a in tasks}
             while futs:
                 finished, futs = wait(futs, return_when=FIRST_COMPLETED)
@@ -793,8 +858,12 @@ def assemble(cfg: EvalConfig, models: list[str], results: dict[tuple[str, Any], 
         "models": models,
         "per_case": per["adapted"],
         "per_case_cold": per["cold"],
-        "timing": {"wall_s": seconds, "fold_cpu_s": cpu_seconds, "decisions": decisions,
-                   "decisions_per_s": decisions / seconds if seconds > 0 else math.nan},
+        "timing": {
+            "wall_s": seconds,
+            "fold_cpu_s": cpu_seconds,
+            "decisions": decisions,
+            "decisions_per_s": decisions / seconds if seconds > 0 else math.nan,
+        },
         "noise_floor": floor,
     }
     from services.evaluation.report import summarise

@@ -9,16 +9,26 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # headless: files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 from services.evaluation.report import BASELINES, CATEGORY_LABELS, PREDICTORS, group_stats, norm_ppw, transfer_saving
 
 MAIN = ("edge-cpu-fp32", "edge-best", "cloud", "connected-edge", "autoscale-paper", "autoscale", "opt")
 COLORS = {
-    "edge-cpu-fp32": "#9e9e9e", "edge-best": "#64b5f6", "cloud": "#ffb74d", "connected-edge": "#81c784",
-    "autoscale": "#d32f2f", "autoscale-paper": "#ff8a80", "opt": "#212121", "lr": "#ba68c8", "svr": "#7986cb", "svm": "#4db6ac",
-    "knn": "#a1887f", "bo": "#f06292", "linucb": "#aed581",
+    "edge-cpu-fp32": "#9e9e9e",
+    "edge-best": "#64b5f6",
+    "cloud": "#ffb74d",
+    "connected-edge": "#81c784",
+    "autoscale": "#d32f2f",
+    "autoscale-paper": "#ff8a80",
+    "opt": "#212121",
+    "lr": "#ba68c8",
+    "svr": "#7986cb",
+    "svm": "#4db6ac",
+    "knn": "#a1887f",
+    "bo": "#f06292",
+    "linucb": "#aed581",
 }
 
 
@@ -59,8 +69,12 @@ def fig9_ppw(res: dict[str, Any], out: Path) -> str:
     per_model: dict[str, list[float]] = {p: [] for p in pols}
     for m in models:
         for p in pols:
-            vals = [norm_ppw(res["per_case"][d][sc][m], p) for d in devices for sc in static
-                    if sc in res["per_case"][d] and m in res["per_case"][d][sc]]
+            vals = [
+                norm_ppw(res["per_case"][d][sc][m], p)
+                for d in devices
+                for sc in static
+                if sc in res["per_case"][d] and m in res["per_case"][d][sc]
+            ]
             vals = [v for v in vals if not math.isnan(v)]
             per_model[p].append(float(np.mean(vals)) if vals else math.nan)
     _bars(axes[1], models, per_model, "PPW / Edge (CPU FP32)", log=True)
@@ -85,13 +99,20 @@ def fig12_dynamic(res: dict[str, Any], out: Path) -> str:
     dyn = res["summary"]["dynamic_scenarios"] or res["summary"]["static_scenarios"]
     pols = [p for p in MAIN if p in res["config"]["policies"]]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    _bars(axes[0], [x.upper() for x in dyn],
-          {p: [group_stats(res, [sc]).get(p, {}).get("ppw_norm", math.nan) for sc in dyn] for p in pols},
-          "PPW / Edge (CPU FP32)", log=True)
+    _bars(
+        axes[0],
+        [x.upper() for x in dyn],
+        {p: [group_stats(res, [sc]).get(p, {}).get("ppw_norm", math.nan) for sc in dyn] for p in pols},
+        "PPW / Edge (CPU FP32)",
+        log=True,
+    )
     axes[0].set_title("Dynamic environments - energy efficiency")
-    _bars(axes[1], [x.upper() for x in dyn],
-          {p: [100 * group_stats(res, [sc]).get(p, {}).get("qos_violation", math.nan) for sc in dyn] for p in pols},
-          "QoS violation (%)")
+    _bars(
+        axes[1],
+        [x.upper() for x in dyn],
+        {p: [100 * group_stats(res, [sc]).get(p, {}).get("qos_violation", math.nan) for sc in dyn] for p in pols},
+        "QoS violation (%)",
+    )
     axes[1].set_title("Dynamic environments - QoS violations")
     axes[1].legend(fontsize=7, ncol=2)
     return _save(fig, out / "fig12_dynamic.png")
@@ -104,7 +125,10 @@ def fig12_accuracy(res: dict[str, Any], out: Path) -> str | None:
     devices = list(acc)
     targets = list(next(iter(acc.values())))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ppw = {t: [acc[d][t]["edge-cpu-fp32"]["energy_mj"] / acc[d][t]["autoscale"]["energy_mj"] for d in devices] for t in targets}
+    ppw = {
+        t: [acc[d][t]["edge-cpu-fp32"]["energy_mj"] / acc[d][t]["autoscale"]["energy_mj"] for d in devices]
+        for t in targets
+    }
     qos = {t: [100 * acc[d][t]["autoscale"]["qos_violation"] for d in devices] for t in targets}
     _bars(axes[0], devices, ppw, "AutoScale PPW / Edge (CPU FP32)", log=True)
     axes[0].legend(title="accuracy target (%)", fontsize=7)
@@ -168,8 +192,10 @@ def convergence(res: dict[str, Any], out: Path) -> str | None:
     axes[0].set_ylabel("mean measured reward (incl. exploration)")
     axes[0].set_yscale("symlog", linthresh=10)
     axes[0].set_title("Fig. 14 - reward vs run (each variant's own reward)")
-    for ax, title in ((axes[1], "|energy gap| of the exploited actions to Opt (%)"),
-                      (axes[2], "blocks whose exploited action misses QoS (%)")):
+    for ax, title in (
+        (axes[1], "|energy gap| of the exploited actions to Opt (%)"),
+        (axes[2], "blocks whose exploited action misses QoS (%)"),
+    ):
         ax.axhline(100 * conv["tolerance"], color="k", lw=0.8, ls="--")
         ax.set_xlabel("run")
         ax.set_title(title, fontsize=9)
@@ -181,8 +207,11 @@ def convergence(res: dict[str, Any], out: Path) -> str | None:
 
 
 def transfer(res: dict[str, Any], out: Path) -> str | None:
-    ts = transfer_saving(res, "autoscale") if (res.get("convergence") or {}).get("variants", {}).get("autoscale") \
+    ts = (
+        transfer_saving(res, "autoscale")
+        if (res.get("convergence") or {}).get("variants", {}).get("autoscale")
         else transfer_saving(res)
+    )
     if not ts["per_device"]:
         return None
     devs = list(ts["per_device"])

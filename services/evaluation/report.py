@@ -39,12 +39,33 @@ PAPER = {
     "runs_to_converge": "40-50",
     "transfer_saving_pct": 21.2,
     "fig13": {  # device -> category -> (Opt %, AutoScale %)
-        "mi8pro": {"edge-cpu-fp32": (0.0, 0.1), "edge-cpu-int8": (25.0, 15.0), "edge-gpu-fp32": (0.0, 0.2),
-                   "edge-gpu-fp16": (30.0, 42.4), "edge-dsp-int8": (17.5, 14.9), "cloud": (27.5, 27.3), "peer": (0.0, 0.1)},
-        "galaxy_s10e": {"edge-cpu-fp32": (0.0, 0.1), "edge-cpu-int8": (25.0, 20.9), "edge-gpu-fp32": (0.0, 0.8),
-                        "edge-gpu-fp16": (47.5, 53.4), "edge-dsp-int8": (0.0, 0.0), "cloud": (27.5, 24.7), "peer": (0.0, 0.1)},
-        "moto_x_force": {"edge-cpu-fp32": (0.0, 0.1), "edge-cpu-int8": (5.0, 4.2), "edge-gpu-fp32": (0.0, 0.2),
-                         "edge-gpu-fp16": (2.5, 3.4), "edge-dsp-int8": (0.0, 0.0), "cloud": (50.0, 49.8), "peer": (42.5, 42.3)},
+        "mi8pro": {
+            "edge-cpu-fp32": (0.0, 0.1),
+            "edge-cpu-int8": (25.0, 15.0),
+            "edge-gpu-fp32": (0.0, 0.2),
+            "edge-gpu-fp16": (30.0, 42.4),
+            "edge-dsp-int8": (17.5, 14.9),
+            "cloud": (27.5, 27.3),
+            "peer": (0.0, 0.1),
+        },
+        "galaxy_s10e": {
+            "edge-cpu-fp32": (0.0, 0.1),
+            "edge-cpu-int8": (25.0, 20.9),
+            "edge-gpu-fp32": (0.0, 0.8),
+            "edge-gpu-fp16": (47.5, 53.4),
+            "edge-dsp-int8": (0.0, 0.0),
+            "cloud": (27.5, 24.7),
+            "peer": (0.0, 0.1),
+        },
+        "moto_x_force": {
+            "edge-cpu-fp32": (0.0, 0.1),
+            "edge-cpu-int8": (5.0, 4.2),
+            "edge-gpu-fp32": (0.0, 0.2),
+            "edge-gpu-fp16": (2.5, 3.4),
+            "edge-dsp-int8": (0.0, 0.0),
+            "cloud": (50.0, 49.8),
+            "peer": (42.5, 42.3),
+        },
     },
 }
 # Targets this implementation reports against (computed, never assumed).
@@ -72,7 +93,9 @@ def norm_ppw(pol: dict[str, Any], name: str) -> float:
     return pol["edge-cpu-fp32"]["energy_mj"] / e if e > 0 else math.nan
 
 
-def group_stats(res: dict[str, Any], scenarios: Iterable[str], device: str | None = None) -> dict[str, dict[str, float]]:
+def group_stats(
+    res: dict[str, Any], scenarios: Iterable[str], device: str | None = None
+) -> dict[str, dict[str, float]]:
     """Per policy: mean normalised PPW, QoS violation ratio, energy, prediction accuracy."""
     scenarios = list(scenarios)
     acc: dict[str, dict[str, list[float]]] = {}
@@ -80,8 +103,10 @@ def group_stats(res: dict[str, Any], scenarios: Iterable[str], device: str | Non
         if device is not None and dev != device:
             continue
         for name, v in pol.items():
-            d = acc.setdefault(name, {"ppw": [], "qos": [], "energy": [], "pred": [], "cat": [], "roa": [], "rio": [],
-                                      "tie": [], "n": []})
+            d = acc.setdefault(
+                name,
+                {"ppw": [], "qos": [], "energy": [], "pred": [], "cat": [], "roa": [], "rio": [], "tie": [], "n": []},
+            )
             d["ppw"].append(norm_ppw(pol, name))
             d["qos"].append(v["qos_violation"])
             d["energy"].append(v["energy_mj"])
@@ -127,7 +152,9 @@ def gaps_to_opt(res: dict[str, Any], scenarios: Iterable[str], policy: str = "au
     return {"energy_gap_pct": _mean(e_gaps), "qos_gap_pp": _mean(q_gaps), "cases": len(e_gaps)}
 
 
-def selection_shares(res: dict[str, Any], scenarios: Iterable[str], policy: str = "autoscale") -> dict[str, dict[str, dict[str, float]]]:
+def selection_shares(
+    res: dict[str, Any], scenarios: Iterable[str], policy: str = "autoscale"
+) -> dict[str, dict[str, dict[str, float]]]:
     """Fig. 13: per device, share (%) of each target category for Opt and ``policy``."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for dev, _s, _m, pol in _cases(res, scenarios):
@@ -170,8 +197,9 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             if v not in g:
                 continue
             a = g[v].get("ppw_norm", math.nan)
-            out[label]["improvement_by_policy"][v] = {b: a / g[b]["ppw_norm"] for b in BASELINES
-                                                      if b in g and g[b]["ppw_norm"] > 0}
+            out[label]["improvement_by_policy"][v] = {
+                b: a / g[b]["ppw_norm"] for b in BASELINES if b in g and g[b]["ppw_norm"] > 0
+            }
         out[label]["improvement"] = out[label]["improvement_by_policy"].get("autoscale", {})
     out["selection_static"] = selection_shares(res, static or dynamic)
     out["selection_dynamic"] = selection_shares(res, dynamic) if dynamic else {}
@@ -250,8 +278,7 @@ def variant_headlines(res: dict[str, Any], variant: str) -> dict[str, Any]:
         "reward_oracle_accuracy": pa.get("reward_oracle_accuracy"),
         "reward_oracle_is_opt": pa.get("reward_oracle_is_opt"),
         "runs_to_converge": {d: v.get("runs_to_converge") for d, v in scratch.items()},
-        "runs_to_converge_mean": (_mean([float(r) for r in rtc]) if rtc and all(r is not None for r in rtc)
-                                  else None),
+        "runs_to_converge_mean": (_mean([float(r) for r in rtc]) if rtc and all(r is not None for r in rtc) else None),
         "transfer_saving_pct": transfer_saving(res, variant).get("mean_saving_pct"),
     }
     ee = eo = n = qm = 0.0
@@ -301,11 +328,11 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
         f"- **AutoScale (improved)** (`autoscale`, as configured here: reward `{cfg.get('reward_mode')}`, "
         f"q_init `{cfg.get('q_init')}`, lr_schedule `{cfg.get('lr_schedule')}`, explore_bonus {cfg.get('explore_bonus')}, "
         f"explore_untried {cfg.get('explore_untried')}): the same tabular Q-learner over the same Table I states and "
-        "actions with (1) the reward aligned with Opt (`reward_mode=\"qos\"`: -E within QoS, -E x (1 + "
+        'actions with (1) the reward aligned with Opt (`reward_mode="qos"`: -E within QoS, -E x (1 + '
         f"{cfg.get('qos_penalty', 2.0):g}) on a QoS miss; no bonus for being slower), (2) initial values borrowed from the "
-        "nearest state in Table I bin space that holds the action, rescaled (`q_init=\"nearest\"`; the paper's transfer "
+        'nearest state in Table I bin space that holds the action, rescaled (`q_init="nearest"`; the paper\'s transfer '
         "learning applied across states), (3) a visit-count learning rate 1/(n+1) floored at "
-        f"{cfg.get('lr_floor', 0.05)} (`lr_schedule=\"visits\"`: averages the measurement noise out), (4) while exploring "
+        f'{cfg.get("lr_floor", 0.05)} (`lr_schedule="visits"`: averages the measurement noise out), (4) while exploring '
         "(epsilon > 0), every action of a state is tried once before any is retried, and a UCB-style bonus "
         "|Q| x c x sqrt(ln N / (n+1)) makes rarely tried actions retried -- exploitation (epsilon 0) ranks Q alone. "
         "Every other learner (LinUCB, BO, SVM/KNN labels) gets the same reward as the improved AutoScale, as in the "
@@ -326,7 +353,7 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
         "*category accuracy* counts a match at Fig. 13's granularity (location x processor x precision). "
         "*Tie-rule accuracy* (a separate, looser metric, never a replacement): the decision is Opt's, or its expected energy "
         "is within 1 % of Opt's and it meets QoS in expectation whenever Opt's does -- the paper's remark that AutoScale "
-        "\"mis-predicts only when the energy difference is less than 1 %\".\n"
+        '"mis-predicts only when the energy difference is less than 1 %".\n'
         "- **Opt** = the paper's oracle (fn. 8): min expected energy meeting QoS and accuracy on the noise-free model.\n"
         "- **Perfect learner of a reward** = the argmax of that reward's expectation under the outcome noise (closed form, "
         "`services.core.reward.reward_expected`): the best any learner of that reward can do; *its agreement with Opt* is "
@@ -343,7 +370,9 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
     H = {v: variant_headlines(res, v) for v in variants}
     L.append("## Headline numbers\n")
     cols = " | ".join(VARIANT_LABELS[v] for v in variants)
-    L.append(f"| metric | {cols} | paper | target | status ({' / '.join(VARIANT_LABELS[v].split(' ')[1] for v in variants)}) |")
+    L.append(
+        f"| metric | {cols} | paper | target | status ({' / '.join(VARIANT_LABELS[v].split(' ')[1] for v in variants)}) |"
+    )
     L.append("|---|" + "---|" * len(variants) + "---|---|---|")
 
     def row(label: str, key: str, fmt: Any, paper: str, target: str, pred: Any | None) -> None:
@@ -354,35 +383,97 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
     pctf = lambda x: f"{_f(x)} %"  # noqa: E731
     ppf = lambda x: f"{_f(x)} pp"  # noqa: E731
     accf = lambda x: f"{_pct(x)} %"  # noqa: E731
-    row("energy gap to Opt (all scenarios)", "energy_gap_pct", pctf, f"{PAPER['energy_gap_to_opt_pct']} %",
-        f"<= {TARGETS['energy_gap_pct']} % (abs.)", lambda x: abs(x) <= TARGETS["energy_gap_pct"])
-    row("QoS-violation gap to Opt (all scenarios)", "qos_gap_pp", ppf, f"{PAPER['qos_gap_to_opt_pp']} pp",
-        f"<= {TARGETS['qos_gap_pp']} pp", lambda x: x <= TARGETS["qos_gap_pp"])
-    row("prediction accuracy (exact action)", "prediction_accuracy", accf, f"{PAPER['prediction_accuracy_pct']} %",
-        f">= {TARGETS['prediction_accuracy_pct']} %", lambda x: 100 * x >= TARGETS["prediction_accuracy_pct"])
-    L.append("| runs to converge (from scratch; definition below) | "
-             + " | ".join(", ".join(f"{d}: {r if r is not None else 'not within ' + str(cfg.get('convergence_runs', 100))}"
-                                    for d, r in (H[v].get("runs_to_converge") or {}).items()) or "n/a" for v in variants)
-             + f" | {PAPER['runs_to_converge']} | <= {TARGETS['runs_to_converge']} | "
-             + " / ".join(("n/a" if not H[v].get("runs_to_converge") else
-                           ("met" if all(r is not None and r <= TARGETS["runs_to_converge"]
-                                         for r in H[v]["runs_to_converge"].values()) else "NOT met")) for v in variants)
-             + " |")
+    row(
+        "energy gap to Opt (all scenarios)",
+        "energy_gap_pct",
+        pctf,
+        f"{PAPER['energy_gap_to_opt_pct']} %",
+        f"<= {TARGETS['energy_gap_pct']} % (abs.)",
+        lambda x: abs(x) <= TARGETS["energy_gap_pct"],
+    )
+    row(
+        "QoS-violation gap to Opt (all scenarios)",
+        "qos_gap_pp",
+        ppf,
+        f"{PAPER['qos_gap_to_opt_pp']} pp",
+        f"<= {TARGETS['qos_gap_pp']} pp",
+        lambda x: x <= TARGETS["qos_gap_pp"],
+    )
+    row(
+        "prediction accuracy (exact action)",
+        "prediction_accuracy",
+        accf,
+        f"{PAPER['prediction_accuracy_pct']} %",
+        f">= {TARGETS['prediction_accuracy_pct']} %",
+        lambda x: 100 * x >= TARGETS["prediction_accuracy_pct"],
+    )
+    L.append(
+        "| runs to converge (from scratch; definition below) | "
+        + " | ".join(
+            ", ".join(
+                f"{d}: {r if r is not None else 'not within ' + str(cfg.get('convergence_runs', 100))}"
+                for d, r in (H[v].get("runs_to_converge") or {}).items()
+            )
+            or "n/a"
+            for v in variants
+        )
+        + f" | {PAPER['runs_to_converge']} | <= {TARGETS['runs_to_converge']} | "
+        + " / ".join(
+            (
+                "n/a"
+                if not H[v].get("runs_to_converge")
+                else (
+                    "met"
+                    if all(
+                        r is not None and r <= TARGETS["runs_to_converge"] for r in H[v]["runs_to_converge"].values()
+                    )
+                    else "NOT met"
+                )
+            )
+            for v in variants
+        )
+        + " |"
+    )
     row("energy gap, static scenarios", "energy_gap_static_pct", pctf, f"{PAPER['energy_gap_to_opt_pct']} %", "-", None)
     row("energy gap, dynamic scenarios", "energy_gap_dynamic_pct", pctf, "-", "-", None)
     row("QoS-violation gap, static", "qos_gap_static_pp", ppf, "-", "-", None)
     row("QoS-violation gap, dynamic", "qos_gap_dynamic_pp", ppf, "-", "-", None)
-    row(f"energy gap, cold start (first {cfg['test_runs']} test inferences)", "cold_energy_gap_pct", pctf, "-", "-", None)
+    row(
+        f"energy gap, cold start (first {cfg['test_runs']} test inferences)",
+        "cold_energy_gap_pct",
+        pctf,
+        "-",
+        "-",
+        None,
+    )
     row("QoS-violation gap, cold start", "cold_qos_gap_pp", ppf, "-", "-", None)
     row("prediction accuracy, cold start (exact)", "cold_prediction_accuracy", accf, "-", "-", None)
-    row("prediction accuracy (Fig. 13 category)", "category_accuracy", accf, f"{PAPER['prediction_accuracy_pct']} %", "-", None)
-    row("tie-rule accuracy (Opt, or within 1 % of its energy; separate metric)", "tie_accuracy", accf,
-        "97.9 % (the paper's misses are all < 1 %)", "-", None)
+    row(
+        "prediction accuracy (Fig. 13 category)",
+        "category_accuracy",
+        accf,
+        f"{PAPER['prediction_accuracy_pct']} %",
+        "-",
+        None,
+    )
+    row(
+        "tie-rule accuracy (Opt, or within 1 % of its energy; separate metric)",
+        "tie_accuracy",
+        accf,
+        "97.9 % (the paper's misses are all < 1 %)",
+        "-",
+        None,
+    )
     row("decisions = the perfect learner of its own reward", "reward_oracle_accuracy", accf, "-", "-", None)
     row("ceiling: perfect learner of its reward = Opt", "reward_oracle_is_opt", accf, "-", "-", None)
-    row("transfer-learning saving (runs to converge)", "transfer_saving_pct",
+    row(
+        "transfer-learning saving (runs to converge)",
+        "transfer_saving_pct",
         lambda x: "n/a (did not converge)" if x is None else f"{_f(x, '{:.1f}')} %",
-        f"{PAPER['transfer_saving_pct']} %", "-", None)
+        f"{PAPER['transfer_saving_pct']} %",
+        "-",
+        None,
+    )
 
     L.append("\n### Improvement over the baselines (PPW ratio)\n")
     L.append("*ours* = AutoScale as configured (improved); the last column is AutoScale (paper).\n")
@@ -405,15 +496,23 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
         if not g:
             continue
         L.append(f"\n### {label.capitalize()} scenarios ({', '.join(s[label + '_scenarios'])})\n")
-        L.append("| policy | PPW / Edge CPU FP32 | QoS violation | energy/inference | prediction acc. | category acc. | tie-rule acc. |\n|---|---|---|---|---|---|---|")
-        for name, v in sorted(g["policies"].items(), key=lambda kv: -kv[1]["ppw_norm"] if not math.isnan(kv[1]["ppw_norm"]) else 0):
-            L.append(f"| {name} | {_f(v['ppw_norm'])}x | {100 * v['qos_violation']:.1f} % | {v['energy_mj']:.1f} mJ | "
-                     f"{100 * v['prediction_accuracy']:.1f} % | {100 * v['category_accuracy']:.1f} % | "
-                     f"{_pct(v.get('tie_accuracy'))} % |")
+        L.append(
+            "| policy | PPW / Edge CPU FP32 | QoS violation | energy/inference | prediction acc. | category acc. | tie-rule acc. |\n|---|---|---|---|---|---|---|"
+        )
+        for name, v in sorted(
+            g["policies"].items(), key=lambda kv: -kv[1]["ppw_norm"] if not math.isnan(kv[1]["ppw_norm"]) else 0
+        ):
+            L.append(
+                f"| {name} | {_f(v['ppw_norm'])}x | {100 * v['qos_violation']:.1f} % | {v['energy_mj']:.1f} mJ | "
+                f"{100 * v['prediction_accuracy']:.1f} % | {100 * v['category_accuracy']:.1f} % | "
+                f"{_pct(v.get('tie_accuracy'))} % |"
+            )
         for vname in variants:
             gp = g["gaps_by_policy"].get(vname, {})
-            L.append(f"\n{VARIANT_LABELS[vname]} vs Opt here: energy gap {_f(gp.get('energy_gap_pct'))} %, "
-                     f"QoS-violation gap {_f(gp.get('qos_gap_pp'))} pp.")
+            L.append(
+                f"\n{VARIANT_LABELS[vname]} vs Opt here: energy gap {_f(gp.get('energy_gap_pct'))} %, "
+                f"QoS-violation gap {_f(gp.get('qos_gap_pp'))} pp."
+            )
 
     L.append("\n## Target selection (Fig. 13, static scenarios, AutoScale as configured)\n")
     sel = s.get("selection_static", {})
@@ -425,23 +524,32 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
             cells = []
             for d in devs:
                 po = PAPER["fig13"].get(d, {}).get(c)
-                cells.append(f"{sel[d]['opt'][c]:.1f} % | {sel[d]['autoscale'][c]:.1f} % | "
-                             + (f"{po[0]} / {po[1]} %" if po else "-"))
+                cells.append(
+                    f"{sel[d]['opt'][c]:.1f} % | {sel[d]['autoscale'][c]:.1f} % | "
+                    + (f"{po[0]} / {po[1]} %" if po else "-")
+                )
             L.append(f"| {lab} | " + " | ".join(cells) + " |")
 
     if res.get("accuracy_targets"):
         L.append("\n## Accuracy targets (Fig. 12, static scenarios, AutoScale as configured)\n")
         ref = {t: m for t, m in (res.get("accuracy_refused") or {}).items() if m}
         if ref:
-            L.append("Requests no target can satisfy are refused by the decider (422) and left out: "
-                     + "; ".join(f"target {t} %: {', '.join(m)}" for t, m in ref.items()) + ".\n")
-        L.append("| device | target | AutoScale PPW / CPU FP32 | Opt PPW / CPU FP32 | AutoScale QoS viol. | Opt QoS viol. | AutoScale accuracy |\n|---|---|---|---|---|---|---|")
+            L.append(
+                "Requests no target can satisfy are refused by the decider (422) and left out: "
+                + "; ".join(f"target {t} %: {', '.join(m)}" for t, m in ref.items())
+                + ".\n"
+            )
+        L.append(
+            "| device | target | AutoScale PPW / CPU FP32 | Opt PPW / CPU FP32 | AutoScale QoS viol. | Opt QoS viol. | AutoScale accuracy |\n|---|---|---|---|---|---|---|"
+        )
         for dev, by_t in res["accuracy_targets"].items():
             for tgt, pol in by_t.items():
                 cpu_e = pol["edge-cpu-fp32"]["energy_mj"]
-                L.append(f"| {dev} | {tgt} | {cpu_e / pol['autoscale']['energy_mj']:.2f}x | {cpu_e / pol['opt']['energy_mj']:.2f}x | "
-                         f"{100 * pol['autoscale']['qos_violation']:.1f} % | {100 * pol['opt']['qos_violation']:.1f} % | "
-                         f"{pol['autoscale']['accuracy']:.1f} % |")
+                L.append(
+                    f"| {dev} | {tgt} | {cpu_e / pol['autoscale']['energy_mj']:.2f}x | {cpu_e / pol['opt']['energy_mj']:.2f}x | "
+                    f"{100 * pol['autoscale']['qos_violation']:.1f} % | {100 * pol['opt']['qos_violation']:.1f} % | "
+                    f"{pol['autoscale']['accuracy']:.1f} % |"
+                )
     conv = res.get("convergence") or {}
     if conv.get("variants"):
         L.append("\n## Convergence and transfer (Fig. 14)\n")
@@ -459,16 +567,20 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
             "paper's Fig. 14 notion -- the 5-run average of the measured reward (exploration included) stays within the "
             "tolerance of its final level.\n"
         )
-        L.append("| variant | device | runs to converge | strict | reward | reward curve | with transfer from "
-                 f"{conv.get('source')} | saving |\n|---|---|---|---|---|---|---|---|")
+        L.append(
+            "| variant | device | runs to converge | strict | reward | reward curve | with transfer from "
+            f"{conv.get('source')} | saving |\n|---|---|---|---|---|---|---|---|"
+        )
         for vname, vv in conv["variants"].items():
             ts = transfer_saving(res, vname)
             for dev, v in vv["scratch"].items():
                 tr = vv.get("transfer", {}).get(dev)
                 saving = ts["per_device"].get(dev, {}).get("saving_pct")
-                L.append(f"| {VARIANT_LABELS.get(vname, vname)} | {dev} | {_rtc(v)} | {_rtc(v, 'runs_to_converge_strict')} | "
-                         f"{_rtc(v, 'runs_to_converge_reward')} | {_rtc(v, 'reward_stable_run')} | "
-                         f"{_rtc(tr) if tr else '(source)'} | {_f(saving, '{:.1f}') + ' %' if saving is not None else '-'} |")
+                L.append(
+                    f"| {VARIANT_LABELS.get(vname, vname)} | {dev} | {_rtc(v)} | {_rtc(v, 'runs_to_converge_strict')} | "
+                    f"{_rtc(v, 'runs_to_converge_reward')} | {_rtc(v, 'reward_stable_run')} | "
+                    f"{_rtc(tr) if tr else '(source)'} | {_f(saving, '{:.1f}') + ' %' if saving is not None else '-'} |"
+                )
 
     L.append("\n## Figures\n")
     for key, path in figures.items():
@@ -545,16 +657,21 @@ def explain(res: dict[str, Any]) -> list[str]:
                     continue
                 ma = np.convolve(e, np.ones(5) / 5, mode="valid")
                 within10 = next((k + 5 for k in range(len(ma)) if (ma[k:] <= 0.10).all()), None)
-                details.append(f"{d}: within 10 % from run {within10 if within10 else 'never'}, last 10 runs "
-                               f"{100 * e[-10:].mean():.1f} % energy gap / {100 * q[-10:].mean():.0f} % QoS misses, "
-                               
-                               + (f"measured-reward curve within 5 % of its final level from run {v['reward_stable_run']}"
-                                  if v.get("reward_stable_run") else
-                                  f"measured-reward curve not within 5 % of its final level in {len(e)} runs"))
+                details.append(
+                    f"{d}: within 10 % from run {within10 if within10 else 'never'}, last 10 runs "
+                    f"{100 * e[-10:].mean():.1f} % energy gap / {100 * q[-10:].mean():.0f} % QoS misses, "
+                    + (
+                        f"measured-reward curve within 5 % of its final level from run {v['reward_stable_run']}"
+                        if v.get("reward_stable_run")
+                        else f"measured-reward curve not within 5 % of its final level in {len(e)} runs"
+                    )
+                )
             out.append(
                 f"- **Convergence within {TARGETS['runs_to_converge']} runs** is missed on "
-                + ", ".join(f"{d} ({r if r is not None else 'not within ' + str(cfg.get('convergence_runs', 100))})"
-                            for d, r in slow.items())
+                + ", ".join(
+                    f"{d} ({r if r is not None else 'not within ' + str(cfg.get('convergence_runs', 100))})"
+                    for d, r in slow.items()
+                )
                 + ". A state offers ~60-66 actions and gets one inference per run, so after 30 runs most actions have "
                 "at most one measurement; the improved learner deliberately tries each once while exploring (which is "
                 "what makes its adapted-window numbers good), and the measured reward -- exploration included, the "
@@ -566,8 +683,13 @@ def explain(res: dict[str, Any]) -> list[str]:
                 "The paper variant never meets the criterion within "
                 f"{cfg.get('convergence_runs', 100)} runs on most devices because eq. 5's optimum is not Opt's."
             )
-    if imp and imp.get("energy_gap_pct") is not None and abs(imp["energy_gap_pct"]) <= TARGETS["energy_gap_pct"] \
-            and imp.get("qos_gap_pp") is not None and imp["qos_gap_pp"] <= TARGETS["qos_gap_pp"]:
+    if (
+        imp
+        and imp.get("energy_gap_pct") is not None
+        and abs(imp["energy_gap_pct"]) <= TARGETS["energy_gap_pct"]
+        and imp.get("qos_gap_pp") is not None
+        and imp["qos_gap_pp"] <= TARGETS["qos_gap_pp"]
+    ):
         out.append(
             f"- The energy and QoS targets are met by the improved learner (energy gap {_f(imp['energy_gap_pct'])} %, "
             f"QoS gap {_f(imp['qos_gap_pp'])} pp) although {100 - 100 * imp['prediction_accuracy']:.1f} % of its "
@@ -588,14 +710,19 @@ def notes(res: dict[str, Any]) -> list[str]:
     st = s.get("static")
     if st:
         g = st["policies"]
-        off = [(b, p, st["improvement"].get(b)) for b, p in PAPER["static_improvement"].items()
-               if b in g and st["improvement"].get(b) is not None and abs(st["improvement"][b] - p) / p > 0.25]
+        off = [
+            (b, p, st["improvement"].get(b))
+            for b, p in PAPER["static_improvement"].items()
+            if b in g and st["improvement"].get(b) is not None and abs(st["improvement"][b] - p) / p > 0.25
+        ]
         if off:
             opt = g.get("opt", {})
             out.append(
                 "- Static improvements off the paper's by more than 25 %: "
-                + "; ".join(f"over {b} {o:.2f}x (paper {p}x; {b} averages {g[b]['energy_mj']:.1f} mJ per inference)"
-                            for b, p, o in off)
+                + "; ".join(
+                    f"over {b} {o:.2f}x (paper {p}x; {b} averages {g[b]['energy_mj']:.1f} mJ per inference)"
+                    for b, p, o in off
+                )
                 + f". AutoScale averages {g.get('autoscale', {}).get('energy_mj', math.nan):.1f} mJ and Opt "
                 f"{opt.get('energy_mj', math.nan):.1f} mJ; Opt itself is {opt.get('ppw_norm', math.nan):.1f}x Edge CPU FP32, so "
                 "the ratios are set by the calibrated profiles rather than by the learner. Eqs. 1-4 charge only the processor "

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from services.core.costmodel import CostTable, Mesh
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
 from services.core.reward import ACCURACY_MISS_MJ, ACCURACY_MISS_MJ_PER_POINT, RewardWeights
 from services.core.reward import reward as eq5_reward
 from services.core.scenarios import Scenario
 from services.core.schemas import ModelFeatures, Precision, RuntimeConditions, Target
 from services.core.state import observe
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
 
 AccuracyFn = Callable[[str, Precision], float | None]
 
@@ -161,8 +161,9 @@ class Block:
         r = self._rewards.get(key)
         if r is None:
             lat, en = self.measured
-            r = self._rewards[key] = reward_matrix(en, lat, self.case.accuracy, self.case.qos_s,
-                                                   self.case.accuracy_min, weights, mode)
+            r = self._rewards[key] = reward_matrix(
+                en, lat, self.case.accuracy, self.case.qos_s, self.case.accuracy_min, weights, mode
+            )
         return r
 
     def reward_argmax(self, mode: str = "paper", weights: RewardWeights = RewardWeights()) -> np.ndarray:
@@ -186,8 +187,9 @@ class Block:
         er = self._expected.get(key)
         if er is None:
             c = self.case
-            er = self._expected[key] = expected_reward_matrix(self.energy, self.latency, c.accuracy, c.qos_s,
-                                                              c.accuracy_min, self.noise_sigma, weights, mode)
+            er = self._expected[key] = expected_reward_matrix(
+                self.energy, self.latency, c.accuracy, c.qos_s, c.accuracy_min, self.noise_sigma, weights, mode
+            )
         return er
 
     def outcome(self, i: int, j: int) -> Outcome:
@@ -196,8 +198,13 @@ class Block:
 
 
 def reward_matrix(
-    energy_j: np.ndarray, latency_s: np.ndarray, accuracy: np.ndarray, qos_s: float, accuracy_min: float | None,
-    weights: RewardWeights = RewardWeights(), mode: str = "paper",
+    energy_j: np.ndarray,
+    latency_s: np.ndarray,
+    accuracy: np.ndarray,
+    qos_s: float,
+    accuracy_min: float | None,
+    weights: RewardWeights = RewardWeights(),
+    mode: str = "paper",
 ) -> np.ndarray:
     """The reward over arrays: the vectorised twin of ``services.core.reward.reward`` (tested equal)."""
     e_mj, l_ms = energy_j * 1e3, latency_s * 1e3
@@ -212,8 +219,9 @@ def reward_matrix(
     return _accuracy_branch(r, e_mj, acc, accuracy_min, weights, mode)
 
 
-def _accuracy_branch(r: np.ndarray, e_mj: np.ndarray, acc: np.ndarray, accuracy_min: float | None,
-                     weights: RewardWeights, mode: str) -> np.ndarray:
+def _accuracy_branch(
+    r: np.ndarray, e_mj: np.ndarray, acc: np.ndarray, accuracy_min: float | None, weights: RewardWeights, mode: str
+) -> np.ndarray:
     """Eq. 5's accuracy-miss branch where ``acc < accuracy_min`` (paper: R_accuracy - 100; qos: the
     worst QoS-miss cost plus a per-point charge), ``r`` elsewhere."""
     if accuracy_min is None:
@@ -221,14 +229,21 @@ def _accuracy_branch(r: np.ndarray, e_mj: np.ndarray, acc: np.ndarray, accuracy_
     if mode == "paper":
         miss_acc = acc - 100.0
     else:
-        miss_acc = (-e_mj * (1.0 + weights.qos_penalty) - ACCURACY_MISS_MJ
-                    - ACCURACY_MISS_MJ_PER_POINT * (accuracy_min - acc))
+        miss_acc = (
+            -e_mj * (1.0 + weights.qos_penalty) - ACCURACY_MISS_MJ - ACCURACY_MISS_MJ_PER_POINT * (accuracy_min - acc)
+        )
     return np.where(acc < accuracy_min, miss_acc, r)
 
 
 def expected_reward_matrix(
-    energy_j: np.ndarray, latency_s: np.ndarray, accuracy: np.ndarray, qos_s: float, accuracy_min: float | None,
-    sigma: float, weights: RewardWeights = RewardWeights(), mode: str = "paper",
+    energy_j: np.ndarray,
+    latency_s: np.ndarray,
+    accuracy: np.ndarray,
+    qos_s: float,
+    accuracy_min: float | None,
+    sigma: float,
+    weights: RewardWeights = RewardWeights(),
+    mode: str = "paper",
 ) -> np.ndarray:
     """E[reward] of each (expected) outcome under the simulator's noise: energy and latency are
     both scaled by one lognormal factor f of unit mean and log-sd ``sigma``. Vectorised twin of
@@ -257,15 +272,15 @@ def make_block(
 ) -> Block:
     series = scenario.conditions_series(n, rng, t0_s)
     costs = case.table.evaluate(*(series[f] for f in _FIELDS))
-    conds = [
-        RuntimeConditions.model_construct(**{f: float(series[f][i]) for f in _FIELDS}) for i in range(n)
-    ]
+    conds = [RuntimeConditions.model_construct(**{f: float(series[f][i]) for f in _FIELDS}) for i in range(n)]
     states = _observe_states(case.features, series)
     t = len(case.candidates)
     # Lognormal with unit mean, so the expected outcome is the modelled one.
     noise = rng.lognormal(-0.5 * noise_sigma**2, noise_sigma, (n, t)) if noise_sigma > 0 else np.ones((n, t))
     opt = opt_indices(costs["latency_s"], costs["energy_j"], case.accuracy, case.qos_s, case.accuracy_min)
-    best = np.argmax(reward_matrix(costs["energy_j"], costs["latency_s"], case.accuracy, case.qos_s, case.accuracy_min), axis=1)
+    best = np.argmax(
+        reward_matrix(costs["energy_j"], costs["latency_s"], case.accuracy, case.qos_s, case.accuracy_min), axis=1
+    )
     return Block(
         case=case,
         scenario=scenario.name,
@@ -291,8 +306,12 @@ def _observe_states(features: ModelFeatures, series: dict[str, np.ndarray]) -> n
         key = (cols[0][i], cols[1][i], cols[2][i], cols[3][i])
         v = memo.get(key)
         if v is None:
-            v = memo[key] = observe(features, RuntimeConditions.model_construct(
-                co_cpu=key[0], co_mem=key[1], rssi_wifi_dbm=key[2], rssi_p2p_dbm=key[3])).index
+            v = memo[key] = observe(
+                features,
+                RuntimeConditions.model_construct(
+                    co_cpu=key[0], co_mem=key[1], rssi_wifi_dbm=key[2], rssi_p2p_dbm=key[3]
+                ),
+            ).index
         out[i] = v
     return out
 
@@ -344,11 +363,23 @@ class Trace:
         self.opt_expected_qos_met.append(bool(block.latency[i, k] < case.qos_s))
 
 
-def _reward(energy_j: float, latency_s: float, accuracy: float, qos_s: float, accuracy_min: float | None,
-            mode: str = "paper", weights: RewardWeights = RewardWeights()) -> float:
+def _reward(
+    energy_j: float,
+    latency_s: float,
+    accuracy: float,
+    qos_s: float,
+    accuracy_min: float | None,
+    mode: str = "paper",
+    weights: RewardWeights = RewardWeights(),
+) -> float:
     return eq5_reward(
-        energy_mj=energy_j * 1e3, latency_ms=latency_s * 1e3, accuracy=accuracy, qos_ms=qos_s * 1e3,
-        accuracy_min=accuracy_min, weights=weights, mode=mode,
+        energy_mj=energy_j * 1e3,
+        latency_ms=latency_s * 1e3,
+        accuracy=accuracy,
+        qos_ms=qos_s * 1e3,
+        accuracy_min=accuracy_min,
+        weights=weights,
+        mode=mode,
     )
 
 

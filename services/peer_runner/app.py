@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.runner.app import RunnerSpec, create_runner_app
-from services.core.schemas import Location
 from services.common.settings import Settings, get_settings
+from services.core.schemas import Location
+from services.runner.app import RunnerSpec, create_runner_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -26,17 +26,18 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.core import costmodel
+from services.common.config_files import load_profile
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
 from services.common.errors import ApiError, api_error_body, install_error_handlers, validation_error_body
 from services.common.features import ModelValidationError
 from services.common.logging import configure_logging, log_event
-from services.runner.metrics import RunnerMetrics
 from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore
+from services.common.settings import Settings
+from services.common.tensors import check_against, decode, synthetic
+from services.core import costmodel
 from services.core.profiles import DeviceProfile
-from services.common.config_files import load_profile
 from services.core.schemas import (
     AccuracyEntry,
     Location,
@@ -48,8 +49,7 @@ from services.core.schemas import (
     Target,
     TargetInfo,
 )
-from services.common.settings import Settings
-from services.common.tensors import check_against, decode, synthetic
+from services.runner.metrics import RunnerMetrics
 
 log = logging.getLogger("autoscale.runner")
 
@@ -83,8 +83,9 @@ class RunnerState:
     last_exec_s: dict[tuple[str, Precision, str], float] = field(default_factory=dict)
     ready: bool = False
 
-    async def execute(self, key: tuple[str, Precision, str], session: LoadedModel, feeds: dict[str, np.ndarray],
-                      top_k: int) -> tuple[list[OutputSummary], float]:
+    async def execute(
+        self, key: tuple[str, Precision, str], session: LoadedModel, feeds: dict[str, np.ndarray], top_k: int
+    ) -> tuple[list[OutputSummary], float]:
         """Run one inference, one at a time; returns the output summaries and the host execution time.
 
         A session whose last run took less than ``inline_run_max_ms`` runs on the event loop
@@ -100,7 +101,8 @@ class RunnerState:
                 outputs = session.summarize(feeds, top_k)
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, session.summarize, feeds, top_k)
+                    self.executor, session.summarize, feeds, top_k
+                )
             host_exec_s = time.perf_counter() - t0
         self.last_exec_s[key] = host_exec_s
         return outputs, host_exec_s
@@ -133,7 +135,8 @@ class RunnerState:
         cached = self._runnable.get(target.id)
         if cached is None:
             cached = [
-                name for name, info in infos.items()
+                name
+                for name, info in infos.items()
                 if target.precision in info.precisions
                 and costmodel.supports(self.profile, target, info.features)
                 and self.engine_runs(name, target)
@@ -195,7 +198,9 @@ def _feeds(state: RunnerState, req: RunRequest, info: ModelInfo) -> dict[str, np
     for spec in info.inputs:
         payload = req.inputs.get(spec.name)
         if payload is None:
-            raise ApiError(422, "missing_input", f"inputs.{spec.name} is required by {info.name}", field=f"inputs.{spec.name}")
+            raise ApiError(
+                422, "missing_input", f"inputs.{spec.name} is required by {info.name}", field=f"inputs.{spec.name}"
+            )
         check_against(payload, spec, f"inputs.{spec.name}")
         feeds[spec.name] = decode(payload, f"inputs.{spec.name}")
     return feeds
@@ -250,7 +255,9 @@ async def put_model(name: str, request: Request, state: StateDep) -> ModelInfo:
         state.models_changed()
         return info
     except ValidationError as exc:
-        raise ApiError(422, "invalid_accuracy", f"x-accuracy header: {exc.errors()[0]['msg']}", field="x-accuracy") from exc
+        raise ApiError(
+            422, "invalid_accuracy", f"x-accuracy header: {exc.errors()[0]['msg']}", field="x-accuracy"
+        ) from exc
     except ModelValidationError as exc:
         raise ApiError(422, "invalid_model", str(exc), field=getattr(exc, "field", None) or "file") from exc
 
@@ -295,8 +302,13 @@ class RunFastPath:
             status, payload = 422, json.dumps(validation_error_body(errors)).encode()
         except ApiError as exc:
             status, payload = exc.status, json.dumps(api_error_body(exc)).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
         if result is not None:
             # After the response: right after an inference the CPU caches are cold and every
@@ -318,10 +330,20 @@ async def _read_body(receive: Receive) -> bytes:
 async def _run(req: RunRequest, state: RunnerState) -> RunResult:
     target = state.targets.get(req.target.id)
     if target is None:
-        raise ApiError(404, "unknown_target", f"target {req.target.id} is not offered by the {state.spec.role} runner; see GET /targets", field="target")
+        raise ApiError(
+            404,
+            "unknown_target",
+            f"target {req.target.id} is not offered by the {state.spec.role} runner; see GET /targets",
+            field="target",
+        )
     info = state.infos().get(req.model)
     if info is None:
-        raise ApiError(404, "unknown_model", f"model {req.model!r} is not on this runner; known: {', '.join(state.infos())}", field="model")
+        raise ApiError(
+            404,
+            "unknown_model",
+            f"model {req.model!r} is not on this runner; known: {', '.join(state.infos())}",
+            field="model",
+        )
     if req.model not in state.runnable_models(target):
         raise ApiError(422, "unsupported", f"target {target.id} cannot run {req.model}", field="target")
     feeds = _feeds(state, req, info)
@@ -344,8 +366,9 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
 
     with state.metrics.track(target.id):
-        outputs, host_exec_s = await state.execute((req.model, target.precision, target.engine), session, feeds,
-                                                   req.top_k)
+        outputs, host_exec_s = await state.execute(
+            (req.model, target.precision, target.engine), session, feeds, req.top_k
+        )
 
     out_bytes = sum(math.prod(o.shape) * np.dtype(o.dtype).itemsize for o in outputs)
     if state.spec.role != Location.edge:
@@ -384,12 +407,15 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
         get_engine(engine_name)  # raises on an unknown engine name
     store = ModelStore(settings.model_cache, settings.zoo or None)
     state = RunnerState(
-        spec=spec, settings=settings, profile=profile, edge_profile=edge_profile, store=store,
+        spec=spec,
+        settings=settings,
+        profile=profile,
+        edge_profile=edge_profile,
+        store=store,
         metrics=RunnerMetrics(spec.role.value),
     )
     state.targets = {
-        t.id: t.model_copy(update={"engine": state.engine_for(t.id)})
-        for t in costmodel.targets_for(profile, spec.role)
+        t.id: t.model_copy(update={"engine": state.engine_for(t.id)}) for t in costmodel.targets_for(profile, spec.role)
     }
 
     @asynccontextmanager

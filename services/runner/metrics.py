@@ -10,24 +10,42 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.common.metrics import LATENCY_BUCKETS, MetricGroup, metric_name
 
 _R_EXEC = Counter(
-    metric_name("runner_executions_total"), "Network executions started on a runner", ["role", "target"], registry=None,
+    metric_name("runner_executions_total"),
+    "Network executions started on a runner",
+    ["role", "target"],
+    registry=None,
 )
 _R_ERRORS = Counter(
-    metric_name("runner_errors_total"), "Network executions that raised", ["role", "target"], registry=None,
+    metric_name("runner_errors_total"),
+    "Network executions that raised",
+    ["role", "target"],
+    registry=None,
 )
 _R_QUEUE = Gauge(
-    metric_name("runner_queue_depth"), "Executions in flight (waiting for or holding the executor)",
-    ["role", "target"], multiprocess_mode="livesum", registry=None,
+    metric_name("runner_queue_depth"),
+    "Executions in flight (waiting for or holding the executor)",
+    ["role", "target"],
+    multiprocess_mode="livesum",
+    registry=None,
 )
 _R_BUSY = Counter(
-    metric_name("runner_busy_seconds_total"), "Wall seconds spent executing; rate() is the utilisation", ["role", "target"], registry=None,
+    metric_name("runner_busy_seconds_total"),
+    "Wall seconds spent executing; rate() is the utilisation",
+    ["role", "target"],
+    registry=None,
 )
 _R_DURATION = Histogram(
-    metric_name("runner_execution_seconds"), "Host wall time of one execution", ["role", "target"], buckets=LATENCY_BUCKETS, registry=None,
+    metric_name("runner_execution_seconds"),
+    "Host wall time of one execution",
+    ["role", "target"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
 )
 _R_ENERGY = Counter(
-    metric_name("runner_energy_joules_total"), "Energy the executing device spent (source: measured|modelled)",
-    ["role", "target", "source"], registry=None,
+    metric_name("runner_energy_joules_total"),
+    "Energy the executing device spent (source: measured|modelled)",
+    ["role", "target", "source"],
+    registry=None,
 )
 
 
@@ -64,5 +82,3 @@ class RunnerMetrics:
         _R_BUSY.labels(*labels).inc(seconds)
         _R_DURATION.labels(*labels).observe(seconds)
         _R_ENERGY.labels(self.role, target, source).inc(max(joules, 0.0))
-
-

@@ -22,13 +22,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.common.config_files import builtin_scenarios, load_scenario
 from services.common.errors import ApiError, error_body, install_error_handlers
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
-from services.core.scenarios import ScenarioError, parse_scenario
-from services.common.config_files import builtin_scenarios, load_scenario
-from services.core.schemas import TelemetrySnapshot
 from services.common.settings import Settings
+from services.core.scenarios import ScenarioError, parse_scenario
+from services.core.schemas import TelemetrySnapshot
 from services.telemetry.config import Prefer, TelemetryOptions
 from services.telemetry.hub import Hub
 from services.telemetry.sources import DetectContext, Source, detect_all
@@ -46,7 +46,8 @@ class ScenarioRequest(BaseModel):
 
     # A name, never a path: an HTTP client must not make the service open arbitrary files.
     name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_]{1,64}$",
+        None,
+        pattern=r"^[A-Za-z0-9_]{1,64}$",
         description="S1..S5, D1..D4 (case-insensitive), or a scenario next to AUTOSCALE_SCENARIO_FILE",
     )
     scenario: dict[str, Any] | None = Field(None, description="an inline scenario definition")
@@ -54,7 +55,7 @@ class ScenarioRequest(BaseModel):
     seed: int | None = Field(None, description="seed of the Gaussian draws (default: the service seed)")
 
     @model_validator(mode="after")
-    def _one_of(self) -> "ScenarioRequest":
+    def _one_of(self) -> ScenarioRequest:
         if self.name is not None and self.scenario is not None:
             raise ValueError("give either name or scenario, not both")
         if self.name is None and self.scenario is None and self.prefer is None:
@@ -77,13 +78,18 @@ def _load_extra(spec: str) -> list[Source]:
 
 def build_hub(settings: Settings, options: TelemetryOptions, extra_sources: Sequence[Source] = ()) -> Hub:
     ctx = DetectContext(
-        sys_root=options.sys_root, proc_root=options.proc_root,
-        mesh_id=os.environ.get(MESH_ID_ENV, ""), edge_device=settings.edge_device,
+        sys_root=options.sys_root,
+        proc_root=options.proc_root,
+        mesh_id=os.environ.get(MESH_ID_ENV, ""),
+        edge_device=settings.edge_device,
     )
     sources, report = detect_all(ctx, options.disabled())
     sources += list(extra_sources) + _load_extra(options.extra_sources)
     scenario = ScenarioSource.from_settings(
-        settings.scenario, settings.scenario_file, seed=settings.seed, edge_device=settings.edge_device,
+        settings.scenario,
+        settings.scenario_file,
+        seed=settings.seed,
+        edge_device=settings.edge_device,
         profiles_dir=settings.profiles_dir,
     )
     if any(n.startswith("power.") for s in sources if s.kind == "measured" for n in s.provides()):
@@ -94,8 +100,12 @@ def build_hub(settings: Settings, options: TelemetryOptions, extra_sources: Sequ
         else:
             log_event(log, "telemetry source absent", family=det.family, reason=det.absent)
     return Hub(
-        sources=sources, scenario=scenario, detections=report, refresh_s=settings.telemetry_refresh_s,
-        read_timeout_s=options.read_timeout_s, stale_after_s=options.stale_threshold(settings.telemetry_refresh_s),
+        sources=sources,
+        scenario=scenario,
+        detections=report,
+        refresh_s=settings.telemetry_refresh_s,
+        read_timeout_s=options.read_timeout_s,
+        stale_after_s=options.stale_threshold(settings.telemetry_refresh_s),
         prefer=options.prefer,
     )
 
@@ -121,7 +131,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await hub.start()
-        log_event(log, "telemetry ready", scenario=hub.scenario.label, prefer=hub.prefer, active={k: v.name for k, v in hub.active().items()})
+        log_event(
+            log,
+            "telemetry ready",
+            scenario=hub.scenario.label,
+            prefer=hub.prefer,
+            active={k: v.name for k, v in hub.active().items()},
+        )
         yield
         await hub.stop()
 
@@ -167,7 +183,8 @@ def create_app(
             except ScenarioError as exc:
                 if req.name is not None:
                     raise ApiError(
-                        422, "unknown_scenario",
+                        422,
+                        "unknown_scenario",
                         f"unknown scenario {req.name!r}; built-ins: {', '.join(n.upper() for n in builtin_scenarios())}"
                         + (f" (or a name in {settings.scenario_file.parent})" if settings.scenario_file else ""),
                         field="name",

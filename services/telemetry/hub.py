@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.logging import log_event
-from services.telemetry.metrics import telemetry_metrics
 from services.core.schemas import Reading, RuntimeConditions, TelemetrySnapshot
 from services.telemetry.config import Prefer
+from services.telemetry.metrics import telemetry_metrics
 from services.telemetry.sources.base import CO_CPU, CO_MEM, CONDITION_READINGS, RSSI_P2P, RSSI_WIFI, Detection, Source
 from services.telemetry.sources.scenario import ScenarioSource
 
@@ -52,7 +52,7 @@ class _Worker:
             try:
                 result: Any = self.source.read()
                 ok = True
-            except BaseException as exc:  # noqa: BLE001 - handed to the poller, which records it
+            except BaseException as exc:
                 result, ok = exc, False
             with contextlib.suppress(RuntimeError):  # the loop closed while we were reading
                 loop.call_soon_threadsafe(_resolve, fut, ok, result)
@@ -149,7 +149,9 @@ class Hub:
         for st in self.states.values():
             if st.source is not self.scenario:
                 self._tasks.append(asyncio.create_task(self._poll(st), name=f"telemetry-poll-{st.source.name}"))
-        self._tasks.append(asyncio.create_task(self._poll(self.states[self.scenario.name]), name="telemetry-poll-scenario"))
+        self._tasks.append(
+            asyncio.create_task(self._poll(self.states[self.scenario.name]), name="telemetry-poll-scenario")
+        )
         self._tasks.append(asyncio.create_task(self._export_loop(), name="telemetry-export"))
         self.started = True
 
@@ -195,7 +197,9 @@ class Hub:
             st.last_error = f"read took longer than {timeout:g} s"
             telemetry_metrics.source_error(source_name=st.source.name, reason="timeout")
             if previous != "timeout":
-                log_event(log, "telemetry source timed out", level=logging.WARNING, source=st.source.name, timeout_s=timeout)
+                log_event(
+                    log, "telemetry source timed out", level=logging.WARNING, source=st.source.name, timeout_s=timeout
+                )
             # Collect the hung read in the background; the next read starts only after it returns.
             fut.add_done_callback(lambda f: self._late(st, f, t0))
             return
@@ -204,7 +208,7 @@ class Hub:
             # read itself goes on; let its result land and clear in_flight when it does.
             fut.add_done_callback(lambda f: self._late(st, f, t0))
             raise
-        except Exception as exc:  # noqa: BLE001 - any source failure is data, not a crash
+        except Exception as exc:
             self._failed(st, exc, previous)
             return
         self._store(st, readings, t0, previous)
@@ -277,7 +281,10 @@ class Hub:
     def snapshot(self) -> TelemetrySnapshot:
         readings = self.current()
         return TelemetrySnapshot(
-            conditions=self._conditions(readings), readings=readings, scenario=self.scenario.label, timestamp=time.time()
+            conditions=self._conditions(readings),
+            readings=readings,
+            scenario=self.scenario.label,
+            timestamp=time.time(),
         )
 
     def ready(self) -> bool:
@@ -324,9 +331,7 @@ class Hub:
                 }
                 for st in self.states.values()
             ],
-            "detection": [
-                {"family": d.family, "found": d.found, "absent": d.absent} for d in self.detections
-            ],
+            "detection": [{"family": d.family, "found": d.found, "absent": d.absent} for d in self.detections],
         }
 
     # ------------------------------------------------------------------ metrics
@@ -335,7 +340,7 @@ class Hub:
         while not self._stopping:
             try:
                 self.export_metrics()
-            except Exception:  # noqa: BLE001 - metrics must never stop the service
+            except Exception:
                 log.exception("telemetry metrics export failed")
             await asyncio.sleep(self.refresh_s)
 

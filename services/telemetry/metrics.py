@@ -9,48 +9,86 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.common.metrics import LATENCY_BUCKETS, MetricGroup, metric_name
 
 _T_POWER = Gauge(
-    metric_name("telemetry_power_watts"), "Power draw per device and processor",
-    ["device", "processor", "source"], multiprocess_mode="mostrecent", registry=None,
+    metric_name("telemetry_power_watts"),
+    "Power draw per device and processor",
+    ["device", "processor", "source"],
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _T_ENERGY = Counter(
-    metric_name("telemetry_energy_joules_total"), "Energy counted by a hardware energy meter (e.g. RAPL)",
-    ["device", "processor", "source"], registry=None,
+    metric_name("telemetry_energy_joules_total"),
+    "Energy counted by a hardware energy meter (e.g. RAPL)",
+    ["device", "processor", "source"],
+    registry=None,
 )
 _T_RSSI = Gauge(
-    metric_name("telemetry_rssi_dbm"), "Received signal strength per link (wifi, p2p)", ["link", "source"],
-    multiprocess_mode="mostrecent", registry=None,
+    metric_name("telemetry_rssi_dbm"),
+    "Received signal strength per link (wifi, p2p)",
+    ["link", "source"],
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _T_CO_CPU = Gauge(
-    metric_name("telemetry_corunner_cpu_ratio"), "CPU utilisation of co-running (non-mesh) processes, 0-1", ["source"],
-    multiprocess_mode="mostrecent", registry=None,
+    metric_name("telemetry_corunner_cpu_ratio"),
+    "CPU utilisation of co-running (non-mesh) processes, 0-1",
+    ["source"],
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _T_CO_MEM = Gauge(
-    metric_name("telemetry_corunner_memory_ratio"), "Memory used by co-running (non-mesh) processes, 0-1", ["source"],
-    multiprocess_mode="mostrecent", registry=None,
+    metric_name("telemetry_corunner_memory_ratio"),
+    "Memory used by co-running (non-mesh) processes, 0-1",
+    ["source"],
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _T_AGE = Gauge(
-    metric_name("telemetry_reading_age_seconds"), "Seconds since the reading was last refreshed successfully",
-    ["reading"], multiprocess_mode="mostrecent", registry=None,
+    metric_name("telemetry_reading_age_seconds"),
+    "Seconds since the reading was last refreshed successfully",
+    ["reading"],
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _T_STALE = Gauge(
-    metric_name("telemetry_reading_stale"), "1 when the reading is older than the staleness threshold", ["reading"],
-    multiprocess_mode="mostrecent", registry=None,
+    metric_name("telemetry_reading_stale"),
+    "1 when the reading is older than the staleness threshold",
+    ["reading"],
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _T_CPU_FREQ = Gauge(
-    metric_name("telemetry_cpu_frequency_hertz"), "Mean CPU frequency per cpufreq policy over the last interval", ["policy"],
-    multiprocess_mode="mostrecent", registry=None,
+    metric_name("telemetry_cpu_frequency_hertz"),
+    "Mean CPU frequency per cpufreq policy over the last interval",
+    ["policy"],
+    multiprocess_mode="mostrecent",
+    registry=None,
 )
 _T_SOURCE_ERRORS = Counter(
-    metric_name("telemetry_source_errors_total"), "Source reads that failed or timed out", ["source_name", "reason"], registry=None,
+    metric_name("telemetry_source_errors_total"),
+    "Source reads that failed or timed out",
+    ["source_name", "reason"],
+    registry=None,
 )
 _T_READ = Histogram(
-    metric_name("telemetry_read_seconds"), "Duration of one successful read of a source", ["source_name"],
-    buckets=LATENCY_BUCKETS, registry=None,
+    metric_name("telemetry_read_seconds"),
+    "Duration of one successful read of a source",
+    ["source_name"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
 )
 
 
 _TELEMETRY = MetricGroup(
-    _T_POWER, _T_ENERGY, _T_RSSI, _T_CO_CPU, _T_CO_MEM, _T_AGE, _T_STALE, _T_CPU_FREQ, _T_SOURCE_ERRORS, _T_READ,
+    _T_POWER,
+    _T_ENERGY,
+    _T_RSSI,
+    _T_CO_CPU,
+    _T_CO_MEM,
+    _T_AGE,
+    _T_STALE,
+    _T_CPU_FREQ,
+    _T_SOURCE_ERRORS,
+    _T_READ,
 )
 
 
@@ -115,5 +153,3 @@ class TelemetryMetrics:
 
 
 telemetry_metrics = TelemetryMetrics()
-
-

@@ -21,8 +21,8 @@ from services.common.engines.summary_graph import (
     summary_outputs,
     top_k_feeds,
 )
-from services.core.schemas import OutputSummary, Precision, TensorSpec
 from services.common.tensors import summarize
+from services.core.schemas import OutputSummary, Precision, TensorSpec
 
 log = logging.getLogger("autoscale.engines")
 
@@ -77,8 +77,9 @@ class OrtLoadedModel:
         self.device = device
         self.providers: list[str] = session.get_providers()
         self.specs = specs
-        self.inputs: list[TensorSpec] = [_spec_from_nodearg(a) for a in session.get_inputs()
-                                         if not a.name.startswith(TOP_K_FEED)]
+        self.inputs: list[TensorSpec] = [
+            _spec_from_nodearg(a) for a in session.get_inputs() if not a.name.startswith(TOP_K_FEED)
+        ]
         self.output_names: list[str] = [s.name for s in specs] if specs else [o.name for o in session.get_outputs()]
         self._summary_names = summary_outputs(specs) if specs else []
         # InferenceSession.run is thread-safe already; the lock only serialises calls so that two
@@ -145,7 +146,9 @@ class OnnxRuntimeEngine:
                 try:
                     onnx.defs.get_schema(op, opsets.get(domain, max_opset), domain)
                 except onnx.defs.SchemaError:
-                    return Support(False, f"op {op} does not exist at opset {opsets.get(domain)} of {domain or 'ai.onnx'}")
+                    return Support(
+                        False, f"op {op} does not exist at opset {opsets.get(domain)} of {domain or 'ai.onnx'}"
+                    )
         return Support(True)
 
     def load(self, model_path: Path, *, device: str = "cpu", threads: int = 2) -> OrtLoadedModel:

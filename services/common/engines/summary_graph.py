@@ -31,9 +31,19 @@ TOP_K_FEED = "__autoscale_top_k"  # + "_<output index>"
 MIN_OPSET = 11
 _PREFIX = "__autoscale_summary"
 _NUMERIC = {
-    TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT8,
-    TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32, TensorProto.UINT32,
-    TensorProto.INT64, TensorProto.UINT64, TensorProto.BOOL,
+    TensorProto.FLOAT,
+    TensorProto.DOUBLE,
+    TensorProto.FLOAT16,
+    TensorProto.BFLOAT16,
+    TensorProto.INT8,
+    TensorProto.UINT8,
+    TensorProto.INT16,
+    TensorProto.UINT16,
+    TensorProto.INT32,
+    TensorProto.UINT32,
+    TensorProto.INT64,
+    TensorProto.UINT64,
+    TensorProto.BOOL,
 }
 
 
@@ -74,36 +84,51 @@ def add_summaries(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Summary
         classes = dims[1] if len(dims) == 2 and dims[0] in (1, None) and (dims[1] or 0) > 1 else 0
         first = 4 * i + 2 * sum(1 for s in specs if s.classes)  # index among the summary outputs
         specs.append(SummarySpec(o.name, np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name, classes or 0, first))
-        g.node.extend([
-            helper.make_node("Shape", [o.name], [f"{p}_shape"], name=f"{p}_shape"),
-            helper.make_node("Cast", [o.name], [f"{p}_d"], to=TensorProto.DOUBLE, name=f"{p}_cast"),
-            helper.make_node("ReduceSum", [f"{p}_d"], [f"{p}_sum"], keepdims=0, name=f"{p}_sum"),
-            helper.make_node("ReduceMean", [f"{p}_d"], [f"{p}_mean"], keepdims=0, name=f"{p}_mean"),
-            helper.make_node("Sub", [f"{p}_d", f"{p}_mean"], [f"{p}_dev"], name=f"{p}_dev"),
-            helper.make_node("Mul", [f"{p}_dev", f"{p}_dev"], [f"{p}_sq"], name=f"{p}_sq"),
-            helper.make_node("ReduceMean", [f"{p}_sq"], [f"{p}_var"], keepdims=0, name=f"{p}_var"),
-            helper.make_node("Sqrt", [f"{p}_var"], [f"{p}_std"], name=f"{p}_std"),
-        ])
-        g.output.extend([
-            helper.make_tensor_value_info(f"{p}_shape", TensorProto.INT64, [len(dims)]),
-            helper.make_tensor_value_info(f"{p}_sum", TensorProto.DOUBLE, []),
-            helper.make_tensor_value_info(f"{p}_mean", TensorProto.DOUBLE, []),
-            helper.make_tensor_value_info(f"{p}_std", TensorProto.DOUBLE, []),
-        ])
+        g.node.extend(
+            [
+                helper.make_node("Shape", [o.name], [f"{p}_shape"], name=f"{p}_shape"),
+                helper.make_node("Cast", [o.name], [f"{p}_d"], to=TensorProto.DOUBLE, name=f"{p}_cast"),
+                helper.make_node("ReduceSum", [f"{p}_d"], [f"{p}_sum"], keepdims=0, name=f"{p}_sum"),
+                helper.make_node("ReduceMean", [f"{p}_d"], [f"{p}_mean"], keepdims=0, name=f"{p}_mean"),
+                helper.make_node("Sub", [f"{p}_d", f"{p}_mean"], [f"{p}_dev"], name=f"{p}_dev"),
+                helper.make_node("Mul", [f"{p}_dev", f"{p}_dev"], [f"{p}_sq"], name=f"{p}_sq"),
+                helper.make_node("ReduceMean", [f"{p}_sq"], [f"{p}_var"], keepdims=0, name=f"{p}_var"),
+                helper.make_node("Sqrt", [f"{p}_var"], [f"{p}_std"], name=f"{p}_std"),
+            ]
+        )
+        g.output.extend(
+            [
+                helper.make_tensor_value_info(f"{p}_shape", TensorProto.INT64, [len(dims)]),
+                helper.make_tensor_value_info(f"{p}_sum", TensorProto.DOUBLE, []),
+                helper.make_tensor_value_info(f"{p}_mean", TensorProto.DOUBLE, []),
+                helper.make_tensor_value_info(f"{p}_std", TensorProto.DOUBLE, []),
+            ]
+        )
         if classes:
             k = f"{TOP_K_FEED}_{i}"
             g.input.append(helper.make_tensor_value_info(k, TensorProto.INT64, [1]))
             g.initializer.append(helper.make_tensor(k, TensorProto.INT64, [1], [1]))  # default K
-            g.node.extend([
-                # A [1, C] row: Softmax over the last axis reads the same in every opset.
-                helper.make_node("Softmax", [f"{p}_d"], [f"{p}_prob"], axis=1, name=f"{p}_softmax"),
-                helper.make_node("TopK", [f"{p}_prob", k], [f"{p}_topv", f"{p}_topi"], axis=-1,
-                                 largest=1, sorted=1, name=f"{p}_topk"),
-            ])
-            g.output.extend([
-                helper.make_tensor_value_info(f"{p}_topv", TensorProto.DOUBLE, [dims[0] or "n", "k"]),
-                helper.make_tensor_value_info(f"{p}_topi", TensorProto.INT64, [dims[0] or "n", "k"]),
-            ])
+            g.node.extend(
+                [
+                    # A [1, C] row: Softmax over the last axis reads the same in every opset.
+                    helper.make_node("Softmax", [f"{p}_d"], [f"{p}_prob"], axis=1, name=f"{p}_softmax"),
+                    helper.make_node(
+                        "TopK",
+                        [f"{p}_prob", k],
+                        [f"{p}_topv", f"{p}_topi"],
+                        axis=-1,
+                        largest=1,
+                        sorted=1,
+                        name=f"{p}_topk",
+                    ),
+                ]
+            )
+            g.output.extend(
+                [
+                    helper.make_tensor_value_info(f"{p}_topv", TensorProto.DOUBLE, [dims[0] or "n", "k"]),
+                    helper.make_tensor_value_info(f"{p}_topi", TensorProto.INT64, [dims[0] or "n", "k"]),
+                ]
+            )
     return out, specs
 
 
@@ -117,8 +142,11 @@ def summary_outputs(specs: list[SummarySpec]) -> list[str]:
 
 def top_k_feeds(specs: list[SummarySpec], top_k: int) -> dict[str, np.ndarray]:
     """K for each classifier output: what was asked, within its class count (TopK needs K <= C)."""
-    return {f"{TOP_K_FEED}_{i}": np.array([max(1, min(top_k, s.classes))], dtype=np.int64)
-            for i, s in enumerate(specs) if s.classes}
+    return {
+        f"{TOP_K_FEED}_{i}": np.array([max(1, min(top_k, s.classes))], dtype=np.int64)
+        for i, s in enumerate(specs)
+        if s.classes
+    }
 
 
 def read_summaries(specs: list[SummarySpec], values: list[np.ndarray], top_k: int) -> list[OutputSummary]:
@@ -135,7 +163,15 @@ def read_summaries(specs: list[SummarySpec], values: list[np.ndarray], top_k: in
             probs = values[s.first + 4][0].tolist()[:top_k]
             idx = values[s.first + 5][0].tolist()[:top_k]
             top = [(i, round(v, 6)) for i, v in zip(idx, probs)]
-        out.append(OutputSummary.model_construct(  # values made here: no validation pass
-            name=s.name, shape=shape, dtype=s.dtype, top_k=top, mean=mean, std=std, checksum=total,
-        ))
+        out.append(
+            OutputSummary.model_construct(  # values made here: no validation pass
+                name=s.name,
+                shape=shape,
+                dtype=s.dtype,
+                top_k=top,
+                mean=mean,
+                std=std,
+                checksum=total,
+            )
+        )
     return out

@@ -27,10 +27,10 @@ from typing import Any
 # go higher. Set it before tvm starts any pool; loads then narrow it to their `threads`.
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import tvm  # noqa: E402
-from tvm import relax  # noqa: E402
+import numpy as np
+import onnx
+import tvm
+from tvm import relax
 
 from services.common.engines.base import (
     DEFAULT_DOMAINS,
@@ -42,8 +42,8 @@ from services.common.engines.base import (
     input_specs,
     op_types,
 )
-from services.core.schemas import OutputSummary, Precision, TensorSpec
 from services.common.tensors import summarize
+from services.core.schemas import OutputSummary, Precision, TensorSpec
 
 CACHE_ENV = "AUTOSCALE_TVM_CACHE"
 TUNING_ENV = "AUTOSCALE_TVM_TUNING"
@@ -54,28 +54,8 @@ PIPELINE_VERSION = 1
 # reason shown to users. Ops missing from the frontend's converter table are refused too (generic
 # reason); this list exists for the common ones so the message says what to do instead.
 DENY: dict[str, str] = {
-    **{op: "recurrent op, no converter in TVM's Relax ONNX frontend" for op in ("LSTM", "GRU", "RNN")},
-    **{
-        op: "QOperator int8 op, no converter in TVM's Relax ONNX frontend (quantise in QDQ format instead)"
-        for op in (
-            "QLinearConv",
-            "QLinearMatMul",
-            "QGemm",
-            "QLinearAdd",
-            "QLinearMul",
-            "QLinearConcat",
-            "QLinearAveragePool",
-            "QLinearGlobalAveragePool",
-            "QLinearSigmoid",
-            "QLinearLeakyRelu",
-            "QLinearSoftmax",
-            "QAttention",
-            "ConvInteger",
-            "DynamicQuantizeMatMul",
-            "DynamicQuantizeLSTM",
-            "MatMulIntegerToFloat",
-        )
-    },
+    **dict.fromkeys(("LSTM", "GRU", "RNN"), "recurrent op, no converter in TVM's Relax ONNX frontend"),
+    **dict.fromkeys(("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "QAttention", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulIntegerToFloat"), "QOperator int8 op, no converter in TVM's Relax ONNX frontend (quantise in QDQ format instead)"),
 }
 
 

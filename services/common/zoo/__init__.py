@@ -26,16 +26,16 @@ import json
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from services.common.files import atomic_write
-from services.core.schemas import ModelFeatures, TensorSpec
 from services.common.zoo import bert, inception, layers, mobilenet, resnet, ssd
 from services.common.zoo.layers import GraphBuilder
+from services.core.schemas import ModelFeatures, TensorSpec
 
 # Bump to force every cached zoo model to be rebuilt (e.g. after an onnx upgrade).
 ZOO_FORMAT = "1"
@@ -76,67 +76,139 @@ _MB = ("layers.py", "mobilenet.py")
 
 _SPECS: tuple[ZooSpec, ...] = (
     ZooSpec(
-        "inception_v1", inception.inception_v1, ("layers.py", "mobilenet.py", "inception.py"), _CLS,
-        "Image Classification", (49, 1, 0), 1_500_000_000,
+        "inception_v1",
+        inception.inception_v1,
+        ("layers.py", "mobilenet.py", "inception.py"),
+        _CLS,
+        "Image Classification",
+        (49, 1, 0),
+        1_500_000_000,
         # GoogLeNet was designed for "a computational budget of 1.5 billion multiply-adds at
         # inference time" (Szegedy et al. 2015, Sec. 5; Table 1's ops column sums to ~1.5 G).
         "Szegedy et al. 2015 (GoogLeNet), Sec. 5 / Table 1: ~1.5 G multiply-adds",
-        _img(224), _LOGITS, 50.0,
+        _img(224),
+        _LOGITS,
+        50.0,
     ),
     ZooSpec(
-        "inception_v3", inception.inception_v3, ("layers.py", "mobilenet.py", "inception.py"), _CLS,
-        "Image Classification", (94, 1, 0), 5_710_000_000,
+        "inception_v3",
+        inception.inception_v3,
+        ("layers.py", "mobilenet.py", "inception.py"),
+        _CLS,
+        "Image Classification",
+        (94, 1, 0),
+        5_710_000_000,
         # torchvision's model table lists Inception_V3 at 5.71 "GFLOPS", which torchvision
         # counts as multiply-accumulates (its ResNet-50 entry is 4.09).
         "torchvision model zoo, Inception_V3_Weights.IMAGENET1K_V1: 5.71 G multiply-adds at 299x299",
-        _img(299), _LOGITS, 50.0,
+        _img(299),
+        _LOGITS,
+        50.0,
     ),
     ZooSpec(
-        "mobilenet_v1", mobilenet.mobilenet_v1, _MB, _CLS, "Image Classification", (14, 1, 0), 569_000_000,
+        "mobilenet_v1",
+        mobilenet.mobilenet_v1,
+        _MB,
+        _CLS,
+        "Image Classification",
+        (14, 1, 0),
+        569_000_000,
         "Howard et al. 2017, Table 8 (1.0 MobileNet-224): 569 M mult-adds; TF-Slim mobilenet_v1.md: 569 M MACs",
-        _img(224), _LOGITS, 50.0,
+        _img(224),
+        _LOGITS,
+        50.0,
     ),
     ZooSpec(
-        "mobilenet_v2", mobilenet.mobilenet_v2, _MB, _CLS, "Image Classification", (35, 1, 0), 300_000_000,
+        "mobilenet_v2",
+        mobilenet.mobilenet_v2,
+        _MB,
+        _CLS,
+        "Image Classification",
+        (35, 1, 0),
+        300_000_000,
         "Sandler et al. 2018, Table 4: 300 M MAdds; TF-Slim mobilenet README (v2_1.0_224): 300 M MACs",
-        _img(224), _LOGITS, 50.0,
+        _img(224),
+        _LOGITS,
+        50.0,
     ),
     ZooSpec(
-        "mobilenet_v3", mobilenet.mobilenet_v3, _MB, _CLS, "Image Classification", (23, 20, 0), 56_000_000,
+        "mobilenet_v3",
+        mobilenet.mobilenet_v3,
+        _MB,
+        _CLS,
+        "Image Classification",
+        (23, 20, 0),
+        56_000_000,
         # v3-Small (see mobilenet.py for why Small): the paper's Table 3 gives 56 M, the
         # TF-Slim checkpoint table 66 M for the released "Small dm=1" graph.
         "Howard et al. 2019, Table 3 (MobileNetV3-Small 1.0): 56 M MAdds (TF-Slim README: 66 M)",
-        _img(224), _LOGITS, 50.0,
+        _img(224),
+        _LOGITS,
+        50.0,
     ),
     ZooSpec(
-        "resnet50", resnet.resnet50, ("layers.py", "mobilenet.py", "resnet.py"), _CLS, "Image Classification",
-        (53, 1, 0), 3_800_000_000,
+        "resnet50",
+        resnet.resnet50,
+        ("layers.py", "mobilenet.py", "resnet.py"),
+        _CLS,
+        "Image Classification",
+        (53, 1, 0),
+        3_800_000_000,
         # He et al. report 3.8 x 10^9 "FLOPs" and define them as multiply-adds.
         "He et al. 2016, Table 1 (50-layer): 3.8 G multiply-adds",
-        _img(224), _LOGITS, 50.0,
+        _img(224),
+        _LOGITS,
+        50.0,
     ),
     ZooSpec(
-        "ssd_mobilenet_v1", ssd.ssd_mobilenet_v1, (*_MB, "ssd.py"), _DET, "Object Detection", (19, 1, 0),
+        "ssd_mobilenet_v1",
+        ssd.ssd_mobilenet_v1,
+        (*_MB, "ssd.py"),
+        _DET,
+        "Object Detection",
+        (19, 1, 0),
         1_300_000_000,
         "Sandler et al. 2018, Table 6 (MobileNetV1 + SSDLite, 320x320): 1.3 B MAdds",
-        _img(300), _det(3 * 19 * 19 + 6 * 10 * 10 + 6 * 5 * 5 + 6), 50.0,
+        _img(300),
+        _det(3 * 19 * 19 + 6 * 10 * 10 + 6 * 5 * 5 + 6),
+        50.0,
     ),
     ZooSpec(
-        "ssd_mobilenet_v2", ssd.ssd_mobilenet_v2, (*_MB, "ssd.py"), _DET, "Object Detection", (52, 1, 0),
+        "ssd_mobilenet_v2",
+        ssd.ssd_mobilenet_v2,
+        (*_MB, "ssd.py"),
+        _DET,
+        "Object Detection",
+        (52, 1, 0),
         800_000_000,
         "Sandler et al. 2018, Table 6 (MobileNetV2 + SSDLite, 320x320): 0.8 B MAdds",
-        _img(300), _det(3 * 19 * 19 + 6 * (10 * 10 + 5 * 5 + 3 * 3 + 2 * 2) + 6), 50.0,
+        _img(300),
+        _det(3 * 19 * 19 + 6 * (10 * 10 + 5 * 5 + 3 * 3 + 2 * 2) + 6),
+        50.0,
     ),
     ZooSpec(
-        "ssd_mobilenet_v3", ssd.ssd_mobilenet_v3, (*_MB, "ssd.py"), _DET, "Object Detection", (28, 20, 0),
+        "ssd_mobilenet_v3",
+        ssd.ssd_mobilenet_v3,
+        (*_MB, "ssd.py"),
+        _DET,
+        "Object Detection",
+        (28, 20, 0),
         160_000_000,
         # Howard et al. 2019, Table 6 (SSDLite, 320x320): V3-Small† (the TF detection zoo's
         # ssd_mobilenet_v3_small_coco, 43 ms on Pixel 1) 0.16 B MAdds.
         "Howard et al. 2019, Table 6 (MobileNetV3-Small + SSDLite, 320x320): 0.16 B MAdds",
-        _img(300), _det(3 * 19 * 19 + 6 * 10 * 10 + 6 * 5 * 5 + 6), 50.0,
+        _img(300),
+        _det(3 * 19 * 19 + 6 * 10 * 10 + 6 * 5 * 5 + 6),
+        50.0,
     ),
     ZooSpec(
-        "mobilebert", bert.mobilebert, ("layers.py", "bert.py"), _QA, "Translation", (0, 1, 24), 2_850_000_000,
+        "mobilebert",
+        bert.mobilebert,
+        ("layers.py", "bert.py"),
+        _QA,
+        "Translation",
+        (0, 1, 24),
+        2_850_000_000,
         # Sun et al. 2020, GLUE results table, #FLOPS column: MobileBERT 5.7 B at sequence
         # length 128.  Their FLOPs are 2 x multiply-adds (BERT_BASE is listed at 22.5 B, twice
         # its ~11.2 G multiply-adds), so ~2.85 G multiply-adds.  (Not 4.7 G: 25 M weights x 128
@@ -180,7 +252,7 @@ def seed(name: str) -> int:
     return SEED_BASE + zlib.crc32(name.encode()) % 10_000
 
 
-@lru_cache(maxsize=None)
+@cache
 def source_hash(name: str) -> str:
     """sha256 over the builder sources, the seed and the zoo format: the cache key."""
     s = spec(name)
@@ -197,8 +269,10 @@ def build_model(name: str, *, weights: bool = True) -> onnx.ModelProto:
     s = spec(name)
     b = GraphBuilder(name, seed(name), weights=weights)
     s.builder(b)
-    model = b.model(doc=f"AutoScale zoo {name} ({s.workload}): {s.builder.__module__}.{s.builder.__name__}, "
-                        f"synthetic weights, seed {seed(name)}")
+    model = b.model(
+        doc=f"AutoScale zoo {name} ({s.workload}): {s.builder.__module__}.{s.builder.__name__}, "
+        f"synthetic weights, seed {seed(name)}"
+    )
     onnx.helper.set_model_props(
         model,
         {"autoscale.zoo": name, "autoscale.seed": str(seed(name)), "autoscale.source_sha256": source_hash(name)},
@@ -241,7 +315,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _features(name: str) -> ModelFeatures:
     from services.common.features import extract_features
 

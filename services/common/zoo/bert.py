@@ -72,6 +72,7 @@ def mobilebert(b: GraphBuilder) -> None:
     e = b.node("Gather", [table, ids], axis=0)  # [1, S, 128]
     # trigram embedding: [e(t+1), e(t), e(t-1)] concatenated -> 384, then dense to 512
     zero = b.const([[[0.0] * EMBED]])
+
     def tokens(start: int, end: int) -> str:
         return b.node("Slice", [e, b.const([start], "int64"), b.const([end], "int64"), b.const([1], "int64")])
 

@@ -18,8 +18,7 @@ from services.common.zoo.layers import GraphBuilder
 from services.common.zoo.mobilenet import Feat, out_side
 
 
-def _conv(b: GraphBuilder, f: Feat, cout: int, k: int | tuple[int, int], stride: int = 1,
-          valid: bool = False) -> Feat:
+def _conv(b: GraphBuilder, f: Feat, cout: int, k: int | tuple[int, int], stride: int = 1, valid: bool = False) -> Feat:
     kh, kw = (k, k) if isinstance(k, int) else k
     t = b.conv(f.t, f.c, cout, (kh, kw), stride=stride, pad="valid" if valid else "same", act="relu")
     side = out_side(f.h, kh, stride, 0 if valid else kh // 2)
@@ -82,6 +81,7 @@ def inception_v1(b: GraphBuilder) -> None:
 
 
 # ----------------------------------------------------------------------------- v3
+
 
 def _mixed_5(b: GraphBuilder, f: Feat, pool_proj: int) -> Feat:
     b0 = _conv(b, f, 64, 1)

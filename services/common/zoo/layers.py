@@ -55,7 +55,8 @@ def _run_node(node: onnx.NodeProto, feeds: dict[str, np.ndarray], consts: list[T
     import onnxruntime as ort
 
     graph = helper.make_graph(
-        [node], "probe",
+        [node],
+        "probe",
         [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape)) for k, v in feeds.items()],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output],
         consts,
@@ -121,12 +122,22 @@ class GraphBuilder:
     def node_multi(self, op: str, inputs: Sequence[str], n_out: int, **attrs: object) -> list[str]:
         return self._add(op, inputs, None, None, n_out, attrs)
 
-    def _add(self, op: str, inputs: Sequence[str], name: str | None, outputs: Sequence[str] | None,
-             n_out: int, attrs: dict[str, object], probe: bool = True) -> list[str]:
+    def _add(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        name: str | None,
+        outputs: Sequence[str] | None,
+        n_out: int,
+        attrs: dict[str, object],
+        probe: bool = True,
+    ) -> list[str]:
         node_name = name or self.uid(op.lower())
-        outs = list(outputs) if outputs is not None else [
-            node_name if n_out == 1 else f"{node_name}:{i}" for i in range(n_out)
-        ]
+        outs = (
+            list(outputs)
+            if outputs is not None
+            else [node_name if n_out == 1 else f"{node_name}:{i}" for i in range(n_out)]
+        )
         node = helper.make_node(op, list(inputs), outs, name=node_name, **attrs)
         self.nodes.append(node)
         if probe:
@@ -185,8 +196,16 @@ class GraphBuilder:
             self._consts[key] = name
         return self._consts[key]
 
-    def _layer(self, op: str, x: str, shape: list[int], attrs: dict[str, object], gain: float,
-               per_channel_std: bool, beta: float) -> str:
+    def _layer(
+        self,
+        op: str,
+        x: str,
+        shape: list[int],
+        attrs: dict[str, object],
+        gain: float,
+        per_channel_std: bool,
+        beta: float,
+    ) -> str:
         """A conv / dense layer with a batch-norm folded in from the probe batch's statistics."""
         w_name, b_name = self.uid("w" if op == "Conv" else "fc_w"), self.uid("b" if op == "Conv" else "fc_b")
         cout = shape[0]
@@ -201,8 +220,9 @@ class GraphBuilder:
         raw = None
         if x in self.probe:
             probe_node = helper.make_node(op, [x, "w", "b"], ["y"], **attrs)
-            raw = _run_node(probe_node, {x: self.probe[x]},
-                            [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])[0]
+            raw = _run_node(
+                probe_node, {x: self.probe[x]}, [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+            )[0]
             axes = tuple(i for i in range(raw.ndim) if i != 1)
             mean = raw.mean(axis=axes, dtype=np.float64)
             centred = raw - mean.reshape(1, -1, *([1] * (raw.ndim - 2)))
@@ -288,7 +308,11 @@ class GraphBuilder:
 
     def avgpool(self, x: str, k: int, stride: int, pad: int = 0) -> str:
         return self.node(
-            "AveragePool", [x], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4,
+            "AveragePool",
+            [x],
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad] * 4,
             count_include_pad=0,
         )
 

@@ -35,8 +35,17 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
-def conv_f(b: GraphBuilder, f: Feat, cout: int, k: int, stride: int = 1, *, group: int = 1,
-           act: str | None = "relu6", gain: float = 1.0) -> Feat:
+def conv_f(
+    b: GraphBuilder,
+    f: Feat,
+    cout: int,
+    k: int,
+    stride: int = 1,
+    *,
+    group: int = 1,
+    act: str | None = "relu6",
+    gain: float = 1.0,
+) -> Feat:
     t = b.conv(f.t, f.c, cout, k, stride=stride, group=group, act=act, gain=gain)
     return Feat(t, cout, out_side(f.h, k, stride, k // 2))
 
@@ -44,8 +53,19 @@ def conv_f(b: GraphBuilder, f: Feat, cout: int, k: int, stride: int = 1, *, grou
 # ----------------------------------------------------------------------------- v1
 
 V1_BLOCKS: tuple[tuple[int, int], ...] = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
 )
 
 
@@ -71,12 +91,19 @@ def mobilenet_v1(b: GraphBuilder) -> None:
 
 # (expansion t, output channels c, repeats n, first stride s) - Sandler et al. 2018, Table 2
 V2_CFG: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
 )
 
 
-def inverted_residual(b: GraphBuilder, f: Feat, cout: int, expand: int, k: int, stride: int, *,
-                      act: str = "relu6", se: bool = False) -> tuple[Feat, Feat | None]:
+def inverted_residual(
+    b: GraphBuilder, f: Feat, cout: int, expand: int, k: int, stride: int, *, act: str = "relu6", se: bool = False
+) -> tuple[Feat, Feat | None]:
     """MobileNet v2/v3 block; returns (output, expansion output or None)."""
     hidden = expand if expand > 0 else f.c
     exp_out: Feat | None = None
@@ -116,6 +143,7 @@ def mobilenet_v2(b: GraphBuilder) -> None:
 
 
 # ----------------------------------------------------------------------------- v3-Small
+
 
 def squeeze_excite(b: GraphBuilder, x: str, c: int) -> str:
     """SE as two dense layers on the pooled map (Howard et al. 2019, Fig. 4): 2 FC layers."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from services.core.schemas import POLICY_NAMES
 from services.core.policies.bandit import LinUCBPolicy
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
 from services.core.policies.baselines import (
@@ -27,8 +26,8 @@ from services.core.policies.baselines import (
     edge_cpu_fp32,
     opt_choice,
 )
-from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, PredictorParams, RegressionPolicy
 from services.core.policies.errors import NoCandidate, OracleUnavailable, PolicyError, UnknownPolicy
+from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, PredictorParams, RegressionPolicy
 from services.core.policies.qlearning import (
     QLearningPolicy,
     QParams,
@@ -37,14 +36,30 @@ from services.core.policies.qlearning import (
     QUpdate,
     RowSource,
 )
+from services.core.schemas import POLICY_NAMES
 
 __all__ = [
-    "POLICY_NAMES", "Candidate", "Decision", "DecisionContext", "Outcome", "Policy",
-    "PolicyError", "NoCandidate", "OracleUnavailable", "UnknownPolicy", "QTableImportError",
-    "QParams", "QTable", "QUpdate", "RowSource", "QLearningPolicy", "PredictorParams",
-    "make_policy", "PolicySet", "opt_choice",
+    "POLICY_NAMES",
+    "Candidate",
+    "Decision",
+    "DecisionContext",
+    "NoCandidate",
+    "OracleUnavailable",
+    "Outcome",
+    "Policy",
+    "PolicyError",
+    "PolicySet",
+    "PredictorParams",
+    "QLearningPolicy",
+    "QParams",
+    "QTable",
+    "QTableImportError",
+    "QUpdate",
+    "RowSource",
+    "UnknownPolicy",
+    "make_policy",
+    "opt_choice",
 ]
-
 
 
 def _qparams(settings_or_params: Any, seed: int | None) -> QParams:
@@ -78,8 +93,9 @@ def make_policy(
     (default: automatically when called inside a running event loop).
     """
     p = _qparams(settings_or_params, seed)
-    pred = PredictorParams(epsilon=p.epsilon, accuracy_masking=p.accuracy_masking, seed=p.init_seed,
-                           background_fit=background_fit)
+    pred = PredictorParams(
+        epsilon=p.epsilon, accuracy_masking=p.accuracy_masking, seed=p.init_seed, background_fit=background_fit
+    )
     if name == "autoscale":
         return QLearningPolicy(store if store is not None else QTable(), p)
     if name == "edge-cpu-fp32":
@@ -97,8 +113,16 @@ def make_policy(
     if name in ("svm", "knn"):
         return ClassifierPolicy(name, pred)
     if name == "bo":
-        return BayesOptPolicy(PredictorParams(epsilon=0.0, accuracy_masking=p.accuracy_masking, buffer=400,
-                                              refit_every=25, seed=p.init_seed, background_fit=background_fit))
+        return BayesOptPolicy(
+            PredictorParams(
+                epsilon=0.0,
+                accuracy_masking=p.accuracy_masking,
+                buffer=400,
+                refit_every=25,
+                seed=p.init_seed,
+                background_fit=background_fit,
+            )
+        )
     if name == "linucb":
         return LinUCBPolicy(accuracy_masking=p.accuracy_masking)
     raise UnknownPolicy(name)
@@ -131,8 +155,13 @@ class PolicySet:
         if p is None:
             if name not in self.names:
                 raise UnknownPolicy(name, self.names)
-            p = make_policy(name, settings_or_params=self._settings, store=self.store, seed=self._seed,
-                            background_fit=self._background_fit)
+            p = make_policy(
+                name,
+                settings_or_params=self._settings,
+                store=self.store,
+                seed=self._seed,
+                background_fit=self._background_fit,
+            )
             self._policies[name] = p
         return p
 

@@ -11,11 +11,10 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from services.core.schemas import Location, Precision, Processor, Target
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
 from services.core.policies.errors import NoCandidate, OracleUnavailable
 from services.core.policies.qlearning import eligible_indices
-
+from services.core.schemas import Location, Precision, Processor, Target
 
 
 def _dvfs_rank(t: Target) -> float:

@@ -22,12 +22,12 @@ this module is cheap.
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
 import logging
 import math
 import random
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
-from services.core.state import WEAK_RSSI_DBM
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
 from services.core.policies.errors import NoCandidate
 from services.core.policies.qlearning import candidate_ids, eligible_indices
+from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
+from services.core.state import WEAK_RSSI_DBM
 
 log = logging.getLogger("autoscale.policies")
 
@@ -223,14 +223,16 @@ class _OnlineLearner(ABC):
                 out[k] = Decision(pool[j].target)
         return out  # type: ignore[return-value]
 
-    def _choose_many(self, model: Any, ctxs: Sequence[DecisionContext], pool: list[Candidate],
-                     vecs: np.ndarray) -> list[int]:
+    def _choose_many(
+        self, model: Any, ctxs: Sequence[DecisionContext], pool: list[Candidate], vecs: np.ndarray
+    ) -> list[int]:
         return [self._choose(model, c, pool, list(v)) for c, v in zip(ctxs, vecs)]
 
     def _pool_matrix(self, pool: list[Candidate], vecs: np.ndarray, vocab: dict[str, int]) -> np.ndarray:
         """Design rows for every (context, candidate) pair, context-major: (N * P, d)."""
-        tgt = np.array([[*self.encoder.struct(c.target), *TargetEncoder.onehot(c.target.id, vocab)] for c in pool],
-                       dtype=float)
+        tgt = np.array(
+            [[*self.encoder.struct(c.target), *TargetEncoder.onehot(c.target.id, vocab)] for c in pool], dtype=float
+        )
         n, p = len(vecs), len(pool)
         return np.hstack([np.repeat(vecs, p, axis=0), np.tile(tgt, (n, 1))])
 
@@ -275,8 +277,12 @@ class _OnlineLearner(ABC):
         try:
             return self._fit(data)
         except Exception:
-            log.warning("policy %s: refit on %d observations failed; keeping the previous model",
-                        self.name, len(data), exc_info=True)
+            log.warning(
+                "policy %s: refit on %d observations failed; keeping the previous model",
+                self.name,
+                len(data),
+                exc_info=True,
+            )
             return None
 
     def _refit(self) -> None:
@@ -377,8 +383,9 @@ class RegressionPolicy(_OnlineLearner):
             e = np.where(meets, e, np.inf)
         return int(np.argmin(e))
 
-    def _choose_many(self, model: _RegModel, ctxs: Sequence[DecisionContext], pool: list[Candidate],
-                     vecs: np.ndarray) -> list[int]:
+    def _choose_many(
+        self, model: _RegModel, ctxs: Sequence[DecisionContext], pool: list[Candidate], vecs: np.ndarray
+    ) -> list[int]:
         X = self._pool_matrix(pool, vecs, model.vocab)
         if model.latency is None:
             pr = model.energy.predict(X)
@@ -475,8 +482,9 @@ class ClassifierPolicy(_OnlineLearner):
                 best_j, best_s = j, s
         return best_j
 
-    def _choose_many(self, model: _ClsModel, ctxs: Sequence[DecisionContext], pool: list[Candidate],
-                     vecs: np.ndarray) -> list[int]:
+    def _choose_many(
+        self, model: _ClsModel, ctxs: Sequence[DecisionContext], pool: list[Candidate], vecs: np.ndarray
+    ) -> list[int]:
         n = len(ctxs)
         if model.clf is None:
             raw = np.ones((n, 1))
@@ -515,7 +523,9 @@ class BayesOptPolicy(_OnlineLearner):
 
     name = "bo"
 
-    def __init__(self, params: PredictorParams = PredictorParams(buffer=400, refit_every=25), *, xi: float = 0.01) -> None:
+    def __init__(
+        self, params: PredictorParams = PredictorParams(buffer=400, refit_every=25), *, xi: float = 0.01
+    ) -> None:
         super().__init__(params)
         self.xi = xi
 
@@ -525,17 +535,18 @@ class BayesOptPolicy(_OnlineLearner):
     def _fit(self, data: list[Observation]) -> _GPModel | None:
         if len(data) < 2:
             return None
-        from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.exceptions import ConvergenceWarning
-        from sklearn.gaussian_process.kernels import ConstantKernel, RBF, WhiteKernel
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
         X, vocab = self._design(data)
         y = np.array([symlog(o.reward) for o in data])
-        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * RBF(length_scale=1.0, length_scale_bounds=(1e-2, 1e2)) + WhiteKernel(
-            0.1, (1e-5, 1e1)
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * RBF(
+            length_scale=1.0, length_scale_bounds=(1e-2, 1e2)
+        ) + WhiteKernel(0.1, (1e-5, 1e1))
+        gp = GaussianProcessRegressor(
+            kernel=kernel, normalize_y=True, n_restarts_optimizer=0, random_state=self.params.seed
         )
-        gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=0,
-                                      random_state=self.params.seed)
         with warnings.catch_warnings():
             # Hyper-parameters at a bound are routine on small, noisy buffers.
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -559,8 +570,9 @@ class BayesOptPolicy(_OnlineLearner):
         ei = (mu - f_best - self.xi) * norm.cdf(z) + sd * norm.pdf(z)
         return int(np.argmax(ei))
 
-    def _choose_many(self, model: _GPModel, ctxs: Sequence[DecisionContext], pool: list[Candidate],
-                     vecs: np.ndarray) -> list[int]:
+    def _choose_many(
+        self, model: _GPModel, ctxs: Sequence[DecisionContext], pool: list[Candidate], vecs: np.ndarray
+    ) -> list[int]:
         from scipy.stats import norm
 
         n, p = len(ctxs), len(pool)

@@ -58,10 +58,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.core.schemas import Target
-from services.core.state import DIMENSIONS, N_STATES, StateBins
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
 from services.core.policies.errors import NoCandidate
+from services.core.schemas import Target
+from services.core.state import DIMENSIONS, N_STATES, StateBins
 
 # ============================================================================ parameters
 
@@ -140,7 +140,7 @@ class QParams:
             raise ValueError(f"near_radius must be >= 0 or None, got {self.near_radius}")
 
     @classmethod
-    def improved(cls, **kw: Any) -> "QParams":
+    def improved(cls, **kw: Any) -> QParams:
         """Every option beyond the paper switched on, as evaluated (``services.evaluation``):
         nearest-state initial values, visit-count learning rate, UCB-style exploration that
         tries every action once while exploring. Pair it with ``reward_mode="qos"``."""
@@ -151,14 +151,14 @@ class QParams:
         return cls(**kw)
 
     @classmethod
-    def paper(cls, **kw: Any) -> "QParams":
+    def paper(cls, **kw: Any) -> QParams:
         """Algorithm 1 as published: random initial values, constant learning rate."""
         kw.setdefault("q_init", "random")
         kw.setdefault("lr_schedule", "constant")
         return cls(**kw)
 
     @classmethod
-    def from_settings(cls, settings: Any, seed: int | None = None) -> "QParams":
+    def from_settings(cls, settings: Any, seed: int | None = None) -> QParams:
         """From ``services.common.settings.Settings`` (duck-typed to keep this module light)."""
         s = seed if seed is not None else getattr(settings, "seed", None)
         return cls(
@@ -207,9 +207,7 @@ def q_learning_target(q_sa: float, reward: float, next_max: float, learning_rate
     return q_sa + learning_rate * (reward + discount * next_max - q_sa)
 
 
-def eligible_indices(
-    accuracies: Sequence[float], accuracy_min: float | None, masking: bool
-) -> list[int]:
+def eligible_indices(accuracies: Sequence[float], accuracy_min: float | None, masking: bool) -> list[int]:
     """Indices of the candidates the learner may pick.
 
     With masking on, candidates below ``accuracy_min`` are never picked. If none reaches it
@@ -303,19 +301,20 @@ def apply_update(
     return q_learning_target(q_sa, u.reward, next_max, u.learning_rate, u.discount)
 
 
-
 # ============================================================================ nearest-state index
 
 # Table I bins of every state, (N_STATES, 8): the space "nearest" measures distances in.
-_BINS = np.array([[getattr(StateBins.from_index(i), name) for name, _ in DIMENSIONS] for i in range(N_STATES)],
-                 dtype=np.int32)
+_BINS = np.array(
+    [[getattr(StateBins.from_index(i), name) for name, _ in DIMENSIONS] for i in range(N_STATES)], dtype=np.int32
+)
 # Per-dimension weights of the distance. One co-runner bin (CPU or memory) away is the nearest
 # kind of neighbour (1): the same network under slightly more or less interference ranks the
 # targets almost alike. One NN bin away -- another network -- costs 2. A different RSSI bin costs
 # 3: a weak Wi-Fi or Wi-Fi Direct signal turns cloud or peer targets from the cheapest into the
 # dearest, so another network under the same signal is the better guide.
-_DIM_WEIGHTS = np.array([{"co_cpu": 1, "co_mem": 1, "rssi_w": 3, "rssi_p": 3}.get(name, 2)
-                         for name, _ in DIMENSIONS], dtype=np.int32)
+_DIM_WEIGHTS = np.array(
+    [{"co_cpu": 1, "co_mem": 1, "rssi_w": 3, "rssi_p": 3}.get(name, 2) for name, _ in DIMENSIONS], dtype=np.int32
+)
 _NO_STATE = -1
 
 
@@ -337,8 +336,20 @@ class EntryIndex:
     changed, so callers can memoise what they derive from them.
     """
 
-    __slots__ = ("_aidx", "_col", "_states", "_has", "_bins", "_qidx", "_qstates", "_qbins", "_ck", "_ch",
-                 "_qver", "generation")
+    __slots__ = (
+        "_aidx",
+        "_bins",
+        "_ch",
+        "_ck",
+        "_col",
+        "_has",
+        "_qbins",
+        "_qidx",
+        "_qstates",
+        "_qver",
+        "_states",
+        "generation",
+    )
 
     _BIG = np.iinfo(np.int64).max
 
@@ -458,7 +469,9 @@ class EntryIndex:
         self._ch[r, :] = _NO_STATE
         if n and na:
             states = self._states[:n]
-            key = (np.abs(self._bins[:n] - _BINS[state]) * _DIM_WEIGHTS).sum(axis=1).astype(np.int64) * N_STATES + states
+            key = (np.abs(self._bins[:n] - _BINS[state]) * _DIM_WEIGHTS).sum(axis=1).astype(
+                np.int64
+            ) * N_STATES + states
             key[states == state] = self._BIG
             masked = np.where(self._has[:na, :n], key, self._BIG)
             best = masked.argmin(axis=1)
@@ -562,7 +575,7 @@ class QTable:
         }
         return {"format_version": EXPORT_FORMAT_VERSION, "device": device, "actions": sorted(acts), "states": states}
 
-    def load(self, table: "ValidatedTable", mode: str = "replace") -> None:
+    def load(self, table: ValidatedTable, mode: str = "replace") -> None:
         if mode not in ("replace", "merge"):
             raise ValueError("mode must be 'replace' or 'merge'")
         if mode == "replace":
@@ -614,8 +627,13 @@ class _CandidateIds:
         if hit is not None and hit.candidates is cands:
             return hit
         ids = tuple(c.target.id for c in cands)
-        info = _CandInfo(cands, ids, tuple(float(c.accuracy) for c in cands), tuple(range(len(cands))),
-                         {a: i for i, a in enumerate(ids)})
+        info = _CandInfo(
+            cands,
+            ids,
+            tuple(float(c.accuracy) for c in cands),
+            tuple(range(len(cands))),
+            {a: i for i, a in enumerate(ids)},
+        )
         if len(self._memo) >= self._size:
             self._memo.pop(next(iter(self._memo)))
         self._memo[id(cands)] = info
@@ -645,8 +663,14 @@ def ucb_score(v: float, n: int, k: float) -> float:
     return v + k * abs(v) * (_INV_SQRT[n] if n < _N_INV else 1.0 / math.sqrt(n + 1))
 
 
-def ucb_argmax(vals: Sequence[float], ns: Sequence[int], elig: Sequence[int], k: float, untried_first: bool,
-               order: Sequence[int] | None = None) -> int:
+def ucb_argmax(
+    vals: Sequence[float],
+    ns: Sequence[int],
+    elig: Sequence[int],
+    k: float,
+    untried_first: bool,
+    order: Sequence[int] | None = None,
+) -> int:
     """The first index of ``elig`` with the highest rank (``untried_first`` and n == 0, then
     ``ucb_score``), without scoring every entry.
 
@@ -710,8 +734,9 @@ class QLearningPolicy:
         self._init_memo: dict[tuple[int, tuple[str, ...]], tuple[float, ...]] = {}
         # "nearest": per (state, action tuple), the nearest holder of each action and its row,
         # valid for one ``EntryIndex.version(state)``.
-        self._near_memo: dict[tuple[int, tuple[str, ...]],
-                              tuple[tuple[int, int], list[Mapping[str, float] | None], list[bool]]] = {}
+        self._near_memo: dict[
+            tuple[int, tuple[str, ...]], tuple[tuple[int, int], list[Mapping[str, float] | None], list[bool]]
+        ] = {}
         self._memo: _RowMemo | None = None
 
     # --- initial values ------------------------------------------------------------------
@@ -733,8 +758,9 @@ class QLearningPolicy:
             self._init_memo[key] = hit
         return hit
 
-    def _holder_rows(self, entries: EntryIndex, state: int,
-                     ids: tuple[str, ...]) -> tuple[list[Mapping[str, float] | None], list[bool]]:
+    def _holder_rows(
+        self, entries: EntryIndex, state: int, ids: tuple[str, ...]
+    ) -> tuple[list[Mapping[str, float] | None], list[bool]]:
         """The row of each action's nearest holder (None: no state holds it), and whether that
         holder is within ``near_radius``. Row objects are kept: a table mutates rows in place,
         and replacing one drops the index's cache."""
@@ -902,8 +928,9 @@ class QLearningPolicy:
         n = visits(state).get(action, 0) if visits is not None else 0
         return max(p.lr_floor, 1.0 / (n + 1))
 
-    def make_update(self, ctx: DecisionContext, decision: Decision, reward: float,
-                    info: _CandInfo | None = None) -> QUpdate:
+    def make_update(
+        self, ctx: DecisionContext, decision: Decision, reward: float, info: _CandInfo | None = None
+    ) -> QUpdate:
         p = self.params
         if info is None:
             info = candidate_ids.get(ctx.candidates)
@@ -937,8 +964,14 @@ class QLearningPolicy:
         u = self.make_update(ctx, decision, reward, info)
         before = getattr(self.source, "writes", None)
         m = self._memo
-        if (m is not None and before is not None and m.writes == before and m.full and m.state == u.next_state
-                and m.ids is u.next_actions):
+        if (
+            m is not None
+            and before is not None
+            and m.writes == before
+            and m.full
+            and m.state == u.next_state
+            and m.ids is u.next_actions
+        ):
             # S' is the row this policy holds: its max is known (the S' row with no initial values
             # in it is exactly what apply_update would read).
             self.source.learn(u, m.vals[m.best] if m.best >= 0 else max(m.vals))
@@ -1049,7 +1082,9 @@ def validate_export(
             raise QTableImportError(k, "required field missing")
     fv = data["format_version"]
     if not isinstance(fv, int) or isinstance(fv, bool) or fv != EXPORT_FORMAT_VERSION:
-        raise QTableImportError("format_version", f"unsupported format version {fv!r}; expected {EXPORT_FORMAT_VERSION}")
+        raise QTableImportError(
+            "format_version", f"unsupported format version {fv!r}; expected {EXPORT_FORMAT_VERSION}"
+        )
     device = data["device"]
     if not valid_device(device):
         raise QTableImportError("device", "must be a device profile name ([A-Za-z0-9_.-], up to 64 chars)")
@@ -1096,7 +1131,7 @@ def validate_export(
             if a not in seen:
                 raise QTableImportError(fa, "action not listed in `actions`")
             if not isinstance(entry, dict) or set(entry) != {"q", "n"}:
-                raise QTableImportError(fa, "expected exactly {\"q\": number, \"n\": integer}")
+                raise QTableImportError(fa, 'expected exactly {"q": number, "n": integer}')
             q, n = entry["q"], entry["n"]
             if not _is_number(q) or not math.isfinite(float(q)):
                 raise QTableImportError(f"{fa}.q", "must be a finite number")

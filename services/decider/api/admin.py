@@ -54,7 +54,9 @@ async def export_qtable(store: QStore = Depends(get_store)) -> dict[str, Any]:
 @router.post("/qtable/import")
 async def import_qtable(
     request: Request,
-    mode: Literal["replace", "merge"] = Query("replace", description="replace the table, or overwrite only the given entries"),
+    mode: Literal["replace", "merge"] = Query(
+        "replace", description="replace the table, or overwrite only the given entries"
+    ),
     store: QStore = Depends(get_store),
 ) -> dict[str, Any]:
     """Body: the export format. 422 ``invalid_qtable`` (malformed) or 409 ``qtable_mismatch``
@@ -77,7 +79,7 @@ async def transfer_qtable(request: Request, store: QStore = Depends(get_store)) 
     ``{"from_export": <export>}``: initialise this device's table from it (paper Sec. VI-C)."""
     body = await _json_body(request)
     if not isinstance(body, dict):
-        raise ApiError(422, "validation_error", "expected an object {\"from_device\": name}", field="body")
+        raise ApiError(422, "validation_error", 'expected an object {"from_device": name}', field="body")
     extra = set(body) - {"from_device", "from_export"}
     if extra:
         raise ApiError(422, "validation_error", "unknown field", field=sorted(extra)[0])

@@ -9,12 +9,11 @@ import re
 import zipfile
 
 import numpy as np
-
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from services.common.errors import ApiError
 from services.common.engines import get_engine
+from services.common.errors import ApiError
 from services.common.features import ModelValidationError, load_and_validate
 from services.core.schemas import AccuracyEntry, ModelInfo, Precision, TargetInfo
 from services.decider.deps import DeciderDep, require_admin
@@ -48,7 +47,8 @@ async def get_model(name: str, d: DeciderDep) -> ModelInfo:
 
 @router.post("/models", response_model=ModelInfo, status_code=201, dependencies=[Depends(require_admin)])
 async def upload_model(
-    request: Request, d: DeciderDep,
+    request: Request,
+    d: DeciderDep,
     name: str = Query(..., description="name to serve the model under"),
     accuracy: float = Query(..., ge=0, le=100, description="expected top-1 (%) in FP32, used by eq. 5"),
     accuracy_int8: float | None = Query(None, ge=0, le=100, description="offer INT8 targets at this top-1 (%)"),
@@ -65,7 +65,9 @@ async def upload_model(
         raise ApiError(409, "name_clash", f"a model named {name!r} already exists", field="name")
     length = int(request.headers.get("content-length") or 0)
     if length > d.settings.max_upload_bytes:
-        raise ApiError(413, "too_large", f"upload is {length} bytes; the limit is {d.settings.max_upload_bytes}", field="file")
+        raise ApiError(
+            413, "too_large", f"upload is {length} bytes; the limit is {d.settings.max_upload_bytes}", field="file"
+        )
     data = await request.body()
     declared = {Precision.fp32: accuracy, Precision.int8: accuracy_int8, Precision.fp16: accuracy_fp16}
     try:
@@ -76,8 +78,9 @@ async def upload_model(
         info = await asyncio.to_thread(d.models.store.add, name, data, max_bytes=d.settings.max_upload_bytes)
         for precision, top1 in declared.items():
             if top1 is not None:
-                info = d.models.store.set_accuracy(name, precision, AccuracyEntry(
-                    top1=top1, source="declared", reference="declared by the uploader"))
+                info = d.models.store.set_accuracy(
+                    name, precision, AccuracyEntry(top1=top1, source="declared", reference="declared by the uploader")
+                )
     except ModelValidationError as exc:
         status = 413 if "limit" in str(exc) and "bytes" in str(exc) else 422
         raise ApiError(status, "invalid_model", str(exc), field=getattr(exc, "field", None) or "file") from exc
@@ -85,16 +88,21 @@ async def upload_model(
     if failed:
         await asyncio.to_thread(d.models.store.remove, name)
         d.models.reload()
-        raise ApiError(502, "push_failed", "model valid but not accepted by every runner: " + "; ".join(failed), field=None)
+        raise ApiError(
+            502, "push_failed", "model valid but not accepted by every runner: " + "; ".join(failed), field=None
+        )
     d.models.reload()
     return info
 
 
 @router.post("/models/{name}/accuracy", response_model=ModelInfo, dependencies=[Depends(require_admin)])
 async def measure_model_accuracy(
-    name: str, request: Request, d: DeciderDep,
+    name: str,
+    request: Request,
+    d: DeciderDep,
     precision: list[Precision] | None = Query(
-        None, description="precisions to measure (repeatable); default: FP32 and every precision already offered"),
+        None, description="precisions to measure (repeatable); default: FP32 and every precision already offered"
+    ),
 ) -> ModelInfo:
     """Measure an uploaded model's top-1 on a labelled set sent as the raw body: an ``.npz`` with
     ``x`` (a batch for the model's input, batch first) and ``y`` (one integer label per sample, or
@@ -102,40 +110,52 @@ async def measure_model_accuracy(
     place of the declared one; the runners receive the new entries."""
     info = d.models.get(name)  # 404 for an unknown name
     if d.models.store.builtin(name):
-        raise ApiError(409, "builtin_model", f"{name!r} is a built-in model: its accuracies are the published "
-                       "figures", field="name")
+        raise ApiError(
+            409,
+            "builtin_model",
+            f"{name!r} is a built-in model: its accuracies are the published figures",
+            field="name",
+        )
     length = int(request.headers.get("content-length") or 0)
     if length > d.settings.max_upload_bytes:
-        raise ApiError(413, "too_large", f"labelled set is {length} bytes; the limit is {d.settings.max_upload_bytes}",
-                       field="labelled_set")
+        raise ApiError(
+            413,
+            "too_large",
+            f"labelled set is {length} bytes; the limit is {d.settings.max_upload_bytes}",
+            field="labelled_set",
+        )
     data = await request.body()
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             labelled = {k: npz[k] for k in ("x", "y") if k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ApiError(422, "invalid_labelled_set", f"body must be an .npz with arrays 'x' and 'y' ({exc})",
-                       field="labelled_set") from exc
+        raise ApiError(
+            422, "invalid_labelled_set", f"body must be an .npz with arrays 'x' and 'y' ({exc})", field="labelled_set"
+        ) from exc
     wanted = precision or [Precision.fp32, *(p for p in info.precisions if p != Precision.fp32)]
     try:
         for p in dict.fromkeys(wanted):  # in order, once each
             info = await asyncio.to_thread(d.models.store.measure, name, p, labelled)
     except ModelValidationError as exc:
-        raise ApiError(422, "invalid_labelled_set", str(exc), field=getattr(exc, "field", None) or "labelled_set") from exc
+        raise ApiError(
+            422, "invalid_labelled_set", str(exc), field=getattr(exc, "field", None) or "labelled_set"
+        ) from exc
     d.models.reload()
     model_bytes = await asyncio.to_thread(d.models.store.path(name, Precision.fp32).read_bytes)
     failed = await d.runners.push_model(info, model_bytes)
     if failed:
-        raise ApiError(502, "push_failed", "accuracy measured and recorded here, but not every runner took the new "
-                       "entries: " + "; ".join(failed), field=None)
+        raise ApiError(
+            502,
+            "push_failed",
+            "accuracy measured and recorded here, but not every runner took the new entries: " + "; ".join(failed),
+            field=None,
+        )
     return info
 
 
 @router.get("/targets", response_model=TargetList)
 async def list_targets(d: DeciderDep) -> TargetList:
-    targets = [
-        TargetView(**t.model_dump(), healthy=r.healthy)
-        for r in d.runners.runners.values() for t in r.targets
-    ]
+    targets = [TargetView(**t.model_dump(), healthy=r.healthy) for r in d.runners.runners.values() for t in r.targets]
     runners = {
         r.role.value: {"url": r.url, "healthy": r.healthy, "targets": len(r.targets), "error": r.last_error or None}
         for r in d.runners.runners.values()

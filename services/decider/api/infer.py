@@ -8,9 +8,11 @@ from dataclasses import replace
 
 from fastapi import APIRouter, BackgroundTasks
 
-from services.core import costmodel
 from services.common.errors import ApiError
-from services.decider.metrics import decider_metrics
+from services.common.tensors import check_against
+from services.core import costmodel
+from services.core.policies import PolicyError
+from services.core.policies.base import Decision, DecisionContext, Outcome, Policy
 from services.core.reward import reward
 from services.core.schemas import (
     STREAMING_QOS_MS,
@@ -21,14 +23,12 @@ from services.core.schemas import (
     RunRequest,
     RunResult,
     StateView,
-    TensorPayload,
     TelemetrySnapshot,
+    TensorPayload,
 )
 from services.core.state import StateBins, state_index
-from services.common.tensors import check_against
-from services.decider.deps import DeciderDep, Decider
-from services.core.policies import PolicyError
-from services.core.policies.base import Decision, DecisionContext, Outcome, Policy
+from services.decider.deps import Decider, DeciderDep
+from services.decider.metrics import decider_metrics
 from services.decider.runners import RunnerRejected, RunnerUnavailable
 
 router = APIRouter(tags=["inference"])
@@ -42,18 +42,30 @@ def _inputs(req: InferRequest, info: ModelInfo) -> dict[str, TensorPayload] | No
     if req.input is not None:
         if len(info.inputs) != 1 and not given:
             names = ", ".join(s.name for s in info.inputs)
-            raise ApiError(422, "missing_input", f"{info.name} has {len(info.inputs)} inputs ({names}): send them in `inputs`", field="inputs")
+            raise ApiError(
+                422,
+                "missing_input",
+                f"{info.name} has {len(info.inputs)} inputs ({names}): send them in `inputs`",
+                field="inputs",
+            )
         given.setdefault(info.inputs[0].name, req.input)
     if not given:
         raise ApiError(422, "missing_input", "send `input` (or `inputs`), or set `synthetic: true`", field="input")
     for spec in info.inputs:
         if spec.name not in given:
-            raise ApiError(422, "missing_input", f"inputs.{spec.name} is required by {info.name}", field=f"inputs.{spec.name}")
+            raise ApiError(
+                422, "missing_input", f"inputs.{spec.name} is required by {info.name}", field=f"inputs.{spec.name}"
+            )
         field = "input" if req.input is not None and len(info.inputs) == 1 else f"inputs.{spec.name}"
         check_against(given[spec.name], spec, field)
     unknown = set(given) - {s.name for s in info.inputs}
     if unknown:
-        raise ApiError(422, "unknown_input", f"{info.name} has no input named {sorted(unknown)[0]!r}", field=f"inputs.{sorted(unknown)[0]}")
+        raise ApiError(
+            422,
+            "unknown_input",
+            f"{info.name} has no input named {sorted(unknown)[0]!r}",
+            field=f"inputs.{sorted(unknown)[0]}",
+        )
     return given
 
 
@@ -65,9 +77,14 @@ def _state_view(bins: StateBins, snap: TelemetrySnapshot, info: ModelInfo) -> St
         bins=bins.as_dict(),
         labels=bins.labels(),
         raw={
-            "conv": f.conv, "fc": f.fc, "rc": f.rc, "macs": f.macs,
-            "co_cpu": c.co_cpu, "co_mem": c.co_mem,
-            "rssi_wifi_dbm": c.rssi_wifi_dbm, "rssi_p2p_dbm": c.rssi_p2p_dbm,
+            "conv": f.conv,
+            "fc": f.fc,
+            "rc": f.rc,
+            "macs": f.macs,
+            "co_cpu": c.co_cpu,
+            "co_mem": c.co_mem,
+            "rssi_wifi_dbm": c.rssi_wifi_dbm,
+            "rssi_p2p_dbm": c.rssi_p2p_dbm,
         },
         sources={k: r.source for k, r in snap.readings.items()},
     )
@@ -104,13 +121,21 @@ async def _dispatch(
             failed[decision.target.runner] = exc.reason
         except RunnerRejected as exc:
             err = exc.body.get("error") if isinstance(exc.body.get("error"), dict) else {}
-            raise ApiError(exc.status, str(err.get("code", "runner_error")), str(err.get("message", exc.body)),  # type: ignore[union-attr]
-                           field=err.get("field")) from exc  # type: ignore[union-attr]
+            raise ApiError(
+                exc.status,
+                str(err.get("code", "runner_error")),
+                str(err.get("message", exc.body)),  # type: ignore[union-attr]
+                field=err.get("field"),
+            ) from exc  # type: ignore[union-attr]
         rest = tuple(c for c in ctx.candidates if c.target.runner not in failed)
         if not rest:
             detail = "; ".join(f"{role.value} runner: {why}" for role, why in failed.items())
-            raise ApiError(503, "runner_unavailable", f"no runner could execute the request ({detail})",
-                           runners=[r.value for r in failed])
+            raise ApiError(
+                503,
+                "runner_unavailable",
+                f"no runner could execute the request ({detail})",
+                runners=[r.value for r in failed],
+            )
         ctx = replace(ctx, candidates=rest)
         decision = _decide(policy, ctx, d, failed)
 
@@ -142,23 +167,44 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
     candidates = d.runners.candidates(info)
     if not candidates:
         down = [f"{r.role.value}: {r.last_error or 'no targets'}" for r in d.runners.runners.values() if not r.healthy]
-        raise ApiError(503, "no_target", f"no healthy runner can execute {info.name}" + (f" (down: {'; '.join(down)})" if down else ""), field="model")
+        raise ApiError(
+            503,
+            "no_target",
+            f"no healthy runner can execute {info.name}" + (f" (down: {'; '.join(down)})" if down else ""),
+            field="model",
+        )
     if d.settings.accuracy_masking and req.accuracy_min is not None:
         if not any(c.accuracy >= req.accuracy_min for c in candidates):
             best = max(c.accuracy for c in candidates)
-            raise ApiError(422, "accuracy_unreachable", f"no target reaches accuracy_min={req.accuracy_min:g} % for {info.name} (best expected {best:g} %)", field="accuracy_min")
+            raise ApiError(
+                422,
+                "accuracy_unreachable",
+                f"no target reaches accuracy_min={req.accuracy_min:g} % for {info.name} (best expected {best:g} %)",
+                field="accuracy_min",
+            )
 
     ctx = DecisionContext(
-        model=info.name, features=info.features, conditions=snap.conditions, state=state,
-        candidates=candidates, qos_s=qos_ms / 1000.0, accuracy_min=req.accuracy_min,
+        model=info.name,
+        features=info.features,
+        conditions=snap.conditions,
+        state=state,
+        candidates=candidates,
+        qos_s=qos_ms / 1000.0,
+        accuracy_min=req.accuracy_min,
         oracle=d.oracle(info.features, snap.conditions, candidates),
     )
     t_dec = time.perf_counter()
     decision = _decide(policy, ctx, d)
     decider_metrics.observe_decision(time.perf_counter() - t_dec)
 
-    run_req = RunRequest(model=info.name, target=decision.target, inputs=inputs, synthetic=req.synthetic,
-                         conditions=snap.conditions, top_k=req.top_k)
+    run_req = RunRequest(
+        model=info.name,
+        target=decision.target,
+        inputs=inputs,
+        synthetic=req.synthetic,
+        conditions=snap.conditions,
+        top_k=req.top_k,
+    )
     ctx, decision, result = await _dispatch(d, policy, ctx, decision, run_req)
 
     energy_j, energy_source = _phone_energy(d, result, snap)
@@ -169,8 +215,13 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
         accuracy = next(c.accuracy for c in ctx.candidates if c.target.id == decision.target.id)
     acc_entry = info.precisions[decision.target.precision]
     r = reward(
-        energy_mj=energy_j * 1e3, latency_ms=target_latency_s * 1e3, accuracy=accuracy, qos_ms=qos_ms,
-        accuracy_min=req.accuracy_min, weights=d.reward_weights, mode=d.settings.reward_mode,
+        energy_mj=energy_j * 1e3,
+        latency_ms=target_latency_s * 1e3,
+        accuracy=accuracy,
+        qos_ms=qos_ms,
+        accuracy_min=req.accuracy_min,
+        weights=d.reward_weights,
+        mode=d.settings.reward_mode,
     )
     qos_met = target_latency_s * 1e3 < qos_ms
     accuracy_met = req.accuracy_min is None or accuracy >= req.accuracy_min
@@ -182,9 +233,18 @@ async def _infer(req: InferRequest, d: DeciderDep, background: BackgroundTasks) 
     background.add_task(learn)
     latency_s = time.perf_counter() - t_start
     decider_metrics.observe_request(
-        model=info.name, target=decision.target.id, policy=policy_name, outcome="ok", latency_s=latency_s,
-        inference_s=result.inference_s, transfer_s=result.tx_s + result.rx_s, energy_j=energy_j, reward=r,
-        qos_met=qos_met, accuracy_met=accuracy_met, explored=decision.explored,
+        model=info.name,
+        target=decision.target.id,
+        policy=policy_name,
+        outcome="ok",
+        latency_s=latency_s,
+        inference_s=result.inference_s,
+        transfer_s=result.tx_s + result.rx_s,
+        energy_j=energy_j,
+        reward=r,
+        qos_met=qos_met,
+        accuracy_met=accuracy_met,
+        explored=decision.explored,
     )
     return InferResponse(
         request_id=uuid.uuid4().hex,

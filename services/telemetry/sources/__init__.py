@@ -45,7 +45,7 @@ def detect_all(ctx: DetectContext, disabled: frozenset[str] = frozenset()) -> tu
             continue
         try:
             found, det = detector(ctx)
-        except Exception as exc:  # noqa: BLE001 - a broken detector must not take the service down
+        except Exception as exc:
             log.warning("detection of %s failed: %s", family, exc)
             found, det = [], Detection(family, absent=f"detection failed: {exc}")
         sources += found

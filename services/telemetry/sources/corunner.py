@@ -139,7 +139,7 @@ def detect(ctx: DetectContext) -> tuple[list[Source], Detection]:
         # Android >= 7 hides /proc/stat from apps: detect by trying, never assume.
         psutil.cpu_times()
         psutil.virtual_memory()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not available here"
+    except Exception as exc:
         det.absent = f"psutil cannot read CPU/memory stats: {exc}"
         return [], det
     det.found.append("psutil (cpu_times, virtual_memory)")

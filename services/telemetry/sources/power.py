@@ -249,7 +249,9 @@ def detect_battery(ctx: DetectContext) -> tuple[list[Source], Detection]:
             sources.append(BatterySource(supply))
             det.found.append(str(supply))
     if not sources:
-        det.absent = f"no battery with power_now or current_now+voltage_now under {ctx.sys_root / 'class' / 'power_supply'}"
+        det.absent = (
+            f"no battery with power_now or current_now+voltage_now under {ctx.sys_root / 'class' / 'power_supply'}"
+        )
     return sources, det
 
 
@@ -280,16 +282,20 @@ class NvmlSource(Source):
     def read(self) -> list[Reading]:
         out: list[Reading] = []
         for i, h in enumerate(self.handles):
-            out.append(self.reading(power_name(HOST_DEVICE, f"gpu{i}"), self.nvml.nvmlDeviceGetPowerUsage(h) / 1e3, "W"))
+            out.append(
+                self.reading(power_name(HOST_DEVICE, f"gpu{i}"), self.nvml.nvmlDeviceGetPowerUsage(h) / 1e3, "W")
+            )
             if self._energy_ok[i]:
                 try:
                     mj = float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(h))
-                except Exception:  # noqa: BLE001 - pre-Volta GPUs: no energy counter
+                except Exception:
                     self._energy_ok[i] = False
                     continue
                 if self._energy0[i] is None:
                     self._energy0[i] = mj
-                out.append(self.reading(energy_name(HOST_DEVICE, f"gpu{i}"), (mj - (self._energy0[i] or 0.0)) / 1e3, "J"))
+                out.append(
+                    self.reading(energy_name(HOST_DEVICE, f"gpu{i}"), (mj - (self._energy0[i] or 0.0)) / 1e3, "J")
+                )
         return out
 
 
@@ -305,7 +311,7 @@ def detect_nvml(ctx: DetectContext) -> tuple[list[Source], Detection]:
         handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
         for h in handles:
             nvml.nvmlDeviceGetPowerUsage(h)
-    except Exception as exc:  # noqa: BLE001 - no driver, no GPU, no permission
+    except Exception as exc:
         det.absent = f"NVML unavailable: {exc}"
         return [], det
     if not handles:

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from services.common.config_files import load_profile, load_scenario
 from services.core.profiles import DeviceProfile
-from services.common.config_files import load_profile
 from services.core.scenarios import Scenario
-from services.common.config_files import load_scenario
 from services.core.schemas import Reading, RuntimeConditions
 from services.telemetry.sources.base import CO_CPU, CO_MEM, RSSI_P2P, RSSI_WIFI, Source, power_name
 
@@ -38,7 +37,9 @@ class ScenarioSource(Source):
     name = "scenario"
     kind = "emulated"
 
-    def __init__(self, scenario: Scenario, label: str, *, seed: int | None = None, profile: DeviceProfile | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario, label: str, *, seed: int | None = None, profile: DeviceProfile | None = None
+    ) -> None:
         self._lock = threading.Lock()  # read() runs in a worker thread, switch() on the event loop
         self._scenario = scenario
         self.label = label
@@ -52,16 +53,21 @@ class ScenarioSource(Source):
 
     @classmethod
     def from_settings(
-        cls, scenario: str, scenario_file: Path | None, *, seed: int | None, edge_device: str | None,
+        cls,
+        scenario: str,
+        scenario_file: Path | None,
+        *,
+        seed: int | None,
+        edge_device: str | None,
         profiles_dir: Path | None,
-    ) -> "ScenarioSource":
+    ) -> ScenarioSource:
         target = str(scenario_file) if scenario_file else scenario
         sc = load_scenario(target)
         profile = None
         if edge_device:
             try:
                 profile = load_profile(edge_device, profiles_dir)
-            except Exception as exc:  # noqa: BLE001 - emulated power is optional; conditions are not
+            except Exception as exc:
                 log.warning("no emulated power: cannot load edge profile %s: %s", edge_device, exc)
         return cls(sc, scenario_label(sc, target), seed=seed, profile=profile)
 
@@ -105,7 +111,9 @@ class ScenarioSource(Source):
                     watts += co_cpu * max(prof.busy_power(None) - prof.idle_w, 0.0)
                 out.append(
                     self.reading(
-                        power_name(self.profile.name, proc.value), watts, "W",
+                        power_name(self.profile.name, proc.value),
+                        watts,
+                        "W",
                         f"{detail}: background power from profile {self.profile.name} (co-runner at top V/F step)",
                     )
                 )

@@ -93,7 +93,9 @@ class IwSource(Source):
     def read(self) -> list[Reading]:
         out: list[Reading] = []
         for iface, name in self.ifaces.items():
-            res = subprocess.run([self.iw, "dev", iface, "link"], capture_output=True, text=True, timeout=2.0, check=False)
+            res = subprocess.run(
+                [self.iw, "dev", iface, "link"], capture_output=True, text=True, timeout=2.0, check=False
+            )
             dbm = parse_iw_link(res.stdout)
             if dbm is not None:
                 out.append(self.reading(name, dbm, "dBm", f"{iface} via iw"))
