@@ -11,6 +11,7 @@ library (~18 s, once); every trial is one LLVM build plus one measurement (~0.3 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -75,12 +76,7 @@ def fuse_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModul
 
 def _cost_model() -> str:
     """XGBoost cost model when installed (better search), else random (no extra dependency)."""
-    try:
-        import xgboost  # noqa: F401
-
-        return "xgb"
-    except ImportError:
-        return "random"
+    return "xgb" if importlib.util.find_spec("xgboost") is not None else "random"
 
 
 def count_valid_records(db_dir: Path) -> int:
