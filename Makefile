@@ -1,10 +1,10 @@
-# The two commands: `make run` (start the whole mesh here) and `make test` (the whole suite).
+# The two commands: `make run` (start the whole mesh here) and `make test` (the gates, then the whole suite).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test prometheus bench bench-engines bench-decision bench-mesh evaluate clean
+.PHONY: install run lint test prometheus bench bench-engines bench-decision bench-mesh evaluate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,7 +21,16 @@ run: install
 prometheus:
 	bash .ci/install-prometheus.sh
 
-test: install prometheus
+# The gates (also in .pre-commit-config.yaml): formatting, lint, types, the layering contracts in pyproject.toml,
+# module and function sizes. Each fails on any finding, so a regression fails `make test` and CI.
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/check_sizes.py
+
+test: install prometheus lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: bench-engines bench-decision bench-mesh evaluate
