@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
 
 from services.common.config_files import load_profile
 from services.core import costmodel as cm
-from services.core.profiles import parse_profile
+from services.core.profiles import DeviceProfile, parse_profile
 from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
 
 TINY = {
@@ -69,16 +70,16 @@ IDLE = RuntimeConditions()
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny() -> DeviceProfile:
     return parse_profile(TINY, "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def server():
+def server() -> DeviceProfile:
     return parse_profile(SERVER, "srv.yaml")
 
 
-def test_cpu_eq1_by_hand(tiny) -> None:
+def test_cpu_eq1_by_hand(tiny: DeviceProfile) -> None:
     t = Target(runner=Location.edge, processor=Processor.cpu, precision=Precision.fp32, dvfs=0)
     # work 1 s MACs + (3*1 + 1*2) ms layers = 1.005 s; at half frequency with 50 % memory-bound:
     # x (0.5 + 0.5 / 0.5) = 1.5 -> 1.5075 s, + 10 ms launch
@@ -90,7 +91,7 @@ def test_cpu_eq1_by_hand(tiny) -> None:
     assert cm.inference_time(tiny, F, t, cond) == pytest.approx(1.5175 * 1.7)
 
 
-def test_gpu_eq2_and_dsp_eq3(tiny) -> None:
+def test_gpu_eq2_and_dsp_eq3(tiny: DeviceProfile) -> None:
     g = Target(runner=Location.edge, processor=Processor.gpu, precision=Precision.fp16, dvfs=0)
     assert cm.inference_time(tiny, F, g, IDLE) == pytest.approx(0.125)
     assert cm.device_energy(tiny, g, 0.125, IDLE) == pytest.approx(0.25)  # 2 W x 0.125 s
@@ -99,7 +100,7 @@ def test_gpu_eq2_and_dsp_eq3(tiny) -> None:
     assert cm.device_energy(tiny, d, 0.1, IDLE) == pytest.approx(0.15)  # eq. 3: 1.5 W x latency
 
 
-def test_remote_eq4_by_hand(tiny, server) -> None:
+def test_remote_eq4_by_hand(tiny: DeviceProfile, server: DeviceProfile) -> None:
     mesh = cm.Mesh(edge=tiny, peer=server, cloud=server)
     t = Target(runner=Location.cloud, processor=Processor.gpu, precision=Precision.fp32)
     tx, rx = cm.link_times(tiny, Location.cloud, F.input_bytes, F.output_bytes, IDLE)  # -50 dBm
@@ -118,7 +119,7 @@ def test_remote_eq4_by_hand(tiny, server) -> None:
     assert e70 == pytest.approx(1.5 * tx70)
 
 
-def test_local_has_no_link_and_phone_energy_is_device_energy(tiny) -> None:
+def test_local_has_no_link_and_phone_energy_is_device_energy(tiny: DeviceProfile) -> None:
     t = Target(runner=Location.edge, processor=Processor.dsp, precision=Precision.int8)
     assert cm.link_times(tiny, Location.edge, 10**6, 10**6, IDLE) == (0.0, 0.0)
     assert cm.phone_energy(tiny, t, 0.1, 0.0, 0.0, IDLE) == cm.device_energy(tiny, t, 0.1, IDLE)
@@ -158,8 +159,8 @@ def test_monotone_dvfs() -> None:
         t = Target(runner=Location.edge, processor=Processor.cpu, precision=Precision.int8, dvfs=k)
         times.append(cm.inference_time(MI8, MNV1, t, IDLE))
         powers.append(cm.device_energy(MI8, t, 1.0, IDLE))  # average power
-    assert all(b < a for a, b in zip(times, times[1:]))
-    assert all(b > a for a, b in zip(powers, powers[1:]))
+    assert all(b < a for a, b in pairwise(times))
+    assert all(b > a for a, b in pairwise(powers))
 
 
 def test_monotone_rssi() -> None:
@@ -172,11 +173,11 @@ def test_monotone_rssi() -> None:
         assert tx >= prev_tx and e >= prev_e
         prev_tx, prev_e = tx, e
     # "steep below -80 dBm": the step from -80 to -85 costs more than from -50 to -75
-    tx = {
+    tx_at = {
         r: cm.link_times(MI8, "peer", MNV1.input_bytes, 0, RuntimeConditions(rssi_p2p_dbm=r))[0]
         for r in (-50, -75, -80, -85)
     }
-    assert tx[-85] - tx[-80] > tx[-75] - tx[-50]
+    assert tx_at[-85] - tx_at[-80] > tx_at[-75] - tx_at[-50]
 
 
 def test_corunners_slow_local_only() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -52,8 +53,9 @@ def _write(tmp_path: Path, data: object) -> Path:
     return f
 
 
-def _base() -> dict:
-    return yaml.safe_load((PROFILES_DIR / "mi8pro.yaml").read_text())
+def _base() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((PROFILES_DIR / "mi8pro.yaml").read_text())
+    return data
 
 
 def _refused(tmp_path: Path, data: object) -> ProfileError:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core.reward import RewardWeights, reward
+from services.core.reward import ACCURACY_MISS_MJ, REWARD_MODES, RewardWeights, reward, reward_expected
 
 FAST = settings(max_examples=200, deadline=None)
 
@@ -90,8 +92,6 @@ def test_lower_energy_never_lowers_reward(e1: float, e2: float, latency: float, 
 
 # --------------------------------------------------------------------------- mode="qos"
 
-from services.core.reward import ACCURACY_MISS_MJ, REWARD_MODES, reward_expected
-
 
 def q(energy: float, latency: float, accuracy: float = 70.0, amin: float | None = None, k: float = 2.0) -> float:
     return reward(
@@ -106,11 +106,11 @@ def q(energy: float, latency: float, accuracy: float = 70.0, amin: float | None 
 
 
 def test_default_mode_is_the_papers_eq5() -> None:
-    kw = dict(energy_mj=120.0, latency_ms=30.0, accuracy=70.0, qos_ms=50.0, accuracy_min=None)
-    assert reward(**kw) == reward(**kw, mode="paper") == pytest.approx(-120.0 + 3.0 + 7.0)
+    r = partial(reward, energy_mj=120.0, latency_ms=30.0, accuracy=70.0, qos_ms=50.0, accuracy_min=None)
+    assert r() == r(mode="paper") == pytest.approx(-120.0 + 3.0 + 7.0)
     assert REWARD_MODES == ("paper", "qos")
-    with pytest.raises(ValueError):
-        reward(**kw, mode="fast")
+    with pytest.raises(ValueError, match="unknown reward mode 'fast'"):
+        r(mode="fast")
 
 
 def test_qos_mode_branches() -> None:
@@ -198,6 +198,6 @@ def test_expected_reward_under_lognormal_noise(mode: str, latency: float) -> Non
 
 
 def test_qos_penalty_is_validated() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="qos_penalty must be finite and >= 0"):
         RewardWeights(qos_penalty=-1.0)
     assert RewardWeights(0.5, 2.0) == RewardWeights(alpha=0.5, beta=2.0, qos_penalty=2.0)  # positional use unchanged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from services.common.config_files import SCENARIOS_DIR, builtin_scenarios, load_scenario
 from services.core.scenarios import NON_STREAMING_QOS_S, STREAMING_QOS_S, TRANSLATION_QOS_S, ScenarioError, qos_s
 from services.core.schemas import ModelFeatures
-from services.core.state import observe
+from services.core.state import StateBins, observe
 
 VISION = ModelFeatures(conv=14, fc=1, rc=0, macs=569_000_000)
 
@@ -23,7 +24,7 @@ def test_table_iv() -> None:
         assert s.kind == ("static" if n.startswith("s") else "dynamic")
 
 
-def _bins(name: str, t: float = 0.0):
+def _bins(name: str, t: float = 0.0) -> StateBins:
     return observe(VISION, load_scenario(name).conditions_at(t, np.random.default_rng(0)))
 
 
@@ -67,8 +68,9 @@ def _refused(tmp_path: Path, data: object) -> ScenarioError:
     return ei.value
 
 
-def _base() -> dict:
-    return yaml.safe_load((SCENARIOS_DIR / "d3.yaml").read_text())
+def _base() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((SCENARIOS_DIR / "d3.yaml").read_text())
+    return data
 
 
 def test_bad_files(tmp_path: Path) -> None:
@@ -87,7 +89,7 @@ def test_bad_files(tmp_path: Path) -> None:
     d = _base()
     d["conditions"]["co_mem"] = {"trace": {"points": [[5, 0.1], [1, 0.2]]}}
     e = _refused(tmp_path, d)
-    assert e.field.startswith("conditions.co_mem.trace") and "t_s = 0" in e.reason
+    assert e.field is not None and e.field.startswith("conditions.co_mem.trace") and "t_s = 0" in e.reason
     d = _base()
     d["conditions"]["bandwidth"] = 3
     e = _refused(tmp_path, d)

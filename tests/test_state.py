@@ -185,7 +185,7 @@ def test_index_round_trip_all_states() -> None:
 
 @pytest.mark.parametrize("bad", [-1, N_STATES, 10**9])
 def test_from_index_rejects_out_of_range(bad: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"state index must be in \[0, "):
         StateBins.from_index(bad)
 
 

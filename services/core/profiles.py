@@ -7,6 +7,7 @@ a bad file is refused with a ``ProfileError`` naming the file, the dotted field 
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -38,7 +39,7 @@ class DvfsTable(_Strict):
                 raise ValueError(f"{name} has {len(values)} entries but steps is {self.steps}")
             if any(v <= 0 for v in values):
                 raise ValueError(f"{name} must be positive")
-        if any(b <= a for a, b in zip(self.freqs_ghz, self.freqs_ghz[1:])):
+        if any(b <= a for a, b in pairwise(self.freqs_ghz)):
             raise ValueError("freqs_ghz must be strictly ascending (lowest step first)")
         return self
 
@@ -135,7 +136,7 @@ class LinkProfile(_Strict):
     @model_validator(mode="after")
     def _sorted(self) -> LinkProfile:
         rssi = [p.rssi_dbm for p in self.points]
-        if any(b <= a for a, b in zip(rssi, rssi[1:])):
+        if any(b <= a for a, b in pairwise(rssi)):
             raise ValueError("points must be sorted by strictly ascending rssi_dbm (weakest first)")
         return self
 

@@ -9,10 +9,12 @@ both see the same environment. Use cases (QoS and accuracy targets, paper Sec. V
 from __future__ import annotations
 
 import bisect
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from services.core.errors import ConfigFileError
 from services.core.schemas import STREAMING_QOS_MS, ModelFeatures, RuntimeConditions, StrictModel
@@ -75,7 +77,7 @@ class Trace(_Strict):
         ts = [t for t, _ in self.points]
         if ts[0] != 0:
             raise ValueError("the first point must be at t_s = 0")
-        if any(b <= a for a, b in zip(ts, ts[1:])):
+        if any(b <= a for a, b in pairwise(ts)):
             raise ValueError("points must have strictly ascending t_s")
         if self.loop_s is not None and ts[-1] >= self.loop_s:
             raise ValueError("every point must lie before loop_s")
@@ -204,10 +206,10 @@ def _is_union_tag(p: object) -> bool:
     return isinstance(p, str) and (p in ("float", "GaussianSpec", "TraceSpec") or p.startswith("function-"))
 
 
-def _best_error(errs: list) -> dict:  # type: ignore[type-arg]
+def _best_error(errs: list[ErrorDetails]) -> ErrorDetails:
     """A feature is number | {gaussian} | {trace}: report the branch the user wrote, not the others."""
 
-    def wrong_branch(e: dict) -> bool:  # type: ignore[type-arg]
+    def wrong_branch(e: ErrorDetails) -> bool:
         loc = [str(p) for p in e["loc"]]
         if "float" in loc:  # "input should be a number" when a mapping was given
             return True

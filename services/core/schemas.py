@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -235,7 +235,7 @@ PolicyName = Literal[
     "bo",
     "linucb",
 ]
-POLICY_NAMES: tuple[str, ...] = PolicyName.__args__  # type: ignore[attr-defined]
+POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
 
 STREAMING_QOS_MS = 1000.0 / 30.0  # 30 FPS (paper Sec. V-B)
 
