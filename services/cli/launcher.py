@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,12 +192,3 @@ class Mesh:
             pids.append(self.redis.proc.pid)
         return pids
 
-
-@contextlib.contextmanager
-def running_mesh(settings: Settings, **kwargs: object) -> Iterator[Mesh]:
-    mesh = Mesh(settings, **kwargs)  # type: ignore[arg-type]
-    mesh.start()
-    try:
-        yield mesh
-    finally:
-        mesh.stop()

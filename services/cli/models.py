@@ -82,8 +82,8 @@ def _row(name: str) -> dict[str, object]:
 
 @app.command()
 def build(
-    names: list[str] = typer.Argument(None, help="zoo models to build (default: all ten)"),
-    dir: Path = typer.Option(None, "--dir", help="model cache directory (default: settings.model_cache)"),
+    names: list[str] | None = typer.Argument(None, help="zoo models to build (default: all ten)"),
+    dir: Path | None = typer.Option(None, "--dir", help="model cache directory (default: settings.model_cache)"),
     precisions: str = typer.Option("fp32", "--precisions", help="comma-separated: fp32,int8,fp16"),
 ) -> None:
     """Generate zoo models (and INT8/FP16 variants) into the cache and print their features."""
@@ -91,7 +91,7 @@ def build(
 
     names = _check_names(names)
     precs = _parse_precisions(precisions)
-    cache = Path(dir) if dir else _default_dir()
+    cache = dir if dir is not None else _default_dir()
     rows: list[dict[str, object]] = []
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -122,7 +122,7 @@ def build(
 
 @app.command("list")
 def list_models(
-    names: list[str] = typer.Argument(None, help="zoo models (default: all ten)"),
+    names: list[str] | None = typer.Argument(None, help="zoo models (default: all ten)"),
 ) -> None:
     """Print the zoo's Table I features without building any weights."""
     console.print(_table([_row(n) for n in _check_names(names)], None, None))

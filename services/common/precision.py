@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from services.core.schemas import Precision, TensorSpec
+from services.core.schemas import Dtype, Precision, TensorSpec
 
 CALIBRATION_SAMPLES = 8
 CALIBRATION_SEED = 1234
@@ -133,7 +133,7 @@ def _quantize_int8(src: Path, dst: Path, calibration: Sequence[Feed] | None) -> 
         quantize_static(
             model,
             str(dst),
-            _Reader(feeds),  # type: ignore[arg-type]
+            _Reader(feeds),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
@@ -154,7 +154,7 @@ def _to_fp16(src: Path, dst: Path) -> dict[str, object]:
     return {"mode": "fp16", "format": "float16 weights and compute, float32 I/O"}
 
 
-_ORT_DTYPES = {
+_ORT_DTYPES: dict[str, Dtype] = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
     "tensor(int64)": "int64",
@@ -181,7 +181,7 @@ def _smoke_run(path: Path) -> None:
         specs = [
             TensorSpec(
                 name=i.name,
-                dtype=_ORT_DTYPES.get(i.type, "float32"),  # type: ignore[arg-type]
+                dtype=_ORT_DTYPES.get(i.type, "float32"),
                 shape=[d if isinstance(d, int) and d > 0 else 1 for d in i.shape],
             )
             for i in sess.get_inputs()

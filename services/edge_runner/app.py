@@ -1,4 +1,7 @@
-"""The edge runner: the phone itself (Termux on a real phone): local CPU/GPU/DSP targets at every precision and DVFS step; no link."""
+"""The edge runner: the phone itself (Termux on a real phone).
+
+Local CPU/GPU/DSP targets at every precision and DVFS step; no link.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The peer runner: the Wi-Fi Direct connected tablet (connected edge): its CPU/GPU/DSP, reached over an emulated Wi-Fi Direct link."""
+"""The peer runner: the Wi-Fi Direct connected tablet (connected edge).
+
+Its CPU/GPU/DSP, reached over an emulated Wi-Fi Direct link.
+"""
 
 from __future__ import annotations
 

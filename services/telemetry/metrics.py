@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -111,10 +112,8 @@ class TelemetryMetrics:
         with self._lock:
             old = self._served_by.get(ident)
             if old is not None and old != labels:
-                try:
+                with contextlib.suppress(KeyError):  # nothing to remove: that series is gone already
                     gauge.remove(*old)
-                except KeyError:
-                    pass
             self._served_by[ident] = labels
 
     def set_power(self, *, device: str, processor: str, source: str, watts: float) -> None:

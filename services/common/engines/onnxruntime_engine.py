@@ -61,7 +61,8 @@ def _spec_from_nodearg(arg: Any) -> TensorSpec:
     elem = onnx.TensorProto.DataType.Value(arg.type[len("tensor(") : -1].upper())
     shape: list[int | str] = [d if isinstance(d, int) else (d or f"dim{i}") for i, d in enumerate(arg.shape)]
     try:
-        return TensorSpec(name=arg.name, dtype=np_dtype_name(elem), shape=shape)  # type: ignore[arg-type]
+        # Validated, not constructed: the dtype may be one the mesh cannot carry.
+        return TensorSpec.model_validate({"name": arg.name, "dtype": np_dtype_name(elem), "shape": shape})
     except ValueError as e:
         raise EngineError(f"input {arg.name!r} has type {arg.type}, which the mesh cannot carry") from e
 
@@ -100,7 +101,10 @@ class OrtLoadedModel:
     def summarize(self, feeds: dict[str, np.ndarray], top_k: int) -> list[OutputSummary]:
         check_feeds(self.inputs, feeds)
         if not self.specs:
-            return [summarize(n, o, top_k) for n, o in zip(self.output_names, self._run(self.output_names, feeds))]
+            return [
+                summarize(n, o, top_k)
+                for n, o in zip(self.output_names, self._run(self.output_names, feeds), strict=True)
+            ]
         values = self._run(self._summary_names, {**feeds, **top_k_feeds(self.specs, top_k)})
         return read_summaries(self.specs, values, top_k)
 

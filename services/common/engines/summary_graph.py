@@ -162,7 +162,7 @@ def read_summaries(specs: list[SummarySpec], values: list[np.ndarray], top_k: in
         if s.classes and top_k and shape[0] == 1:  # a classifier row, as summarize decides
             probs = values[s.first + 4][0].tolist()[:top_k]
             idx = values[s.first + 5][0].tolist()[:top_k]
-            top = [(i, round(v, 6)) for i, v in zip(idx, probs)]
+            top = [(i, round(v, 6)) for i, v in zip(idx, probs, strict=True)]
         out.append(
             OutputSummary.model_construct(  # values made here: no validation pass
                 name=s.name,

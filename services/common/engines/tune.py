@@ -89,6 +89,44 @@ def count_valid_records(db_dir: Path) -> int:
     return sum(1 for r in db.get_all_tuning_records() if r.run_secs and min(float(s) for s in r.run_secs) < 1e9)
 
 
+def _tuning_target(target: str, threads: int) -> tvm.target.Target:
+    """The TVM target for "llvm" or "cuda"; EngineError when the name is unknown or the device is not here."""
+    if target not in TARGETS:
+        raise EngineError(f"unknown tuning target {target!r}; use one of {sorted(TARGETS)}")
+    if TARGETS[target] not in TvmEngine().devices():
+        raise EngineError(f"cannot tune for {target}: no such device on this host (TVM sees {TvmEngine().devices()})")
+    return make_target(TARGETS[target], threads)
+
+
+def _tunable_tasks(model_path: Path, tgt: tvm.target.Target, dim_values: dict[str, int] | None) -> tuple[Any, Any]:
+    """The model fused as TVM compiles it, and MetaSchedule's tasks (its fused kernels) in it; never empty."""
+    from tvm.s_tir import meta_schedule as ms
+
+    model = onnx.load(str(model_path))
+    sup = TvmEngine().supports(model, Precision.fp32)
+    if not sup:
+        raise EngineError(f"cannot tune {model_path.name}: {sup.reason}")
+    mod, _ = import_onnx(model, dim_values)
+    fused = fuse_for_tuning(mod, tgt)
+    tasks = ms.relax_integration.extract_tasks(fused, tgt)
+    if not tasks:
+        raise EngineError(f"{model_path.name} has no tunable kernels")
+    return fused, tasks
+
+
+def _search_strategy(strategy: str, per_task: int) -> Any:
+    """MetaSchedule's search strategy: its name, or an evolutionary search sized to the budget per task."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if strategy != "evolutionary":
+        return strategy
+    # The stock population (512, >= 50 fresh samples per round) costs ~25 s of search per task
+    # per round on 2 cores; a small budget gains nothing from it, so scale it with the budget.
+    return ms.search_strategy.EvolutionarySearch(
+        population_size=min(512, max(32, 8 * per_task)), init_min_unmeasured=min(50, max(8, 2 * per_task))
+    )
+
+
 def tune(
     model_path: Path,
     target: str = "llvm",
@@ -114,39 +152,20 @@ def tune(
     """
     from tvm.s_tir import meta_schedule as ms
 
-    if target not in TARGETS:
-        raise EngineError(f"unknown tuning target {target!r}; use one of {sorted(TARGETS)}")
     if trials < 1:
         raise EngineError("trials must be >= 1")
     model_path = Path(model_path)
-    if TARGETS[target] not in TvmEngine().devices():
-        raise EngineError(f"cannot tune for {target}: no such device on this host (TVM sees {TvmEngine().devices()})")
-    tgt = make_target(TARGETS[target], threads)
+    tgt = _tuning_target(target, threads)
     db_dir = tuning_db_dir(Path(work_dir) if work_dir else default_tuning_dir(), file_sha256(model_path), tgt)
     db_dir.mkdir(parents=True, exist_ok=True)
 
-    model = onnx.load(str(model_path))
-    sup = TvmEngine().supports(model, Precision.fp32)
-    if not sup:
-        raise EngineError(f"cannot tune {model_path.name}: {sup.reason}")
-    mod, _ = import_onnx(model, dim_values)
-    fused = fuse_for_tuning(mod, tgt)
-    tasks = ms.relax_integration.extract_tasks(fused, tgt)
-    if not tasks:
-        raise EngineError(f"{model_path.name} has no tunable kernels")
+    fused, tasks = _tunable_tasks(model_path, tgt, dim_values)
     per_task = max_trials_per_task or max(1, math.ceil(trials / len(tasks)))
 
     if not verbose:
         # Console handler level follows this logger's; the DEBUG file logs under db_dir/logs stay.
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     cost_model = _cost_model()
-    search: Any = strategy
-    if strategy == "evolutionary":
-        # The stock population (512, >= 50 fresh samples per round) costs ~25 s of search per task
-        # per round on 2 cores; a small budget gains nothing from it, so scale it with the budget.
-        search = ms.search_strategy.EvolutionarySearch(
-            population_size=min(512, max(32, 8 * per_task)), init_min_unmeasured=min(50, max(8, 2 * per_task))
-        )
     t0 = time.perf_counter()
     try:
         ms.relax_integration.tune_relax(
@@ -160,7 +179,7 @@ def tune(
             builder=ms.builder.LocalBuilder(f_build=_build, max_workers=builder_workers or max(1, threads)),
             runner=ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(min_repeat_ms=min_repeat_ms)),
             cost_model=cost_model,
-            strategy=search,
+            strategy=_search_strategy(strategy, per_task),
             seed=seed,
         )
     except Exception as e:

@@ -55,7 +55,27 @@ PIPELINE_VERSION = 1
 # reason); this list exists for the common ones so the message says what to do instead.
 DENY: dict[str, str] = {
     **dict.fromkeys(("LSTM", "GRU", "RNN"), "recurrent op, no converter in TVM's Relax ONNX frontend"),
-    **dict.fromkeys(("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "QAttention", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulIntegerToFloat"), "QOperator int8 op, no converter in TVM's Relax ONNX frontend (quantise in QDQ format instead)"),
+    **dict.fromkeys(
+        (
+            "QLinearConv",
+            "QLinearMatMul",
+            "QGemm",
+            "QLinearAdd",
+            "QLinearMul",
+            "QLinearConcat",
+            "QLinearAveragePool",
+            "QLinearGlobalAveragePool",
+            "QLinearSigmoid",
+            "QLinearLeakyRelu",
+            "QLinearSoftmax",
+            "QAttention",
+            "ConvInteger",
+            "DynamicQuantizeMatMul",
+            "DynamicQuantizeLSTM",
+            "MatMulIntegerToFloat",
+        ),
+        "QOperator int8 op, no converter in TVM's Relax ONNX frontend (quantise in QDQ format instead)",
+    ),
 }
 
 
@@ -231,7 +251,7 @@ class TvmLoadedModel:
         return [o.numpy() for o in outs]
 
     def summarize(self, feeds: dict[str, np.ndarray], top_k: int) -> list[OutputSummary]:
-        return [summarize(n, o, top_k) for n, o in zip(self.output_names, self.run(feeds))]
+        return [summarize(n, o, top_k) for n, o in zip(self.output_names, self.run(feeds), strict=True)]
 
 
 # ----------------------------------------------------------------------------- engine
@@ -324,7 +344,9 @@ class TvmEngine:
         meta_path = self.cache_dir / f"{key}.json"
         t0 = time.perf_counter()
         with self._lock:
-            lib, meta, from_cache = None, None, False
+            lib: Any = None
+            meta: dict[str, Any] = {}
+            from_cache = False
             if so_path.is_file() and meta_path.is_file():
                 try:
                     meta = json.loads(meta_path.read_text())

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from services.common.zoo.layers import GraphBuilder
 
 SEQ = 128
@@ -71,7 +73,7 @@ def mobilebert(b: GraphBuilder) -> None:
     table = b.param("word_embeddings", [VOCAB, EMBED], 1.0)
     e = b.node("Gather", [table, ids], axis=0)  # [1, S, 128]
     # trigram embedding: [e(t+1), e(t), e(t-1)] concatenated -> 384, then dense to 512
-    zero = b.const([[[0.0] * EMBED]])
+    zero = b.const(np.zeros((1, 1, EMBED), np.float32))
 
     def tokens(start: int, end: int) -> str:
         return b.node("Slice", [e, b.const([start], "int64"), b.const([end], "int64"), b.const([1], "int64")])

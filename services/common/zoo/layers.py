@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -96,7 +97,7 @@ class GraphBuilder:
         elem = _NP_TO_ONNX[np.dtype(dtype)]
         self.inputs.append(helper.make_tensor_value_info(name, elem, list(shape)))
         if self.weights and dtype == "float32" and all(isinstance(d, int) for d in shape):
-            probe_shape = [PROBE_BATCH, *[int(d) for d in shape[1:]]]  # type: ignore[arg-type]
+            probe_shape = [PROBE_BATCH, *[int(d) for d in shape[1:]]]
             self.probe[name] = self._probe_rng.standard_normal(probe_shape, dtype=np.float32)
         return name
 
@@ -129,7 +130,7 @@ class GraphBuilder:
         name: str | None,
         outputs: Sequence[str] | None,
         n_out: int,
-        attrs: dict[str, object],
+        attrs: dict[str, Any],
         probe: bool = True,
     ) -> list[str]:
         node_name = name or self.uid(op.lower())
@@ -201,7 +202,7 @@ class GraphBuilder:
         op: str,
         x: str,
         shape: list[int],
-        attrs: dict[str, object],
+        attrs: dict[str, Any],
         gain: float,
         per_channel_std: bool,
         beta: float,
@@ -269,7 +270,7 @@ class GraphBuilder:
         k: int | tuple[int, int],
         *,
         stride: int = 1,
-        pad: str | tuple[int, int, int, int] = "same",
+        pad: Literal["same", "valid"] | tuple[int, int, int, int] = "same",
         group: int = 1,
         act: str | None = "relu",
         gain: float = 1.0,
@@ -281,7 +282,7 @@ class GraphBuilder:
         elif pad == "valid":
             pads = [0, 0, 0, 0]
         else:
-            pads = list(pad)  # type: ignore[arg-type]
+            pads = list(pad)
         attrs = {"kernel_shape": [kh, kw], "strides": [stride, stride], "pads": pads, "group": group}
         beta = BN_BETA if act else 0.0
         y = self._layer("Conv", x, [cout, cin // group, kh, kw], attrs, gain, per_channel_std=True, beta=beta)
