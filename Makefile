@@ -42,7 +42,7 @@ bench-decision: install
 	$(PY) bench/bench_decision.py
 
 bench-mesh: install
-	$(PY) bench/bench_mesh.py
+	$(PY) -m bench.bench_mesh
 
 evaluate: install
 	$(VENV)/bin/autoscale evaluate --out results

@@ -11,6 +11,7 @@ With ``--runner-url`` it also measures a running runner's ``POST /run`` against 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -28,14 +29,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python bench/bench_engines.py` puts bench/ first, not the repo
-    sys.path.insert(0, str(ROOT))
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from services.common.zoo import ZOO_NAMES
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = list(ZOO_NAMES)  # every Table III network
 console = Console(stderr=True)
 
@@ -199,10 +197,8 @@ def machine_info() -> dict[str, Any]:
     import psutil
 
     cpu = platform.processor()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:  # not Linux, or no model name
+        cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     info: dict[str, Any] = {
         "host": platform.node(),
         "os": platform.platform(),
@@ -231,7 +227,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def _max_diff(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     if "outputs" not in a or "outputs" not in b:
         return None
-    return float(max(np.abs(np.asarray(x) - np.asarray(y)).max() for x, y in zip(a["outputs"], b["outputs"])))
+    return float(
+        max(np.abs(np.asarray(x) - np.asarray(y)).max() for x, y in zip(a["outputs"], b["outputs"], strict=True))
+    )
 
 
 def summarise(model: str, r: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -253,7 +251,7 @@ def summarise(model: str, r: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "peak_rss_mb_tvm": tvm_u.get("peak_rss_mb"),
         "tvm_vs_ort_max_abs_diff": _max_diff(tvm_u, ort32),
         "tuning": r.get("tuning"),
-        "errors": {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v},
+        "errors": {k: v["error"] for k, v in r.items() if "error" in v},
     }
 
 
@@ -330,6 +328,76 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def bench_model(
+    name: str,
+    common: dict[str, Any],
+    progress: Progress,
+    bar: TaskID,
+    *,
+    steps: int,
+    no_int8: bool,
+    no_tvm: bool,
+    tune_trials: int,
+    models_dir: Path | None,
+) -> dict[str, Any]:
+    """Every configuration of one model, each in a fresh child process; advances ``bar`` by ``steps`` in all."""
+    from services.cli.tune import resolve_model
+    from services.core.schemas import Precision
+
+    r: dict[str, Any] = {}
+    progress.update(bar, description=f"{name}: preparing model")
+    try:
+        fp32 = resolve_model(name, Precision.fp32, models_dir)
+        # A plain .onnx path has no generated int8 variant.
+        quantise = not no_int8 and not name.endswith(".onnx")
+        int8 = resolve_model(name, Precision.int8, models_dir) if quantise else None
+    except Exception as e:
+        r["prepare"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        progress.advance(bar, steps)
+        return r
+    job = {**common, "model": name}
+    progress.update(bar, description=f"{name}: onnxruntime fp32")
+    r["ort_fp32"] = _in_child(measure, {**job, "engine": "onnxruntime", "variant": "fp32", "path": str(fp32)})
+    progress.advance(bar)
+    if not no_int8:
+        if int8 is not None:
+            progress.update(bar, description=f"{name}: onnxruntime int8")
+            r["ort_int8"] = _in_child(measure, {**job, "engine": "onnxruntime", "variant": "int8", "path": str(int8)})
+        progress.advance(bar)
+    if no_tvm:
+        return r
+    progress.update(bar, description=f"{name}: tvm untuned (compiles on first use)")
+    r["tvm_untuned"] = _in_child(measure, {**job, "engine": "tvm", "variant": "untuned", "path": str(fp32)})
+    progress.advance(bar)
+    if tune_trials > 0:
+        progress.update(bar, description=f"{name}: MetaSchedule tuning, {tune_trials} trials")
+        r["tuning"] = {"trials": tune_trials, **_in_child(tune_job, {**job, "path": str(fp32), "trials": tune_trials})}
+        progress.advance(bar)
+    progress.update(bar, description=f"{name}: tvm tuned")
+    tuned = _in_child(measure, {**job, "engine": "tvm", "variant": "tuned", "path": str(fp32)})
+    if "no tuning database" not in tuned.get("error", ""):  # absent DB: leave the column empty
+        r["tvm_tuned"] = tuned
+    progress.advance(bar)
+    s = summarise(name, r)
+    console.print(
+        f"{name}: ORT {_fmt(s['ort_fp32_ms'])} ms, TVM untuned {_fmt(s['tvm_untuned_ms'])} ms "
+        f"({_fmt(s['tvm_untuned_vs_ort'], '×')}), tuned {_fmt(s['tvm_tuned_vs_ort'], '×')}"
+    )
+    return r
+
+
+def runner_overheads(url: str, names: list[str], results: dict[str, dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """:func:`bench_runner_overhead` for every model, against its raw ORT fp32 median; a failure is printed."""
+    runner = []
+    for name in names:
+        raw = results[name].get("ort_fp32", {}).get("median_ms")
+        try:
+            runner.append(bench_runner_overhead(url, name, n, raw))
+        except Exception as e:
+            console.print(f"[yellow]runner overhead for {name} failed: {e}[/yellow]")
+    return runner
+
+
 def main(
     models: Annotated[str, typer.Option(help="comma-separated zoo names or .onnx paths")] = ",".join(DEFAULT_MODELS),
     runs: Annotated[int, typer.Option(min=3, help="timed runs per configuration (median)")] = 30,
@@ -350,9 +418,6 @@ def main(
     out_dir: Annotated[Path, typer.Option(help="where engines.json / engines.md go")] = ROOT / "bench",
 ) -> None:
     """Benchmark ONNX Runtime and TVM on zoo models; writes engines.json and engines.md."""
-    from services.cli.tune import resolve_model
-    from services.core.schemas import Precision
-
     names = [m.strip() for m in models.split(",") if m.strip()]
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     common = {
@@ -374,66 +439,22 @@ def main(
     ) as progress:
         bar = progress.add_task("engines", total=steps_per_model * len(names))
         for name in names:
-            r: dict[str, Any] = {}
-            results[name] = r
-            progress.update(bar, description=f"{name}: preparing model")
-            try:
-                fp32 = resolve_model(name, Precision.fp32, models_dir)
-                # A plain .onnx path has no generated int8 variant.
-                quantise = not no_int8 and not name.endswith(".onnx")
-                int8 = resolve_model(name, Precision.int8, models_dir) if quantise else None
-            except Exception as e:
-                r["prepare"] = {"error": f"{type(e).__name__}: {e}"[:500]}
-                progress.advance(bar, steps_per_model)
-                continue
-            job = {**common, "model": name}
-            progress.update(bar, description=f"{name}: onnxruntime fp32")
-            r["ort_fp32"] = _in_child(measure, {**job, "engine": "onnxruntime", "variant": "fp32", "path": str(fp32)})
-            progress.advance(bar)
-            if not no_int8:
-                if int8 is not None:
-                    progress.update(bar, description=f"{name}: onnxruntime int8")
-                    r["ort_int8"] = _in_child(
-                        measure, {**job, "engine": "onnxruntime", "variant": "int8", "path": str(int8)}
-                    )
-                progress.advance(bar)
-            if no_tvm:
-                continue
-            progress.update(bar, description=f"{name}: tvm untuned (compiles on first use)")
-            r["tvm_untuned"] = _in_child(measure, {**job, "engine": "tvm", "variant": "untuned", "path": str(fp32)})
-            progress.advance(bar)
-            if tune_trials > 0:
-                progress.update(bar, description=f"{name}: MetaSchedule tuning, {tune_trials} trials")
-                r["tuning"] = {
-                    "trials": tune_trials,
-                    **_in_child(tune_job, {**job, "path": str(fp32), "trials": tune_trials}),
-                }
-                progress.advance(bar)
-            progress.update(bar, description=f"{name}: tvm tuned")
-            tuned = _in_child(measure, {**job, "engine": "tvm", "variant": "tuned", "path": str(fp32)})
-            if "no tuning database" not in tuned.get("error", ""):  # absent DB: leave the column empty
-                r["tvm_tuned"] = tuned
-            progress.advance(bar)
-            s = summarise(name, r)
-            console.print(
-                f"{name}: ORT {_fmt(s['ort_fp32_ms'])} ms, TVM untuned {_fmt(s['tvm_untuned_ms'])} ms "
-                f"({_fmt(s['tvm_untuned_vs_ort'], '×')}), tuned {_fmt(s['tvm_tuned_vs_ort'], '×')}"
+            results[name] = bench_model(
+                name,
+                common,
+                progress,
+                bar,
+                steps=steps_per_model,
+                no_int8=no_int8,
+                no_tvm=no_tvm,
+                tune_trials=tune_trials,
+                models_dir=models_dir,
             )
-
-    runner = None
-    if runner_url:
-        runner = []
-        for name in names:
-            raw = results[name].get("ort_fp32", {}).get("median_ms")
-            try:
-                runner.append(bench_runner_overhead(runner_url, name, runner_n, raw))
-            except Exception as e:
-                console.print(f"[yellow]runner overhead for {name} failed: {e}[/yellow]")
+    runner = runner_overheads(runner_url, names, results, runner_n) if runner_url else None
     summary = [summarise(n, results[n]) for n in names]
     for r in results.values():  # raw output vectors were for the parity check only
         for v in r.values():
-            if isinstance(v, dict):
-                v.pop("outputs", None)
+            v.pop("outputs", None)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,

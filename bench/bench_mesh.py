@@ -8,6 +8,8 @@
    HTTP stack, not the network, is what is measured.
 
 Writes bench/mesh.json and bench/mesh.md. Loopback only; every loop is bounded in count and time.
+Run it from the repository root as a module, ``python -m bench.bench_mesh`` (``make bench-mesh``): it borrows
+the test suite's mesh settings and tiny model, so ``tests`` must be importable.
 """
 
 from __future__ import annotations
@@ -31,9 +33,6 @@ import aiohttp
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from services.cli.launcher import Mesh
 from services.common.engines import get_engine
 from services.common.model_store import ModelStore
@@ -41,9 +40,10 @@ from services.common.settings import Settings
 from services.common.tensors import synthetic
 from services.common.zoo import ZOO_NAMES
 from services.core.schemas import Precision
-from tests.conftest import mesh_settings  # noqa: E402
-from tests.test_models_api import tiny_cnn  # noqa: E402
+from tests.conftest import mesh_settings
+from tests.test_models_api import tiny_cnn
 
+ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench"
 
 
@@ -82,7 +82,7 @@ class SocketClient:
             rest += self.sock.recv(65536)
         if not lines[0].startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"POST {path}: {lines[0]!r} {rest[:300]!r}")
-        return json.loads(rest)  # type: ignore[no-any-return]
+        return json.loads(rest)
 
     def close(self) -> None:
         self.sock.close()
@@ -99,7 +99,7 @@ def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> dict[str,
     data = resp.read()
     if resp.status != 200:
         raise RuntimeError(f"POST {path}: {resp.status} {data[:300]!r}")
-    return json.loads(data)  # type: ignore[no-any-return]
+    return json.loads(data)
 
 
 def latencies(
@@ -273,7 +273,7 @@ def per_model(
     return out
 
 
-def run_mesh(transport: str, work: Path, args: argparse.Namespace) -> dict[str, object]:
+def run_mesh(transport: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     # Production refresh intervals (the test suite polls faster), so background polling is as in `make run`.
     d = Settings.model_fields
     zoo = list(ZOO_NAMES) if transport == "aiohttp" and not args.quick else ["mobilenet_v1"]
@@ -300,7 +300,7 @@ def run_mesh(transport: str, work: Path, args: argparse.Namespace) -> dict[str, 
         )
         up.raise_for_status()
         time.sleep(2 * s.runner_refresh_s)
-        result: dict[str, object] = {"transport": transport}
+        result: dict[str, Any] = {"transport": transport}
         if transport == "aiohttp":
             store = ModelStore(s.model_cache, zoo)
             targets = httpx.get(f"{mesh.url('edge')}/targets", trust_env=False).json()
@@ -334,7 +334,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fast = run_mesh("aiohttp", Path(tmp), args)
         slow = run_mesh("httpx", Path(tmp), args)
-    tp_fast, tp_slow = fast["throughput"], slow["throughput"]  # type: ignore[index]
+    tp_fast, tp_slow = fast["throughput"], slow["throughput"]
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": f"{platform.machine()}, {platform.processor() or ''}",
@@ -343,7 +343,7 @@ def main() -> None:
         "args": vars(args),
         "aiohttp": fast,
         "httpx": slow,
-        "aiohttp_over_httpx_throughput": tp_fast["req_per_s"] / tp_slow["req_per_s"],  # type: ignore[index]
+        "aiohttp_over_httpx_throughput": tp_fast["req_per_s"] / tp_slow["req_per_s"],
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "mesh.json").write_text(json.dumps(report, indent=2))
@@ -367,8 +367,10 @@ def main() -> None:
         f"| decider `/infer` (median) | {fast['decider_infer_ms']:.2f} ms |",
         f"| **decider `/infer` / runner `/run`** | **{fast['infer_over_run']:.3f}** "
         f"({fast['infer_over_run_min']:.3f}-{fast['infer_over_run_max']:.3f}) |",
-        f"| `/infer` req/s at {args.concurrency} conns, tiny model, aiohttp transport | {tp_fast['req_per_s']:.0f} (p50 {tp_fast['p50_ms']:.1f} ms, p99 {tp_fast['p99_ms']:.1f} ms) |",  # type: ignore[index]
-        f"| same, httpx's default transport | {tp_slow['req_per_s']:.0f} (p50 {tp_slow['p50_ms']:.1f} ms, p99 {tp_slow['p99_ms']:.1f} ms) |",  # type: ignore[index]
+        f"| `/infer` req/s at {args.concurrency} conns, tiny model, aiohttp transport | {tp_fast['req_per_s']:.0f} "
+        f"(p50 {tp_fast['p50_ms']:.1f} ms, p99 {tp_fast['p99_ms']:.1f} ms) |",
+        f"| same, httpx's default transport | {tp_slow['req_per_s']:.0f} "
+        f"(p50 {tp_slow['p50_ms']:.1f} ms, p99 {tp_slow['p99_ms']:.1f} ms) |",
         f"| **aiohttp / httpx transport throughput** | **{report['aiohttp_over_httpx_throughput']:.2f}x** |",
         "",
     ]
@@ -379,7 +381,7 @@ def main() -> None:
             "| model | raw ORT (ms) | runner `/run` (ms) | `/run` / raw (median of rounds) | samples |",
             "|---|---:|---:|---:|---:|",
         ]
-        for r in fast["per_model"]:  # type: ignore[union-attr]
+        for r in fast["per_model"]:
             md.append(
                 f"| {r['model']} | {r['raw_ort_ms']:.2f} | {r['runner_run_ms']:.2f} | {r['run_over_raw']:.3f} | "
                 f"{r['samples_each']} |"
