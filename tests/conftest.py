@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,9 +23,10 @@ MODEL_CACHE = Path(os.environ.get("AUTOSCALE_TEST_MODEL_CACHE", ROOT / "var" / "
 MESH_MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilebert"]
 
 
-def mesh_settings(data_dir: Path, **overrides: object) -> Settings:
+def mesh_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test mesh on free loopback ports; ``overrides`` are Settings fields (pydantic checks them)."""
     ports = {f"{role}_port": free_port() for role in ("decider", "edge", "peer", "cloud", "telemetry")}
-    values: dict[str, object] = dict(
+    values: dict[str, Any] = dict(
         host="127.0.0.1",
         data_dir=data_dir,
         models_dir=MODEL_CACHE,
@@ -38,7 +40,7 @@ def mesh_settings(data_dir: Path, **overrides: object) -> Settings:
         **ports,
     )
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -32,7 +33,7 @@ def test_settings_validation() -> None:
         Settings(log_level="loud")
 
 
-def test_up_exits_2_with_the_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_up_exits_2_with_the_reason(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "AUTOSCALE_DATA_DIR": str(tmp_path), "AUTOSCALE_EDGE_DEVICE": "pixel9"}
     res = subprocess.run(
         [sys.executable, "-m", "services.cli", "up", "--no-prebuild"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import onnx
@@ -24,9 +25,16 @@ from onnx import TensorProto, helper, numpy_helper
 from services.common.engines import EngineError, Support, available_engines, get_engine, pick_device
 from services.common.engines.onnxruntime_engine import OnnxRuntimeEngine
 from services.common.engines.tvm_engine import TvmEngine
-from services.core.schemas import Precision, Processor
+from services.core.schemas import Precision, Processor, TensorSpec
+from tests.onnx_ops import IMPORTABLE, f32, graph_model, op_case, with_output_shapes
 
-FP32_TOL = {"rtol": 1e-3, "atol": 1e-4}
+
+class Tolerance(TypedDict):
+    rtol: float
+    atol: float
+
+
+FP32_TOL: Tolerance = {"rtol": 1e-3, "atol": 1e-4}
 INT8_MAX_REL_L2, INT8_MIN_COS = 0.15, 0.98
 FP16_MAX_REL_L2 = 0.25
 
@@ -37,16 +45,6 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
-
-
-def _model(
-    nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17, domains: tuple = ()
-) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    ops = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
-    model = helper.make_model(graph, opset_imports=ops)
-    model.ir_version = 8  # what onnxruntime 1.17+ and TVM's frontend both read
-    return model
 
 
 def small_cnn(path: Path, seed: int = 0) -> Path:
@@ -76,7 +74,7 @@ def small_cnn(path: Path, seed: int = 0) -> Path:
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
-    return _save(_model(nodes, [x], [y], inits), path)
+    return _save(graph_model(nodes, [x], [y], inits), path)
 
 
 def two_conv(path: Path) -> Path:
@@ -93,7 +91,7 @@ def two_conv(path: Path) -> Path:
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])
-    return _save(_model(nodes, [x], [y], inits), path)
+    return _save(graph_model(nodes, [x], [y], inits), path)
 
 
 def lstm_model() -> onnx.ModelProto:
@@ -105,7 +103,7 @@ def lstm_model() -> onnx.ModelProto:
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 1, hidden])
-    return _model([helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden)], [x], [y], inits)
+    return graph_model([helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden)], [x], [y], inits)
 
 
 def qlinearconv_model() -> onnx.ModelProto:
@@ -123,7 +121,7 @@ def qlinearconv_model() -> onnx.ModelProto:
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
     x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4, 6, 6])
-    return _model([node], [x], [y], inits)
+    return graph_model([node], [x], [y], inits)
 
 
 def qdq_cnn(src: Path, dst: Path) -> Path:
@@ -257,7 +255,8 @@ def test_supports_refuses_lstm_and_qlinearconv(
 ) -> None:
     for model, op in ((lstm_model(), "LSTM"), (qlinearconv_model(), "QLinearConv")):
         s = tvm_engine.supports(model, Precision.fp32 if op == "LSTM" else Precision.int8)
-        assert isinstance(s, Support) and not s.ok and op in s.reason, s
+        assert isinstance(s, Support), s
+        assert not s.ok and op in s.reason, s
         assert ort_engine.supports(model, Precision.fp32).ok  # ONNX Runtime runs both
         path = _save(model, work / f"{op}.onnx")
         ort_engine.load(path)
@@ -268,161 +267,10 @@ def test_supports_refuses_lstm_and_qlinearconv(
 # --- the empirical op list: what TVM 0.27's Relax ONNX frontend imports and runs like ORT ---------
 
 
-def _f32(rng: np.random.Generator, *shape: int) -> np.ndarray:
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def _op_case(name: str) -> onnx.ModelProto:
-    """One small graph per op family the zoo (or a typical exporter) emits."""
-    rng = np.random.default_rng(7)
-    vi, F, init = helper.make_tensor_value_info, TensorProto.FLOAT, numpy_helper.from_array
-    x4, y4 = vi("x", F, [1, 4, 8, 8]), vi("y", F, None)
-    x3, y3 = vi("x", F, [2, 5, 8]), vi("y", F, None)
-    node = helper.make_node
-    cases: dict[str, tuple[list, list, list, list, int]] = {
-        "MatMul": ([node("MatMul", ["x", "w"], ["y"])], [x3], [y3], [init(_f32(rng, 8, 6), "w")], 17),
-        "Gemm": (
-            [node("Gemm", ["x", "w", "b"], ["y"], transB=1)],
-            [vi("x", F, [2, 8])],
-            [y3],
-            [init(_f32(rng, 6, 8), "w"), init(_f32(rng, 6), "b")],
-            17,
-        ),
-        "Softmax": ([node("Softmax", ["x"], ["y"], axis=-1)], [x3], [y3], [], 17),
-        "LayerNormalization": (
-            [node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)],
-            [x3],
-            [y3],
-            [init(_f32(rng, 8), "s"), init(_f32(rng, 8), "b")],
-            17,
-        ),
-        "Gelu": ([node("Gelu", ["x"], ["y"])], [x3], [y3], [], 20),
-        "Erf+Tanh+Sigmoid": (
-            [node("Erf", ["x"], ["a"]), node("Tanh", ["a"], ["b"]), node("Sigmoid", ["b"], ["y"])],
-            [x3],
-            [y3],
-            [],
-            17,
-        ),
-        "HardSwish+HardSigmoid": (
-            [node("HardSwish", ["x"], ["a"]), node("HardSigmoid", ["a"], ["y"])],
-            [x4],
-            [y4],
-            [],
-            17,
-        ),
-        "GlobalAveragePool": ([node("GlobalAveragePool", ["x"], ["y"])], [x4], [y4], [], 17),
-        "MaxPool+AveragePool": (
-            [
-                node("MaxPool", ["x"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
-                node("AveragePool", ["a"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
-            ],
-            [x4],
-            [y4],
-            [],
-            17,
-        ),
-        "BatchNormalization": (
-            [node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])],
-            [x4],
-            [y4],
-            [
-                init(_f32(rng, 4), "s"),
-                init(_f32(rng, 4), "b"),
-                init(_f32(rng, 4), "m"),
-                init(np.abs(_f32(rng, 4)) + 0.5, "v"),
-            ],
-            17,
-        ),
-        "Clip(ReLU6)": (
-            [node("Clip", ["x", "lo", "hi"], ["y"])],
-            [x4],
-            [y4],
-            [init(np.array(0, np.float32), "lo"), init(np.array(6, np.float32), "hi")],
-            17,
-        ),
-        "Concat+Split": (
-            [node("Concat", ["x", "x"], ["c"], axis=1), node("Split", ["c"], ["y", "z"], axis=1, num_outputs=2)],
-            [x4],
-            [y4, vi("z", F, None)],
-            [],
-            18,
-        ),
-        "Resize(nearest)": (
-            [node("Resize", ["x", "", "sc"], ["y"], mode="nearest")],
-            [x4],
-            [y4],
-            [init(np.array([1, 1, 2, 2], np.float32), "sc")],
-            17,
-        ),
-        "Resize(linear)": (
-            [node("Resize", ["x", "", "sc"], ["y"], mode="linear")],
-            [x4],
-            [y4],
-            [init(np.array([1, 1, 2, 2], np.float32), "sc")],
-            17,
-        ),
-        "Reshape+Transpose+ReduceMean": (
-            [
-                node("Reshape", ["x", "sh"], ["r"]),
-                node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
-                node("ReduceMean", ["t", "ax"], ["y"], keepdims=1),
-            ],
-            [x3],
-            [y3],
-            [init(np.array([2, 8, 5], np.int64), "sh"), init(np.array([-1], np.int64), "ax")],
-            18,
-        ),
-        "Gather(embedding)": (
-            [node("Gather", ["e", "ids"], ["y"])],
-            [vi("ids", TensorProto.INT64, [1, 6])],
-            [y3],
-            [init(_f32(rng, 30, 8), "e")],
-            17,
-        ),
-        "QuantizeLinear+DequantizeLinear": (
-            [node("QuantizeLinear", ["x", "sc", "zp"], ["q"]), node("DequantizeLinear", ["q", "sc", "zp"], ["y"])],
-            [x3],
-            [y3],
-            [init(np.array(0.05, np.float32), "sc"), init(np.array(128, np.uint8), "zp")],
-            17,
-        ),
-        "fp16 Conv (fp32 I/O)": (
-            [
-                node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
-                node("Conv", ["h", "w"], ["c"], pads=[1, 1, 1, 1]),
-                node("Cast", ["c"], ["y"], to=F),
-            ],
-            [x4],
-            [y4],
-            [init((_f32(rng, 4, 4, 3, 3) * 0.2).astype(np.float16), "w")],
-            17,
-        ),
-    }
-    nodes, inputs, outputs, inits, opset = cases[name]
-    return _model(nodes, inputs, outputs, inits, opset)
-
-
-IMPORTABLE = [
-    "MatMul",
-    "Gemm",
-    "Softmax",
-    "LayerNormalization",
-    "Gelu",
-    "Erf+Tanh+Sigmoid",
-    "HardSwish+HardSigmoid",
-    "GlobalAveragePool",
-    "MaxPool+AveragePool",
-    "BatchNormalization",
-    "Clip(ReLU6)",
-    "Concat+Split",
-    "Resize(nearest)",
-    "Resize(linear)",
-    "Reshape+Transpose+ReduceMean",
-    "Gather(embedding)",
-    "QuantizeLinear+DequantizeLinear",
-    "fp16 Conv (fp32 I/O)",
-]
+def _random_input(rng: np.random.Generator, spec: TensorSpec) -> np.ndarray:
+    """Token ids for int64 inputs, standard-normal values otherwise."""
+    shape = [int(d) for d in spec.shape]  # TVM binds every dim to a number
+    return (rng.integers(0, 30, shape) if spec.dtype == "int64" else rng.standard_normal(shape)).astype(spec.dtype)
 
 
 @pytest.mark.parametrize("case", IMPORTABLE)
@@ -430,26 +278,15 @@ def test_tvm_imports_and_matches_ort(
     case: str, ort_engine: OnnxRuntimeEngine, tvm_engine: TvmEngine, work: Path
 ) -> None:
     slug = re.sub(r"\W+", "_", case)
-    path = _save(_model_with_shapes(_op_case(case)), work / f"op_{slug}.onnx")
+    path = _save(with_output_shapes(op_case(case)), work / f"op_{slug}.onnx")
     model = onnx.load(str(path))
     assert tvm_engine.supports(model, Precision.fp32).ok
     a, b = ort_engine.load(path), tvm_engine.load(path)
     rng = np.random.default_rng(8)
-    feeds = {
-        s.name: (rng.integers(0, 30, s.shape) if s.dtype == "int64" else rng.standard_normal(s.shape)).astype(s.dtype)
-        for s in b.inputs
-    }
-    tol = {"rtol": 1e-2, "atol": 2e-2} if case.startswith("fp16") else FP32_TOL  # fp16 arithmetic in both
+    feeds = {s.name: _random_input(rng, s) for s in b.inputs}
+    tol: Tolerance = {"rtol": 1e-2, "atol": 2e-2} if case.startswith("fp16") else FP32_TOL  # fp16 arithmetic in both
     for ra, rb in zip(a.run(feeds), b.run(feeds), strict=True):
         np.testing.assert_allclose(rb, ra, **tol)
-
-
-def _model_with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fill the output value-infos left untyped above (the checker wants element types)."""
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    del model.graph.output[:]
-    model.graph.output.extend(inferred.graph.output)
-    return model
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # onnx.checker: the 1-input nodes are deliberately minimal
@@ -461,7 +298,7 @@ def test_deny_list_is_truthful(op: str, tvm_engine: TvmEngine) -> None:
 
     domain = "com.microsoft" if op == "QGemm" else ""
     node = helper.make_node(op, ["x"], ["y"], domain=domain)
-    model = _model(
+    model = graph_model(
         [node],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
@@ -484,9 +321,9 @@ def test_ort_dynamic_int8_matmul_runs_on_tvm(ort_engine: OnnxRuntimeEngine, tvm_
         helper.make_node("Relu", ["a"], ["r"]),
         helper.make_node("MatMul", ["r", "w2"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(_f32(rng, 32, 64), "w1"), numpy_helper.from_array(_f32(rng, 64, 16), "w2")]
+    inits = [numpy_helper.from_array(f32(rng, 32, 64), "w1"), numpy_helper.from_array(f32(rng, 64, 16), "w2")]
     src = _save(
-        _model(
+        graph_model(
             nodes,
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])],
@@ -499,7 +336,7 @@ def test_ort_dynamic_int8_matmul_runs_on_tvm(ort_engine: OnnxRuntimeEngine, tvm_
     model = onnx.load(str(dst))
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in model.graph.node}
     assert tvm_engine.supports(model, Precision.int8).ok
-    feeds = {"x": _f32(rng, 1, 8, 32)}
+    feeds = {"x": f32(rng, 1, 8, 32)}
     ra, rb = ort_engine.load(dst).run(feeds)[0], tvm_engine.load(dst).run(feeds)[0]
     assert rel_l2(rb, ra) <= 1e-3  # same integer arithmetic: measured bit-exact
 
@@ -524,7 +361,7 @@ def test_engine_errors(cnn_path: Path, ort_engine: OnnxRuntimeEngine, tvm_engine
     for e in (ort_engine, tvm_engine):
         with pytest.raises(EngineError):
             e.load(junk)
-        with pytest.raises(EngineError, match="unavailable|unknown"):
+        with pytest.raises(EngineError, match=r"unavailable|unknown"):
             e.load(cnn_path, device="nonexistent-accelerator")
     m = tvm_engine.load(cnn_path)
     with pytest.raises(EngineError, match="dtype"):
@@ -533,7 +370,7 @@ def test_engine_errors(cnn_path: Path, ort_engine: OnnxRuntimeEngine, tvm_engine
         ort_engine.load(cnn_path).run({})
     with pytest.raises(EngineError, match="no tuning database"):
         tvm_engine.load(cnn_path, tuned=True)
-    custom = _model(
+    custom = graph_model(
         [helper.make_node("Foo", ["x"], ["y"], domain="org.example")],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],

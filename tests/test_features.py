@@ -20,7 +20,18 @@ def _i64(name: str, values: list[int]) -> TensorProto:
     return numpy_helper.from_array(np.asarray(values, np.int64), name)
 
 
-def _model(nodes, inputs, outputs, inits, opset: int = 17, domains: tuple[str, ...] = ()) -> onnx.ModelProto:
+def _mm(a: str, w: str, o: str) -> onnx.NodeProto:
+    return helper.make_node("MatMul", [a, w], [o])
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    inits: list[TensorProto],
+    opset: int = 17,
+    domains: tuple[str, ...] = (),
+) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "t", inputs, outputs, inits)
     ops = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
     m = helper.make_model(graph, opset_imports=ops)
@@ -152,21 +163,20 @@ def test_recurrent_layers_count_gate_macs_over_the_sequence() -> None:
 def attention_model(pooled_head: bool = True, symbolic: bool = False) -> onnx.ModelProto:
     """One Transformer layer on [1, 6, 8]: Q/K/V/O projections, softmax(QKᵀ/√d)V, FFN 8-16-8."""
     s, d = 6, 8
-    mm = lambda a, w, o: helper.make_node("MatMul", [a, w], [o])  # noqa: E731
     nodes = [
-        mm("x", "wq", "q"),
-        mm("x", "wk", "k"),
-        mm("x", "wv", "v"),
+        _mm("x", "wq", "q"),
+        _mm("x", "wk", "k"),
+        _mm("x", "wv", "v"),
         helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
-        mm("q", "kt", "scores"),
+        _mm("q", "kt", "scores"),
         helper.make_node("Div", ["scores", "sqrt_d"], ["scaled"]),
         helper.make_node("Softmax", ["scaled"], ["p"], axis=-1),
-        mm("p", "v", "ctx"),
-        mm("ctx", "wo", "o"),
+        _mm("p", "v", "ctx"),
+        _mm("ctx", "wo", "o"),
         helper.make_node("Add", ["x", "o"], ["h"]),
-        mm("h", "w1", "f1"),
+        _mm("h", "w1", "f1"),
         helper.make_node("Relu", ["f1"], ["f1r"]),
-        mm("f1r", "w2", "f2"),
+        _mm("f1r", "w2", "f2"),
         helper.make_node("Add", ["h", "f2"], ["h2"]),
     ]
     inits = [_w(n, d, d) for n in ("wq", "wk", "wv", "wo")] + [_w("w1", d, 16), _w("w2", 16, d)]
@@ -179,7 +189,7 @@ def attention_model(pooled_head: bool = True, symbolic: bool = False) -> onnx.Mo
         inits += [_i64("ax", [1]), _w("wh", 2, d), _w("bh", 2)]
         out = helper.make_tensor_value_info("y", F, [1, 2])
     else:  # SQuAD-style per-token span head
-        nodes += [mm("h2", "wh", "y")]
+        nodes += [_mm("h2", "wh", "y")]
         inits += [_w("wh", d, 2)]
         out = helper.make_tensor_value_info("y", F, [1, s, 2])
     shape = ["batch" if symbolic else 1, s, d]
@@ -201,17 +211,16 @@ def test_attention_block_is_one_rc_layer(pooled: bool) -> None:
 
 def test_attention_on_flattened_tokens() -> None:
     """TF exports Dense on [B, S, H] as Reshape to [B*S, H] + 2-D MatMul: still one block."""
-    mm = lambda a, w, o: helper.make_node("MatMul", [a, w], [o])  # noqa: E731
     nodes = [
         helper.make_node("Reshape", ["x", "flat"], ["x2"]),  # [6, 8]
-        mm("x2", "wq", "q"),
-        mm("x2", "wk", "k"),
-        mm("x2", "wv", "v"),
+        _mm("x2", "wq", "q"),
+        _mm("x2", "wk", "k"),
+        _mm("x2", "wv", "v"),
         helper.make_node("Transpose", ["k"], ["kt"], perm=[1, 0]),
-        mm("q", "kt", "scores"),
+        _mm("q", "kt", "scores"),
         helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
-        mm("p", "v", "ctx"),
-        mm("ctx", "wo", "o"),
+        _mm("p", "v", "ctx"),
+        _mm("ctx", "wo", "o"),
         helper.make_node("ReduceMean", ["o", "ax0"], ["pooled"], keepdims=1),  # [1, 8]
         helper.make_node("Gemm", ["pooled", "wh", "bh"], ["y"], transB=1),
     ]

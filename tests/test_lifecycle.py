@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,13 +36,34 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
     raise AssertionError(f"decider not ready within {timeout_s} s")
 
 
+def _assert_cloud_engines_agree(cloud_url: str) -> None:
+    """The cloud runner offers its CPU on TVM and its GPU on ONNX Runtime: both answer, with the same top-1."""
+    offered = httpx.get(f"{cloud_url}/targets", trust_env=False).json()
+    tvm = next(t for t in offered if t["target"]["engine"] == "tvm")
+    assert tvm["id"] == "cloud/cpu/fp32" and "mobilenet_v1" in tvm["models"]
+    gpu = next(t for t in offered if t["target"]["engine"] == "onnxruntime")
+    runs = [
+        httpx.post(
+            f"{cloud_url}/run",
+            json={"model": "mobilenet_v1", "synthetic": True, "target": t["target"]},
+            timeout=300,
+            trust_env=False,
+        )
+        for t in (tvm, gpu)
+    ]
+    assert all(r.status_code == 200 for r in runs), [r.text for r in runs]
+    by_tvm, by_ort = (r.json()["outputs"][0] for r in runs)
+    assert by_tvm["top_k"][0][0] == by_ort["top_k"][0][0]
+    assert abs(by_tvm["checksum"] - by_ort["checksum"]) <= 1e-3 * max(1.0, abs(by_ort["checksum"]))
+
+
 def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
     # The cloud CPU target runs on TVM here: the pluggable engine, end to end through a runner.
     s = mesh_settings(tmp_path, zoo=["mobilenet_v1"], engine_overrides={"cloud/cpu": "tvm"})
     env = dict(os.environ)
     for name, value in s.model_dump(mode="json").items():
         if value is not None and name != "redis_url":
-            env[f"AUTOSCALE_{name.upper()}"] = value if isinstance(value, str) else __import__("json").dumps(value)
+            env[f"AUTOSCALE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     env.pop("REDIS_URL", None)
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(
@@ -64,23 +86,7 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
         ok = httpx.post(f"{url}/infer", json={"model": "mobilenet_v1", "synthetic": True}, timeout=120, trust_env=False)
         assert ok.status_code == 200, ok.text
 
-        offered = httpx.get(f"{s.url('cloud')}/targets", trust_env=False).json()
-        tvm = next(t for t in offered if t["target"]["engine"] == "tvm")
-        assert tvm["id"] == "cloud/cpu/fp32" and "mobilenet_v1" in tvm["models"]
-        gpu = next(t for t in offered if t["target"]["engine"] == "onnxruntime")
-        runs = [
-            httpx.post(
-                f"{s.url('cloud')}/run",
-                json={"model": "mobilenet_v1", "synthetic": True, "target": t["target"]},
-                timeout=300,
-                trust_env=False,
-            )
-            for t in (tvm, gpu)
-        ]
-        assert all(r.status_code == 200 for r in runs), [r.text for r in runs]
-        by_tvm, by_ort = (r.json()["outputs"][0] for r in runs)
-        assert by_tvm["top_k"][0][0] == by_ort["top_k"][0][0]
-        assert abs(by_tvm["checksum"] - by_ort["checksum"]) <= 1e-3 * max(1.0, abs(by_ort["checksum"]))
+        _assert_cloud_engines_agree(s.url("cloud"))
 
         # The cloud runner goes down: `cloud` requests get a 503 naming it, others still serve.
         cloud = next(c for c in children if "cloud_runner.app" in " ".join(c.cmdline()))
@@ -114,7 +120,7 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
             log.close()
     out = (tmp_path / "up.log").read_text(errors="replace")
     assert url in out and "curl" in out, out[-2000:]
-    gone, alive = psutil.wait_procs(children, timeout=15)
+    _, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"left running after Ctrl-C: {[p.pid for p in alive]}"
 
 

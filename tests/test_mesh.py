@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -19,7 +21,7 @@ TIMEOUT = httpx.Timeout(120.0)
 
 
 @pytest.fixture(scope="module")
-def client(mesh: Mesh) -> httpx.Client:
+def client(mesh: Mesh) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=mesh.url("decider"), timeout=TIMEOUT, trust_env=False) as c:
         yield c
 
@@ -45,7 +47,8 @@ def _check_response(body: dict[str, object], model: str) -> InferResponse:
     assert r.qos_ms == 50.0
     assert r.qos_met == (r.target_latency_ms < r.qos_ms)
     assert r.target_latency_ms == pytest.approx(r.inference_ms + r.transfer_ms, rel=1e-6)
-    assert isinstance(r.reward, float) and np.isfinite(r.reward)
+    assert isinstance(r.reward, float)
+    assert np.isfinite(r.reward)
     assert 0 <= r.state.index < 3072
     assert set(r.state.bins) == {"conv", "fc", "rc", "mac", "co_cpu", "co_mem", "rssi_w", "rssi_p"}
     assert set(r.state.raw) >= {"macs", "co_cpu", "co_mem", "rssi_wifi_dbm", "rssi_p2p_dbm"}
@@ -97,7 +100,7 @@ def test_q_table_entries_appear_in_redis(client: httpx.Client, mesh: Mesh) -> No
     deadline = time.monotonic() + 10
     keys: list[bytes] = []
     while time.monotonic() < deadline:
-        keys = [k for k in red.scan_iter(match=f"*{r['state']['index']}*", count=1000)]
+        keys = list(red.scan_iter(match=f"*{r['state']['index']}*", count=1000))
         if keys:
             break
         time.sleep(0.1)
@@ -219,8 +222,8 @@ def test_runner_run_records_metrics_and_is_documented(mesh: Mesh) -> None:
         (b'{"model": "nope", "synthetic": true, "target": TARGET}', 404, "model"),
         (b'{"model": "mobilenet_v1", "target": TARGET}', 422, "inputs"),
         (
-            b'{"model": "mobilenet_v1", "target": TARGET, "inputs": {"input": {"dtype": "float32", "shape": [1, 3, 9, 9], '
-            b'"data_b64": "AAAA"}}}',
+            b'{"model": "mobilenet_v1", "target": TARGET, '
+            b'"inputs": {"input": {"dtype": "float32", "shape": [1, 3, 9, 9], "data_b64": "AAAA"}}}',
             422,
             "input",
         ),
@@ -242,7 +245,7 @@ def test_runner_run_bad_input(mesh: Mesh, body: bytes, status: int, field: str) 
 # ---------------------------------------------------------------------------------------- bad input
 
 
-def _assert_error(resp: httpx.Response, status: int, field_part: str | None = None) -> dict[str, object]:
+def _assert_error(resp: httpx.Response, status: int, field_part: str | None = None) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
     err = resp.json()["error"]
     assert err["code"] and err["message"]

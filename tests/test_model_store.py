@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from services.common.features import ModelValidationError
+from services.common.features import DEFAULT_MAX_BYTES, ModelValidationError
 from services.common.model_store import ModelStore
 from services.common.zoo import ZOO_NAMES
 from services.core.schemas import AccuracyEntry, ModelInfo, Precision
@@ -23,7 +23,10 @@ SMALL_CNN_MACS = 8 * 64 * 27 + 10 * 8  # conv 3->8 (3x3, 8x8 map) + dense 8->10
 def small_cnn(batch: int = 1) -> onnx.ModelProto:
     """A user model: conv 3x3 3->8, global pool, dense 8->10."""
     rng = np.random.default_rng(0)
-    w = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+
+    def w(name: str, *shape: int) -> TensorProto:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
@@ -104,10 +107,12 @@ def test_user_model_variants(store: ModelStore) -> None:
     assert store.precisions("tiny") == list(Precision)
 
 
-def _rejected(store: ModelStore, tmp_path: Path, name: str, data: bytes, field: str, **kw: object) -> None:
+def _rejected(
+    store: ModelStore, tmp_path: Path, name: str, data: bytes, field: str, max_bytes: int = DEFAULT_MAX_BYTES
+) -> None:
     before_names, before_files = store.names(), _files(tmp_path)
     with pytest.raises(ModelValidationError) as err:
-        store.add(name, data, **kw)  # type: ignore[arg-type]
+        store.add(name, data, max_bytes=max_bytes)
     assert err.value.field == field
     assert store.names() == before_names and _files(tmp_path) == before_files  # registry unchanged
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import numpy as np
 import pytest
@@ -50,7 +52,7 @@ def tiny_cnn(external: bool = False) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def client(mesh: Mesh) -> httpx.Client:
+def client(mesh: Mesh) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=mesh.url("decider"), timeout=120, trust_env=False) as c:
         yield c
 
@@ -107,7 +109,7 @@ def test_upload_then_infer(client: httpx.Client, mesh: Mesh) -> None:
     ],
 )
 def test_bad_uploads_leave_registry_unchanged(
-    client: httpx.Client, params: dict[str, object], data: bytes | None, status: int, field: str
+    client: httpx.Client, params: dict[str, str | int], data: bytes | None, status: int, field: str
 ) -> None:
     before = _names(client)
     resp = client.post("/models", params=params, content=data if data is not None else tiny_cnn(external=True))

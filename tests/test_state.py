@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,7 +43,7 @@ def test_conv_boundaries(n: int, expected: int) -> None:
 
 @pytest.mark.parametrize("fn", [bin_fc, bin_rc])
 @pytest.mark.parametrize(("n", "expected"), [(0, 0), (9, 0), (10, 1), (500, 1)])
-def test_fc_rc_boundaries(fn, n: int, expected: int) -> None:  # type: ignore[no-untyped-def]
+def test_fc_rc_boundaries(fn: Callable[[int], int], n: int, expected: int) -> None:
     assert fn(n) == expected
 
 

@@ -10,8 +10,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from services.common.engines import get_engine
+from services.common.engines.onnxruntime_engine import OrtLoadedModel
 from services.common.engines.summary_graph import add_summaries
 from services.common.tensors import summarize
+from services.core.schemas import OutputSummary
 
 ORT = get_engine("onnxruntime")
 
@@ -27,13 +29,15 @@ def _model(outputs: list[tuple[str, int, list[int | str]]], opset: int = 17) -> 
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
-def _load(tmp_path: Path, model: onnx.ModelProto):  # type: ignore[no-untyped-def]
+def _load(tmp_path: Path, model: onnx.ModelProto) -> OrtLoadedModel:
     p = tmp_path / "m.onnx"
     onnx.save(model, p)
-    return ORT.load(p, threads=1)
+    loaded = ORT.load(p, threads=1)
+    assert isinstance(loaded, OrtLoadedModel)
+    return loaded
 
 
-def _same(a, b) -> None:  # type: ignore[no-untyped-def]
+def _same(a: OutputSummary, b: OutputSummary) -> None:
     assert (a.name, a.shape, a.dtype, a.top_k) == (b.name, b.shape, b.dtype, b.top_k)
     for f in ("mean", "std", "checksum"):
         assert getattr(a, f) == pytest.approx(getattr(b, f), rel=1e-9, abs=1e-9), f
@@ -69,7 +73,7 @@ def test_in_graph_summary_equals_numpy(
     assert len(got) == 1
     _same(got[0], want[0])
     if feed_shape == (1, 1000) and top_k:
-        assert got[0].top_k[0][0] == 10
+        assert got[0].top_k is not None and got[0].top_k[0][0] == 10
 
 
 def test_several_outputs_keep_their_order_and_run_still_returns_tensors(tmp_path: Path) -> None:
@@ -79,9 +83,9 @@ def test_several_outputs_keep_their_order_and_run_still_returns_tensors(tmp_path
     outs = loaded.run(feeds)
     assert [o.shape for o in outs] == [(1, 20, 4), (1, 91)]
     got = loaded.summarize(feeds, 3)
-    for g, (name, o) in zip(got, zip(loaded.output_names, outs)):
+    for g, (name, o) in zip(got, zip(loaded.output_names, outs, strict=True), strict=True):
         _same(g, summarize(name, o, 3))
-    assert got[1].top_k[0][0] == 90
+    assert got[1].top_k is not None and got[1].top_k[0][0] == 90
 
 
 def test_models_the_rewrite_does_not_suit_fall_back_to_numpy(tmp_path: Path) -> None:

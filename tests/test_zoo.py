@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def test_input_specs_are_the_real_shapes(name: str) -> None:
     assert spec.shape == INPUT_SHAPES[name]
     assert spec.dtype == ("int64" if name == "mobilebert" else "float32")
     f = zoo.zoo_features(name)
-    assert f.input_bytes == int(np.prod(spec.shape)) * (8 if name == "mobilebert" else 4)
+    assert f.input_bytes == math.prod(INPUT_SHAPES[name]) * (8 if name == "mobilebert" else 4)
     assert zoo.task(name) in ("image_classification", "object_detection", "question_answering")
 
 
@@ -210,7 +211,7 @@ def test_measure_accuracy_on_a_labelled_set(cache: Path, tmp_path: Path) -> None
     sess = _session(path)
     feeds = [zoo.synthetic_inputs("mobilenet_v3", 200 + i)["input"] for i in range(4)]
     preds = [int(sess.run(None, {"input": x})[0].argmax()) for x in feeds]
-    labels = np.array(preds[:3] + [(preds[3] + 1) % 1000])  # 3 of 4 right by construction
+    labels = np.array([*preds[:3], (preds[3] + 1) % 1000])  # 3 of 4 right by construction
     npz = tmp_path / "set.npz"
     np.savez(npz, x=np.concatenate(feeds), y=labels)
     entry = measure_accuracy(path, Precision.fp32, npz)

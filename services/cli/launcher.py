@@ -191,4 +191,3 @@ class Mesh:
         if self.redis and self.redis.proc:
             pids.append(self.redis.proc.pid)
         return pids
-
