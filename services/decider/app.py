@@ -19,12 +19,13 @@ from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore
 from services.common.redis_embed import EmbeddedRedis
-from services.common.settings import Settings, get_settings
+from services.common.settings import Settings, get_settings, redact_url
 from services.core import costmodel
 from services.core.policies import PolicySet
 from services.core.schemas import Location
 from services.decider.api import admin, catalog, health, infer
 from services.decider.deps import Decider, ModelCatalog, require_admin
+from services.decider.inference import InferenceService
 from services.decider.qstore import QStore
 from services.decider.runners import Runner, RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedded: EmbeddedRedis | None = None
-        url = s.redis_url
+        url = s.redis_url.get_secret_value()
         if not url:
             embedded = EmbeddedRedis(s.data_dir / "redis").start()
             url = embedded.url
@@ -85,8 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             mesh=mesh,
             rng=random.Random(s.seed),
         )
+        app.state.inference = InferenceService(app.state.decider)
         log_event(
-            log, "decider started", redis=url, runners={r.role.value: r.healthy for r in runners.runners.values()}
+            log,
+            "decider started",
+            redis=redact_url(url),
+            runners={r.role.value: r.healthy for r in runners.runners.values()},
         )
         try:
             yield
