@@ -33,6 +33,29 @@ from services.decider.telemetry_cache import TelemetryCache
 log = logging.getLogger("autoscale.decider")
 
 
+async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
+    # Admin routes read Redis directly (the request path never does): say what is down.
+    return JSONResponse(
+        error_body("redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}"), status_code=503
+    )
+
+
+def _runner_registry(s: Settings) -> RunnerRegistry:
+    """A client per runner role, at the URL the settings give it."""
+    return RunnerRegistry(
+        runners={
+            role: Runner(
+                role=role,
+                url=s.url(role.value),
+                client=make_client(s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport),
+            )
+            for role in Location
+        },
+        refresh_s=s.runner_refresh_s,
+        run_timeout_s=s.run_timeout_s,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     configure_logging(s.log_level, "decider")
@@ -55,18 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = aioredis.Redis.from_url(url)
         qstore = QStore(redis, device=s.edge_device, learning_rate=s.learning_rate, discount=s.discount, seed=s.seed)
         await qstore.start()
-        runners = RunnerRegistry(
-            runners={
-                role: Runner(
-                    role=role,
-                    url=s.url(role.value),
-                    client=make_client(s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport),
-                )
-                for role in Location
-            },
-            refresh_s=s.runner_refresh_s,
-            run_timeout_s=s.run_timeout_s,
-        )
+        runners = _runner_registry(s)
         telemetry = TelemetryCache(
             make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport), s.telemetry_refresh_s
         )
@@ -112,13 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-
-    @app.exception_handler(RedisError)
-    async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
-        # Admin routes read Redis directly (the request path never does): say what is down.
-        return JSONResponse(
-            error_body("redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}"), status_code=503
-        )
+    app.add_exception_handler(RedisError, _redis_down)  # type: ignore[arg-type]
 
     app.include_router(health.router)
     app.include_router(infer.router)
