@@ -187,15 +187,15 @@ def test_reward_matrices_match_the_scalar_rewards(mode: str) -> None:
         x = expected_reward_matrix(e, lat, acc, 0.05, amin, 0.07, w, mode)
         for i in range(4):
             for j in range(6):
-                kw = dict(
-                    energy_mj=e[i, j] * 1e3,
-                    latency_ms=lat[i, j] * 1e3,
-                    accuracy=acc[j],
-                    qos_ms=50.0,
-                    accuracy_min=amin,
-                    weights=w,
-                    mode=mode,
-                )
+                kw = {
+                    "energy_mj": e[i, j] * 1e3,
+                    "latency_ms": lat[i, j] * 1e3,
+                    "accuracy": acc[j],
+                    "qos_ms": 50.0,
+                    "accuracy_min": amin,
+                    "weights": w,
+                    "mode": mode,
+                }
                 assert m[i, j] == pytest.approx(reward(**kw))
                 assert x[i, j] == pytest.approx(reward_expected(sigma=0.07, **kw))
 
