@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.cli.launcher import check_config
-from services.common.settings import Settings
+from services.common.settings import Settings, redact_url
 from tests.conftest import ROOT
 
 
@@ -31,6 +31,29 @@ def test_settings_validation() -> None:
         Settings(decider_port=8001)
     with pytest.raises(ValidationError, match="log_level"):
         Settings(log_level="loud")
+
+
+def test_every_setting_belongs_to_exactly_one_section() -> None:
+    sections = Settings.sections()
+    names = [n for fields in sections.values() for n in fields]
+    assert sorted(names) == sorted(Settings.model_fields), "a field in no section, or in two"
+    assert "learning_rate" in sections["LearnerSettings"] and "redis_url" in sections["RedisSettings"]
+
+
+def test_secrets_are_masked_yet_reach_child_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://app:hunter2@db.internal:6379/0")
+    monkeypatch.setenv("AUTOSCALE_ADMIN_TOKEN", "t0k3n")
+    s = Settings()
+    shown = f"{s!r} {s} {s.model_dump_json()}"
+    assert "hunter2" not in shown and "t0k3n" not in shown
+    env = s.child_env()  # what the launcher hands to every service it starts
+    assert env["REDIS_URL"] == "redis://app:hunter2@db.internal:6379/0" and env["AUTOSCALE_ADMIN_TOKEN"] == "t0k3n"
+    assert env["AUTOSCALE_ZOO"] == "[]" and env["AUTOSCALE_DECIDER_PORT"] == "8000"
+    for key, value in env.items():  # a child reading its environment sees the same settings
+        monkeypatch.setenv(key, value)
+    assert Settings().child_env() == env
+    assert redact_url(env["REDIS_URL"]) == "redis://app:***@db.internal:6379/0"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
 def test_up_exits_2_with_the_reason(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from services.cli.evaluate import evaluate
 from services.core.reward import reward
 from services.evaluation.evaluate import EvalConfig, load_device
+from services.evaluation.results import EvaluationResults, dump_results
 from services.evaluation.simulator import reward_matrix, run_steps
 
 MODELS = "mobilenet_v1,resnet50,mobilebert"
@@ -76,6 +77,36 @@ def test_outputs(out: Path) -> None:
     assert "| edge-cpu-fp32 |" in report and "9.8x" in report
     assert "| prediction accuracy (exact action) |" in report and "decisions/s" in report
     assert "PPW" in report and "inferences per joule" in report
+
+
+def test_results_json_is_the_published_contract(out: Path) -> None:
+    """results.json is exactly the dump of a valid EvaluationResults (docs/results.schema.json)."""
+    text = (out / "results.json").read_text()
+    results = EvaluationResults.model_validate_json(text)
+    assert dump_results(results) == json.loads(text)
+    assert results.config.devices == ["mi8pro", "moto_x_force"] and results.convergence is not None
+
+
+def test_results_without_extras_leave_the_studies_out(tmp_path: Path) -> None:
+    evaluate(
+        devices="galaxy_s10e",
+        scenarios="s2",
+        models="mobilenet_v1,mobilenet_v2",
+        runs=5,
+        test_runs=5,
+        adapt_runs=5,
+        seed=1,
+        profile=None,
+        scenario_file=None,
+        out=tmp_path,
+        workers=1,
+        extras=False,
+        policies="autoscale,edge-cpu-fp32,opt",
+    )
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert not {"convergence", "accuracy_targets", "accuracy_refused"} & set(res)
+    assert "dynamic" not in res["summary"] and res["summary"]["dynamic_scenarios"] == []
+    assert EvaluationResults.model_validate(res).summary.static is not None
 
 
 def test_autoscale_beats_cpu_and_lands_near_opt(out: Path) -> None:

@@ -136,9 +136,14 @@ def test_published_schemas_are_current() -> None:
 
     from services.core.profiles import profile_json_schema
     from services.core.scenarios import scenario_json_schema
+    from services.evaluation.results import results_json_schema
 
     docs = Path(__file__).resolve().parents[1] / "docs"
-    for name, schema in (("profile", profile_json_schema()), ("scenario", scenario_json_schema())):
+    for name, schema in (
+        ("profile", profile_json_schema()),
+        ("scenario", scenario_json_schema()),
+        ("results", results_json_schema()),
+    ):
         published = json.loads((docs / f"{name}.schema.json").read_text())
         assert published == json.loads(json.dumps(schema)), (
             f"regenerate: python -m services.cli.evaluate schemas docs ({name})"

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from services.common.redis_embed import free_port
+from services.common.settings import Settings
 from services.core.schemas import Reading, TelemetrySnapshot
 from services.telemetry.sources.base import CO_CPU, Source
 from tests.conftest import wait_until_ready
@@ -335,6 +336,20 @@ def test_scenario_errors_name_the_field(host: httpx.Client, body: dict[str, Any]
     assert err["code"] == code and err["field"].startswith(field), err
     assert "Traceback" not in resp.text
     assert timed_state(host).scenario == "s1"  # a refused switch changes nothing
+
+
+def test_admin_token_from_the_launcher_guards_scenario_switches(tmp_path: Path) -> None:
+    """The token travels as the launcher passes it (Settings.child_env) and is never logged."""
+    env = Settings(admin_token="t0k3n-xyz").child_env()
+    with run_telemetry(tmp_path, AUTOSCALE_ADMIN_TOKEN=env["AUTOSCALE_ADMIN_TOKEN"]) as client:
+        refused = client.put("/scenario", json={"name": "S2"})
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        wrong = client.put("/scenario", json={"name": "S2"}, headers={"authorization": "Bearer t0k3n"})
+        assert wrong.status_code == 401
+        ok = client.put("/scenario", json={"name": "S2"}, headers={"authorization": "Bearer t0k3n-xyz"})
+        assert ok.status_code == 200 and ok.json()["scenario"] == "s2", ok.text
+    logs = "".join(p.read_text() for p in tmp_path.glob("telemetry-*.log"))
+    assert "scenario switched" in logs and "t0k3n" not in logs
 
 
 def test_metrics_pass_promtool(host: httpx.Client) -> None:

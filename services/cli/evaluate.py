@@ -7,7 +7,6 @@ The lead's CLI mounts the ``evaluate`` function; ``app`` runs it standalone
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +16,8 @@ import typer
 from services.common.config_files import load_profile, load_scenario
 from services.core.profiles import ProfileError
 from services.core.scenarios import ScenarioError
-from services.evaluation.evaluate import DEFAULT_DEVICES, DEFAULT_SCENARIOS, EVAL_POLICIES, EvalConfig, cpu_count
+from services.evaluation.config import DEFAULT_DEVICES, DEFAULT_SCENARIOS, EVAL_POLICIES, EvalConfig
+from services.evaluation.evaluate import cpu_count
 from services.evaluation.evaluate import evaluate as run_evaluation
 
 
@@ -26,16 +26,6 @@ def _split(value: str | None) -> list[str] | None:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
     return items or None
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def evaluate(
@@ -61,7 +51,8 @@ def evaluate(
     profile: Annotated[
         list[Path] | None,
         typer.Option(
-            help="your own device profile YAML (repeatable): a phone is evaluated, a tablet becomes the peer, a server the cloud"
+            help="your own device profile YAML (repeatable): a phone is evaluated, a tablet becomes the peer, "
+            "a server the cloud"
         ),
     ] = None,
     scenario_file: Annotated[list[Path] | None, typer.Option(help="your own scenario YAML (repeatable)")] = None,
@@ -72,54 +63,17 @@ def evaluate(
     """Evaluate AutoScale and the baselines (paper Sec. V-VI) on the simulated mesh; write
     results.json, report.md and the figures to OUT."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     cfg = EvalConfig(seed=seed, runs=runs, test_runs=test_runs, adapt_runs=adapt_runs, workers=workers, extras=extras)
     cfg.devices = _split(devices) or []
     cfg.scenarios = _split(scenarios) or []
     cfg.models = _split(models)
-    cfg.policies = _split(policies) or list(EVAL_POLICIES)
-    unknown = [p for p in cfg.policies if p not in EVAL_POLICIES]
-    if unknown:
-        raise typer.BadParameter(
-            f"unknown policy {unknown[0]!r}; valid: {', '.join(EVAL_POLICIES)}", param_hint="--policies"
-        )
-    for needed in ("edge-cpu-fp32", "opt"):  # PPW normalisation and the gaps need them
-        if needed not in cfg.policies:
-            cfg.policies.append(needed)
+    cfg.policies = _policies(policies)
     try:
-        for f in profile or []:
-            p = load_profile(f)
-            if p.kind == "phone":
-                cfg.devices.append(str(f))
-            elif p.kind == "tablet":
-                cfg.peer = str(f)
-            else:
-                cfg.cloud = str(f)
-        for f in scenario_file or []:
-            load_scenario(f)
-            cfg.scenarios.append(str(f))
-        if not cfg.devices:
-            raise typer.BadParameter("no phone to evaluate", param_hint="--devices")
-        if not cfg.scenarios:
-            raise typer.BadParameter("no scenario to evaluate", param_hint="--scenarios")
+        _add_files(cfg, profile or [], scenario_file or [])
         t0 = time.perf_counter()
-        with Progress(
-            TextColumn("[bold]evaluate[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=False,
-        ) as bar:
-            task = bar.add_task("starting", total=None)
-
-            def progress(what: str, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, description=what)
-
-            res = run_evaluation(cfg, progress)
+        res = _run(cfg, console)
         write_outputs(res, out)
     except (ProfileError, ScenarioError) as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -127,6 +81,63 @@ def evaluate(
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    console.print(_headline(res, out, time.perf_counter() - t0))
+
+
+def _policies(value: str) -> list[str]:
+    chosen = _split(value) or list(EVAL_POLICIES)
+    unknown = [p for p in chosen if p not in EVAL_POLICIES]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown policy {unknown[0]!r}; valid: {', '.join(EVAL_POLICIES)}", param_hint="--policies"
+        )
+    for needed in ("edge-cpu-fp32", "opt"):  # PPW normalisation and the gaps need them
+        if needed not in chosen:
+            chosen.append(needed)
+    return chosen
+
+
+def _add_files(cfg: EvalConfig, profiles: list[Path], scenario_files: list[Path]) -> None:
+    """Users' own profiles (a phone is evaluated, a tablet becomes the peer, a server the cloud)
+    and scenario files, checked here so that a bad file fails before any work."""
+    for f in profiles:
+        p = load_profile(f)
+        if p.kind == "phone":
+            cfg.devices.append(str(f))
+        elif p.kind == "tablet":
+            cfg.peer = str(f)
+        else:
+            cfg.cloud = str(f)
+    for f in scenario_files:
+        load_scenario(f)
+        cfg.scenarios.append(str(f))
+    if not cfg.devices:
+        raise typer.BadParameter("no phone to evaluate", param_hint="--devices")
+    if not cfg.scenarios:
+        raise typer.BadParameter("no scenario to evaluate", param_hint="--scenarios")
+
+
+def _run(cfg: EvalConfig, console: Any) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]evaluate[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        return run_evaluation(cfg, progress)
+
+
+def _headline(res: dict[str, Any], out: Path, seconds: float) -> str:
     s = res["summary"].get("all", {})
     parts = []
     for v in ("autoscale", "autoscale-paper"):
@@ -139,33 +150,41 @@ def evaluate(
                 f"QoS gap {g.get('qos_gap_pp', float('nan')):.2f} pp"
             )
     t = res["timing"]
-    console.print(
-        f"wrote {out}/results.json, report.md and figures in {time.perf_counter() - t0:.1f} s "
+    return (
+        f"wrote {out}/results.json, report.md and figures in {seconds:.1f} s "
         f"(evaluation {t['wall_s']:.1f} s wall, {t.get('cpu_s', float('nan')):.0f} CPU-s, "
         f"{t['decisions_per_s']:,.0f} decisions/s); " + "; ".join(parts)
     )
 
 
 def write_outputs(res: dict[str, Any], out: Path) -> None:
+    """results.json (validated against the published contract first), the figures and report.md."""
     from services.evaluation.figures import make_all
     from services.evaluation.report import render
+    from services.evaluation.results import build_results, dump_results
 
+    results = build_results(res)  # a document that breaks the contract fails here, before any file
     out.mkdir(parents=True, exist_ok=True)
     figs = make_all(res, out)
-    res = dict(res)
-    res["figures"] = figs
-    (out / "results.json").write_text(json.dumps(_jsonable(res), indent=1))
-    (out / "report.md").write_text(render(res, figs))
+    results.figures = figs
+    (out / "results.json").write_text(json.dumps(dump_results(results), indent=1))
+    (out / "report.md").write_text(render({**res, "figures": figs}, figs))
 
 
 def write_schemas(out_dir: Path) -> list[Path]:
-    """docs/profile.schema.json and docs/scenario.schema.json, generated from the pydantic models."""
+    """docs/profile.schema.json, docs/scenario.schema.json and docs/results.schema.json, generated
+    from the pydantic models."""
     from services.core.profiles import profile_json_schema
     from services.core.scenarios import scenario_json_schema
+    from services.evaluation.results import results_json_schema
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, schema in (("profile", profile_json_schema()), ("scenario", scenario_json_schema())):
+    for name, schema in (
+        ("profile", profile_json_schema()),
+        ("scenario", scenario_json_schema()),
+        ("results", results_json_schema()),
+    ):
         p = out_dir / f"{name}.schema.json"
         p.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         paths.append(p)
@@ -178,7 +197,7 @@ app.command("evaluate")(evaluate)
 
 @app.command("schemas")
 def schemas(out_dir: Annotated[Path, typer.Argument(help="where to write the JSON schemas")] = Path("docs")) -> None:
-    """Regenerate the published JSON schemas of profile and scenario files."""
+    """Regenerate the published JSON schemas of profile files, scenario files and results.json."""
     for p in write_schemas(out_dir):
         typer.echo(p)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from services.common.redis_embed import EmbeddedRedis
-from services.common.settings import Settings
+from services.common.settings import Settings, redact_url
 
 # (role, app factory) in start order: telemetry and runners before the decider that uses them.
 SERVICES: tuple[tuple[str, str], ...] = (
@@ -90,15 +89,8 @@ class Mesh:
 
     def _child_env(self) -> dict[str, str]:
         """Every child sees the launcher's settings, whatever their source (env, .env, arguments)."""
-        env = dict(os.environ) | self.env
-        for name, value in self.settings.model_dump(mode="json").items():
-            if value is None or name == "redis_url":
-                continue
-            if name in ("data_dir", "models_dir", "profiles_dir", "scenario_file"):
-                value = str(Path(value).resolve())
-            env[f"AUTOSCALE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-        env["REDIS_URL"] = self.redis_url
-        return env
+        # child_env() reveals the secrets (admin token, Redis password): a dump would mask them.
+        return dict(os.environ) | self.env | self.settings.child_env() | {"REDIS_URL": self.redis_url}
 
     def start(self, timeout_s: float = 300.0, on_event: Callable[[str], None] = lambda _m: None) -> Mesh:
         s = self.settings
@@ -106,9 +98,9 @@ class Mesh:
         os.environ.setdefault(MESH_ID_ENV, f"mesh-{os.getpid()}")
         log_dir = self.log_dir or Path(s.data_dir) / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        if s.redis_url:
-            self.redis_url = s.redis_url
-            on_event(f"redis: external {s.redis_url}")
+        if s.redis_url.get_secret_value():
+            self.redis_url = s.redis_url.get_secret_value()
+            on_event(f"redis: external {redact_url(self.redis_url)}")
         else:
             self.redis = EmbeddedRedis(Path(s.data_dir) / "redis").start()
             self.redis_url = self.redis.url
@@ -119,7 +111,7 @@ class Mesh:
                 if role == "decider":
                     # The decider's first view of the runners should be whole: wait for them first.
                     self._wait_ready(["edge", "peer", "cloud"], timeout_s, on_event)
-                port = getattr(s, f"{role}_port")
+                port = s.port(role)
                 log_path = log_dir / f"{role}.log"
                 proc = subprocess.Popen(
                     [

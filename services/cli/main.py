@@ -37,9 +37,7 @@ def _settings() -> Settings:
 def _serve(role: str) -> None:
     s = _settings()
     factory = dict(SERVICES)[role]
-    uvicorn.run(
-        factory, factory=True, host=s.host, port=getattr(s, f"{role}_port"), access_log=False, log_level=s.log_level
-    )
+    uvicorn.run(factory, factory=True, host=s.host, port=s.port(role), access_log=False, log_level=s.log_level)
 
 
 @app.command()

@@ -30,6 +30,16 @@ import numpy as np
 from services.common.features import ModelValidationError
 from services.core.schemas import AccuracyEntry, Precision
 
+
+class LabelledSetError(ModelValidationError):
+    """A labelled set that cannot be measured on (malformed, wrong rank, labels that do not fit)."""
+
+    code = "invalid_labelled_set"
+
+    def __init__(self, message: str, field: str | None = "labelled_set") -> None:
+        super().__init__(message, field=field)
+
+
 # ----------------------------------------------------------------------------- sources
 
 _SLIM = "TF-Slim image models README (tensorflow/models research/slim), single-crop ImageNet top-1"
@@ -145,20 +155,17 @@ def _load_labelled(labelled_set: LabelledSet) -> tuple[np.ndarray, np.ndarray]:
             with np.load(Path(labelled_set), allow_pickle=False) as npz:
                 x, y = npz["x"], npz["y"]
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelValidationError(
-                f"labelled set must be an .npz with arrays 'x' and 'y' ({exc})", field="labelled_set"
-            ) from exc
+            raise LabelledSetError(f"labelled set must be an .npz with arrays 'x' and 'y' ({exc})") from exc
     else:
         if "x" not in labelled_set or "y" not in labelled_set:
-            raise ModelValidationError("labelled set needs arrays 'x' and 'y'", field="labelled_set")
+            raise LabelledSetError("labelled set needs arrays 'x' and 'y'")
         x, y = labelled_set["x"], labelled_set["y"]
     x, y = np.asarray(x), np.asarray(y)
     if y.ndim == 2:  # one-hot
         y = y.argmax(axis=1)
     if x.shape[0] == 0 or x.shape[0] != y.shape[0] or y.ndim != 1:
-        raise ModelValidationError(
+        raise LabelledSetError(
             f"labelled set: x has {x.shape[0]} samples, y has shape {y.shape}; need one integer label per sample",
-            field="labelled_set",
         )
     return x, y.astype(np.int64)
 
@@ -175,7 +182,7 @@ def measure_accuracy(model_path: Path, precision: Precision | str, labelled_set:
     sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     if len(sess.get_inputs()) != 1:
-        raise ModelValidationError("measure_accuracy supports single-input models only", field="labelled_set")
+        raise LabelledSetError("measure_accuracy supports single-input models only")
     dtype = {
         "tensor(float)": np.float32,
         "tensor(float16)": np.float16,
@@ -186,9 +193,8 @@ def measure_accuracy(model_path: Path, precision: Precision | str, labelled_set:
     }.get(inp.type, np.float32)
     expected_rank = len(inp.shape)
     if x.ndim != expected_rank:
-        raise ModelValidationError(
+        raise LabelledSetError(
             f"x has rank {x.ndim}, the model input {inp.name!r} expects rank {expected_rank} (batch first)",
-            field="labelled_set",
         )
     fixed_batch = isinstance(inp.shape[0], int)
     step = inp.shape[0] if fixed_batch else min(len(x), 64)
@@ -202,7 +208,7 @@ def measure_accuracy(model_path: Path, precision: Precision | str, labelled_set:
         correct += int((pred == y[start : start + len(chunk)]).sum())
         total += len(chunk)
     if total == 0:
-        raise ModelValidationError("labelled set too small for the model's fixed batch size", field="labelled_set")
+        raise LabelledSetError("labelled set too small for the model's fixed batch size")
     return AccuracyEntry(
         top1=round(100.0 * correct / total, 3),
         source="measured",

@@ -1,7 +1,9 @@
-"""One JSON error shape for every service: ``{"error": {"code", "message", "field"}}``.
+"""One JSON error shape for every service: ``{"error": {"code", "message", "field", ...}}``.
 
-Validation errors name the offending field; unexpected exceptions are logged and answered
-with a 500 that carries no stack trace.
+Every error the mesh raises on purpose derives from ``services.core.errors.AutoScaleError``;
+``install_error_handlers`` maps that root, in one handler, to its status and body. Validation
+errors name the offending field; unexpected exceptions are logged and answered with a 500 that
+carries no stack trace.
 """
 
 from __future__ import annotations
@@ -15,19 +17,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.core.errors import AutoScaleError
+
 log = logging.getLogger("autoscale.errors")
 
 
-class ApiError(Exception):
-    """An error with a status, a stable code, a human message and optionally the field at fault."""
+class ApiError(AutoScaleError):
+    """A one-off HTTP error of a route: its status and code are given, not fixed by a subclass."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: object):
-        super().__init__(message)
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: object) -> None:
+        super().__init__(message, field=field, **extra)
         self.status = status
         self.code = code
-        self.message = message
-        self.field = field
-        self.extra = extra
+
+
+class NotReady(AutoScaleError):
+    """``GET /readyz`` before a service can serve: the message says what it still waits for."""
+
+    status = 503
+    code = "not_ready"
 
 
 def error_body(code: str, message: str, field: str | None = None, **extra: object) -> dict[str, object]:
@@ -48,7 +56,8 @@ def _validation_message(err: Mapping[str, Any]) -> str:
     return f"{field}: {msg}"
 
 
-def api_error_body(exc: ApiError) -> dict[str, object]:
+def api_error_body(exc: AutoScaleError) -> dict[str, object]:
+    """The body of any deliberate error (the one mapping from the exception root to JSON)."""
     return error_body(exc.code, exc.message, exc.field, **exc.extra)
 
 
@@ -62,8 +71,8 @@ def validation_error_body(errors: Sequence[Mapping[str, Any]]) -> dict[str, obje
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(AutoScaleError)
+    async def _deliberate(_: Request, exc: AutoScaleError) -> JSONResponse:
         return JSONResponse(api_error_body(exc), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
@@ -77,5 +86,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(error_body("internal_error", "internal error; see the service log"), status_code=500)

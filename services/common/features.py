@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto, helper
 
+from services.core.errors import AutoScaleError
 from services.core.schemas import ErrorDetail, ModelFeatures, TensorSpec
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
@@ -76,16 +77,23 @@ DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 # ----------------------------------------------------------------------------- errors
 
 
-class ModelValidationError(ValueError):
+class ModelValidationError(AutoScaleError, ValueError):
     """A model upload that cannot be served; ``field`` names the offending request field."""
 
-    def __init__(self, message: str, field: str | None = "file") -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+    status = 422
+    code = "invalid_model"
 
-    def detail(self, code: str = "invalid_model") -> ErrorDetail:
-        return ErrorDetail(code=code, message=self.message, field=self.field)
+    def __init__(self, message: str, field: str | None = "file") -> None:
+        super().__init__(message, field=field or "file")
+
+    def detail(self, code: str | None = None) -> ErrorDetail:
+        return ErrorDetail(code=code or self.code, message=self.message, field=self.field)
+
+
+class ModelTooLarge(ModelValidationError):
+    """An upload over the configured byte limit."""
+
+    status = 413
 
 
 # ----------------------------------------------------------------------------- op tables
@@ -791,7 +799,7 @@ def load_and_validate(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> onnx.M
     if size == 0:
         raise ModelValidationError("the uploaded model is empty")
     if size > max_bytes:
-        raise ModelValidationError(f"the model is {size} bytes, over the {max_bytes}-byte limit")
+        raise ModelTooLarge(f"the model is {size} bytes, over the {max_bytes}-byte limit")
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)

@@ -34,10 +34,21 @@ from services.common.features import (
 )
 from services.common.files import atomic_write
 from services.common.precision import make_variant
+from services.core.errors import AutoScaleError
 from services.core.schemas import AccuracyEntry, ModelInfo, Precision
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 USER_TASK = "custom"
+
+
+class UnknownModel(AutoScaleError, KeyError):
+    """No model of that name is registered (a KeyError too, for dict-like callers)."""
+
+    status = 404
+    code = "unknown_model"
+
+    def __init__(self, message: str, *, field: str | None = "model", **extra: object) -> None:
+        super().__init__(message, field=field, **extra)
 
 
 class ModelStore:
@@ -102,13 +113,13 @@ class ModelStore:
                 self._builtin_info[name] = info.model_copy(deep=True)
             return info
         if not self.has(name):
-            raise KeyError(f"unknown model {name!r}")
+            raise UnknownModel(f"unknown model {name!r}")
         return ModelInfo.model_validate_json(self._user_json(name).read_text())
 
     def precisions(self, name: str) -> list[Precision]:
         """Every registered model can be served at every precision (variants are made lazily)."""
         if not self.has(name):
-            raise KeyError(f"unknown model {name!r}")
+            raise UnknownModel(f"unknown model {name!r}")
         return list(Precision)
 
     # ------------------------------------------------------------------ files
@@ -116,7 +127,7 @@ class ModelStore:
         """The .onnx to run: builds the zoo model / converts the variant on first use."""
         precision = Precision(precision)
         if not (name in self._zoo or self.has(name)):
-            raise KeyError(f"unknown model {name!r}")
+            raise UnknownModel(f"unknown model {name!r}")
         # Runners share the cache: one process builds, the others wait and reuse the file
         # (onnxruntime's quantizer writes scratch files beside its input, so builds must not overlap).
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +205,7 @@ class ModelStore:
             raise ModelValidationError(f"{name!r} is a built-in model and cannot be removed", field="name")
         with self._lock:
             if not self.has(name):
-                raise KeyError(f"unknown model {name!r}")
+                raise UnknownModel(f"unknown model {name!r}")
             self._user_json(name).unlink(missing_ok=True)  # first: the entry disappears atomically
             self._user_onnx(name).unlink(missing_ok=True)
             variants = self.cache_dir / "variants"

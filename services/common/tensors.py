@@ -9,10 +9,42 @@ import zlib
 
 import numpy as np
 
-from services.common.errors import ApiError
+from services.core.errors import AutoScaleError
 from services.core.schemas import OutputSummary, TensorPayload, TensorSpec
 
 MAX_TENSOR_BYTES = 64 * 1024 * 1024
+
+
+class TensorError(AutoScaleError):
+    """A client tensor that does not fit the model input it is meant for; ``field`` names it."""
+
+    status = 422
+    code = "invalid_tensor"
+
+
+class MissingInput(TensorError):
+    code = "missing_input"
+
+
+class UnknownInput(TensorError):
+    code = "unknown_input"
+
+
+class InvalidDtype(TensorError):
+    code = "invalid_dtype"
+
+
+class InvalidShape(TensorError):
+    code = "invalid_shape"
+
+
+class InvalidTensorData(TensorError):
+    code = "invalid_data"
+
+
+class TensorTooLarge(TensorError):
+    status = 413
+    code = "too_large"
 
 
 def encode(array: np.ndarray) -> TensorPayload:
@@ -27,20 +59,14 @@ def spec_text(spec: TensorSpec) -> str:
 def check_against(payload: TensorPayload, spec: TensorSpec, field: str) -> None:
     """Raise a 422 naming the field and the expected spec when dtype or shape do not fit."""
     if payload.dtype != spec.dtype:
-        raise ApiError(
-            422,
-            "invalid_dtype",
-            f"{field}: dtype {payload.dtype} does not match the model input {spec_text(spec)}",
-            field=f"{field}.dtype",
+        raise InvalidDtype(
+            f"{field}: dtype {payload.dtype} does not match the model input {spec_text(spec)}", field=f"{field}.dtype"
         )
     if len(payload.shape) != len(spec.shape) or any(
-        isinstance(want, int) and want > 0 and got != want for got, want in zip(payload.shape, spec.shape)
+        isinstance(want, int) and want > 0 and got != want for got, want in zip(payload.shape, spec.shape, strict=True)
     ):
-        raise ApiError(
-            422,
-            "invalid_shape",
-            f"{field}: shape {payload.shape} does not match the model input {spec_text(spec)}",
-            field=f"{field}.shape",
+        raise InvalidShape(
+            f"{field}: shape {payload.shape} does not match the model input {spec_text(spec)}", field=f"{field}.shape"
         )
 
 
@@ -48,20 +74,16 @@ def decode(payload: TensorPayload, field: str = "input") -> np.ndarray:
     try:
         raw = base64.b64decode(payload.data_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ApiError(
-            422, "invalid_data", f"{field}.data_b64 is not valid base64: {exc}", field=f"{field}.data_b64"
-        ) from exc
+        raise InvalidTensorData(f"{field}.data_b64 is not valid base64: {exc}", field=f"{field}.data_b64") from exc
     dtype = np.dtype(payload.dtype)
     expected = int(np.prod(payload.shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
-        raise ApiError(
-            422,
-            "invalid_data",
+        raise InvalidTensorData(
             f"{field}.data_b64 holds {len(raw)} bytes but {payload.dtype}{payload.shape} needs {expected}",
             field=f"{field}.data_b64",
         )
     if expected > MAX_TENSOR_BYTES:
-        raise ApiError(413, "too_large", f"{field} is {expected} bytes; the limit is {MAX_TENSOR_BYTES}", field=field)
+        raise TensorTooLarge(f"{field} is {expected} bytes; the limit is {MAX_TENSOR_BYTES}", field=field)
     return np.frombuffer(raw, dtype=dtype).reshape(payload.shape)
 
 
@@ -99,7 +121,9 @@ def summarize(name: str, array: np.ndarray, top_k: int) -> OutputSummary:
     if top_k and arr.ndim == 2 and arr.shape[0] == 1 and arr.shape[1] > 1:
         k = min(top_k, n)
         part = np.argpartition(d, n - k)[n - k :].tolist()  # the k largest (d is flat - mean: same order)
-        picked = sorted(zip(d[part].tolist(), part), key=lambda vi: (-vi[0], vi[1]))  # ties: lower index first
+        picked = sorted(
+            zip(d[part].tolist(), part, strict=True), key=lambda vi: (-vi[0], vi[1])
+        )  # ties: lower index first
         z = float(np.exp(d - picked[0][0]).sum())
         top = [(i, round(math.exp(v - picked[0][0]) / z, 6)) for v, i in picked]
     return OutputSummary.model_construct(  # values made here: no validation pass

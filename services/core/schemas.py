@@ -296,3 +296,15 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class Liveness(BaseModel):
+    """``GET /healthz`` of every service: the process answers."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    """``GET /readyz`` of every service (each adds what it depends on); a 503 error body when not ready."""
+
+    status: Literal["ready"] = "ready"

@@ -19,17 +19,41 @@ from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore
 from services.common.redis_embed import EmbeddedRedis
-from services.common.settings import Settings, get_settings
+from services.common.settings import Settings, get_settings, redact_url
 from services.core import costmodel
 from services.core.policies import PolicySet
 from services.core.schemas import Location
 from services.decider.api import admin, catalog, health, infer
 from services.decider.deps import Decider, ModelCatalog, require_admin
+from services.decider.inference import InferenceService
 from services.decider.qstore import QStore
 from services.decider.runners import Runner, RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
 
 log = logging.getLogger("autoscale.decider")
+
+
+async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
+    # Admin routes read Redis directly (the request path never does): say what is down.
+    return JSONResponse(
+        error_body("redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}"), status_code=503
+    )
+
+
+def _runner_registry(s: Settings) -> RunnerRegistry:
+    """A client per runner role, at the URL the settings give it."""
+    return RunnerRegistry(
+        runners={
+            role: Runner(
+                role=role,
+                url=s.url(role.value),
+                client=make_client(s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport),
+            )
+            for role in Location
+        },
+        refresh_s=s.runner_refresh_s,
+        run_timeout_s=s.run_timeout_s,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedded: EmbeddedRedis | None = None
-        url = s.redis_url
+        url = s.redis_url.get_secret_value()
         if not url:
             embedded = EmbeddedRedis(s.data_dir / "redis").start()
             url = embedded.url
@@ -54,18 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = aioredis.Redis.from_url(url)
         qstore = QStore(redis, device=s.edge_device, learning_rate=s.learning_rate, discount=s.discount, seed=s.seed)
         await qstore.start()
-        runners = RunnerRegistry(
-            runners={
-                role: Runner(
-                    role=role,
-                    url=s.url(role.value),
-                    client=make_client(s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport),
-                )
-                for role in Location
-            },
-            refresh_s=s.runner_refresh_s,
-            run_timeout_s=s.run_timeout_s,
-        )
+        runners = _runner_registry(s)
         telemetry = TelemetryCache(
             make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport), s.telemetry_refresh_s
         )
@@ -85,8 +98,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             mesh=mesh,
             rng=random.Random(s.seed),
         )
+        app.state.inference = InferenceService(app.state.decider)
         log_event(
-            log, "decider started", redis=url, runners={r.role.value: r.healthy for r in runners.runners.values()}
+            log,
+            "decider started",
+            redis=redact_url(url),
+            runners={r.role.value: r.healthy for r in runners.runners.values()},
         )
         try:
             yield
@@ -107,13 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-
-    @app.exception_handler(RedisError)
-    async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
-        # Admin routes read Redis directly (the request path never does): say what is down.
-        return JSONResponse(
-            error_body("redis_unavailable", f"the Q-table store is unavailable: {type(exc).__name__}"), status_code=503
-        )
+    app.add_exception_handler(RedisError, _redis_down)  # type: ignore[arg-type]
 
     app.include_router(health.router)
     app.include_router(infer.router)

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from services.common.errors import ApiError
-from services.common.model_store import ModelStore
+from services.common.auth import check_admin
+from services.common.model_store import ModelStore, UnknownModel
 from services.common.settings import Settings
 from services.core import costmodel
 from services.core.policies.base import Candidate, Outcome
@@ -40,13 +40,8 @@ class ModelCatalog:
             self.reload()
         info = (self._infos or {}).get(name)
         if info is None:
-            raise ApiError(
-                404,
-                "unknown_model",
-                f"unknown model {name!r}; known models: {', '.join(self.names())}",
-                field="model",
-                known=self.names(),
-            )
+            names = self.names()
+            raise UnknownModel(f"unknown model {name!r}; known models: {', '.join(names)}", known=names)
         return info
 
 
@@ -90,6 +85,4 @@ DeciderDep = Annotated[Decider, Depends(get_decider)]
 
 async def require_admin(request: Request) -> None:
     """Admin routes: open when no token is configured (loopback default), else a bearer token."""
-    token: str = request.app.state.decider.settings.admin_token
-    if token and request.headers.get("authorization", "") != f"Bearer {token}":
-        raise ApiError(401, "unauthorized", "admin endpoint: send Authorization: Bearer <AUTOSCALE_ADMIN_TOKEN>")
+    check_admin(request.app.state.decider.settings.admin_token, request.headers.get("authorization", ""))

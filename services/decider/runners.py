@@ -17,6 +17,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from services.common.logging import log_event
+from services.core.errors import AutoScaleError
 from services.core.policies.base import Candidate
 from services.core.schemas import Location, ModelInfo, RunRequest, RunResult, Target, TargetInfo
 
@@ -24,19 +25,28 @@ log = logging.getLogger("autoscale.decider.runners")
 _TARGETS = TypeAdapter(list[TargetInfo])
 
 
-class RunnerUnavailable(Exception):
-    def __init__(self, role: str, reason: str):
+class RunnerUnavailable(AutoScaleError):
+    """A runner that did not answer (down, timed out, 5xx); the decider tries another target."""
+
+    status = 503
+    code = "runner_unavailable"
+
+    def __init__(self, role: str, reason: str) -> None:
         super().__init__(f"{role} runner unavailable: {reason}")
         self.role = role
         self.reason = reason
 
 
-class RunnerRejected(Exception):
-    """The runner answered with a client error (bad input it caught): pass it through."""
+class RunnerRejected(AutoScaleError):
+    """The runner answered with a client error (bad input it caught): passed through as it came."""
 
-    def __init__(self, status: int, body: dict[str, object]):
-        super().__init__(str(body))
+    def __init__(self, status: int, body: dict[str, object]) -> None:
+        err = body.get("error")
+        err = err if isinstance(err, dict) else {}
+        field = err.get("field")
+        super().__init__(str(err.get("message", body)), field=field if isinstance(field, str) else None)
         self.status = status
+        self.code = str(err.get("code", "runner_error"))
         self.body = body
 
 

@@ -37,16 +37,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from services.common.config_files import load_profile, load_scenario
 from services.core.costmodel import Mesh
-from services.core.reward import RewardWeights
 from services.core.scenarios import Scenario, qos_s
-from services.core.schemas import POLICY_NAMES, ModelFeatures, Precision
+from services.core.schemas import ModelFeatures, Precision
+from services.evaluation.config import (
+    AUTOSCALE,
+    STATIC,
+    EvalConfig,
+)
 from services.evaluation.simulator import (
     Block,
     ModelCase,
@@ -59,16 +62,8 @@ from services.evaluation.simulator import (
     uniform_chooser,
 )
 
-DEFAULT_DEVICES = ("mi8pro", "galaxy_s10e", "moto_x_force")
-STATIC = ("s1", "s2", "s3", "s4", "s5")
-DYNAMIC = ("d1", "d2", "d3", "d4")
-DEFAULT_SCENARIOS = STATIC + DYNAMIC
 PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")
-# AutoScale as configured (EvalConfig.reward_mode / q_init / lr_schedule) and as published
-# (eq. 5, random initial values, constant learning rate), evaluated side by side.
-AUTOSCALE = ("autoscale", "autoscale-paper")
-EVAL_POLICIES: tuple[str, ...] = tuple(POLICY_NAMES) + ("autoscale-paper",)
-TRAINED = AUTOSCALE + PREDICTORS  # policies with a LOO training phase
+TRAINED = (*AUTOSCALE, *PREDICTORS)  # policies with a LOO training phase
 # Fig. 13's target categories (DVFS steps aggregated).
 CATEGORIES = ("edge-cpu-fp32", "edge-cpu-int8", "edge-gpu-fp32", "edge-gpu-fp16", "edge-dsp-int8", "cloud", "peer")
 
@@ -76,59 +71,6 @@ CATEGORIES = ("edge-cpu-fp32", "edge-cpu-int8", "edge-gpu-fp32", "edge-gpu-fp16"
 def category(target_id: str) -> str:
     runner, proc, prec = target_id.partition("@")[0].split("/")
     return f"edge-{proc}-{prec}" if runner == "edge" else runner
-
-
-@dataclass
-class EvalConfig:
-    devices: list[str] = field(default_factory=lambda: list(DEFAULT_DEVICES))
-    scenarios: list[str] = field(default_factory=lambda: list(DEFAULT_SCENARIOS))
-    models: list[str] | None = None  # None: the zoo's ten
-    policies: list[str] = field(default_factory=lambda: list(EVAL_POLICIES))
-    runs: int = 100  # training inferences per (network, scenario)
-    test_runs: int = 50  # measured test inferences per (held-out network, scenario) and window
-    adapt_runs: int = 100  # online inferences of the held-out network between the cold and adapted windows
-    predictor_samples: int = 600  # training observations per fold for each predictor
-    predictor_test_runs: int = 5
-    seed: int = 0
-    noise_sigma: float = 0.07  # lognormal sigma of measured latency/energy around the model
-    peer: str = "galaxy_tab_s6"
-    cloud: str = "cloud_p100"
-    profiles_dir: Path | None = None
-    scenarios_dir: Path | None = None
-    transfer_source: str = "mi8pro"
-    convergence_runs: int = 100
-    convergence_tolerance: float = 0.05  # greedy reward within 5 % of Opt's = converged
-    accuracy_targets: list[float | None] = field(default_factory=lambda: [None, 50.0, 65.0, 70.0])
-    accuracy_runs: int = 20  # training runs per (network, scenario) of the accuracy-target study
-    accuracy_test_runs: int = 20  # test inferences per (held-out network, static scenario) of that study
-    workers: int = 2
-    extras: bool = True  # convergence, transfer and accuracy-target studies
-    # AutoScale as configured ("autoscale"); "autoscale-paper" always uses eq. 5, random initial
-    # values and the constant learning rate. Every other learner gets reward_mode's reward too
-    # (as in the decider, which computes one reward per inference).
-    reward_mode: str = "qos"
-    q_init: str = "nearest"
-    lr_schedule: str = "visits"
-    init_optimism: float = 0.0
-    explore_bonus: float = 0.2
-    explore_untried: bool = True
-    near_radius: int | None = 4
-    discount: float = 0.1  # "autoscale" only; the paper's variant always uses Algorithm 1's 0.1
-    lr_floor: float = 0.05
-    qos_penalty: float = 2.0
-
-    def weights(self) -> RewardWeights:
-        return RewardWeights(qos_penalty=self.qos_penalty)
-
-    def reward_of(self, policy: str) -> tuple[str, RewardWeights]:
-        """The reward (mode, weights) ``policy`` learns from."""
-        return ("paper", RewardWeights()) if policy == "autoscale-paper" else (self.reward_mode, self.weights())
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("profiles_dir", "scenarios_dir"):
-            d[k] = str(d[k]) if d[k] is not None else None
-        return d
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -337,7 +279,7 @@ class Agg:
         self.qos_expected_miss += int((~feas).sum())
         self.expected_energy_j += float(ee.sum())
         self.opt_expected_energy_j += float(oe.sum())
-        for c, o in zip(ch.tolist(), op.tolist()):
+        for c, o in zip(ch.tolist(), op.tolist(), strict=True):
             cc, oc = category(cands_ids[c]), category(cands_ids[o])
             self.choices[cc] = self.choices.get(cc, 0) + 1
             self.opt_choices[oc] = self.opt_choices.get(oc, 0) + 1
@@ -404,7 +346,7 @@ def _train_steps(world: DeviceWorld, held_out: str, rng: random.Random) -> list[
     return steps
 
 
-ONLINE = AUTOSCALE + ("linucb", "edge-best", "connected-edge")  # keep learning on the held-out network
+ONLINE = (*AUTOSCALE, "linucb", "edge-best", "connected-edge")  # keep learning on the held-out network
 
 
 def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
@@ -468,7 +410,7 @@ def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
                 decisions += n_test
                 agg = Agg()
                 agg.add(tr, ids)
-                lat, en = block.measured
+                _lat, en = block.measured
                 agg.opt_energy_j = float(sum(en[i, block.opt[i]] for i in idx))
                 out[wname][s][name] = agg
                 if offline:
@@ -589,9 +531,11 @@ def convergence_curve(
         "gap": gap_curve,
         "energy_gap": energy_curve,
         "qos_miss": qos_curve,
-        "runs_to_converge": _first_run_from_which([abs(e) <= tol and q <= tol for e, q in zip(e_ma, q_ma)]),
+        "runs_to_converge": _first_run_from_which(
+            [abs(e) <= tol and q <= tol for e, q in zip(e_ma, q_ma, strict=True)]
+        ),
         "runs_to_converge_strict": _first_run_from_which(
-            [abs(e) <= tol and q <= tol for e, q in zip(energy_curve, qos_curve)]
+            [abs(e) <= tol and q <= tol for e, q in zip(energy_curve, qos_curve, strict=True)]
         ),
         "runs_to_converge_reward": runs_to_converge(g_ma, tol),
         "reward_stable_run": reward_stable_run(reward_curve, tol),
@@ -837,7 +781,7 @@ def assemble(cfg: EvalConfig, models: list[str], results: dict[tuple[str, Any], 
     decisions = 0
     cpu_seconds = 0.0
     floor: dict[str, dict[str, int]] = {}  # scenario -> sums over devices and networks
-    for (kind, key), res in results.items():
+    for (kind, _key), res in results.items():
         if kind != "fold":
             continue
         decisions += res["decisions"]

@@ -23,27 +23,29 @@ from typing import Annotated
 import numpy as np
 import onnx
 from fastapi import APIRouter, Depends, FastAPI, Request
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.config_files import load_profile
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
-from services.common.errors import ApiError, api_error_body, install_error_handlers, validation_error_body
-from services.common.features import ModelValidationError
+from services.common.errors import ApiError, NotReady, api_error_body, install_error_handlers, validation_error_body
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
-from services.common.model_store import ModelStore
+from services.common.model_store import ModelStore, UnknownModel
 from services.common.settings import Settings
-from services.common.tensors import check_against, decode, synthetic
+from services.common.tensors import MissingInput, check_against, decode, synthetic
 from services.core import costmodel
+from services.core.errors import AutoScaleError
 from services.core.profiles import DeviceProfile
 from services.core.schemas import (
     AccuracyEntry,
+    Liveness,
     Location,
     ModelInfo,
     OutputSummary,
     Precision,
+    Readiness,
     RunRequest,
     RunResult,
     Target,
@@ -192,15 +194,13 @@ async def _session(state: RunnerState, model: str, target: Target) -> LoadedMode
 def _feeds(state: RunnerState, req: RunRequest, info: ModelInfo) -> dict[str, np.ndarray]:
     if req.synthetic or not req.inputs:
         if not req.synthetic:
-            raise ApiError(422, "missing_input", "inputs is required unless synthetic is true", field="inputs")
+            raise MissingInput("inputs is required unless synthetic is true", field="inputs")
         return state.synthetic_feeds(info)
     feeds: dict[str, np.ndarray] = {}
     for spec in info.inputs:
         payload = req.inputs.get(spec.name)
         if payload is None:
-            raise ApiError(
-                422, "missing_input", f"inputs.{spec.name} is required by {info.name}", field=f"inputs.{spec.name}"
-            )
+            raise MissingInput(f"inputs.{spec.name} is required by {info.name}", field=f"inputs.{spec.name}")
         check_against(payload, spec, f"inputs.{spec.name}")
         feeds[spec.name] = decode(payload, f"inputs.{spec.name}")
     return feeds
@@ -209,16 +209,21 @@ def _feeds(state: RunnerState, req: RunRequest, info: ModelInfo) -> dict[str, np
 router = APIRouter()
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class RunnerReadiness(Readiness):
+    role: Location
+    device: str = Field(description="device profile this runner stands for")
 
 
-@router.get("/readyz")
-async def readyz(state: StateDep) -> dict[str, object]:
+@router.get("/healthz", response_model=Liveness)
+async def healthz() -> Liveness:
+    return Liveness()
+
+
+@router.get("/readyz", response_model=RunnerReadiness)
+async def readyz(state: StateDep) -> RunnerReadiness:
     if not state.ready:
-        raise ApiError(503, "not_ready", "runner is still loading its models")
-    return {"status": "ready", "role": state.spec.role, "device": state.profile.name}
+        raise NotReady("runner is still loading its models")
+    return RunnerReadiness(role=state.spec.role, device=state.profile.name)
 
 
 @router.get("/targets", response_model=list[TargetInfo])
@@ -258,8 +263,6 @@ async def put_model(name: str, request: Request, state: StateDep) -> ModelInfo:
         raise ApiError(
             422, "invalid_accuracy", f"x-accuracy header: {exc.errors()[0]['msg']}", field="x-accuracy"
         ) from exc
-    except ModelValidationError as exc:
-        raise ApiError(422, "invalid_model", str(exc), field=getattr(exc, "field", None) or "file") from exc
 
 
 @router.post("/run", response_model=RunResult)
@@ -300,7 +303,7 @@ class RunFastPath:
         except ValidationError as exc:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
             status, payload = 422, json.dumps(validation_error_body(errors)).encode()
-        except ApiError as exc:
+        except AutoScaleError as exc:
             status, payload = exc.status, json.dumps(api_error_body(exc)).encode()
         await send(
             {
@@ -338,12 +341,7 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         )
     info = state.infos().get(req.model)
     if info is None:
-        raise ApiError(
-            404,
-            "unknown_model",
-            f"model {req.model!r} is not on this runner; known: {', '.join(state.infos())}",
-            field="model",
-        )
+        raise UnknownModel(f"model {req.model!r} is not on this runner; known: {', '.join(state.infos())}")
     if req.model not in state.runnable_models(target):
         raise ApiError(422, "unsupported", f"target {target.id} cannot run {req.model}", field="target")
     feeds = _feeds(state, req, info)

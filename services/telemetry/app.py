@@ -16,21 +16,23 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.common.auth import check_admin
 from services.common.config_files import builtin_scenarios, load_scenario
-from services.common.errors import ApiError, error_body, install_error_handlers
+from services.common.errors import NotReady, install_error_handlers
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.settings import Settings
-from services.core.scenarios import ScenarioError, parse_scenario
-from services.core.schemas import TelemetrySnapshot
-from services.telemetry.config import Prefer, TelemetryOptions
+from services.core.errors import AutoScaleError
+from services.core.scenarios import Scenario, ScenarioError, parse_scenario
+from services.core.schemas import Liveness, Readiness, TelemetrySnapshot
+from services.telemetry.config import TelemetryOptions
 from services.telemetry.hub import Hub
+from services.telemetry.schemas import ScenarioRequest, ScenarioSwitched, SourcesView
 from services.telemetry.sources import DetectContext, Source, detect_all
 from services.telemetry.sources.corunner import MESH_ID_ENV
 from services.telemetry.sources.scenario import ScenarioSource, scenario_label
@@ -38,29 +40,34 @@ from services.telemetry.sources.scenario import ScenarioSource, scenario_label
 log = logging.getLogger("autoscale.telemetry")
 
 
-class ScenarioRequest(BaseModel):
-    """``PUT /scenario``: a built-in or file scenario by ``name``, or an inline ``scenario``
-    (same schema as a scenario file: name, kind, conditions with constants/gaussians/traces)."""
+class UnknownScenario(AutoScaleError):
+    status = 422
+    code = "unknown_scenario"
 
-    model_config = ConfigDict(extra="forbid")
 
-    # A name, never a path: an HTTP client must not make the service open arbitrary files.
-    name: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9_]{1,64}$",
-        description="S1..S5, D1..D4 (case-insensitive), or a scenario next to AUTOSCALE_SCENARIO_FILE",
-    )
-    scenario: dict[str, Any] | None = Field(None, description="an inline scenario definition")
-    prefer: Prefer | None = Field(None, description="measured | emulated (see AUTOSCALE_TELEMETRY_PREFER)")
-    seed: int | None = Field(None, description="seed of the Gaussian draws (default: the service seed)")
+class InvalidScenario(AutoScaleError):
+    status = 422
+    code = "invalid_scenario"
 
-    @model_validator(mode="after")
-    def _one_of(self) -> ScenarioRequest:
-        if self.name is not None and self.scenario is not None:
-            raise ValueError("give either name or scenario, not both")
-        if self.name is None and self.scenario is None and self.prefer is None:
-            raise ValueError("give name, scenario or prefer")
-        return self
+
+def _requested_scenario(req: ScenarioRequest, scenario_file: Path | None) -> tuple[Scenario, str]:
+    """The scenario a PUT /scenario names (built-in or beside the scenario file) or defines inline."""
+    if req.name is not None:
+        try:
+            sc = load_scenario(req.name, scenario_file.parent if scenario_file else None)
+        except ScenarioError:
+            builtins = ", ".join(n.upper() for n in builtin_scenarios())
+            where = f" (or a name in {scenario_file.parent})" if scenario_file else ""
+            raise UnknownScenario(
+                f"unknown scenario {req.name!r}; built-ins: {builtins}{where}", field="name"
+            ) from None
+        return sc, scenario_label(sc, req.name)
+    try:
+        sc = parse_scenario(req.scenario, "scenario")
+    except ScenarioError as exc:
+        field = f"scenario.{exc.field}" if exc.field else "scenario"
+        raise InvalidScenario(f"{field}: {exc.reason}", field=field) from None
+    return sc, scenario_label(sc, "inline")
 
 
 def _load_extra(spec: str) -> list[Source]:
@@ -148,49 +155,30 @@ def create_app(
     metrics_endpoint(app)
 
     async def _admin(request: Request) -> None:
-        token = settings.admin_token
-        if token and request.headers.get("authorization", "") != f"Bearer {token}":
-            raise ApiError(401, "unauthorized", "admin endpoint: send Authorization: Bearer <AUTOSCALE_ADMIN_TOKEN>")
+        check_admin(settings.admin_token, request.headers.get("authorization", ""))
 
     @app.get("/state", response_model=TelemetrySnapshot)
     async def state(h: HubDep) -> TelemetrySnapshot:
         return h.snapshot()
 
-    @app.get("/sources")
-    async def sources(h: HubDep) -> dict[str, Any]:
+    @app.get("/sources", response_model=SourcesView)
+    async def sources(h: HubDep) -> SourcesView:
         return h.sources_view()
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", response_model=Liveness)
+    async def healthz() -> Liveness:
+        return Liveness()
 
-    @app.get("/readyz", response_model=None)
-    async def readyz(h: HubDep) -> dict[str, str] | JSONResponse:
-        if h.ready():
-            return {"status": "ready"}
-        return JSONResponse(error_body("not_ready", "telemetry is still taking its first readings"), status_code=503)
+    @app.get("/readyz", response_model=Readiness)
+    async def readyz(h: HubDep) -> Readiness:
+        if not h.ready():
+            raise NotReady("telemetry is still taking its first readings")
+        return Readiness()
 
-    @app.put("/scenario", dependencies=[Depends(_admin)])
-    async def put_scenario(req: ScenarioRequest, h: HubDep) -> dict[str, Any]:
+    @app.put("/scenario", response_model=ScenarioSwitched, dependencies=[Depends(_admin)])
+    async def put_scenario(req: ScenarioRequest, h: HubDep) -> ScenarioSwitched:
         if req.name is not None or req.scenario is not None:
-            try:
-                if req.name is not None:
-                    sc = load_scenario(req.name, settings.scenario_file.parent if settings.scenario_file else None)
-                    label = scenario_label(sc, req.name)
-                else:
-                    sc = parse_scenario(req.scenario, "scenario")
-                    label = scenario_label(sc, "inline")
-            except ScenarioError as exc:
-                if req.name is not None:
-                    raise ApiError(
-                        422,
-                        "unknown_scenario",
-                        f"unknown scenario {req.name!r}; built-ins: {', '.join(n.upper() for n in builtin_scenarios())}"
-                        + (f" (or a name in {settings.scenario_file.parent})" if settings.scenario_file else ""),
-                        field="name",
-                    ) from None
-                field = f"scenario.{exc.field}" if exc.field else "scenario"
-                raise ApiError(422, "invalid_scenario", f"{field}: {exc.reason}", field=field) from None
+            sc, label = _requested_scenario(req, settings.scenario_file)
             h.scenario.switch(sc, label, req.seed)
         if req.prefer is not None:
             h.prefer = req.prefer
@@ -198,6 +186,6 @@ def create_app(
         h.export_metrics()
         log_event(log, "scenario switched", scenario=h.scenario.label, prefer=h.prefer)
         snap = h.snapshot()
-        return {"scenario": snap.scenario, "prefer": h.prefer, "conditions": snap.conditions.model_dump()}
+        return ScenarioSwitched(scenario=snap.scenario, prefer=h.prefer, conditions=snap.conditions)
 
     return app

@@ -21,6 +21,7 @@ from services.common.logging import log_event
 from services.core.schemas import Reading, RuntimeConditions, TelemetrySnapshot
 from services.telemetry.config import Prefer
 from services.telemetry.metrics import telemetry_metrics
+from services.telemetry.schemas import DetectionView, ReadingRoute, SourceStatus, SourcesView
 from services.telemetry.sources.base import CO_CPU, CO_MEM, CONDITION_READINGS, RSSI_P2P, RSSI_WIFI, Detection, Source
 from services.telemetry.sources.scenario import ScenarioSource
 
@@ -295,44 +296,44 @@ class Hub:
             return False
         return all(st.status != "pending" for st in self.states.values())
 
-    def sources_view(self) -> dict[str, Any]:
+    def sources_view(self) -> SourcesView:
         now = time.monotonic()
         active = self.active()
         readings = self.current()
-        return {
-            "prefer": self.prefer,
-            "scenario": self.scenario.label,
-            "stale_after_s": self.stale_after_s,
-            "readings": {
-                name: {
-                    "source": src.name,
-                    "kind": src.kind,
-                    "candidates": [f"{c.name} ({c.kind})" for c in self.candidates(name)],
-                    "has_value": name in readings,
-                    "stale": readings[name].stale if name in readings else None,
-                    "age_s": readings[name].age_s if name in readings else None,
-                }
+        return SourcesView(
+            prefer=self.prefer,
+            scenario=self.scenario.label,
+            stale_after_s=self.stale_after_s,
+            readings={
+                name: ReadingRoute(
+                    source=src.name,
+                    kind=src.kind,
+                    candidates=[f"{c.name} ({c.kind})" for c in self.candidates(name)],
+                    has_value=name in readings,
+                    stale=readings[name].stale if name in readings else None,
+                    age_s=readings[name].age_s if name in readings else None,
+                )
                 for name, src in sorted(active.items())
             },
-            "sources": [
-                {
-                    "name": st.source.name,
-                    "kind": st.source.kind,
-                    "describe": st.source.describe(),
-                    "provides": list(st.source.provides()),
-                    "status": st.status,
-                    "in_flight": st.in_flight,
-                    "reads": st.reads,
-                    "errors": st.errors,
-                    "timeouts": st.timeouts,
-                    "last_error": st.last_error,
-                    "last_ok_age_s": None if st.last_ok_mono is None else round(now - st.last_ok_mono, 3),
-                    "last_duration_s": round(st.last_duration_s, 4),
-                }
+            sources=[
+                SourceStatus(
+                    name=st.source.name,
+                    kind=st.source.kind,
+                    describe=st.source.describe(),
+                    provides=list(st.source.provides()),
+                    status=st.status,
+                    in_flight=st.in_flight,
+                    reads=st.reads,
+                    errors=st.errors,
+                    timeouts=st.timeouts,
+                    last_error=st.last_error,
+                    last_ok_age_s=None if st.last_ok_mono is None else round(now - st.last_ok_mono, 3),
+                    last_duration_s=round(st.last_duration_s, 4),
+                )
                 for st in self.states.values()
             ],
-            "detection": [{"family": d.family, "found": d.found, "absent": d.absent} for d in self.detections],
-        }
+            detection=[DetectionView(family=d.family, found=d.found, absent=d.absent) for d in self.detections],
+        )
 
     # ------------------------------------------------------------------ metrics
 

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from services.common.features import iter_graphs
+from services.core.errors import AutoScaleError
 from services.core.schemas import OutputSummary, Precision, Processor, TensorSpec
 
 DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
@@ -28,8 +29,11 @@ PROCESSOR_DEVICES: dict[Processor, tuple[str, ...]] = {
 }
 
 
-class EngineError(RuntimeError):
+class EngineError(AutoScaleError, RuntimeError):
     """An engine could not import, compile, load or run a model (the message says which and why)."""
+
+    status = 500
+    code = "engine_error"
 
 
 @dataclass(frozen=True)

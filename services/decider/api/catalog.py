@@ -12,9 +12,10 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
+from services.common.accuracy import LabelledSetError
 from services.common.engines import get_engine
 from services.common.errors import ApiError
-from services.common.features import ModelValidationError, load_and_validate
+from services.common.features import load_and_validate
 from services.core.schemas import AccuracyEntry, ModelInfo, Precision, TargetInfo
 from services.decider.deps import DeciderDep, require_admin
 
@@ -30,9 +31,18 @@ class TargetView(TargetInfo):
     healthy: bool
 
 
+class RunnerView(BaseModel):
+    """A runner as the decider sees it: its URL, health, how many targets it offers, its last error."""
+
+    url: str
+    healthy: bool
+    targets: int
+    error: str | None
+
+
 class TargetList(BaseModel):
     targets: list[TargetView]
-    runners: dict[str, dict[str, object]]
+    runners: dict[str, RunnerView]
 
 
 @router.get("/models", response_model=ModelList)
@@ -70,20 +80,17 @@ async def upload_model(
         )
     data = await request.body()
     declared = {Precision.fp32: accuracy, Precision.int8: accuracy_int8, Precision.fp16: accuracy_fp16}
-    try:
-        model = await asyncio.to_thread(load_and_validate, data, d.settings.max_upload_bytes)
-        support = get_engine("onnxruntime").supports(model, Precision.fp32)
-        if not support.ok:  # every runner's default engine must be able to run it
-            raise ApiError(422, "unsupported_op", f"the model cannot be served: {support.reason}", field="file")
-        info = await asyncio.to_thread(d.models.store.add, name, data, max_bytes=d.settings.max_upload_bytes)
-        for precision, top1 in declared.items():
-            if top1 is not None:
-                info = d.models.store.set_accuracy(
-                    name, precision, AccuracyEntry(top1=top1, source="declared", reference="declared by the uploader")
-                )
-    except ModelValidationError as exc:
-        status = 413 if "limit" in str(exc) and "bytes" in str(exc) else 422
-        raise ApiError(status, "invalid_model", str(exc), field=getattr(exc, "field", None) or "file") from exc
+    # A model that fails validation raises ModelValidationError (422, or 413 over the limit).
+    model = await asyncio.to_thread(load_and_validate, data, d.settings.max_upload_bytes)
+    support = get_engine("onnxruntime").supports(model, Precision.fp32)
+    if not support.ok:  # every runner's default engine must be able to run it
+        raise ApiError(422, "unsupported_op", f"the model cannot be served: {support.reason}", field="file")
+    info = await asyncio.to_thread(d.models.store.add, name, data, max_bytes=d.settings.max_upload_bytes)
+    for precision, top1 in declared.items():
+        if top1 is not None:
+            info = d.models.store.set_accuracy(
+                name, precision, AccuracyEntry(top1=top1, source="declared", reference="declared by the uploader")
+            )
     failed = await d.runners.push_model(info, data)
     if failed:
         await asyncio.to_thread(d.models.store.remove, name)
@@ -129,17 +136,10 @@ async def measure_model_accuracy(
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             labelled = {k: npz[k] for k in ("x", "y") if k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ApiError(
-            422, "invalid_labelled_set", f"body must be an .npz with arrays 'x' and 'y' ({exc})", field="labelled_set"
-        ) from exc
+        raise LabelledSetError(f"body must be an .npz with arrays 'x' and 'y' ({exc})") from exc
     wanted = precision or [Precision.fp32, *(p for p in info.precisions if p != Precision.fp32)]
-    try:
-        for p in dict.fromkeys(wanted):  # in order, once each
-            info = await asyncio.to_thread(d.models.store.measure, name, p, labelled)
-    except ModelValidationError as exc:
-        raise ApiError(
-            422, "invalid_labelled_set", str(exc), field=getattr(exc, "field", None) or "labelled_set"
-        ) from exc
+    for p in dict.fromkeys(wanted):  # in order, once each; a set that does not fit raises LabelledSetError
+        info = await asyncio.to_thread(d.models.store.measure, name, p, labelled)
     d.models.reload()
     model_bytes = await asyncio.to_thread(d.models.store.path(name, Precision.fp32).read_bytes)
     failed = await d.runners.push_model(info, model_bytes)
@@ -157,7 +157,7 @@ async def measure_model_accuracy(
 async def list_targets(d: DeciderDep) -> TargetList:
     targets = [TargetView(**t.model_dump(), healthy=r.healthy) for r in d.runners.runners.values() for t in r.targets]
     runners = {
-        r.role.value: {"url": r.url, "healthy": r.healthy, "targets": len(r.targets), "error": r.last_error or None}
+        r.role.value: RunnerView(url=r.url, healthy=r.healthy, targets=len(r.targets), error=r.last_error or None)
         for r in d.runners.runners.values()
     }
     return TargetList(targets=targets, runners=runners)

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.common.errors import ApiError
+from services.common.errors import NotReady
+from services.core.schemas import Liveness, Readiness
 from services.decider.deps import DeciderDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class DeciderReadiness(Readiness):
+    runners: list[str]
+    models: int
 
 
-@router.get("/readyz")
-async def readyz(d: DeciderDep) -> dict[str, object]:
+@router.get("/healthz", response_model=Liveness)
+async def healthz() -> Liveness:
+    return Liveness()
+
+
+@router.get("/readyz", response_model=DeciderReadiness)
+async def readyz(d: DeciderDep) -> DeciderReadiness:
     """Ready when Redis answers, telemetry has reported and at least one runner offers targets."""
     problems: list[str] = []
     try:
@@ -29,5 +35,5 @@ async def readyz(d: DeciderDep) -> dict[str, object]:
     if not healthy:
         problems.append("runners: none healthy")
     if problems:
-        raise ApiError(503, "not_ready", "; ".join(problems))
-    return {"status": "ready", "runners": healthy, "models": len(d.models.names())}
+        raise NotReady("; ".join(problems))
+    return DeciderReadiness(runners=healthy, models=len(d.models.names()))
