@@ -10,17 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.candidates import eligible_indices, epsilon_greedy
+from services.core.policies.errors import NoCandidate
 from services.core.policies.qlearning import (
     EXPORT_FORMAT_VERSION,
-    NoCandidate,
     QLearningPolicy,
     QParams,
     QTable,
     QTableImportError,
     QUpdate,
     apply_update,
-    eligible_indices,
-    epsilon_greedy,
     initial_q,
     q_learning_target,
     transfer_mapping,
@@ -437,7 +436,7 @@ def test_transfer_table_keeps_only_destination_actions() -> None:
 
 # --------------------------------------------------------------------------- options beyond the paper
 
-from services.core.policies.qlearning import _BINS, _DIM_WEIGHTS, EntryIndex
+from services.core.policies.qlearning.entries import _BINS, _DIM_WEIGHTS, EntryIndex
 from services.core.state import StateBins
 
 

@@ -882,7 +882,7 @@ class QStore:
         version = await self._write_table(Keys(dest), table, "replace")
         if dest == self.device:
             await self._after_bulk_write()
-        out = report.as_dict()
+        out = report.model_dump()
         out["version"] = version
         return out
 
