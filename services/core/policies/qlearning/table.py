@@ -116,7 +116,7 @@ class RowCache:
         self.entries.discard_state(state)
         self.writes += 1
 
-    def reset(self) -> None:
+    def forget_all(self) -> None:
         """Forget every row."""
         self.q.clear()
         self.n.clear()
@@ -128,7 +128,7 @@ class RowCache:
         if mode not in ("replace", "merge"):
             raise ValueError("mode must be 'replace' or 'merge'")
         if mode == "replace":
-            self.reset()
+            self.forget_all()
         for s, row in table.states.items():
             qrow = self.q.setdefault(s, {})
             nrow = self.n.setdefault(s, {})
@@ -171,6 +171,10 @@ class QTable(RowCache):
 
     def __repr__(self) -> str:
         return f"QTable(q={self.q!r}, n={self.n!r})"
+
+    def reset(self) -> None:
+        """Forget everything learned."""
+        self.forget_all()
 
     def export(self, device: str, actions: Iterable[str] | None = None) -> dict[str, Any]:
         """The table in the export format, as the JSON-able data ``validate_export`` reads."""
