@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 
@@ -73,6 +73,8 @@ class BatchPolicy(Policy, Protocol):
 class ExplorationParams(Protocol):
     """Parameters with an exploration probability: a frozen dataclass (``dataclasses.replace``
     gives a copy with another ``epsilon``)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     @property
     def epsilon(self) -> float: ...

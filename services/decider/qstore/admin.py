@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
@@ -136,14 +136,15 @@ class TableAdmin:
         naming the field, before anything is written."""
         if mode not in ("replace", "merge"):
             raise QTableImportError("mode", "must be 'replace' or 'merge'")
+        how: Literal["replace", "merge"] = "replace" if mode == "replace" else "merge"
         known = await self.device_actions(self.device)
         table = validate_export(data, expect_device=self.device, allowed_actions=known or None)
-        version = await self._write_table(self.keys, table, mode)
+        version = await self._write_table(self.keys, table, how)
         self._actions.known.update(table.actions)
         await self._actions.sync(self._r, self.keys)
         await self._reload()
         return ImportResult(
-            device=self.device, mode=mode, states=len(table.states), entries=table.entries, version=version
+            device=self.device, mode=how, states=len(table.states), entries=table.entries, version=version
         )
 
     async def _write_table(self, keys: Keys, table: ValidatedTable, mode: str) -> int:

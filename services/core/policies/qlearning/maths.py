@@ -87,7 +87,7 @@ def apply_update(
     elif u.next_actions:
         vals = list(map(next_row.get, u.next_actions))
         try:
-            next_max = max(vals)  # a missing entry (None) does not compare with a float
+            next_max = max(vals)  # type: ignore[type-var]  # a missing entry (None) does not compare with a float
         except TypeError:
             next_max = None
         if next_max is None:  # missing entries: at their initial values

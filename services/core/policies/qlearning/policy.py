@@ -214,7 +214,7 @@ class QLearningPolicy:
             return m.vals
         vals = list(map(self.source.row(state).get, ids))  # one C-level pass
         try:
-            top = max(vals)  # a missing entry (None) does not compare with a float
+            top = max(vals)  # type: ignore[type-var]  # a missing entry (None) does not compare with a float
         except TypeError:
             top = None
         if top is None:  # unseen actions: their initial values
@@ -300,9 +300,8 @@ class QLearningPolicy:
         else:
             # The values this process would use for missing entries, shipped with the update so
             # that the Redis script starts from the same ones (see the module's consistency rule).
-            init = self.source.row(s).get(action)
-            if init is None:
-                init = self.initial_value(s, action)
+            stored = self.source.row(s).get(action)
+            init = stored if stored is not None else self.initial_value(s, action)
             next_inits = tuple(self._values(s2, info.ids))
         return QUpdate(
             state=s,
