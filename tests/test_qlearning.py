@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.core.errors import AutoScaleError
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
 from services.core.policies.candidates import eligible_indices, epsilon_greedy
 from services.core.policies.errors import NoCandidate
@@ -367,6 +368,33 @@ def test_validate_mismatch() -> None:
     with pytest.raises(QTableImportError) as ei:
         validate_export(good_export(), allowed_actions={"cloud/gpu/fp32"})
     assert (ei.value.field, ei.value.kind) == ("actions[1]", "mismatch")
+
+
+def test_import_error_is_an_autoscale_error_with_its_http_answer() -> None:
+    malformed = QTableImportError("states.1", "bad")
+    mismatch = QTableImportError("device", "other phone", "mismatch")
+    assert isinstance(malformed, AutoScaleError) and isinstance(malformed, ValueError)
+    assert (malformed.status, malformed.code, malformed.field, malformed.message) == (
+        422,
+        "invalid_qtable",
+        "states.1",
+        "bad",
+    )
+    assert (mismatch.status, mismatch.code, mismatch.kind) == (409, "qtable_mismatch", "mismatch")
+    assert str(malformed) == "states.1: bad"
+
+
+def test_row_cache_changes_keep_the_entry_index_and_the_write_counter_in_step() -> None:
+    t = QTable()
+    t.set_row(5, {"edge/dsp/int8": -3.0}, {"edge/dsp/int8": 2})
+    assert t.set_entry(6, "cloud/gpu/fp32", -1.0, 1) and t.entries.holds(6, "cloud/gpu/fp32")
+    assert not t.set_entry(6, "cloud/gpu/fp32", -1.0, 1)  # the same value: nothing changed
+    w = t.writes
+    t.forget_state(5)
+    assert t.row(5) == {} and t.visits(5) == {} and not t.entries.holds(5, "edge/dsp/int8")
+    assert t.writes == w + 1
+    t.reset()
+    assert t.q == {} and not t.entries.holds(6, "cloud/gpu/fp32") and t.writes == w + 2
 
 
 def test_qtable_export_import_round_trip() -> None:

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.core.policies.bandit import LinUCBPolicy
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
+from services.core.policies.base import (
+    BatchPolicy,
+    Candidate,
+    Decision,
+    DecisionContext,
+    ExploringPolicy,
+    Outcome,
+    Policy,
+)
 from services.core.policies.baselines import (
     OptPolicy,
     cloud,
@@ -40,9 +48,11 @@ from services.core.schemas import POLICY_NAMES
 
 __all__ = [
     "POLICY_NAMES",
+    "BatchPolicy",
     "Candidate",
     "Decision",
     "DecisionContext",
+    "ExploringPolicy",
     "NoCandidate",
     "OracleUnavailable",
     "Outcome",
