@@ -14,9 +14,9 @@ Pieces, from the inside out (one module per seam):
   ``"visits"`` uses 1 / (n + 1) for the (n + 1)-th update of an entry, floored at
   ``lr_floor`` (a sample average that forgets slowly), which averages out measurement noise.
 * ``candidates.eligible_indices`` / ``epsilon_greedy`` (shared by every policy): the action
-  choice. Accuracy masking (our default,
-  switchable) never picks a target below ``accuracy_min``; with it off we have the paper's
-  penalty-only behaviour, where eq. 5's ``R_accuracy - 100`` teaches the table to avoid them.
+  choice. Accuracy masking (our default, switchable) never picks a target below
+  ``accuracy_min``; with it off we have the paper's penalty-only behaviour, where eq. 5's
+  ``R_accuracy - 100`` teaches the table to avoid them.
   Beyond the paper, while exploring (epsilon > 0): ``explore_untried`` tries every action of a
   state once before retrying any (most promising initial value first) and ``explore_bonus`` adds
   a UCB-style bonus that decays with an entry's visits; exploitation (epsilon 0) ranks Q alone.
