@@ -36,16 +36,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT))  # run as a script: the imports below need the repository root
 
-from services.common.redis_embed import EmbeddedRedis
-from services.common.settings import Settings
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
-from services.core.policies.qlearning import QLearningPolicy, QParams, QTable
-from services.core.reward import reward
-from services.core.schemas import ModelFeatures, RuntimeConditions, Target
-from services.core.state import N_STATES, state_index
-from services.decider.qstore import PAPER_MEMORY_BYTES, QStore
+from services.common.redis_embed import EmbeddedRedis  # noqa: E402
+from services.common.settings import Settings  # noqa: E402
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome  # noqa: E402
+from services.core.policies.qlearning import QLearningPolicy, QParams, QTable  # noqa: E402
+from services.core.reward import reward  # noqa: E402
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target  # noqa: E402
+from services.core.state import N_STATES, state_index  # noqa: E402
+from services.decider.qstore import PAPER_MEMORY_BYTES, QStore  # noqa: E402
 
 PAPER_DECISION_US = 7.3
 PAPER_TRAINING_US = 25.4
@@ -131,15 +131,8 @@ def populate(table_row_source, state: int) -> None:  # type: ignore[no-untyped-d
     rng = random.Random(state)
     row = {a: -COST_MJ[a] * rng.uniform(0.9, 1.1) for a in ACTIONS}
     visits = {a: rng.randrange(1, 50) for a in ACTIONS}
-    if isinstance(table_row_source, QTable):
-        table_row_source.q[state] = row
-        table_row_source.n[state] = visits
-        table_row_source.sync_entries()
-    else:  # QStore: install as a cached row (what a synced cache holds)
-        table_row_source._q[state] = row
-        table_row_source._n[state] = visits
-        table_row_source.entries.set_row(state, row)
-        table_row_source.writes += 1
+    # QTable, or QStore: install as a cached row (what a synced cache holds)
+    table_row_source.set_row(state, row, visits)
 
 
 async def in_process(r: EmbeddedRedis, n: int) -> dict[str, object]:
@@ -220,7 +213,7 @@ async def in_process(r: EmbeddedRedis, n: int) -> dict[str, object]:
     lat = []
     for i in range(2000):
         t0 = time.perf_counter_ns()
-        await store._apply_batch("bench-rtt", [i + 1], [u])
+        await store.writer.apply_batch("bench-rtt", [i + 1], [u])
         lat.append((time.perf_counter_ns() - t0) / 1e3)
     out["redis_update_roundtrip"] = _summary(lat, len(lat))
     await store.reset()
@@ -245,7 +238,7 @@ async def memory(r: EmbeddedRedis) -> dict[str, object]:
     t0 = time.perf_counter()
     await store.import_(data)
     import_s = time.perf_counter() - t0
-    st = await store.stats()
+    st = (await store.stats()).model_dump()
     await store.reset()
     await store.stop()
     return {
@@ -303,7 +296,7 @@ def run_children(url: str, procs: int, n: int, device: str) -> dict[str, object]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", url, device, str(n)]
     t0 = time.perf_counter()
     ps = [
-        subprocess.Popen(cmd + [str(i)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([*cmd, str(i)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(procs)
     ]
     outs = []
@@ -351,7 +344,8 @@ def write_report(res: dict[str, object], out_dir: Path) -> None:
     lines = [
         "# Decision and Q-update overheads",
         "",
-        f"Machine: {res['machine']}. Python {res['python']}. Action set: {len(ACTIONS)} actions (Mi8Pro-like, paper Sec. V-C).",
+        f"Machine: {res['machine']}. Python {res['python']}. "
+        f"Action set: {len(ACTIONS)} actions (Mi8Pro-like, paper Sec. V-C).",
         "Paper anchors (Sec. VI-C): 7.3 us per decision with a trained Q-table, 25.4 us per training step, 0.4 MB.",
         "The paper's figures are a native implementation on a phone CPU; ours are Python on a shared build machine.",
         "",

@@ -9,6 +9,8 @@ import pytest
 
 from services.common.settings import Settings
 from services.core.policies import (
+    BatchPolicy,
+    ExploringPolicy,
     NoCandidate,
     OracleUnavailable,
     PolicySet,
@@ -260,7 +262,7 @@ def test_classifiers_beat_random(kind: str) -> None:
 
 def test_bo_beats_random() -> None:
     p = BayesOptPolicy(PredictorParams(epsilon=0.0, buffer=150, refit_every=25, warmup=30, seed=0))
-    e, hit = simulate(p, 250, seed=7, tail=100)
+    e, _hit = simulate(p, 250, seed=7, tail=100)
     assert p.fits > 0
     assert e < 0.5 * random_energy(), (e, random_energy())
 
@@ -399,6 +401,14 @@ def test_baselines_remember_their_answers_without_changing_them() -> None:
                     for _ in range(40):
                         d2 = fresh.decide(c, rng)
                     assert d.target == d2.target
+
+
+def test_capabilities_are_declared_types() -> None:
+    """Callers check BatchPolicy / ExploringPolicy instead of probing attributes."""
+    batch = {n for n in POLICY_NAMES if isinstance(make_policy(n, seed=0, background_fit=False), BatchPolicy)}
+    exploring = {n for n in POLICY_NAMES if isinstance(make_policy(n, seed=0, background_fit=False), ExploringPolicy)}
+    assert batch == {"lr", "svr", "svm", "knn", "bo"}
+    assert exploring == batch | {"autoscale"}
 
 
 @pytest.mark.parametrize("name", ["lr", "svr", "svm", "knn", "bo"])

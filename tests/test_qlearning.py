@@ -9,18 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.core.errors import AutoScaleError
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.candidates import eligible_indices, epsilon_greedy
+from services.core.policies.errors import NoCandidate
 from services.core.policies.qlearning import (
     EXPORT_FORMAT_VERSION,
-    NoCandidate,
     QLearningPolicy,
     QParams,
     QTable,
     QTableImportError,
     QUpdate,
     apply_update,
-    eligible_indices,
-    epsilon_greedy,
     initial_q,
     q_learning_target,
     transfer_mapping,
@@ -29,8 +29,10 @@ from services.core.policies.qlearning import (
     ucb_score,
     validate_export,
 )
+from services.core.policies.qlearning.entries import _BINS, _DIM_WEIGHTS, EntryIndex
 from services.core.reward import reward
 from services.core.schemas import ModelFeatures, RuntimeConditions, Target
+from services.core.state import StateBins
 
 FAST = settings(max_examples=100, deadline=None)
 FEAT = ModelFeatures(conv=14, fc=1, rc=0, macs=569_000_000)
@@ -93,7 +95,7 @@ def test_terminal_update_has_no_next_term() -> None:
 
 
 def test_update_validation() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="state out of range"):
         QUpdate(
             state=5000,
             action="edge/cpu/fp32",
@@ -105,7 +107,7 @@ def test_update_validation() -> None:
             learning_rate=0.9,
             discount=0.1,
         )
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="reward must be finite"):
         QUpdate(
             state=1,
             action="edge/cpu/fp32",
@@ -117,7 +119,7 @@ def test_update_validation() -> None:
             learning_rate=0.9,
             discount=0.1,
         )
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="learning_rate must be in"):
         QParams(learning_rate=0.0)
 
 
@@ -368,6 +370,33 @@ def test_validate_mismatch() -> None:
     assert (ei.value.field, ei.value.kind) == ("actions[1]", "mismatch")
 
 
+def test_import_error_is_an_autoscale_error_with_its_http_answer() -> None:
+    malformed = QTableImportError("states.1", "bad")
+    mismatch = QTableImportError("device", "other phone", "mismatch")
+    assert isinstance(malformed, AutoScaleError) and isinstance(malformed, ValueError)
+    assert (malformed.status, malformed.code, malformed.field, malformed.message) == (
+        422,
+        "invalid_qtable",
+        "states.1",
+        "bad",
+    )
+    assert (mismatch.status, mismatch.code, mismatch.kind) == (409, "qtable_mismatch", "mismatch")
+    assert str(malformed) == "states.1: bad"
+
+
+def test_row_cache_changes_keep_the_entry_index_and_the_write_counter_in_step() -> None:
+    t = QTable()
+    t.set_row(5, {"edge/dsp/int8": -3.0}, {"edge/dsp/int8": 2})
+    assert t.set_entry(6, "cloud/gpu/fp32", -1.0, 1) and t.entries.holds(6, "cloud/gpu/fp32")
+    assert not t.set_entry(6, "cloud/gpu/fp32", -1.0, 1)  # the same value: nothing changed
+    w = t.writes
+    t.forget_state(5)
+    assert t.row(5) == {} and t.visits(5) == {} and not t.entries.holds(5, "edge/dsp/int8")
+    assert t.writes == w + 1
+    t.reset()
+    assert t.q == {} and not t.entries.holds(6, "cloud/gpu/fp32") and t.writes == w + 2
+
+
 def test_qtable_export_import_round_trip() -> None:
     t = QTable()
     pol = QLearningPolicy(t, QParams(init_seed=3))
@@ -437,12 +466,9 @@ def test_transfer_table_keeps_only_destination_actions() -> None:
 
 # --------------------------------------------------------------------------- options beyond the paper
 
-from services.core.policies.qlearning import _BINS, _DIM_WEIGHTS, EntryIndex
-from services.core.state import StateBins
-
 
 def state_of(**bins: int) -> int:
-    base = dict(conv=0, fc=0, rc=0, mac=0, co_cpu=0, co_mem=0, rssi_w=0, rssi_p=0)
+    base = {"conv": 0, "fc": 0, "rc": 0, "mac": 0, "co_cpu": 0, "co_mem": 0, "rssi_w": 0, "rssi_p": 0}
     base.update(bins)
     return StateBins(**base).index
 
@@ -460,14 +486,14 @@ def test_new_options_are_validated_and_default_to_the_paper() -> None:
         4,
     )
     for bad in (
-        dict(q_init="zero"),
-        dict(lr_schedule="adam"),
-        dict(lr_floor=0.0),
-        dict(explore_bonus=-1.0),
-        dict(init_optimism=1.0),
-        dict(near_radius=-1),
+        {"q_init": "zero"},
+        {"lr_schedule": "adam"},
+        {"lr_floor": 0.0},
+        {"explore_bonus": -1.0},
+        {"init_optimism": 1.0},
+        {"near_radius": -1},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must be"):
             QParams(**bad)  # type: ignore[arg-type]
 
 
@@ -485,7 +511,7 @@ def test_entry_index_nearest_matches_brute_force(adds: list[tuple[int, int]], qu
         held.add((s, a))
         q = queries[k % len(queries)]
         got, dist = idx.nearest_with_distance(q, acts)  # interleaved: the cache is kept current
-        for a_i, (g, d) in enumerate(zip(got, dist)):
+        for a_i, (g, d) in enumerate(zip(got, dist, strict=False)):
             cands = [(int((abs(_BINS[t] - _BINS[q]) * _DIM_WEIGHTS).sum()), t) for t, b in held if b == a_i and t != q]
             want = min(cands) if cands else (-1, -1)
             assert (d, g) == want
@@ -687,7 +713,7 @@ def test_ucb_argmax_is_the_first_best_rank(
     elig = data.draw(
         st.one_of(st.just(list(range(n))), st.lists(st.integers(0, n - 1), min_size=1, unique=True).map(sorted))
     )
-    ranks = [(untried_first and c == 0, ucb_score(v, c, k)) for v, c in zip(vals, ns)]
+    ranks = [(untried_first and c == 0, ucb_score(v, c, k)) for v, c in zip(vals, ns, strict=False)]
     expect = max(elig, key=ranks.__getitem__)
     assert ucb_argmax(vals, ns, elig, k, untried_first) == expect
     order = sorted(range(n), key=vals.__getitem__, reverse=True)

@@ -24,6 +24,7 @@ from services.core.policies.qlearning import (
     QLearningPolicy,
     QParams,
     QTable,
+    QTableExport,
     QTableImportError,
     QUpdate,
     initial_q,
@@ -80,8 +81,9 @@ def upd(
     )
 
 
-def strip(export: dict) -> dict:
-    return {k: v for k, v in export.items() if k not in ("exported_at", "params")}
+def strip(export: dict | QTableExport) -> dict:
+    data = export.model_dump() if isinstance(export, QTableExport) else export
+    return {k: v for k, v in data.items() if k not in ("exported_at", "params")}
 
 
 # --------------------------------------------------------------------------- Lua == Python
@@ -139,7 +141,7 @@ async def test_concurrent_updates_within_a_process_are_all_applied(rs: EmbeddedR
     await asyncio.gather(*(client(i) for i in range(40)))
     for s in stores:
         assert await s.flush(20)
-    data = await stores[0].export()
+    data = (await stores[0].export()).model_dump()
     entry = data["states"]["10"]["edge/cpu/fp32@2"]
     assert entry["n"] == 1000
     # S' = 11 is never written, so every interleaving yields the same value: f^1000(init)
@@ -241,7 +243,7 @@ async def test_write_by_another_process_reaches_the_cache_without_decision_round
     res = await asyncio.get_running_loop().run_in_executor(None, collect, proc)
     written_at = res["t"]
     deadline = time.monotonic() + 2.0
-    while first not in a.row(10) and time.monotonic() < deadline:
+    while first not in a.row(10) and time.monotonic() < deadline:  # noqa: ASYNC110  # polls what the background tasks do, bounded
         await asyncio.sleep(0.005)
     seen_at = time.time()
     assert a.row(10)[first] < -400
@@ -262,7 +264,7 @@ async def test_periodic_version_check_catches_a_missed_message(rs: EmbeddedRedis
     c.hset(k.ver, 42, v)
     c.close()
     deadline = time.monotonic() + 2.0
-    while "edge/dsp/int8" not in a.row(42) and time.monotonic() < deadline:
+    while "edge/dsp/int8" not in a.row(42) and time.monotonic() < deadline:  # noqa: ASYNC110  # polls what the background tasks do, bounded
         await asyncio.sleep(0.01)
     assert a.row(42) == {"edge/dsp/int8": -3.5}
     assert a.visits(42) == {"edge/dsp/int8": 1}
@@ -293,14 +295,14 @@ async def _seed(store: QStore, n: int = 60) -> None:
 
 async def test_export_import_round_trip(store: QStore) -> None:
     await _seed(store)
-    data = await store.export()
+    data = (await store.export()).model_dump()
     assert data["format_version"] == 1 and data["device"] == store.device
     json.dumps(data)  # JSON-able
     await store.reset()
     assert strip(await store.export())["states"] == {}
     assert store.row(0) == {}
     res = await store.import_(json.loads(json.dumps(data)))
-    assert res["entries"] == sum(len(r) for r in data["states"].values())
+    assert res.entries == sum(len(r) for r in data["states"].values())
     assert strip(await store.export()) == strip(data)
     # the cache follows the import
     for s, row in data["states"].items():
@@ -363,7 +365,7 @@ async def test_reset_reaches_other_processes_caches(rs: EmbeddedRedis) -> None:
     assert b.row(0) or b.row(1) or b.row(2)
     await a.reset()
     deadline = time.monotonic() + 1.0
-    while any(b.row(s) for s in range(6)) and time.monotonic() < deadline:
+    while any(b.row(s) for s in range(6)) and time.monotonic() < deadline:  # noqa: ASYNC110  # polls what the background tasks do, bounded
         await asyncio.sleep(0.01)
     assert not any(b.row(s) for s in range(6))
     await a.stop()
@@ -395,10 +397,10 @@ async def test_transfer_keeps_only_the_destination_actions(rs: EmbeddedRedis) ->
     for _ in range(300):
         src.submit(upd(rng.randrange(8), rng.choice(MI8), rng.uniform(-100, 0), rng.randrange(8), tuple(MI8)))
     assert await src.flush(10)
-    src_data = await src.export()
+    src_data = (await src.export()).model_dump()
     report = await dst.transfer(src_dev)
-    out = await dst.export()
-    assert report["to_device"] == dst_dev and report["entries_copied"] > 0
+    out = (await dst.export()).model_dump()
+    assert report.to_device == dst_dev and report.entries_copied > 0
     acts = {a for row in out["states"].values() for a in row}
     assert acts <= set(S10E)
     assert "edge/dsp/int8" not in acts
@@ -414,7 +416,7 @@ async def test_transfer_keeps_only_the_destination_actions(rs: EmbeddedRedis) ->
     assert dict(dst.row(int(s0))) == {a: e["q"] for a, e in out["states"][s0].items()}
     # from an export works the same, and the source is untouched
     report2 = await dst.transfer(src_data)
-    assert report2["entries_copied"] == report["entries_copied"]
+    assert report2.entries_copied == report.entries_copied
     assert strip(await src.export()) == strip(src_data)
     with pytest.raises(QTableImportError):
         await dst.transfer(dst_dev)
@@ -448,7 +450,7 @@ async def test_updates_survive_a_flushed_script_cache(store: QStore, rs: Embedde
         store.submit(upd(2, "edge/cpu/fp32@0", -5.0, 3))
     assert await store.flush(10)
     assert store.applied_total == 10 and store.dropped_total == 0
-    assert (await store.export())["states"]["2"]["edge/cpu/fp32@0"]["n"] == 10
+    assert (await store.export()).states["2"]["edge/cpu/fp32@0"].n == 10
 
 
 def test_queue_full_drops_and_counts() -> None:
@@ -460,7 +462,7 @@ def test_queue_full_drops_and_counts() -> None:
 
 async def test_stats_against_the_paper(store: QStore) -> None:
     await _seed(store, 100)
-    st = await store.stats()
+    st = (await store.stats()).model_dump()
     assert st["states"] > 0 and st["entries"] >= st["states"]
     assert st["visits_total"] == 100
     assert st["redis_memory_bytes"] > 0 and st["cache_bytes"] > 0
@@ -490,10 +492,10 @@ async def test_admin_policy_export_stats(api: httpx.AsyncClient, store: QStore) 
     r = await api.get("/policy")
     assert r.status_code == 200
     states = r.json()["states"]
-    s0, view = next(iter(states.items()))
+    _s0, view = next(iter(states.items()))
     assert view["best"] in view["actions"] and view["visits"] >= 1 and "labels" in view
     assert view["best_q"] == max(e["q"] for e in view["actions"].values() if e["n"] > 0)
-    assert (await api.get("/qtable/export")).json()["states"] == (await store.export())["states"]
+    assert (await api.get("/qtable/export")).json()["states"] == (await store.export()).model_dump()["states"]
     st = (await api.get("/qtable/stats")).json()
     assert st["paper_memory_bytes"] == 400_000
 
@@ -529,7 +531,7 @@ async def test_admin_reset_and_transfer(api: httpx.AsyncClient, store: QStore, r
     await _seed(store)
     r = await api.post("/qtable/reset")
     assert r.status_code == 200
-    assert (await store.export())["states"] == {}
+    assert (await store.export()).states == {}
     r = await api.post("/qtable/transfer", json={"from_device": "nobody"})
     assert r.status_code == 409 and r.json()["error"]["field"] == "from_device"
     r = await api.post("/qtable/transfer", json={"from": "x"})
@@ -542,7 +544,7 @@ async def test_admin_reset_and_transfer(api: httpx.AsyncClient, store: QStore, r
     r = await api.post("/qtable/transfer", json={"from_device": other.device})
     assert r.status_code == 200, r.text
     assert r.json()["entries_copied"] == 4
-    assert set((await store.export())["states"]) == {"0", "1", "2", "3"}
+    assert set((await store.export()).states) == {"0", "1", "2", "3"}
     await other.stop()
 
 
@@ -605,13 +607,13 @@ async def test_entry_index_follows_other_processes_and_resets(rs: EmbeddedRedis)
         b.learn(upd(12, "edge/dsp/int8", -5.0, 12, ("edge/dsp/int8",)))
         assert await b.flush(5)
         deadline = time.monotonic() + 2.0
-        while not a.entries.holds(12, "edge/dsp/int8") and time.monotonic() < deadline:
+        while not a.entries.holds(12, "edge/dsp/int8") and time.monotonic() < deadline:  # noqa: ASYNC110  # polls what the background tasks do, bounded
             await asyncio.sleep(0.01)
         assert a.entries.holds(12, "edge/dsp/int8")  # learnt from b's message
         assert a.entries.nearest(13, ["edge/dsp/int8"]) == [12]
         await b.reset()
         deadline = time.monotonic() + 2.0
-        while a.entries.holds(12, "edge/dsp/int8") and time.monotonic() < deadline:
+        while a.entries.holds(12, "edge/dsp/int8") and time.monotonic() < deadline:  # noqa: ASYNC110  # polls what the background tasks do, bounded
             await asyncio.sleep(0.01)
         assert not a.entries.holds(12, "edge/dsp/int8")
         assert a.entries.nearest(13, ["edge/dsp/int8"]) == [-1]

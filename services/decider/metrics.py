@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -169,6 +170,18 @@ def _redis_up_gauge() -> Gauge:
                 multiprocess_mode="livemin",
             )
         return _REDIS_UP
+
+
+class QStoreMetrics(Protocol):
+    """What the Q-table store (``services.decider.qstore``) records; ``DeciderMetrics`` is one."""
+
+    def set_qtable(self, *, states: int, entries: int, bytes_: int) -> None: ...
+
+    def redis_error(self) -> None: ...
+
+    def set_redis_up(self, up: bool) -> None: ...
+
+    def update_dropped(self) -> None: ...
 
 
 class DeciderMetrics:

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from services.core.costmodel import CostTable, Mesh
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
+from services.core.policies.base import (
+    BatchPolicy,
+    Candidate,
+    Decision,
+    DecisionContext,
+    ExploringPolicy,
+    Outcome,
+    Policy,
+)
 from services.core.reward import ACCURACY_MISS_MJ, ACCURACY_MISS_MJ_PER_POINT, RewardWeights
 from services.core.reward import reward as eq5_reward
 from services.core.scenarios import Scenario
@@ -411,8 +419,8 @@ def run_steps(
     ``steps`` (an offline-trained predictor); it still learns from every outcome afterwards."""
     tr = trace if trace is not None else Trace()
     pre: list[Decision] | None = None
-    if batch and chooser is None and hasattr(policy, "decide_many"):
-        pre = policy.decide_many([b.context(i) for b, i in steps], rng)  # type: ignore[attr-defined]
+    if batch and chooser is None and isinstance(policy, BatchPolicy):
+        pre = policy.decide_many([b.context(i) for b, i in steps], rng)
     for k, (block, i) in enumerate(steps):
         ctx = block.context(i)
         case = block.case
@@ -448,11 +456,11 @@ def uniform_chooser(block: Block, i: int, rng: random.Random) -> int:
 def set_exploration(policy: Policy, epsilon: float) -> float | None:
     """Set a learner's exploration probability (test phases exploit); returns the previous one.
 
-    Works for policies whose ``params`` dataclass has an ``epsilon`` (Q-learning, predictors);
-    others (UCB, fixed baselines) are left alone and None is returned."""
-    params = getattr(policy, "params", None)
-    if params is None or not hasattr(params, "epsilon"):
+    Works for an ``ExploringPolicy`` (Q-learning, predictors); others (UCB, fixed baselines)
+    are left alone and None is returned."""
+    if not isinstance(policy, ExploringPolicy):
         return None
+    params = policy.params
     old = float(params.epsilon)
-    policy.params = replace(params, epsilon=epsilon)  # type: ignore[attr-defined]
+    policy.params = replace(params, epsilon=epsilon)  # type: ignore[misc]  # a frozen dataclass, replaced whole
     return old

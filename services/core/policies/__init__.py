@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.core.policies.bandit import LinUCBPolicy
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
+from services.core.policies.base import (
+    BatchPolicy,
+    Candidate,
+    Decision,
+    DecisionContext,
+    ExploringPolicy,
+    Outcome,
+    Policy,
+)
 from services.core.policies.baselines import (
     OptPolicy,
     cloud,
@@ -40,9 +48,11 @@ from services.core.schemas import POLICY_NAMES
 
 __all__ = [
     "POLICY_NAMES",
+    "BatchPolicy",
     "Candidate",
     "Decision",
     "DecisionContext",
+    "ExploringPolicy",
     "NoCandidate",
     "OracleUnavailable",
     "Outcome",
@@ -88,9 +98,10 @@ def make_policy(
     seed, and the options beyond the paper: q_init, lr_schedule, lr_floor, explore_bonus,
     explore_untried) or a ``QParams``; ``None`` gives the paper's values (Algorithm 1 as
     published). The reward (``reward_mode``) is computed by the caller, not by the policy.
-    ``store``: AutoScale's Q table (``QStore`` or ``QTable``; default a fresh ``QTable``). ``seed`` overrides the settings'
-    seed (initial Q values; GP). ``background_fit``: refit the sklearn comparators on a thread
-    (default: automatically when called inside a running event loop).
+    ``store``: AutoScale's Q table (``QStore`` or ``QTable``; default a fresh ``QTable``).
+    ``seed`` overrides the settings' seed (initial Q values; GP). ``background_fit``: refit the
+    sklearn comparators on a thread (default: automatically when called inside a running event
+    loop).
     """
     p = _qparams(settings_or_params, seed)
     pred = PredictorParams(

@@ -2,14 +2,20 @@
 
 A policy sees a DecisionContext (the observed state and the runnable candidates) and returns a
 Decision; after the inference it is told the Outcome and the eq. 5 reward so that it can learn.
+
+What some policies can do beyond that is declared here as protocols, so that callers check a
+type instead of probing attributes: ``BatchPolicy`` decides many contexts at once (the offline
+predictors), ``ExploringPolicy`` explores with a probability ``params.epsilon`` that a caller may
+change (Q-learning, the predictors). The Q table a Q-learning policy reads is a ``RowSource``
+(``services.core.policies.qlearning.table``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 
@@ -54,3 +60,30 @@ class Policy(Protocol):
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision: ...
 
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome, reward: float) -> None: ...
+
+
+@runtime_checkable
+class BatchPolicy(Policy, Protocol):
+    """A policy that decides a batch of contexts at once, exactly as one ``decide`` at a time
+    would with no learning in between (``decide_many(ctxs)[k] == decide(ctxs[k])``)."""
+
+    def decide_many(self, ctxs: Sequence[DecisionContext], rng: random.Random) -> list[Decision]: ...
+
+
+class ExplorationParams(Protocol):
+    """Parameters with an exploration probability: a frozen dataclass (``dataclasses.replace``
+    gives a copy with another ``epsilon``)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def epsilon(self) -> float: ...
+
+
+@runtime_checkable
+class ExploringPolicy(Policy, Protocol):
+    """A policy that explores with probability ``params.epsilon``; assigning ``params`` (a copy
+    with another epsilon) changes how much it explores from the next decision on."""
+
+    @property
+    def params(self) -> ExplorationParams: ...

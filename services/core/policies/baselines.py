@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.candidates import eligible_indices
 from services.core.policies.errors import NoCandidate, OracleUnavailable
-from services.core.policies.qlearning import eligible_indices
 from services.core.schemas import Location, Precision, Processor, Target
 
 
@@ -151,7 +151,7 @@ class StaticBestPolicy:
 
     @staticmethod
     def _key(ctx: DecisionContext) -> tuple[str, int]:
-        return ctx.model, int(round(ctx.qos_s * 1e6))
+        return ctx.model, round(ctx.qos_s * 1e6)
 
     def _pool(self, ctx: DecisionContext) -> list[Candidate]:
         local = _where(ctx.candidates, self.location)

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.candidates import candidate_ids, eligible_indices
 from services.core.policies.errors import NoCandidate
-from services.core.policies.qlearning import candidate_ids, eligible_indices
 from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
 from services.core.state import WEAK_RSSI_DBM
 
@@ -219,14 +219,14 @@ class _OnlineLearner(ABC):
             pool = [c0.candidates[i] for i in elig]
             sub = [ctxs[k] for k in members]
             vecs = np.array([context_vector(c.features, c.conditions) for c in sub], dtype=float)
-            for k, j in zip(members, self._choose_many(model, sub, pool, vecs)):
+            for k, j in zip(members, self._choose_many(model, sub, pool, vecs), strict=True):
                 out[k] = Decision(pool[j].target)
         return out  # type: ignore[return-value]
 
     def _choose_many(
         self, model: Any, ctxs: Sequence[DecisionContext], pool: list[Candidate], vecs: np.ndarray
     ) -> list[int]:
-        return [self._choose(model, c, pool, list(v)) for c, v in zip(ctxs, vecs)]
+        return [self._choose(model, c, pool, list(v)) for c, v in zip(ctxs, vecs, strict=True)]
 
     def _pool_matrix(self, pool: list[Candidate], vecs: np.ndarray, vocab: dict[str, int]) -> np.ndarray:
         """Design rows for every (context, candidate) pair, context-major: (N * P, d)."""
@@ -472,7 +472,7 @@ class ClassifierPolicy(_OnlineLearner):
             raw = np.atleast_1d(np.asarray(raw, dtype=float).ravel())
             if raw.size == 1 and len(model.classes) == 2:  # binary SVC: one signed margin
                 raw = np.array([-raw[0], raw[0]])
-            scores = dict(zip(model.classes, raw.tolist()))
+            scores = dict(zip(model.classes, raw.tolist(), strict=False))
         # The predicted class if it is offered (and eligible), else the next best offered one.
         # A target the classifier never labelled best ranks last, in candidate order.
         best_j, best_s = 0, -math.inf
@@ -552,7 +552,7 @@ class BayesOptPolicy(_OnlineLearner):
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(X, y)
         best: dict[tuple[str, int], float] = {}
-        for o, v in zip(data, y):
+        for o, v in zip(data, y, strict=True):
             if v > best.get(o.ctx_key, -math.inf):
                 best[o.ctx_key] = float(v)
         return _GPModel(vocab, gp, best, float(y.max()))

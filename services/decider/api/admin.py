@@ -14,8 +14,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.common.errors import ApiError
-from services.core.policies.qlearning import QTableImportError
-from services.decider.qstore import QStore
+from services.core.policies.qlearning import PolicyView, QTableExport, QTableImportError
+from services.decider.qstore import ImportResult, QStore, QTableStats, ResetResult, TransferResult
 
 router = APIRouter()
 
@@ -25,9 +25,8 @@ async def get_store(request: Request) -> QStore:
 
 
 def _import_error(exc: QTableImportError) -> ApiError:
-    if exc.kind == "mismatch":
-        return ApiError(409, "qtable_mismatch", exc.message, field=exc.field)
-    return ApiError(422, "invalid_qtable", exc.message, field=exc.field)
+    """409 ``qtable_mismatch`` or 422 ``invalid_qtable`` (the error's own status and code)."""
+    return ApiError(exc.status, exc.code, exc.message, field=exc.field)
 
 
 async def _json_body(request: Request) -> Any:
@@ -40,25 +39,25 @@ async def _json_body(request: Request) -> Any:
         raise ApiError(422, "invalid_json", f"request body is not valid JSON: {exc}", field="body") from None
 
 
-@router.get("/policy")
-async def get_policy(store: QStore = Depends(get_store)) -> dict[str, Any]:
+@router.get("/policy", response_model=PolicyView)
+async def get_policy(store: QStore = Depends(get_store)) -> PolicyView:
     """Best learned action per stored state (Table I labels included), with visits and Q values."""
     return await store.policy_view()
 
 
-@router.get("/qtable/export")
-async def export_qtable(store: QStore = Depends(get_store)) -> dict[str, Any]:
+@router.get("/qtable/export", response_model=QTableExport)
+async def export_qtable(store: QStore = Depends(get_store)) -> QTableExport:
     return await store.export()
 
 
-@router.post("/qtable/import")
+@router.post("/qtable/import", response_model=ImportResult)
 async def import_qtable(
     request: Request,
     mode: Literal["replace", "merge"] = Query(
         "replace", description="replace the table, or overwrite only the given entries"
     ),
     store: QStore = Depends(get_store),
-) -> dict[str, Any]:
+) -> ImportResult:
     """Body: the export format. 422 ``invalid_qtable`` (malformed) or 409 ``qtable_mismatch``
     (another device / unknown actions), naming the field; the table is then unchanged."""
     data = await _json_body(request)
@@ -68,13 +67,13 @@ async def import_qtable(
         raise _import_error(exc) from None
 
 
-@router.post("/qtable/reset")
-async def reset_qtable(store: QStore = Depends(get_store)) -> dict[str, Any]:
+@router.post("/qtable/reset", response_model=ResetResult)
+async def reset_qtable(store: QStore = Depends(get_store)) -> ResetResult:
     return await store.reset()
 
 
-@router.post("/qtable/transfer")
-async def transfer_qtable(request: Request, store: QStore = Depends(get_store)) -> dict[str, Any]:
+@router.post("/qtable/transfer", response_model=TransferResult)
+async def transfer_qtable(request: Request, store: QStore = Depends(get_store)) -> TransferResult:
     """Body ``{"from_device": "mi8pro"}`` (a device whose table is in this Redis) or
     ``{"from_export": <export>}``: initialise this device's table from it (paper Sec. VI-C)."""
     body = await _json_body(request)
@@ -99,7 +98,7 @@ async def transfer_qtable(request: Request, store: QStore = Depends(get_store)) 
         raise _import_error(exc) from None
 
 
-@router.get("/qtable/stats")
-async def qtable_stats(store: QStore = Depends(get_store)) -> dict[str, Any]:
+@router.get("/qtable/stats", response_model=QTableStats)
+async def qtable_stats(store: QStore = Depends(get_store)) -> QTableStats:
     """States, entries, Redis memory (MEMORY USAGE summed) and cache size, vs the paper's 0.4 MB."""
     return await store.stats()
