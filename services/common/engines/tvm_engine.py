@@ -247,7 +247,7 @@ class TvmLoadedModel:
                 out = self._main(*args)
             except Exception as e:
                 raise EngineError(f"TVM run failed: {_last_line(e)}") from e
-        outs = list(out) if not hasattr(out, "numpy") else [out]  # a tuple for multi-output graphs
+        outs = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)  # a tuple for multi-output graphs
         return [o.numpy() for o in outs]
 
     def summarize(self, feeds: dict[str, np.ndarray], top_k: int) -> list[OutputSummary]:

@@ -7,8 +7,8 @@ What some policies can do beyond that is declared here as protocols, so that cal
 type instead of probing attributes: ``BatchPolicy`` decides many contexts at once (the offline
 predictors), ``ExploringPolicy`` explores with a probability ``params.epsilon`` that a caller may
 change (Q-learning, the predictors), ``RefittablePolicy`` learns by refitting a model on the
-observations it holds and can be told to refit now (the predictors). The Q table a Q-learning policy reads is a ``RowSource``
-(``services.core.policies.qlearning.table``).
+observations it holds and can be told to refit now (the predictors). The Q table a Q-learning
+policy reads is a ``RowSource`` (``services.core.policies.qlearning.table``).
 """
 
 from __future__ import annotations
