@@ -12,9 +12,10 @@ import pytest
 
 from services.cli.evaluate import evaluate
 from services.core.reward import reward
-from services.evaluation.evaluate import EvalConfig, load_device
+from services.evaluation.config import EvalConfig
 from services.evaluation.results import EvaluationResults, dump_results
 from services.evaluation.simulator import reward_matrix, run_steps
+from services.evaluation.world import load_device
 
 MODELS = "mobilenet_v1,resnet50,mobilebert"
 
@@ -215,7 +216,7 @@ def test_opt_fast_path_equals_opt_choice() -> None:
 
 
 def test_noise_floor_counts_near_ties() -> None:
-    from services.evaluation.evaluate import noise_floor
+    from services.evaluation.scoring import noise_floor
 
     cfg = EvalConfig(devices=["mi8pro"], scenarios=["s1"], models=["mobilenet_v1"], workers=1)
     b = load_device(cfg, "mi8pro").block("mobilenet_v1", "s1", "test", 20)

@@ -12,7 +12,8 @@ matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt
 import numpy as np
 
-from services.evaluation.report import BASELINES, CATEGORY_LABELS, PREDICTORS, group_stats, norm_ppw, transfer_saving
+from services.evaluation.contenders import PREDICTORS
+from services.evaluation.summary import BASELINES, CATEGORY_LABELS, group_stats, norm_ppw, transfer_saving
 
 MAIN = ("edge-cpu-fp32", "edge-best", "cloud", "connected-edge", "autoscale-paper", "autoscale", "opt")
 COLORS = {
@@ -159,7 +160,7 @@ def fig13_selection(res: dict[str, Any], out: Path) -> str:
 
 def fig14_prediction(res: dict[str, Any], out: Path) -> str:
     g = res["summary"]["all"]["policies"]
-    pols = [p for p in ("autoscale", "autoscale-paper") + PREDICTORS + BASELINES if p in g]
+    pols = [p for p in ("autoscale", "autoscale-paper", *PREDICTORS, *BASELINES) if p in g]
     fig, ax = plt.subplots(figsize=(9, 4))
     x = np.arange(len(pols))
     ax.bar(x - 0.2, [100 * g[p]["prediction_accuracy"] for p in pols], 0.4, label="exact action", color="#d32f2f")

@@ -90,7 +90,7 @@ class NoiseFloor(_Closed):
 
 
 class PolicyStats(_Closed):
-    """A policy over a group of cases (services.evaluation.report.group_stats)."""
+    """A policy over a group of cases (services.evaluation.summary.group_stats)."""
 
     ppw_norm: float | None
     """mean performance per watt normalised to Edge (CPU FP32)"""
@@ -139,7 +139,7 @@ class Summary(_Closed):
 
 
 class ConvergenceCurve(_Closed):
-    """Fig. 14: one device learnt run by run (services.evaluation.evaluate.convergence_curve)."""
+    """Fig. 14: one device learnt run by run (services.evaluation.convergence.convergence_curve)."""
 
     reward: list[float]
     gap: list[float]

@@ -280,7 +280,13 @@ def make_block(
 ) -> Block:
     series = scenario.conditions_series(n, rng, t0_s)
     costs = case.table.evaluate(*(series[f] for f in _FIELDS))
-    conds = [RuntimeConditions.model_construct(**{f: float(series[f][i]) for f in _FIELDS}) for i in range(n)]
+    co_cpu, co_mem, wifi, p2p = series["co_cpu"], series["co_mem"], series["rssi_wifi_dbm"], series["rssi_p2p_dbm"]
+    conds = [
+        RuntimeConditions.model_construct(
+            co_cpu=float(co_cpu[i]), co_mem=float(co_mem[i]), rssi_wifi_dbm=float(wifi[i]), rssi_p2p_dbm=float(p2p[i])
+        )
+        for i in range(n)
+    ]
     states = _observe_states(case.features, series)
     t = len(case.candidates)
     # Lognormal with unit mean, so the expected outcome is the modelled one.

@@ -25,6 +25,7 @@ from services.core.policies.base import (
     ExploringPolicy,
     Outcome,
     Policy,
+    RefittablePolicy,
 )
 from services.core.policies.baselines import (
     OptPolicy,
@@ -65,6 +66,7 @@ __all__ = [
     "QTable",
     "QTableImportError",
     "QUpdate",
+    "RefittablePolicy",
     "RowSource",
     "UnknownPolicy",
     "make_policy",

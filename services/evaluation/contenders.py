@@ -1,0 +1,68 @@
+"""The policies an evaluation pits against each other, built fresh for every fold."""
+
+from __future__ import annotations
+
+from services.core.policies import (
+    PredictorParams,
+    QLearningPolicy,
+    QParams,
+    QTable,
+    RefittablePolicy,
+    make_policy,
+)
+from services.core.policies.base import Policy
+from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, RegressionPolicy
+from services.evaluation.config import AUTOSCALE, EvalConfig
+
+PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")
+ONLINE = (*AUTOSCALE, "linucb", "edge-best", "connected-edge")  # keep learning on the held-out network
+
+
+def build_policy(name: str, cfg: EvalConfig, seed: int) -> Policy:
+    """A fresh policy; predictors are set up to be fitted once on their training samples."""
+    never = 10**12  # refit only when we say so: offline-trained predictors
+    if name in AUTOSCALE:
+        return autoscale_policy(name, cfg, seed)
+    if name in ("lr", "svr"):
+        return RegressionPolicy(
+            name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed, background_fit=False)
+        )
+    if name in ("svm", "knn"):
+        return ClassifierPolicy(
+            name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed, background_fit=False)
+        )
+    if name == "bo":
+        # A GP's fit is cubic in the samples: keep its buffer small (the BO policy's own default is 400).
+        return BayesOptPolicy(
+            PredictorParams(
+                epsilon=0.0, buffer=min(cfg.predictor_samples, 150), refit_every=never, seed=seed, background_fit=False
+            )
+        )
+    return make_policy(name, seed=seed, background_fit=False)
+
+
+def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1) -> QParams:
+    if name == "autoscale-paper":
+        return QParams.paper(init_seed=seed, epsilon=epsilon)
+    return QParams(
+        init_seed=seed,
+        epsilon=epsilon,
+        discount=cfg.discount,
+        q_init=cfg.q_init,
+        lr_schedule=cfg.lr_schedule,
+        init_optimism=cfg.init_optimism,
+        explore_bonus=cfg.explore_bonus,
+        explore_untried=cfg.explore_untried,
+        lr_floor=cfg.lr_floor,
+        near_radius=cfg.near_radius,
+    )
+
+
+def autoscale_policy(name: str, cfg: EvalConfig, seed: int, table: QTable | None = None) -> QLearningPolicy:
+    return QLearningPolicy(table if table is not None else QTable(), autoscale_params(name, cfg, seed), name=name)
+
+
+def fit_now(policy: Policy) -> None:
+    """Fit an offline-trained predictor on its samples (a policy that does not refit: nothing)."""
+    if isinstance(policy, RefittablePolicy):
+        policy.fit_now()
