@@ -128,7 +128,10 @@ class DeviceSettings(_Section):
 class ModelSettings(_Section):
     """The model catalog shared by the decider and the runners."""
 
-    zoo: list[str] = Field(default_factory=list, description="zoo models registered at start; empty = the whole zoo")
+    zoo: list[str] = Field(
+        default_factory=list,
+        description="zoo models registered at start; empty = every built-in (digits and the ten of Table III)",
+    )
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
 
 
@@ -160,7 +163,8 @@ class RunnerSettings(_Section):
         False, description="this host IS the profiled device: report measured latency instead of modelled"
     )
     preload_models: list[str] = Field(
-        default_factory=lambda: ["mobilenet_v1"], description="models built and loaded at runner start"
+        default_factory=lambda: ["digits", "mobilenet_v1"],
+        description="models built and loaded at runner start (the first is the one `autoscale up` suggests)",
     )
 
 
