@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 from services.cli.launcher import Mesh
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
+from tests.otlp_receiver import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 # Built models are content-addressed, so a cache shared between runs is safe and saves minutes.
@@ -53,6 +56,42 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield m
     finally:
         m.stop()
+
+
+@dataclass
+class ObservedMesh:
+    """A mesh serving the trained ``digits`` model with every observability option on: spans
+    exported to a real OTLP receiver, the decision log, debug logs (one line per request)."""
+
+    mesh: Mesh
+    otlp: OtlpReceiver
+    decision_log: Path
+
+    def log_lines(self, role: str) -> list[dict[str, Any]]:
+        path = Path(self.mesh.settings.data_dir) / "logs" / f"{role}.log"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="session")
+def observed_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedMesh]:
+    otlp = OtlpReceiver().start()
+    data = tmp_path_factory.mktemp("observed")
+    settings = mesh_settings(
+        data,
+        zoo=["digits"],
+        preload_models=["digits"],
+        otel_endpoint=otlp.endpoint,
+        decision_log=data / "decisions.jsonl",
+        log_level="debug",
+    )
+    # Export spans every 0.1 s instead of 5 s, so that a test sees them soon.
+    m = Mesh(settings, env={"OTEL_BSP_SCHEDULE_DELAY": "100"})
+    m.start(timeout_s=600)
+    try:
+        yield ObservedMesh(m, otlp, data / "decisions.jsonl")
+    finally:
+        m.stop()
+        otlp.stop()
 
 
 def wait_until_ready(

@@ -17,12 +17,14 @@ from rich.console import Console
 from services.cli.evaluate import evaluate
 from services.cli.launcher import SERVICES, Mesh, check_config
 from services.cli.models import app as models_app
+from services.cli.qtable import app as qtable_app
 from services.cli.tune import tune
 from services.common import zoo
 from services.common.settings import Settings
 
 app = typer.Typer(help="AutoScale Mesh: energy- and QoS-aware DNN inference placement.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Build and inspect the model zoo.")
+app.add_typer(qtable_app, name="qtable", help="Offline work on Q tables: train one from decision logs.")
 app.command("tune", help="Tune a model with TVM MetaSchedule and store the tuning database.")(tune)
 app.command("evaluate", help="Reproduce the paper's evaluation on the simulator.")(evaluate)
 console = Console(stderr=True)

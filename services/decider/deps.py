@@ -16,6 +16,7 @@ from services.core import costmodel
 from services.core.policies.base import Candidate, Outcome
 from services.core.reward import RewardWeights
 from services.core.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
+from services.decider.decision_log import DecisionLog
 from services.decider.runners import RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
 
@@ -55,6 +56,7 @@ class Decider:
     qstore: Any  # services.decider.qstore.QStore
     mesh: costmodel.Mesh
     rng: random.Random
+    decision_log: DecisionLog | None = None  # when AUTOSCALE_DECISION_LOG is set
 
     def __post_init__(self) -> None:
         s = self.settings
