@@ -28,7 +28,7 @@ from services.core.decision_log import DecisionRecord
 from services.core.policies.qlearning import QParams, Replayer, ReplaySummary
 
 app = typer.Typer(help="Offline work on Q tables: train one from decision logs.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages name files: never wrapped mid-path
 MAX_LINE_BYTES = 1 << 20  # a record is a few kB; a longer line is not one
 
 
@@ -41,8 +41,10 @@ class BadLine(Exception):
 
 def _reason(exc: ValidationError) -> str:
     err = exc.errors()[0]
+    if err["type"] == "json_invalid":
+        return f"not JSON ({err['msg']})"
     where = ".".join(str(p) for p in err["loc"]) or "line"
-    return f"{where}: {err['msg']}" if err["type"] != "json_invalid" else f"not JSON ({err['msg']})"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
 def read_records(path: Path, progress: Progress | None = None, skip_invalid: bool = False) -> Iterator[DecisionRecord]:
@@ -148,7 +150,9 @@ def replay(
     if redis and not s.redis_url.get_secret_value():
         raise typer.BadParameter("--redis needs REDIS_URL (the mesh's Redis)", param_hint="--redis")
     try:
-        replayer, lines = replay_logs(logs, QParams.from_settings(s), device=device, policies=policy)
+        replayer, lines = replay_logs(
+            logs, QParams.from_settings(s), device=device, policies=policy, skip_invalid=skip_invalid
+        )
     except BadLine as exc:
         console.print(f"[red]invalid decision log line[/red] {exc}\nnothing was written", highlight=False)
         raise typer.Exit(2) from None

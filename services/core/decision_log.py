@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from services.core.policies.base import DecisionContext, Outcome
 from services.core.schemas import EnergySource, InferResponse, Target
@@ -48,11 +48,13 @@ class LoggedState(_Record):
     raw: dict[str, float]
     sources: dict[str, str] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _bins_match_index(self) -> LoggedState:
-        if StateBins.from_index(self.index).as_dict() != self.bins:
-            raise ValueError(f"state.bins {self.bins} are not those of state index {self.index}")
-        return self
+    @field_validator("bins")
+    @classmethod
+    def _bins_match_index(cls, v: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        index = info.data.get("index")
+        if index is not None and StateBins.from_index(index).as_dict() != v:
+            raise ValueError(f"{v} are not the bins of state index {index}")
+        return v
 
 
 class LoggedOutcome(_Record):
@@ -103,11 +105,13 @@ class DecisionRecord(_Record):
                 raise ValueError(f"accuracy of {action} must be within 0-100 %, got {accuracy}")
         return v
 
-    @model_validator(mode="after")
-    def _action_offered(self) -> DecisionRecord:
-        if self.action not in self.candidates:
-            raise ValueError(f"action {self.action!r} is not among the candidates")
-        return self
+    @field_validator("action")
+    @classmethod
+    def _action_offered(cls, v: str, info: ValidationInfo) -> str:
+        candidates = info.data.get("candidates")
+        if candidates is not None and v not in candidates:
+            raise ValueError(f"{v!r} is not among the candidates")
+        return v
 
 
 def record_of(
