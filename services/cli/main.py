@@ -115,7 +115,7 @@ def up(
     sample = ""
     if zoo.labelled_set_available(model):
         sample = (
-            f"A real held-out image (its label is printed first):\n"
+            f"A real held-out image (the command prints its label on stderr):\n"
             f"  {shlex.quote(sys.argv[0])} models sample {model} --index 0 | "
             f"curl -s -X POST {url}/infer -H 'Content-Type: application/json' -d @-\n\n"
         )
