@@ -74,6 +74,18 @@ def _decision_log(s: Settings) -> DecisionLog | None:
     return dlog
 
 
+async def _close(
+    runners: RunnerRegistry, telemetry: TelemetryCache, redis: aioredis.Redis, decision_log: DecisionLog | None
+) -> None:
+    """Close the clients; write what the decision log still has queued."""
+    if decision_log is not None:
+        await asyncio.to_thread(decision_log.stop)
+    for r in runners.runners.values():
+        await r.client.aclose()
+    await telemetry.client.aclose()
+    await redis.aclose()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     configure_logging(s.log_level, "decider")
@@ -105,9 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runners.start()
         telemetry.start()
         models = ModelCatalog(store)
-        # Off the loop and before the first request: a trained built-in's measured accuracy may
-        # need its variants built (seconds) when no runner has built them yet.
-        await asyncio.to_thread(models.reload)
+        await asyncio.to_thread(models.reload)  # off the loop: measuring a trained built-in may take seconds
         decision_log = _decision_log(s)
         app.state.qstore = qstore
         app.state.policies = PolicySet(s, store=qstore)
@@ -135,12 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runners.stop()
             await telemetry.stop()
             await qstore.stop()
-            if decision_log is not None:
-                await asyncio.to_thread(decision_log.stop)  # writes what is queued
-            for r in runners.runners.values():
-                await r.client.aclose()
-            await telemetry.client.aclose()
-            await redis.aclose()
+            await _close(runners, telemetry, redis, decision_log)
             if embedded:
                 embedded.stop()
 
