@@ -18,6 +18,8 @@ import pytest
 from services.cli.launcher import Mesh
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
+from services.common.tensors import encode
+from services.common.zoo import digits
 from tests.otlp_receiver import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield m
     finally:
         m.stop()
+
+
+def digit_body(index: int, **extra: object) -> dict[str, object]:
+    """A ``/infer`` body holding held-out digit ``index`` (what ``autoscale models sample`` prints)."""
+    image, _ = digits.sample(index)
+    return {"model": "digits", "input": encode(image).model_dump(), "top_k": 3, **extra}
 
 
 @dataclass

@@ -19,8 +19,7 @@ from services.cli.main import app as cli
 from services.core.decision_log import DecisionRecord
 from services.core.state import StateBins
 from services.decider.decision_log import DecisionLog
-from tests.conftest import ObservedMesh
-from tests.test_tracing import _digit_body
+from tests.conftest import ObservedMesh, digit_body
 
 N_REQUESTS = 40
 
@@ -140,7 +139,7 @@ def test_traffic_replayed_offline_reproduces_the_live_table(observed_mesh: Obser
     assert client.post("/qtable/reset").status_code == 200
     ids = [f"replay-{i}" for i in range(N_REQUESTS)]
     for i, rid in enumerate(ids):  # sequential: each update lands before the next decision, as offline
-        body = _digit_body(i % 7) if i % 2 else {"model": "digits", "synthetic": True, "accuracy_min": 90.0}
+        body = digit_body(i % 7) if i % 2 else {"model": "digits", "synthetic": True, "accuracy_min": 90.0}
         assert client.post("/infer", json=body, headers={"X-Request-ID": rid}).status_code == 200
 
     def logged() -> list[str]:

@@ -12,11 +12,10 @@ import httpx
 import pytest
 
 from services.common.logging import JsonFormatter
-from services.common.tensors import encode
 from services.common.tracing import RequestContext, parse_traceparent, request_context
 from services.common.zoo import digits
 from services.core.schemas import InferResponse
-from tests.conftest import ObservedMesh
+from tests.conftest import ObservedMesh, digit_body
 from tests.otlp_receiver import ReceivedSpan
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -26,11 +25,6 @@ CLIENT_SPAN = "00f067aa0ba902b7"
 @pytest.fixture(scope="module")
 def client(observed_mesh: ObservedMesh) -> httpx.Client:
     return httpx.Client(base_url=observed_mesh.mesh.url("decider"), timeout=60.0, trust_env=False)
-
-
-def _digit_body(index: int, **extra: object) -> dict[str, object]:
-    image, _ = digits.sample(index)
-    return {"model": "digits", "input": encode(image).model_dump(), "top_k": 3, **extra}
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -69,7 +63,7 @@ def test_first_request_a_real_digit_comes_back_as_its_class(client: httpx.Client
     """The README's first request: a held-out digit, top-1 = its label, accuracy measured."""
     hits = 0
     for index in range(10):
-        resp = client.post("/infer", json=_digit_body(index))
+        resp = client.post("/infer", json=digit_body(index))
         assert resp.status_code == 200, resp.text
         body = InferResponse.model_validate(resp.json())
         assert body.accuracy_source == "measured"
@@ -135,7 +129,7 @@ def _one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
 def test_trace_context_reaches_the_runner_logs_and_spans(observed_mesh: ObservedMesh, client: httpx.Client) -> None:
     resp = client.post(
         "/infer",
-        json=_digit_body(3),
+        json=digit_body(3),
         headers={"X-Request-ID": "trace-me", "traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"},
     )
     assert resp.status_code == 200
