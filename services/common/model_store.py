@@ -13,7 +13,8 @@ each call, and every file is written to a temp file and renamed into place (``os
 built-in never needs its weights (``zoo_features`` + ``input_specs``), so a decider starts
 in well under a second even on an empty cache - except a *trained* built-in (``digits``): its
 accuracy is measured on its held-out split per precision, which needs the model and its
-variants (built once, ~2.3 s of CPU with the imports; the figures are then read from ``zoo/<name>-<sha12>.accuracy.json``).
+variants (built once, ~2.3 s of CPU with the imports; the figures are then read from
+``zoo/<name>-<sha12>.accuracy.json``).
 """
 
 from __future__ import annotations
