@@ -3,11 +3,13 @@ redis-server with a Redis-backed Q table on it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,10 @@ import pytest
 from services.cli.launcher import Mesh
 from services.common.redis_embed import EmbeddedRedis, free_port
 from services.common.settings import Settings
+from services.common.tensors import encode
+from services.common.zoo import digits
 from services.decider.qstore import QStore
+from tests.otlp_receiver import OtlpReceiver
 from tests.qstore_cases import dev
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +61,48 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield m
     finally:
         m.stop()
+
+
+def digit_body(index: int, **extra: object) -> dict[str, object]:
+    """A ``/infer`` body holding held-out digit ``index`` (what ``autoscale models sample`` prints)."""
+    image, _ = digits.sample(index)
+    return {"model": "digits", "input": encode(image).model_dump(), "top_k": 3, **extra}
+
+
+@dataclass
+class ObservedMesh:
+    """A mesh serving the trained ``digits`` model with every observability option on: spans
+    exported to a real OTLP receiver, the decision log, debug logs (one line per request)."""
+
+    mesh: Mesh
+    otlp: OtlpReceiver
+    decision_log: Path
+
+    def log_lines(self, role: str) -> list[dict[str, Any]]:
+        path = Path(self.mesh.settings.data_dir) / "logs" / f"{role}.log"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="session")
+def observed_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedMesh]:
+    otlp = OtlpReceiver().start()
+    data = tmp_path_factory.mktemp("observed")
+    settings = mesh_settings(
+        data,
+        zoo=["digits"],
+        preload_models=["digits"],
+        otel_endpoint=otlp.endpoint,
+        decision_log=data / "decisions.jsonl",
+        log_level="debug",
+    )
+    # Export spans every 0.1 s instead of 5 s, so that a test sees them soon.
+    m = Mesh(settings, env={"OTEL_BSP_SCHEDULE_DELAY": "100"})
+    m.start(timeout_s=600)
+    try:
+        yield ObservedMesh(m, otlp, data / "decisions.jsonl")
+    finally:
+        m.stop()
+        otlp.stop()
 
 
 def wait_until_ready(

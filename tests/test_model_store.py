@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from services.common.features import DEFAULT_MAX_BYTES, ModelValidationError
 from services.common.model_store import ModelStore
-from services.common.zoo import ZOO_NAMES
+from services.common.zoo import BUILTIN_NAMES
 from services.core.schemas import AccuracyEntry, ModelInfo, Precision
 
 ZOO = ["mobilenet_v1", "mobilebert"]
@@ -71,7 +71,7 @@ def test_builtin_info_needs_no_build(store: ModelStore, tmp_path: Path) -> None:
 def test_unknown_builtin_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         ModelStore(tmp_path, zoo=["no_such_net"])
-    assert ModelStore(tmp_path, zoo=None).names() == list(ZOO_NAMES)  # None = the whole zoo
+    assert ModelStore(tmp_path, zoo=None).names() == list(BUILTIN_NAMES)  # None = every built-in
 
 
 def test_builtin_path_builds_lazily(store: ModelStore) -> None:

@@ -59,6 +59,15 @@ def check_config(settings: Settings) -> list[str]:
         load_scenario(settings.scenario_file or settings.scenario)
     except ConfigFileError as exc:
         problems.append(f"AUTOSCALE_SCENARIO: {exc}")
+    if settings.otel_endpoint:
+        try:
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter
+            import opentelemetry.instrumentation.fastapi  # noqa: F401
+        except ImportError:
+            problems.append(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
+                "pip install 'autoscale-mesh[otel]' (or unset it)"
+            )
     for prefix, engine in settings.engine_overrides.items():
         try:
             get_engine(engine)

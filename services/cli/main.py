@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import time
@@ -16,11 +17,14 @@ from rich.console import Console
 from services.cli.evaluate import evaluate
 from services.cli.launcher import SERVICES, Mesh, check_config
 from services.cli.models import app as models_app
+from services.cli.qtable import app as qtable_app
 from services.cli.tune import tune
+from services.common import zoo
 from services.common.settings import Settings
 
 app = typer.Typer(help="AutoScale Mesh: energy- and QoS-aware DNN inference placement.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Build and inspect the model zoo.")
+app.add_typer(qtable_app, name="qtable", help="Offline work on Q tables: train one from decision logs.")
 app.command("tune", help="Tune a model with TVM MetaSchedule and store the tuning database.")(tune)
 app.command("evaluate", help="Reproduce the paper's evaluation on the simulator.")(evaluate)
 console = Console(stderr=True)
@@ -108,6 +112,13 @@ def up(
         raise typer.Exit(1) from exc
     url = mesh.url("decider")
     model = (s.preload_models or ["mobilenet_v1"])[0]
+    sample = ""
+    if zoo.labelled_set_available(model):
+        sample = (
+            f"A real held-out image (the command prints its label on stderr):\n"
+            f"  {shlex.quote(sys.argv[0])} models sample {model} --index 0 | "
+            f"curl -s -X POST {url}/infer -H 'Content-Type: application/json' -d @-\n\n"
+        )
     # Plain lines, not a panel: the curl command must stay copy-pasteable at any terminal width.
     console.print(
         f"\n[bold]AutoScale Mesh is up.[/bold]\n"
@@ -118,6 +129,7 @@ def up(
         f"Send a request:\n"
         f"  curl -s -X POST {url}/infer -H 'Content-Type: application/json' "
         f'-d \'{{"model": "{model}", "synthetic": true}}\'\n\n'
+        f"{sample}"
         f"Ctrl-C stops every process.",
         soft_wrap=True,
         highlight=False,

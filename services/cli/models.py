@@ -2,6 +2,7 @@
 
 autoscale models build [NAMES...] [--dir DIR] [--precisions fp32,int8,fp16]
 autoscale models list  [--dir DIR]
+autoscale models sample digits [--index N] [--top-k K]   a /infer body with a real held-out image
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _check_names(names: list[str] | None) -> list[str]:
     names = names or list(zoo.ZOO_NAMES)
     unknown = [n for n in names if n not in zoo.ZOO]
     if unknown:
-        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(zoo.ZOO_NAMES)}")
+        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(zoo.BUILTIN_NAMES)}")
     return names
 
 
@@ -126,6 +127,31 @@ def list_models(
 ) -> None:
     """Print the zoo's Table I features without building any weights."""
     console.print(_table([_row(n) for n in _check_names(names)], None, None))
+
+
+@app.command()
+def sample(
+    name: str = typer.Argument("digits", help="a trained built-in (one with a held-out labelled set)"),
+    index: int = typer.Option(0, "--index", min=0, help="which held-out sample"),
+    top_k: int = typer.Option(3, "--top-k", min=0, max=100, help="classes to ask for"),
+) -> None:
+    """Print a POST /infer body holding one real held-out sample; its label goes to stderr."""
+    import json
+
+    from services.common.tensors import encode
+
+    if name not in zoo.ZOO:
+        raise typer.BadParameter(f"unknown model {name!r}; known: {', '.join(zoo.BUILTIN_NAMES)}", param_hint="NAME")
+    labelled = zoo.labelled_set(name)
+    if labelled is None:
+        trained = [n for n in zoo.BUILTIN_NAMES if zoo.spec(n).labelled_set]
+        raise typer.BadParameter(f"{name} has random weights; models with real samples: {', '.join(trained)}")
+    x, y = labelled
+    if index >= len(x):
+        raise typer.BadParameter(f"the held-out set has {len(x)} samples (0-{len(x) - 1})", param_hint="--index")
+    body = {"model": name, "input": encode(x[index : index + 1]).model_dump(), "top_k": top_k}
+    typer.echo(json.dumps(body))
+    Console(stderr=True).print(f"held-out sample {index} of {name}: label {int(y[index])}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,8 @@ documented as accuracy-neutral (TFLite post-training float16 quantisation: "insi
 accuracy loss"), and no per-model FP16 figures are published for these networks.
 
 User models have no published figure; :func:`measure_accuracy` computes top-1 on a labelled
-set the user supplies (``source="measured"``).
+set the user supplies (``source="measured"``). So does the trained built-in ``digits``, on its
+held-out split (``services.common.model_store``): it has no entry here.
 """
 
 from __future__ import annotations
@@ -170,10 +171,16 @@ def _load_labelled(labelled_set: LabelledSet) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
-def measure_accuracy(model_path: Path, precision: Precision | str, labelled_set: LabelledSet) -> AccuracyEntry:
+def measure_accuracy(
+    model_path: Path,
+    precision: Precision | str,
+    labelled_set: LabelledSet,
+    description: str = "user-supplied labelled samples",
+) -> AccuracyEntry:
     """Top-1 (%) of the model at ``model_path`` on ``labelled_set`` (npz / mapping with ``x``
     [N, ...] for the first input and integer labels ``y`` [N]; one-hot also accepted),
-    argmax over the first output, with ONNX Runtime on CPU."""
+    argmax over the first output, with ONNX Runtime on CPU. ``description`` names the set in the
+    figure's reference."""
     import onnxruntime as ort
 
     x, y = _load_labelled(labelled_set)
@@ -212,5 +219,5 @@ def measure_accuracy(model_path: Path, precision: Precision | str, labelled_set:
     return AccuracyEntry(
         top1=round(100.0 * correct / total, 3),
         source="measured",
-        reference=f"top-1 on {total} user-supplied labelled samples, {Precision(precision)} variant, onnxruntime CPU",
+        reference=f"top-1 on {total} {description}, {Precision(precision)} variant, onnxruntime CPU",
     )

@@ -1,4 +1,8 @@
-"""Structured (JSON lines) logging for every service."""
+"""Structured (JSON lines) logging for every service.
+
+A line written while a request is served also carries its ``request_id``, ``trace_id`` and
+``span_id`` (``services.common.tracing``), so one request can be followed through every service's log.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import logging
 import os
 import sys
 import time
+
+from services.common.tracing import current_request
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,6 +24,9 @@ class JsonFormatter(logging.Formatter):
             "service": os.environ.get("AUTOSCALE_SERVICE", ""),
             "msg": record.getMessage(),
         }
+        ctx = current_request()
+        if ctx is not None:
+            payload.update(ctx.log_fields())
         for key, value in getattr(record, "fields", {}).items():
             payload[key] = value
         if record.exc_info:

@@ -11,7 +11,10 @@ cached in memory that another process could change: user entries are read from d
 each call, and every file is written to a temp file and renamed into place (``os.replace``)
 - a reader sees the old file or the new one, never half of one.  Information about a
 built-in never needs its weights (``zoo_features`` + ``input_specs``), so a decider starts
-in well under a second even on an empty cache.
+in well under a second even on an empty cache - except a *trained* built-in (``digits``): its
+accuracy is measured on its held-out split per precision, which needs the model and its
+variants (built once, ~2.3 s of CPU with the imports; the figures are then read from
+``zoo/<name>-<sha12>.accuracy.json``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import hashlib
 import re
 import threading
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
 
 from services.common import zoo as zoo_mod
 from services.common.accuracy import LabelledSet, measure_accuracy, published_accuracies
@@ -33,7 +39,7 @@ from services.common.features import (
     load_and_validate,
 )
 from services.common.files import atomic_write
-from services.common.precision import make_variant
+from services.common.precision import VARIANT_FORMAT, make_variant
 from services.core.errors import AutoScaleError
 from services.core.schemas import AccuracyEntry, ModelInfo, Precision
 
@@ -51,14 +57,26 @@ class UnknownModel(AutoScaleError, KeyError):
         super().__init__(message, field=field, **extra)
 
 
+class _MeasuredAccuracy(BaseModel):
+    """Sidecar of a trained built-in: its measured accuracy per precision, and what it was measured with."""
+
+    key: str  # the converters' versions: a new quantiser makes new variants, measured again
+    precisions: dict[Precision, AccuracyEntry]
+
+
+def _measurement_key() -> str:
+    versions = "-".join(f"{p}{metadata.version(p)}" for p in ("onnxruntime", "onnxconverter-common", "onnx"))
+    return f"{VARIANT_FORMAT}|{versions}"
+
+
 class ModelStore:
     """Registry of the models a mesh can serve (see the module docstring for the layout)."""
 
     def __init__(self, cache_dir: Path, zoo: Iterable[str] | None = None) -> None:
-        """``zoo``: the built-ins to register (None = all ten of Table III)."""
+        """``zoo``: the built-ins to register (None = every built-in: ``digits`` and Table III's ten)."""
         self.cache_dir = Path(cache_dir)
         self.user_dir = self.cache_dir / "user"
-        self._zoo: tuple[str, ...] = tuple(dict.fromkeys(zoo_mod.ZOO_NAMES if zoo is None else zoo))
+        self._zoo: tuple[str, ...] = tuple(dict.fromkeys(zoo_mod.BUILTIN_NAMES if zoo is None else zoo))
         for name in self._zoo:
             zoo_mod.spec(name)  # KeyError for an unknown built-in
         self._lock = threading.RLock()
@@ -105,7 +123,9 @@ class ModelStore:
                 inputs=zoo_mod.input_specs(name),
                 outputs=zoo_mod.output_specs(name),
                 features=zoo_mod.zoo_features(name),
-                precisions=published_accuracies(name),
+                precisions=self._trained_accuracy(name)
+                if zoo_mod.spec(name).labelled_set
+                else published_accuracies(name),
                 sha256=zoo_mod.file_sha256(built) if built.exists() else "",
                 builtin=True,
             )
@@ -115,6 +135,27 @@ class ModelStore:
         if not self.has(name):
             raise UnknownModel(f"unknown model {name!r}")
         return ModelInfo.model_validate_json(self._user_json(name).read_text())
+
+    def _trained_accuracy(self, name: str) -> dict[Precision, AccuracyEntry]:
+        """Top-1 of a trained built-in per precision, measured on its held-out split (builds the
+        model and its variants on first use), cached next to the model."""
+        side = zoo_mod.model_path(name, self.cache_dir).with_suffix(".accuracy.json")
+        key = _measurement_key()
+        if side.exists():
+            try:
+                cached = _MeasuredAccuracy.model_validate_json(side.read_bytes())
+                if cached.key == key and set(cached.precisions) == set(Precision):
+                    return cached.precisions
+            except ValidationError:
+                pass  # unreadable: measure again
+        labelled = zoo_mod.labelled_set(name)
+        if labelled is None:
+            raise UnknownModel(f"{name!r} is not a trained built-in")
+        note = zoo_mod.spec(name).labelled_set_note
+        measured = {p: measure_accuracy(self.path(name, p), p, labelled, note) for p in Precision}
+        # Deterministic: two processes measuring at once write the same bytes, atomically.
+        atomic_write(side, _MeasuredAccuracy(key=key, precisions=measured).model_dump_json(indent=2).encode())
+        return measured
 
     def precisions(self, name: str) -> list[Precision]:
         """Every registered model can be served at every precision (variants are made lazily)."""

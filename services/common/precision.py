@@ -90,13 +90,14 @@ def model_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
 
 
 def calibration_feeds(model: onnx.ModelProto, n: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED) -> list[Feed]:
-    """``n`` deterministic synthetic feeds matching the model's inputs (zoo-aware for token ids)."""
+    """``n`` deterministic feeds matching the model's inputs: real training images for a trained
+    zoo model, synthetic ones otherwise (zoo-aware for token ids)."""
     from services.common import zoo
 
     props = {p.key: p.value for p in model.metadata_props}
     name = props.get("autoscale.zoo")
     source: str | list[TensorSpec] = name if name in zoo.ZOO else model_input_specs(model)
-    return [zoo.synthetic_inputs(source, seed + i) for i in range(n)]
+    return zoo.calibration_inputs(source, n, seed)
 
 
 def quantization_mode(model: onnx.ModelProto) -> str:

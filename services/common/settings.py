@@ -12,6 +12,9 @@ settings class of its own, so a component that needs one concern can take just t
 Telemetry-only options (``AUTOSCALE_TELEMETRY_*`` sources, timeouts) stay in
 ``services.telemetry.config.TelemetryOptions``.
 
+Two fields keep their ecosystem's variable name: ``REDIS_URL`` and ``OTEL_EXPORTER_OTLP_ENDPOINT``
+(OpenTelemetry's; ``child_env()`` hands each on under its first alias).
+
 Secrets (``admin_token``, ``redis_url``, which may carry a password) are ``SecretStr``: they print
 as ``**********``; read them with ``get_secret_value()``, log them through ``redact_url``, and pass
 them to child processes with ``child_env()``. ``REDIS_URL`` (no prefix, the common convention)
@@ -28,6 +31,7 @@ from typing import ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.schemas import PolicyName
@@ -37,16 +41,22 @@ ROLES = ("decider", "edge", "peer", "cloud", "telemetry")
 
 
 class _Section(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # populate_by_name: aliased fields (REDIS_URL, ...) can still be passed by name, Settings(redis_url=...).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
 
 class ServiceSettings(_Section):
-    """Every service: log level and the admin token (``AUTOSCALE_ADMIN_TOKEN``)."""
+    """Every service: log level, the admin token (``AUTOSCALE_ADMIN_TOKEN``) and where spans go."""
 
     admin_token: SecretStr = Field(
         SecretStr(""), description="when set, admin endpoints need Authorization: Bearer <token>"
     )
     log_level: str = "info"
+    otel_endpoint: str = Field(
+        default="",
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "AUTOSCALE_OTEL_ENDPOINT"),
+        description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); empty = no tracing export",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -141,7 +151,10 @@ class DeviceSettings(_Section):
 class ModelSettings(_Section):
     """The model catalog shared by the decider and the runners."""
 
-    zoo: list[str] = Field(default_factory=list, description="zoo models registered at start; empty = the whole zoo")
+    zoo: list[str] = Field(
+        default_factory=list,
+        description="zoo models registered at start; empty = every built-in (digits and the ten of Table III)",
+    )
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
 
 
@@ -173,7 +186,8 @@ class RunnerSettings(_Section):
         False, description="this host IS the profiled device: report measured latency instead of modelled"
     )
     preload_models: list[str] = Field(
-        default_factory=lambda: ["mobilenet_v1"], description="models built and loaded at runner start"
+        default_factory=lambda: ["digits", "mobilenet_v1"],
+        description="models built and loaded at runner start (the first is the one `autoscale up` suggests)",
     )
 
 
@@ -186,11 +200,22 @@ class TelemetrySettings(_Section):
 
 
 class DeciderSettings(_Section):
-    """The decider's request path: QoS default, dispatch timeout, runner discovery."""
+    """The decider's request path: QoS default, dispatch timeout, runner discovery, the decision log."""
 
     qos_ms_default: float = Field(50.0, gt=0, description="non-streaming QoS target (paper: 50 ms)")
     run_timeout_s: float = Field(30.0, gt=0)
     runner_refresh_s: float = Field(2.0, gt=0)
+    decision_log: Path | None = Field(
+        None,
+        description="opt-in: append one JSON line per served inference (state, candidates, action, outcome, "
+        "reward) to this file, off the request path; `autoscale qtable replay` trains a Q-table from it",
+    )
+    decision_log_max_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description="rotate the decision log when it would grow past this"
+    )
+    decision_log_backups: int = Field(
+        5, ge=0, description="rotated decision logs kept (FILE.1 newest ... FILE.N oldest); older ones are deleted"
+    )
 
 
 class RewardSettings(_Section):
@@ -290,7 +315,7 @@ class Settings(
         process needs to see these settings whatever their source (env, arguments). Paths are
         made absolute (children may run elsewhere); unset optional fields are left out."""
         env: dict[str, str] = {}
-        for name in type(self).model_fields:
+        for name, field in type(self).model_fields.items():
             value = getattr(self, name)
             if value is None:
                 continue
@@ -298,9 +323,18 @@ class Settings(
                 value = value.get_secret_value()
             if isinstance(value, Path):
                 value = str(value.resolve())
-            key = "REDIS_URL" if name == "redis_url" else f"{ENV_PREFIX}{name.upper()}"
+            key = _env_name(name, field)
             env[key] = value if isinstance(value, str) else json.dumps(value)
         return env
+
+
+def _env_name(name: str, field: FieldInfo) -> str:
+    """The variable that sets a field: its first alias (``REDIS_URL``, ``OTEL_EXPORTER_OTLP_ENDPOINT``:
+    the names their ecosystems use), else ``AUTOSCALE_<NAME>``."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"{ENV_PREFIX}{name.upper()}"
 
 
 def redact_url(url: str) -> str:

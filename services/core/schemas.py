@@ -263,7 +263,8 @@ class StateView(BaseModel):
 
 
 class InferResponse(BaseModel):
-    request_id: str
+    request_id: str = Field(description="the X-Request-ID the client sent, or the one generated for it")
+    trace_id: str | None = Field(None, description="W3C trace id of the request (traceparent), 32 hex digits")
     model: str
     policy: str
     target: Target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -20,10 +21,12 @@ from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore
 from services.common.redis_embed import EmbeddedRedis
 from services.common.settings import Settings, get_settings, redact_url
+from services.common.tracing import install_tracing
 from services.core import costmodel
 from services.core.policies import PolicySet
 from services.core.schemas import Location
 from services.decider.api import admin, catalog, health, infer
+from services.decider.decision_log import DecisionLog
 from services.decider.deps import Decider, ModelCatalog, require_admin
 from services.decider.inference import InferenceService
 from services.decider.qstore import QStore
@@ -56,6 +59,33 @@ def _runner_registry(s: Settings) -> RunnerRegistry:
     )
 
 
+def _decision_log(s: Settings) -> DecisionLog | None:
+    if s.decision_log is None:
+        return None
+    dlog = DecisionLog(s.decision_log, max_bytes=s.decision_log_max_bytes, backups=s.decision_log_backups)
+    dlog.start()
+    log_event(
+        log,
+        "decision log on",
+        path=str(s.decision_log),
+        max_bytes=s.decision_log_max_bytes,
+        backups=s.decision_log_backups,
+    )
+    return dlog
+
+
+async def _close(
+    runners: RunnerRegistry, telemetry: TelemetryCache, redis: aioredis.Redis, decision_log: DecisionLog | None
+) -> None:
+    """Close the clients; write what the decision log still has queued."""
+    if decision_log is not None:
+        await asyncio.to_thread(decision_log.stop)
+    for r in runners.runners.values():
+        await r.client.aclose()
+    await telemetry.client.aclose()
+    await redis.aclose()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     configure_logging(s.log_level, "decider")
@@ -86,17 +116,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await telemetry.refresh()
         runners.start()
         telemetry.start()
+        models = ModelCatalog(store)
+        await asyncio.to_thread(models.reload)  # off the loop: measuring a trained built-in may take seconds
+        decision_log = _decision_log(s)
         app.state.qstore = qstore
         app.state.policies = PolicySet(s, store=qstore)
         app.state.decider = Decider(
             settings=s,
-            models=ModelCatalog(store),
+            models=models,
             runners=runners,
             telemetry=telemetry,
             policies=app.state.policies,
             qstore=qstore,
             mesh=mesh,
             rng=random.Random(s.seed),
+            decision_log=decision_log,
         )
         app.state.inference = InferenceService(app.state.decider)
         log_event(
@@ -111,10 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runners.stop()
             await telemetry.stop()
             await qstore.stop()
-            for r in runners.runners.values():
-                await r.client.aclose()
-            await telemetry.client.aclose()
-            await redis.aclose()
+            await _close(runners, telemetry, redis, decision_log)
             if embedded:
                 embedded.stop()
 
@@ -125,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.exception_handler(RedisError)(_redis_down)
+    install_tracing(app, "decider", s)
 
     app.include_router(health.router)
     app.include_router(infer.router)

@@ -17,6 +17,7 @@ from services.core.policies import PolicySet
 from services.core.policies.base import Candidate, Outcome
 from services.core.reward import RewardWeights
 from services.core.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
+from services.decider.decision_log import DecisionLog
 from services.decider.qstore import QStore
 from services.decider.runners import RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
@@ -57,6 +58,7 @@ class Decider:
     qstore: QStore
     mesh: costmodel.Mesh
     rng: random.Random
+    decision_log: DecisionLog | None = None  # when AUTOSCALE_DECISION_LOG is set
 
     def __post_init__(self) -> None:
         s = self.settings

@@ -4,22 +4,26 @@
 from the in-memory telemetry snapshot), asks the policy, dispatches to the chosen runner (falling
 back to another runner when one is down), works out the phone's energy and the reward (eq. 5),
 records the metrics and builds the answer. The Q update is not part of the pass: ``infer``
-returns it as a ``LearnStep`` that the route schedules after the response (``learn``).
+returns it as a ``LearnStep`` that the route schedules after the response (``learn``, which also
+writes the opt-in decision log). With tracing on, decide, dispatch and learn are spans.
 Each responsibility is one short method; nothing here awaits anything but the runner.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from services.common.errors import ApiError
+from services.common.logging import log_event
 from services.common.tensors import MissingInput, UnknownInput, check_against
+from services.common.tracing import current_request, new_request_id, span
 from services.core import costmodel
+from services.core.decision_log import record_of
 from services.core.errors import AutoScaleError
 from services.core.policies import PolicyError
 from services.core.policies.base import Decision, DecisionContext, Outcome, Policy
@@ -41,6 +45,8 @@ from services.core.state import StateBins, state_index
 from services.decider.deps import Decider
 from services.decider.metrics import decider_metrics
 from services.decider.runners import RunnerUnavailable
+
+log = logging.getLogger("autoscale.decider.inference")
 
 
 class NoTarget(AutoScaleError):
@@ -77,6 +83,7 @@ class LearnStep:
     decision: Decision
     outcome: Outcome
     reward: float
+    response: InferResponse | None = None  # what the client got: the decision log's record
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +123,8 @@ class InferenceService:
             snap = self.d.telemetry.current()
             qos_ms = req.qos_ms or (STREAMING_QOS_MS if req.streaming else self.d.settings.qos_ms_default)
             ctx = self.observe(req, info, snap, qos_ms)
-            decision = self.decide(policy, ctx)
+            with span("decide", state=ctx.state):
+                decision = self.decide(policy, ctx)
             run_req = RunRequest(
                 model=info.name,
                 target=decision.target,
@@ -136,11 +144,20 @@ class InferenceService:
         latency_s = time.perf_counter() - t_start
         self.record(info, policy_name, decision, result, a, latency_s)
         response = self.respond(info, policy_name, ctx, decision, result, a, snap, qos_ms, latency_s)
-        return InferOutcome(response, LearnStep(policy, ctx, decision, outcome, a.reward))
+        return InferOutcome(response, LearnStep(policy, ctx, decision, outcome, a.reward, response))
 
     async def learn(self, step: LearnStep) -> None:
-        """The Q update (async: a background task on the loop, never a threadpool hop)."""
-        step.policy.learn(step.ctx, step.decision, step.outcome, step.reward)
+        """The Q update (async: a background task on the loop, never a threadpool hop), then the
+        decision log's line when one is kept (queued for its writer thread)."""
+        with span("learn"):
+            step.policy.learn(step.ctx, step.decision, step.outcome, step.reward)
+        r = step.response
+        if r is None:
+            return
+        if self.d.decision_log is not None:
+            self.d.decision_log.write(record_of(step.ctx, step.outcome, r, self.d.settings.edge_device, time.time()))
+        if log.isEnabledFor(logging.DEBUG):  # one line per request, with its request id and trace
+            log_event(log, "infer", logging.DEBUG, model=r.model, target=r.target_id, reward=r.reward)
 
     # ------------------------------------------------------------------ before the decision
 
@@ -220,9 +237,10 @@ class InferenceService:
         failed: dict[Location, str] = {}
         for _ in range(len(Location)):
             try:
-                result = await self.d.runners.run(
-                    decision.target, run_req.model_copy(update={"target": decision.target})
-                )
+                with span("dispatch", target=decision.target.id):
+                    result = await self.d.runners.run(
+                        decision.target, run_req.model_copy(update={"target": decision.target})
+                    )
                 return ctx, decision, result
             except RunnerUnavailable as exc:
                 failed[decision.target.runner] = exc.reason
@@ -303,8 +321,10 @@ class InferenceService:
         qos_ms: float,
         latency_s: float,
     ) -> InferResponse:
+        rc = current_request()  # bound by the request-context middleware (X-Request-ID, traceparent)
         return InferResponse(
-            request_id=uuid.uuid4().hex,
+            request_id=rc.request_id if rc is not None else new_request_id(),
+            trace_id=rc.trace_id if rc is not None else None,
             model=info.name,
             policy=policy,
             target=decision.target,

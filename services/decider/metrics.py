@@ -133,6 +133,12 @@ _Q_DROPPED = Counter(
     "Q updates dropped (queue full or Redis unavailable)",
     registry=None,
 )
+_D_LOG = Counter(
+    metric_name("decision_log_records_total"),
+    "Decision-log records handed to the writer thread (queued) or dropped because its buffer was full",
+    ["outcome"],
+    registry=None,
+)
 _DECIDER = MetricGroup(
     _D_REQUESTS,
     _D_ERRORS,
@@ -152,6 +158,7 @@ _DECIDER = MetricGroup(
     _Q_BYTES,
     _REDIS_ERRORS,
     _Q_DROPPED,
+    _D_LOG,
 )
 # Created on the first set_redis_up() call, not at import: a gauge that exists from the start
 # reads 0 ("down") in a process that never talks to Redis and would fire the alert falsely.
@@ -256,6 +263,11 @@ class DeciderMetrics:
     def update_dropped(self) -> None:
         _DECIDER.activate()
         _Q_DROPPED.inc()
+
+    def decision_logged(self, outcome: str) -> None:
+        """``queued`` or ``dropped`` (the decision log's buffer was full)."""
+        _DECIDER.activate()
+        _D_LOG.labels(outcome).inc()
 
 
 decider_metrics = DeciderMetrics()

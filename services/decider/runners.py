@@ -17,6 +17,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from services.common.logging import log_event
+from services.common.tracing import outgoing_headers
 from services.core.errors import AutoScaleError
 from services.core.policies.base import Candidate
 from services.core.schemas import Location, ModelInfo, RunRequest, RunResult, Target, TargetInfo
@@ -141,7 +142,8 @@ class RunnerRegistry:
             resp = await runner.client.post(
                 "/run",
                 content=request.model_dump_json(),
-                headers={"content-type": "application/json"},
+                # The request id and trace context travel on: the runner's log lines and spans join the request's.
+                headers={"content-type": "application/json", **outgoing_headers()},
                 timeout=timeout_s or self.run_timeout_s,
             )
         except httpx.TimeoutException as exc:

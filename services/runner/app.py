@@ -35,6 +35,7 @@ from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore, UnknownModel
 from services.common.settings import Settings
 from services.common.tensors import MissingInput, check_against, decode, synthetic
+from services.common.tracing import install_tracing, span
 from services.core import costmodel
 from services.core.errors import AutoScaleError
 from services.core.profiles import DeviceProfile
@@ -276,6 +277,10 @@ async def run(req: RunRequest, state: StateDep) -> RunResult:
 
 def _record(state: RunnerState, r: RunResult) -> None:
     state.metrics.record(r.target.id, r.host_exec_s, r.device_energy_j, r.energy_source)
+    if log.isEnabledFor(logging.DEBUG):  # the line carries the caller's request id and trace (tracing)
+        log_event(
+            log, "run", logging.DEBUG, model=r.model, target=r.target.id, host_exec_ms=round(r.host_exec_s * 1e3, 3)
+        )
 
 
 class RunFastPath:
@@ -364,7 +369,7 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         inference_s = costmodel.inference_time(state.profile, info.features, target, cond)
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
 
-    with state.metrics.track(target.id):
+    with state.metrics.track(target.id), span("run", model=req.model, target=target.id):
         outputs, host_exec_s = await state.execute(
             (req.model, target.precision, target.engine), session, feeds, req.top_k
         )
@@ -435,6 +440,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     app.state.runner = state
     install_error_handlers(app)
     app.add_middleware(RunFastPath)
+    install_tracing(app, f"{spec.role.value}_runner", settings)  # after RunFastPath: its requests get ids too
     app.include_router(router)
     metrics_endpoint(app)
     return app

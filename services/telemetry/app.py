@@ -27,6 +27,7 @@ from services.common.errors import NotReady, install_error_handlers
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.settings import Settings
+from services.common.tracing import install_tracing
 from services.core.errors import AutoScaleError
 from services.core.scenarios import Scenario, ScenarioError, parse_scenario
 from services.core.schemas import Liveness, Readiness, TelemetrySnapshot
@@ -152,6 +153,7 @@ def create_app(
     app.state.hub = hub
     app.state.settings = settings
     install_error_handlers(app)
+    install_tracing(app, "telemetry", settings)
     metrics_endpoint(app)
 
     async def _admin(request: Request) -> None:

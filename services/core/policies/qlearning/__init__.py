@@ -30,7 +30,8 @@ Pieces, from the inside out (one module per seam):
   ``RowSource``, the table interface. ``policy``: ``QLearningPolicy``, which reads rows from any
   ``RowSource`` (``QTable`` or the Redis-backed ``QStore``, itself a ``RowCache``).
 * ``export`` (format, strict validation, ``QTableImportError``), ``transfer`` (the cross-device
-  mapping) and ``models`` (typed results), shared by both tables.
+  mapping) and ``models`` (typed results), shared by both tables; ``replay`` (``Replayer``):
+  train a ``QTable`` offline from the decider's decision log (``services.core.decision_log``).
 
 A row covers exactly the currently available actions: the stored table keeps values of
 actions that disappeared (a runner that restarts must not lose what was learned), but argmax
@@ -77,6 +78,7 @@ from services.core.policies.qlearning.models import (
 )
 from services.core.policies.qlearning.params import LR_SCHEDULES, Q_INITS, QParams, QSettings
 from services.core.policies.qlearning.policy import QLearningPolicy
+from services.core.policies.qlearning.replay import Replayer, ReplaySummary
 from services.core.policies.qlearning.table import QTable, RowCache, RowSource
 from services.core.policies.qlearning.transfer import transfer_mapping, transfer_table
 
@@ -94,6 +96,8 @@ __all__ = [
     "QTableExport",
     "QTableImportError",
     "QUpdate",
+    "ReplaySummary",
+    "Replayer",
     "RowCache",
     "RowSource",
     "StatePolicy",
