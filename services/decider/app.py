@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from services.common.asgi import FastPath
 from services.common.config_files import load_profile
 from services.common.errors import error_body, install_error_handlers
 from services.common.http import make_client
@@ -23,7 +24,7 @@ from services.common.settings import Settings, get_settings, redact_url
 from services.core import costmodel
 from services.core.policies import PolicySet
 from services.core.schemas import Location
-from services.decider.api import admin, catalog, health, infer
+from services.decider.api import admin, catalog, health, infer, v2
 from services.decider.deps import Decider, ModelCatalog, require_admin
 from services.decider.inference import InferenceService
 from services.decider.qstore import QStore
@@ -125,9 +126,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_exception_handler(RedisError, _redis_down)  # type: ignore[arg-type]
+    # Every inference, native or Open Inference Protocol, is answered on the ASGI fast path.
+    app.add_middleware(FastPath, routes=[infer.INFER_FAST, v2.V2_INFER_FAST])
 
     app.include_router(health.router)
     app.include_router(infer.router)
+    app.include_router(v2.router)
     app.include_router(catalog.router)
     app.include_router(admin.router, dependencies=[Depends(require_admin)], tags=["admin"])
     metrics_endpoint(app)
