@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 from services.cli.launcher import Mesh
 from services.common.redis_embed import free_port
@@ -125,6 +126,28 @@ class Load:
         }
 
 
+@dataclass
+class CpuMeter:
+    """CPU seconds (user + system) of each process group: robust where wall-clock rates are not, on a
+    machine whose other tenants take most of the CPU (the load average is in the report)."""
+
+    groups: dict[str, list[psutil.Process]]
+
+    def read(self) -> dict[str, float]:
+        out = {}
+        for name, procs in self.groups.items():
+            total = 0.0
+            for p in procs:
+                t = p.cpu_times()
+                total += t.user + t.system
+            out[name] = total
+        return out
+
+    @staticmethod
+    def per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+        return {k: (after[k] - before[k]) / max(requests, 1) * 1e6 for k in before}
+
+
 def pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q / 100))]
 
@@ -160,19 +183,27 @@ async def load(port: int, request: bytes, concurrency: int, max_requests: int, m
 # ---------------------------------------------------------------------------------------- measurements
 
 
-def throughput(decider: int, bare: int, bodies: dict[str, bytes], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """/infer (each body) against the bare app at each concurrency, in interleaved rounds, the ratio taken
-    within each round; the decider-added latency from the ``Server-Timing`` of every /infer answer."""
+def throughput(
+    decider: int, bare: int, bodies: dict[str, bytes], meter: CpuMeter, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Long because it interleaves three measurements per round (the bare app, then each body): /infer against
+    the bare app at each concurrency, the ratio taken within each round; the CPU each process group spent per
+    request; the decider-added latency from the ``Server-Timing`` of every /infer answer."""
     rows = []
     for conc in (1, 16, 64):
         runs: dict[str, list[Load]] = {k: [] for k in ("bare", *bodies)}
         ratios: dict[str, list[float]] = {k: [] for k in bodies}
+        cpu: dict[str, dict[str, float]] = {k: dict.fromkeys(meter.groups, 0.0) for k in runs}
         for _ in range(args.rounds):
-            b = asyncio.run(load(bare, request_bytes("/infer", b"{}"), conc, args.max_requests, args.seconds))
-            runs["bare"].append(b)
-            for label, body in bodies.items():
-                i = asyncio.run(load(decider, request_bytes("/infer", body), conc, args.max_requests, args.seconds))
-                runs[label].append(i)
+            for label, (port, body) in {"bare": (bare, b"{}"), **{k: (decider, v) for k, v in bodies.items()}}.items():
+                before = meter.read()
+                run = asyncio.run(load(port, request_bytes("/infer", body), conc, args.max_requests, args.seconds))
+                for k, v in CpuMeter.per_request(before, meter.read(), run.requests).items():
+                    cpu[label][k] += v / args.rounds
+                runs[label].append(run)
+            b = runs["bare"][-1]
+            for label in bodies:
+                i = runs[label][-1]
                 ratios[label].append((i.requests / i.seconds) / (b.requests / b.seconds))
         merged = {k: _merge(v) for k, v in runs.items()}
         for label in bodies:
@@ -189,6 +220,9 @@ def throughput(decider: int, bare: int, bodies: dict[str, bytes], args: argparse
                     "decider_added_p50_ms": pct(d, 50),
                     "decider_added_p99_ms": pct(d, 99),
                     "decider_added_samples": len(d),
+                    "cpu_us_per_request": {k: round(v, 1) for k, v in cpu[label].items()},
+                    "bare_cpu_us_per_request": {k: round(v, 1) for k, v in cpu["bare"].items()},
+                    "cpu_ratio": sum(cpu["bare"].values()) / max(sum(cpu[label].values()), 1e-9),
                 }
             )
             print(f"c={conc} {label}: /infer / bare = {rows[-1]['ratio']:.3f}", file=sys.stderr)
@@ -345,6 +379,21 @@ def start_bare(port: int, log: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"the bare app did not start: {log.read_text()[-2000:]}")
 
 
+def meter_for(mesh: Mesh, bare: subprocess.Popen[bytes]) -> CpuMeter:
+    svc = {k: psutil.Process(v.proc.pid) for k, v in mesh.services.items()}
+    redis = [psutil.Process(mesh.redis.proc.pid)] if mesh.redis is not None and mesh.redis.proc is not None else []
+    return CpuMeter(
+        {
+            "client": [psutil.Process()],
+            "decider": [svc["decider"]],
+            "runners": [svc[r] for r in ("edge", "peer", "cloud")],
+            "telemetry": [svc["telemetry"]],
+            "redis": redis,
+            "bare": [psutil.Process(bare.pid)],
+        }
+    )
+
+
 def start_mesh(work: Path) -> tuple[Mesh, Settings]:
     d = Settings.model_fields
     s = mesh_settings(
@@ -418,6 +467,23 @@ def markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "The same runs in CPU time (user + system, every process of the mesh, the bare app and the client; "
+        "µs per request): unlike the rates above, this does not depend on how much of the machine the other "
+        "tenants left us.",
+        "",
+        "| concurrency | policy | client | decider | runners | telemetry | Redis | **total** | bare app + client "
+        "| **CPU ratio bare / `/infer`** |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["throughput"]:
+        c, b = row["cpu_us_per_request"], row["bare_cpu_us_per_request"]
+        lines.append(
+            f"| {row['concurrency']} | {row['body']} | {c['client']:.0f} | {c['decider']:.0f} | {c['runners']:.0f} | "
+            f"{c['telemetry']:.0f} | {c['redis']:.0f} | **{sum(c.values()):.0f}** | "
+            f"{b['bare'] + b['client']:.0f} | **{row['cpu_ratio']:.3f}x** |"
+        )
+    lines += [
+        "",
         "## Decider-added latency at concurrency 16 (default policy)",
         "",
         "Per request, the decider's `Server-Timing: decider;dur=` (from its handler receiving the body to the "
@@ -479,6 +545,7 @@ def main() -> None:
         bare = start_bare(bare_port, Path(tmp) / "bare.log")
         try:
             decider = int(mesh.url("decider").rsplit(":", 1)[1])
+            meter = meter_for(mesh, bare)
             encoded = {k: json.dumps(v).encode() for k, v in bodies.items()}
             for port, body in ((bare_port, b"{}"), *((decider, b) for b in encoded.values())):
                 # warm-up: connections, caches, every action AutoScale tries once
@@ -489,7 +556,7 @@ def main() -> None:
                 "args": vars(args),
                 "machine": facts,
                 "infer_bodies": {k: json.dumps(v) for k, v in bodies.items()},
-                "throughput": throughput(decider, bare_port, encoded, args),
+                "throughput": throughput(decider, bare_port, encoded, meter, args),
                 "encodings": encodings(decider, args),
                 "outputs": outputs(decider, args),
                 "load_average_end": os.getloadavg(),
