@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 app = FastAPI(title="bare FastAPI floor")
-FIXED = {"model": "tiny-cnn", "policy": "fixed", "target_id": "edge/cpu/fp32", "outputs": []}
+FIXED: dict[str, object] = {"model": "tiny-cnn", "policy": "fixed", "target_id": "edge/cpu/fp32", "outputs": []}
 
 
 @app.post("/infer")

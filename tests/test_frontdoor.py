@@ -102,7 +102,7 @@ def run_directly(mesh: Mesh, target: dict[str, object], body: dict[str, object])
         f"{mesh.url(str(target['runner']))}/run", json={**body, "target": target}, timeout=TIMEOUT, trust_env=False
     )
     assert resp.status_code == 200, resp.text
-    return resp.json()  # type: ignore[no-any-return]
+    return resp.json()
 
 
 # ---------------------------------------------------------------------------------------- outputs

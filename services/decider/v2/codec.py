@@ -288,13 +288,14 @@ def encode(decoded: Decoded, response: InferResponse, version: str | None) -> tu
 
 def decision_parameters(r: InferResponse) -> Parameters:
     """AutoScale's decision, flat (V2 parameter values are scalars)."""
-    params: Parameters = {
+    return {
         "request_id": r.request_id,
         "policy": r.policy,
         "target": r.target_id,
         "runner": r.target.runner.value,
         "processor": r.target.processor.value,
         "precision": r.target.precision.value,
+        **({"dvfs": r.target.dvfs} if r.target.dvfs is not None else {}),
         "engine": r.target.engine,
         "device": r.device,
         "explored": r.explored,
@@ -314,9 +315,6 @@ def decision_parameters(r: InferResponse) -> Parameters:
         "accuracy_met": r.accuracy_met,
         "state": r.state.index,
     }
-    if r.target.dvfs is not None:
-        params["dvfs"] = r.target.dvfs
-    return params
 
 
 def error_body(message: str) -> bytes:
