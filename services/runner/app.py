@@ -289,8 +289,12 @@ async def _run_fast(request: FastRequest) -> Reply:
     metrics are recorded once the response is sent."""
     state: RunnerState = request.app.state.runner
     try:
-        result = await _run(RunRequest.model_validate_json(request.body), state)
-    except (ValidationError, AutoScaleError) as exc:
+        req = RunRequest.model_validate_json(request.body)
+    except ValidationError as exc:  # the client's body only: a ValidationError past this point is ours, a 500
+        return error_reply(exc)
+    try:
+        result = await _run(req, state)
+    except AutoScaleError as exc:
         return error_reply(exc)
     return model_reply(result, after=partial(_record, state, result))
 

@@ -43,8 +43,12 @@ async def _infer_fast(request: FastRequest) -> Reply:
     t0 = time.perf_counter()
     service: InferenceService = request.app.state.inference
     try:
-        outcome = await service.infer(InferRequest.model_validate_json(request.body))
-    except (ValidationError, AutoScaleError) as exc:
+        req = InferRequest.model_validate_json(request.body)
+    except ValidationError as exc:  # the client's body only: a ValidationError past this point is ours, a 500
+        return error_reply(exc)
+    try:
+        outcome = await service.infer(req)
+    except AutoScaleError as exc:
         return error_reply(exc)
     body = outcome.response.model_dump_json().encode()
     return Reply(

@@ -97,11 +97,16 @@ async def model_ready(name: str, d: DeciderDep, version: str | None = None) -> M
 # ---------------------------------------------------------------------------------------- metadata
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("autoscale-mesh")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
 @router.get("", response_model=ServerMetadata)
 async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(
-        name="autoscale-mesh", version=importlib.metadata.version("autoscale-mesh"), extensions=EXTENSIONS
-    )
+    return ServerMetadata(name="autoscale-mesh", version=_version(), extensions=EXTENSIONS)
 
 
 def _tensor(spec: TensorSpec) -> TensorMetadata:
