@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run lint test prometheus bench bench-engines bench-decision bench-mesh bench-tracing evaluate clean
+.PHONY: install run lint test prometheus bench bench-all bench-engines bench-decision bench-mesh bench-tracing evaluate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,7 +33,11 @@ lint: install
 test: install prometheus lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: bench-engines bench-decision bench-mesh bench-tracing evaluate
+# The front door, side by side in one run: bench/results/<timestamp>.json and .md (a few minutes).
+bench: install
+	$(PY) -m bench.bench_front
+
+bench-all: bench bench-engines bench-decision bench-mesh bench-tracing evaluate
 
 bench-engines: install
 	$(PY) bench/bench_engines.py

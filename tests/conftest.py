@@ -66,7 +66,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 def digit_body(index: int, **extra: object) -> dict[str, object]:
     """A ``/infer`` body holding held-out digit ``index`` (what ``autoscale models sample`` prints)."""
     image, _ = digits.sample(index)
-    return {"model": "digits", "input": encode(image).model_dump(), "top_k": 3, **extra}
+    return {"model": "digits", "input": encode(image).model_dump(), "output_format": "summary", "top_k": 3, **extra}
 
 
 @dataclass

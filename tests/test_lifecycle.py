@@ -45,7 +45,7 @@ def _assert_cloud_engines_agree(cloud_url: str) -> None:
     runs = [
         httpx.post(
             f"{cloud_url}/run",
-            json={"model": "mobilenet_v1", "synthetic": True, "target": t["target"]},
+            json={"model": "mobilenet_v1", "synthetic": True, "target": t["target"], "output_format": "summary"},
             timeout=300,
             trust_env=False,
         )

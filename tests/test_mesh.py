@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from services.cli.launcher import Mesh
-from services.core.schemas import POLICY_NAMES, InferResponse
+from services.core.schemas import POLICY_NAMES, InferResponse, OutputSummary
 from tests.conftest import MESH_MODELS
 
 TIMEOUT = httpx.Timeout(120.0)
@@ -71,11 +71,14 @@ def test_infer_with_real_tensor_gives_classifier_topk(client: httpx.Client) -> N
             "model": "mobilenet_v1",
             "input": {"dtype": "float32", "shape": [1, 3, 224, 224], "data_b64": _b64(x)},
             "top_k": 3,
+            "output_format": "summary",
         },
     )
     assert resp.status_code == 200, resp.text
     r = _check_response(resp.json(), "mobilenet_v1")
-    top = r.outputs[0].top_k
+    summary = r.outputs[0]
+    assert isinstance(summary, OutputSummary) and summary.finite
+    top = summary.top_k
     assert top is not None and len(top) == 3
     assert top[0][1] >= top[1][1] >= top[2][1]
 

@@ -14,7 +14,7 @@ import pytest
 from services.common.logging import JsonFormatter
 from services.common.tracing import RequestContext, parse_traceparent, request_context
 from services.common.zoo import digits
-from services.core.schemas import InferResponse
+from services.core.schemas import InferResponse, OutputSummary
 from tests.conftest import ObservedMesh, digit_body
 from tests.otlp_receiver import ReceivedSpan
 
@@ -67,7 +67,9 @@ def test_first_request_a_real_digit_comes_back_as_its_class(client: httpx.Client
         assert resp.status_code == 200, resp.text
         body = InferResponse.model_validate(resp.json())
         assert body.accuracy_source == "measured"
-        top = body.outputs[0].top_k
+        out = body.outputs[0]
+        assert isinstance(out, OutputSummary)
+        top = out.top_k
         assert top is not None and len(top) == 3
         hits += top[0][0] == digits.sample(index)[1]
     assert hits >= 9  # ~97 % measured on the held-out split, whatever target served each one

@@ -134,8 +134,12 @@ def sample(
     name: str = typer.Argument("digits", help="a trained built-in (one with a held-out labelled set)"),
     index: int = typer.Option(0, "--index", min=0, help="which held-out sample"),
     top_k: int = typer.Option(3, "--top-k", min=0, max=100, help="classes to ask for"),
+    tensor: bool = typer.Option(False, "--tensor", help="ask for the output tensor instead of its top-k summary"),
 ) -> None:
-    """Print a POST /infer body holding one real held-out sample; its label goes to stderr."""
+    """Print a POST /infer body holding one real held-out sample; its label goes to stderr.
+
+    The body asks for the output's summary (top-k classes) so the answer reads at a glance;
+    ``--tensor`` asks for the raw output tensor, the API's default."""
     import json
 
     from services.common.tensors import encode
@@ -149,7 +153,9 @@ def sample(
     x, y = labelled
     if index >= len(x):
         raise typer.BadParameter(f"the held-out set has {len(x)} samples (0-{len(x) - 1})", param_hint="--index")
-    body = {"model": name, "input": encode(x[index : index + 1]).model_dump(), "top_k": top_k}
+    body: dict[str, object] = {"model": name, "input": encode(x[index : index + 1]).model_dump()}
+    if not tensor:
+        body |= {"output_format": "summary", "top_k": top_k}
     typer.echo(json.dumps(body))
     Console(stderr=True).print(f"held-out sample {index} of {name}: label {int(y[index])}", highlight=False)
 

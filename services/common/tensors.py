@@ -1,4 +1,12 @@
-"""Tensor wire codec, validation against a model's input spec, synthetic inputs, output summaries."""
+"""Tensor wire codec, validation against a model's input spec, synthetic inputs, output summaries.
+
+Inputs are checked in two steps. ``check_against`` needs no decoding (dtype, shape, and the
+base64 length those imply), so the decider runs it before deciding anything. ``decode`` checks
+what only the bytes can tell (valid base64; floats that are all finite: a NaN or an infinity in
+an input is refused, 422 naming the field) and runs where the tensor is decoded anyway: in the
+runner, or in the decider for an Open Inference Protocol request that arrives as raw bytes.
+Outputs are carried as they come, NaN included: ``encode_output`` is the bytes, base64.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ import zlib
 import numpy as np
 
 from services.core.errors import AutoScaleError
-from services.core.schemas import OutputSummary, TensorPayload, TensorSpec
+from services.core.schemas import OutputSummary, OutputTensor, TensorPayload, TensorSpec
 
 MAX_TENSOR_BYTES = 64 * 1024 * 1024
 
@@ -30,6 +38,10 @@ class UnknownInput(TensorError):
     code = "unknown_input"
 
 
+class UnknownOutput(TensorError):
+    code = "unknown_output"
+
+
 class InvalidDtype(TensorError):
     code = "invalid_dtype"
 
@@ -42,16 +54,49 @@ class InvalidTensorData(TensorError):
     code = "invalid_data"
 
 
+class NonFiniteTensor(TensorError):
+    code = "non_finite"
+
+
 class TensorTooLarge(TensorError):
     status = 413
     code = "too_large"
 
 
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    """The array as contiguous little-endian memory (no copy when it already is, as on x86 and ARM)."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+
+
 def encode(array: np.ndarray) -> TensorPayload:
-    arr = np.ascontiguousarray(array)
+    arr = _little_endian(array)
     # model_validate: the dtype is checked against the wire's (a Literal) at run time, as the constructor would.
     return TensorPayload.model_validate(
         {"dtype": str(arr.dtype), "shape": list(arr.shape), "data_b64": base64.b64encode(arr.tobytes()).decode()}
+    )
+
+
+def encode_output(name: str, array: np.ndarray) -> OutputTensor:
+    """An output tensor for the wire: its raw little-endian bytes in base64, NaN and infinities as they are."""
+    arr = _little_endian(array)
+    return OutputTensor.model_construct(  # values made here: no validation pass
+        name=name, dtype=arr.dtype.name, shape=list(arr.shape), data_b64=base64.b64encode(arr.tobytes()).decode()
+    )
+
+
+def nbytes(dtype: str, shape: list[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def check_finite(array: np.ndarray, field: str) -> None:
+    """Refuse a float tensor holding NaN or +-Infinity (422 naming the field and the first bad element)."""
+    if array.dtype.kind != "f" or bool(np.isfinite(array).all()):
+        return
+    bad = np.flatnonzero(~np.isfinite(array.ravel()))
+    raise NonFiniteTensor(
+        f"{field} holds {bad.size} non-finite value(s) (NaN or +-Infinity), the first at flat index {int(bad[0])}; "
+        "inputs must be finite numbers",
+        field=field,
     )
 
 
@@ -60,7 +105,8 @@ def spec_text(spec: TensorSpec) -> str:
 
 
 def check_against(payload: TensorPayload, spec: TensorSpec, field: str) -> None:
-    """Raise a 422 naming the field and the expected spec when dtype or shape do not fit."""
+    """Raise a 422 naming the field and the expected spec when dtype, shape or the data's length
+    do not fit (no decoding: the base64 length follows from the byte count)."""
     if payload.dtype != spec.dtype:
         raise InvalidDtype(
             f"{field}: dtype {payload.dtype} does not match the model input {spec_text(spec)}", field=f"{field}.dtype"
@@ -71,23 +117,36 @@ def check_against(payload: TensorPayload, spec: TensorSpec, field: str) -> None:
         raise InvalidShape(
             f"{field}: shape {payload.shape} does not match the model input {spec_text(spec)}", field=f"{field}.shape"
         )
+    size = nbytes(payload.dtype, payload.shape)
+    if size > MAX_TENSOR_BYTES:
+        raise TensorTooLarge(f"{field} is {size} bytes; the limit is {MAX_TENSOR_BYTES}", field=field)
+    chars = 4 * -(-size // 3)  # standard base64 with padding
+    if len(payload.data_b64) != chars:
+        raise InvalidTensorData(
+            f"{field}.data_b64 has {len(payload.data_b64)} base64 characters but {payload.dtype}{payload.shape} "
+            f"is {size} bytes, which take {chars}",
+            field=f"{field}.data_b64",
+        )
 
 
 def decode(payload: TensorPayload, field: str = "input") -> np.ndarray:
+    """The tensor's array; 422 naming ``field`` when the data is not base64 of the right length or
+    a float tensor holds NaN or +-Infinity."""
+    expected = nbytes(payload.dtype, payload.shape)
+    if expected > MAX_TENSOR_BYTES:
+        raise TensorTooLarge(f"{field} is {expected} bytes; the limit is {MAX_TENSOR_BYTES}", field=field)
     try:
         raw = base64.b64decode(payload.data_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidTensorData(f"{field}.data_b64 is not valid base64: {exc}", field=f"{field}.data_b64") from exc
-    dtype = np.dtype(payload.dtype)
-    expected = int(np.prod(payload.shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
         raise InvalidTensorData(
             f"{field}.data_b64 holds {len(raw)} bytes but {payload.dtype}{payload.shape} needs {expected}",
             field=f"{field}.data_b64",
         )
-    if expected > MAX_TENSOR_BYTES:
-        raise TensorTooLarge(f"{field} is {expected} bytes; the limit is {MAX_TENSOR_BYTES}", field=field)
-    return np.frombuffer(raw, dtype=dtype).reshape(payload.shape)
+    array = np.frombuffer(raw, dtype=np.dtype(payload.dtype).newbyteorder("<")).reshape(payload.shape)
+    check_finite(array, f"{field}.data_b64")
+    return array
 
 
 def concrete_shape(spec: TensorSpec) -> list[int]:
@@ -111,12 +170,16 @@ def summarize(name: str, array: np.ndarray, top_k: int) -> OutputSummary:
     """Shape, moments, checksum and (for a classifier row) the top-k softmax probabilities.
 
     On every runner response, right after the inference has evicted the CPU caches: each numpy
-    call then costs tens of microseconds, so this makes as few as it can (about eight)."""
+    call then costs tens of microseconds, so this makes as few as it can (about eight). An output
+    holding NaN or +-Infinity has a non-finite sum: it is reported ``finite=False`` with null
+    moments and no top-k (``nonfinite_summary``)."""
     arr = np.asarray(array)
     flat = arr.ravel()
     top: list[tuple[int, float]] | None = None
     n = flat.size
     total = float(flat.sum(dtype=np.float64)) if n else 0.0
+    if not math.isfinite(total):
+        return nonfinite_summary(name, list(arr.shape), arr.dtype.name)
     mean = total / n if n else 0.0
     d = flat.astype(np.float64) - mean  # two-pass variance, without np.std's Python-level steps
     std = float(np.dot(d, d) / n) ** 0.5 if n else 0.0
@@ -137,4 +200,14 @@ def summarize(name: str, array: np.ndarray, top_k: int) -> OutputSummary:
         mean=mean,
         std=std,
         checksum=total,
+    )
+
+
+def nonfinite_summary(name: str, shape: list[int], dtype: str) -> OutputSummary:
+    """The summary of an output holding NaN or +-Infinity: no moments, no top-k, ``finite`` false.
+
+    (The sum is taken in float64, which a float32 or float16 tensor cannot overflow: a non-finite
+    sum means a non-finite element. Only a float64 output summing past 1.8e308 reads the same.)"""
+    return OutputSummary.model_construct(
+        name=name, shape=shape, dtype=dtype, top_k=None, mean=None, std=None, checksum=None, finite=False
     )

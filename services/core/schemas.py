@@ -1,6 +1,9 @@
 """Pydantic schemas shared by every service: the wire contract of the mesh.
 
 Kept free of I/O so that the decider, runners, telemetry and the simulator agree by construction.
+Every model here derives from ``WireModel``: no number on the wire is NaN or infinite (JSON has
+no such numbers, and ``1e309`` would otherwise parse to infinity), so such a value is a 422
+naming its field rather than a ``null`` in an answer.
 """
 
 from __future__ import annotations
@@ -8,14 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # ----------------------------------------------------------------------------- targets
 
 
-class StrictModel(BaseModel):
+class WireModel(BaseModel):
+    """Base of every schema: numbers are finite (NaN and +-Infinity are refused, naming the field)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class StrictModel(WireModel):
     """Base of the YAML-backed models (device profiles, scenarios): unknown keys are typos until
     proven otherwise, so they are refused rather than silently ignored."""
 
@@ -42,7 +51,7 @@ class Precision(StrEnum):
     int8 = "int8"
 
 
-class Target(BaseModel):
+class Target(WireModel):
     """One action of the paper: processor x precision x DVFS step on one device."""
 
     model_config = ConfigDict(frozen=True)
@@ -78,7 +87,7 @@ class Target(BaseModel):
         )
 
 
-class TargetInfo(BaseModel):
+class TargetInfo(WireModel):
     """What a runner advertises on ``GET /targets``."""
 
     target: Target
@@ -94,13 +103,13 @@ class TargetInfo(BaseModel):
 Dtype = Literal["float32", "float16", "int64", "int32", "uint8", "int8"]
 
 
-class TensorSpec(BaseModel):
+class TensorSpec(WireModel):
     name: str
     dtype: Dtype
     shape: list[int | str] = Field(description="dims; a string is a symbolic (batch) dim")
 
 
-class TensorPayload(BaseModel):
+class TensorPayload(WireModel):
     """A tensor on the wire: raw little-endian bytes, base64."""
 
     dtype: Dtype
@@ -115,7 +124,7 @@ class TensorPayload(BaseModel):
         return v
 
 
-class ModelFeatures(BaseModel):
+class ModelFeatures(WireModel):
     """Table I's NN-related features, extracted from the ONNX graph."""
 
     conv: int = Field(ge=0, description="# CONV layers")
@@ -127,13 +136,13 @@ class ModelFeatures(BaseModel):
     output_bytes: int = Field(0, ge=0, description="bytes received back")
 
 
-class AccuracyEntry(BaseModel):
+class AccuracyEntry(WireModel):
     top1: float = Field(ge=0, le=100, description="expected top-1 (or task metric) in percent")
     source: Literal["published", "measured", "declared"] = "published"
     reference: str = ""
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(WireModel):
     name: str
     task: str = "image_classification"
     inputs: list[TensorSpec]
@@ -149,7 +158,7 @@ class ModelInfo(BaseModel):
 ReadingSource = Literal["measured", "emulated"]
 
 
-class Reading(BaseModel):
+class Reading(WireModel):
     name: str
     value: float
     unit: str
@@ -160,7 +169,7 @@ class Reading(BaseModel):
     detail: str = ""
 
 
-class RuntimeConditions(BaseModel):
+class RuntimeConditions(WireModel):
     """Table I's runtime-variance features as raw values (binned by services.core.state)."""
 
     co_cpu: float = Field(0.0, ge=0, le=1, description="co-runner CPU utilisation, ratio 0-1")
@@ -169,7 +178,7 @@ class RuntimeConditions(BaseModel):
     rssi_p2p_dbm: float = Field(-50.0, le=0)
 
 
-class TelemetrySnapshot(BaseModel):
+class TelemetrySnapshot(WireModel):
     """``GET /state`` of the telemetry service."""
 
     conditions: RuntimeConditions
@@ -181,19 +190,54 @@ class TelemetrySnapshot(BaseModel):
 # ----------------------------------------------------------------------------- runner contract
 
 EnergySource = Literal["measured", "modelled"]
+OutputFormat = Literal["tensor", "summary"]
+OUTPUTS_MAX = 64  # names a request may list in ``outputs`` (a model has a handful)
 
 
-class OutputSummary(BaseModel):
+class OutputTensor(WireModel):
+    """One output tensor as the network produced it: raw little-endian bytes, base64 (the same
+    encoding as inputs). NaN and infinities travel as they are, inside the bytes."""
+
+    model_config = ConfigDict(extra="forbid")  # tells it apart from OutputSummary in a union
+
+    name: str
+    dtype: str = Field(description="numpy dtype name: float32, int64, bool, ...")
+    shape: list[int]
+    data_b64: str
+
+
+class OutputSummary(WireModel):
+    """An output's summary (``output_format: "summary"``, for load tests), not the tensor.
+
+    When the output holds NaN or +-Infinity, ``finite`` is false and ``mean``, ``std``,
+    ``checksum`` and ``top_k`` are null (they would not be numbers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     name: str
     shape: list[int]
     dtype: str
-    top_k: list[tuple[int, float]] | None = Field(None, description="(class, score) for classifiers")
-    mean: float = 0.0
-    std: float = 0.0
-    checksum: float = Field(0.0, description="sum of the tensor, for parity checks")
+    top_k: list[tuple[int, float]] | None = Field(None, description="(class, softmax probability) for classifiers")
+    mean: float | None = 0.0
+    std: float | None = 0.0
+    checksum: float | None = Field(0.0, description="sum of the tensor, for parity checks")
+    finite: bool = Field(True, description="false when the output holds NaN or +-Infinity")
 
 
-class RunRequest(BaseModel):
+Output = OutputTensor | OutputSummary
+
+
+def _unique(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        dup = next(n for i, n in enumerate(names) if n in names[:i])
+        raise ValueError(f"output {dup!r} is listed twice")
+    return names
+
+
+OutputNames = Annotated[list[str], Field(min_length=1, max_length=OUTPUTS_MAX), AfterValidator(_unique)]
+
+
+class RunRequest(WireModel):
     model: str
     target: Target
     inputs: dict[str, TensorPayload] | None = None
@@ -201,13 +245,15 @@ class RunRequest(BaseModel):
     conditions: RuntimeConditions = Field(default_factory=RuntimeConditions)
     deadline_ms: float | None = Field(None, gt=0)
     top_k: int = Field(5, ge=0, le=100)
+    outputs: OutputNames | None = Field(None, description="outputs to return, by name; default all")
+    output_format: OutputFormat = Field("tensor", description="tensor: the raw outputs; summary: their summaries")
 
 
-class RunResult(BaseModel):
+class RunResult(WireModel):
     model: str
     target: Target
     device: str
-    outputs: list[OutputSummary]
+    outputs: list[Output]
     inference_s: float = Field(description="inference latency of the target (modelled or measured)")
     tx_s: float = Field(0.0, description="time to send the input over the link")
     rx_s: float = Field(0.0, description="time to receive the output over the link")
@@ -240,7 +286,7 @@ POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
 STREAMING_QOS_MS = 1000.0 / 30.0  # 30 FPS (paper Sec. V-B)
 
 
-class InferRequest(BaseModel):
+class InferRequest(WireModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
@@ -251,10 +297,14 @@ class InferRequest(BaseModel):
     accuracy_min: float | None = Field(None, ge=0, le=100, description="minimum expected top-1 accuracy, %")
     streaming: bool = False
     policy: PolicyName | None = None
-    top_k: int = Field(5, ge=0, le=100)
+    top_k: int = Field(5, ge=0, le=100, description="classes in a classifier output's summary (summary format)")
+    outputs: OutputNames | None = Field(None, description="outputs to return, by name; default every output")
+    output_format: OutputFormat = Field(
+        "tensor", description="tensor: each output's raw bytes (base64); summary: shape, moments, top-k only"
+    )
 
 
-class StateView(BaseModel):
+class StateView(WireModel):
     index: int
     bins: dict[str, int]
     labels: dict[str, str]
@@ -262,7 +312,7 @@ class StateView(BaseModel):
     sources: dict[str, str] = Field(default_factory=dict)
 
 
-class InferResponse(BaseModel):
+class InferResponse(WireModel):
     request_id: str = Field(description="the X-Request-ID the client sent, or the one generated for it")
     trace_id: str | None = Field(None, description="W3C trace id of the request (traceparent), 32 hex digits")
     model: str
@@ -286,26 +336,26 @@ class InferResponse(BaseModel):
     state: StateView
     explored: bool
     device: str = Field(description="device profile of the executing target")
-    outputs: list[OutputSummary]
+    outputs: list[Output] = Field(description="the requested outputs: tensors, or summaries in summary format")
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(WireModel):
     code: str
     message: str
     field: str | None = None
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(WireModel):
     error: ErrorDetail
 
 
-class Liveness(BaseModel):
+class Liveness(WireModel):
     """``GET /healthz`` of every service: the process answers."""
 
     status: Literal["ok"] = "ok"
 
 
-class Readiness(BaseModel):
+class Readiness(WireModel):
     """``GET /readyz`` of every service (each adds what it depends on); a 503 error body when not ready."""
 
     status: Literal["ready"] = "ready"

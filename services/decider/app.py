@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from services.common.asgi import FastPath
 from services.common.config_files import load_profile
 from services.common.errors import error_body, install_error_handlers
 from services.common.http import make_client
@@ -25,7 +26,7 @@ from services.common.tracing import install_tracing
 from services.core import costmodel
 from services.core.policies import PolicySet
 from services.core.schemas import Location
-from services.decider.api import admin, catalog, health, infer
+from services.decider.api import admin, catalog, health, infer, v2
 from services.decider.decision_log import DecisionLog
 from services.decider.deps import Decider, ModelCatalog, require_admin
 from services.decider.inference import InferenceService
@@ -156,10 +157,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.exception_handler(RedisError)(_redis_down)
+    # Every inference, native or Open Inference Protocol, is answered on the ASGI fast path; tracing is
+    # installed after it so that it wraps it (the last middleware added is the outermost).
+    app.add_middleware(FastPath, routes=[infer.INFER_FAST, v2.V2_INFER_FAST])
     install_tracing(app, "decider", s)
 
     app.include_router(health.router)
     app.include_router(infer.router)
+    app.include_router(v2.router)
     app.include_router(catalog.router)
     app.include_router(admin.router, dependencies=[Depends(require_admin)], tags=["admin"])
     metrics_endpoint(app)

@@ -1,26 +1,30 @@
 """The work behind ``POST /infer``: one request, one pass.
 
-``InferenceService.infer`` validates the inputs against the model, observes the state (Table I,
-from the in-memory telemetry snapshot), asks the policy, dispatches to the chosen runner (falling
-back to another runner when one is down), works out the phone's energy and the reward (eq. 5),
-records the metrics and builds the answer. The Q update is not part of the pass: ``infer``
-returns it as a ``LearnStep`` that the route schedules after the response (``learn``, which also
-writes the opt-in decision log). With tracing on, decide, dispatch and learn are spans.
-Each responsibility is one short method; nothing here awaits anything but the runner.
+``InferenceService.infer`` validates the inputs and the requested outputs against the model,
+observes the state (Table I, from the in-memory telemetry snapshot), asks the policy, dispatches
+to the chosen runner (falling back to another runner when one is down), works out the phone's
+energy and the reward (eq. 5) and builds the answer. Neither the metrics nor the Q update are part
+of the pass: ``infer`` returns them in its ``InferOutcome`` and the caller runs ``finish`` once the
+response is sent. Both front doors (native ``/infer`` and the Open Inference Protocol) call the
+same ``infer``; only their encodings differ. Each responsibility is one short method; nothing
+here awaits anything but the runner. With tracing on, decide, dispatch and learn are
+spans; ``learn`` also writes the opt-in decision log.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from services.common.errors import ApiError
 from services.common.logging import log_event
-from services.common.tensors import MissingInput, UnknownInput, check_against
+from services.common.tensors import MissingInput, UnknownInput, UnknownOutput, check_against
 from services.common.tracing import current_request, new_request_id, span
 from services.core import costmodel
 from services.core.decision_log import record_of
@@ -44,7 +48,7 @@ from services.core.schemas import (
 from services.core.state import StateBins, state_index
 from services.decider.deps import Decider
 from services.decider.metrics import decider_metrics
-from services.decider.runners import RunnerUnavailable
+from services.decider.runners import RunnerRejected, RunnerUnavailable
 
 log = logging.getLogger("autoscale.decider.inference")
 
@@ -90,6 +94,8 @@ class LearnStep:
 class InferOutcome:
     response: InferResponse
     learn: LearnStep
+    record: Callable[[], None]  # the request's metrics
+    runner_s: float  # round trip of the runner call that served it (for Server-Timing)
 
 
 @dataclass(slots=True)
@@ -118,6 +124,7 @@ class InferenceService:
         try:
             info = self.d.models.get(req.model)
             inputs = self.inputs(req, info)
+            self.check_outputs(req, info)
             policy_name = req.policy or self.d.settings.policy
             policy = self.d.policies.get(policy_name)  # UnknownPolicy names the field
             snap = self.d.telemetry.current()
@@ -132,19 +139,34 @@ class InferenceService:
                 synthetic=req.synthetic,
                 conditions=snap.conditions,
                 top_k=req.top_k,
+                outputs=req.outputs,
+                output_format=req.output_format,
             )
+            t_run = time.perf_counter()
             ctx, decision, result = await self.dispatch(policy, ctx, decision, run_req)
+            runner_s = time.perf_counter() - t_run
+        except RunnerRejected as exc:
+            self.count_error(req, exc)
+            raise as_sent(exc, req, info) from None
         except AutoScaleError as exc:
-            # Label by registered model only: arbitrary client strings must not become series.
-            model = req.model if req.model in self.d.models.names() else "unknown"
-            decider_metrics.observe_error(model=model, policy=req.policy or self.d.settings.policy, code=exc.code)
+            self.count_error(req, exc)
             raise
         a = self.assess(req, ctx, decision, result, snap, qos_ms)
         outcome = Outcome(latency_s=a.latency_s, energy_j=a.energy_j, accuracy=a.accuracy)
         latency_s = time.perf_counter() - t_start
-        self.record(info, policy_name, decision, result, a, latency_s)
         response = self.respond(info, policy_name, ctx, decision, result, a, snap, qos_ms, latency_s)
-        return InferOutcome(response, LearnStep(policy, ctx, decision, outcome, a.reward, response))
+        record = partial(self.record, info, policy_name, decision, result, a, latency_s)
+        return InferOutcome(response, LearnStep(policy, ctx, decision, outcome, a.reward, response), record, runner_s)
+
+    def count_error(self, req: InferRequest, exc: AutoScaleError) -> None:
+        # Label by registered model only: arbitrary client strings must not become series.
+        model = req.model if req.model in self.d.models.names() else "unknown"
+        decider_metrics.observe_error(model=model, policy=req.policy or self.d.settings.policy, code=exc.code)
+
+    async def finish(self, outcome: InferOutcome) -> None:
+        """Once the response is sent: the request's metrics, then the Q update."""
+        outcome.record()
+        await self.learn(outcome.learn)
 
     async def learn(self, step: LearnStep) -> None:
         """The Q update (async: a background task on the loop, never a threadpool hop), then the
@@ -185,6 +207,17 @@ class InferenceService:
         if unknown:
             raise UnknownInput(f"{info.name} has no input named {unknown[0]!r}", field=f"inputs.{unknown[0]}")
         return given
+
+    @staticmethod
+    def check_outputs(req: InferRequest, info: ModelInfo) -> None:
+        """Every requested output must exist (422 naming ``outputs``). A model whose catalog entry
+        lists no outputs is left to the runner, which knows its session's."""
+        known = [o.name for o in info.outputs]
+        for name in req.outputs or ():
+            if known and name not in known:
+                raise UnknownOutput(
+                    f"{info.name} has no output named {name!r}; its outputs: {', '.join(known)}", field="outputs"
+                )
 
     def observe(self, req: InferRequest, info: ModelInfo, snap: TelemetrySnapshot, qos_ms: float) -> DecisionContext:
         """The decision context: Table I state, QoS target and the targets that may serve the model."""
@@ -348,6 +381,20 @@ class InferenceService:
             device=result.device,
             outputs=result.outputs,
         )
+
+
+def as_sent(exc: RunnerRejected, req: InferRequest, info: ModelInfo) -> RunnerRejected:
+    """A runner's refusal of an input, with the field named as the client sent it.
+
+    The runner names every tensor ``inputs.<name>``; a client that sent a one-input model's tensor
+    as ``input`` reads ``input`` (the runner decodes the bytes, so it is the one that finds data
+    that is not base64, or NaN and infinities)."""
+    prefix = f"inputs.{info.inputs[0].name}" if info.inputs else ""
+    if req.input is None or len(info.inputs) != 1 or not exc.field or not exc.field.startswith(prefix):
+        return exc
+    exc.field = "input" + exc.field[len(prefix) :]
+    exc.message = exc.message.replace(prefix, "input")
+    return exc
 
 
 def state_view(bins: StateBins, snap: TelemetrySnapshot, info: ModelInfo) -> StateView:

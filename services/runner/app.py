@@ -10,31 +10,32 @@ decider observed, since the phone's radio time is what eq. 4 charges.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated
 
 import numpy as np
 import onnx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import Field, TypeAdapter, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common.asgi import FastPath, FastRequest, FastRoute, Reply, error_reply, model_reply
 from services.common.config_files import load_profile
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
-from services.common.errors import ApiError, NotReady, api_error_body, install_error_handlers, validation_error_body
+from services.common.errors import ApiError, NotReady, install_error_handlers
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore, UnknownModel
 from services.common.settings import Settings
-from services.common.tensors import MissingInput, check_against, decode, synthetic
+from services.common.tensors import MissingInput, UnknownOutput, check_against, decode, encode_output, synthetic
 from services.common.tracing import install_tracing, span
 from services.core import costmodel
 from services.core.errors import AutoScaleError
@@ -45,6 +46,7 @@ from services.core.schemas import (
     Liveness,
     Location,
     ModelInfo,
+    Output,
     OutputSummary,
     Precision,
     Readiness,
@@ -88,9 +90,10 @@ class RunnerState:
     ready: bool = False
 
     async def execute(
-        self, key: tuple[str, Precision, str], session: LoadedModel, feeds: dict[str, np.ndarray], top_k: int
-    ) -> tuple[list[OutputSummary], float]:
-        """Run one inference, one at a time; returns the output summaries and the host execution time.
+        self, key: tuple[str, Precision, str], session: LoadedModel, feeds: dict[str, np.ndarray], req: RunRequest
+    ) -> tuple[list[np.ndarray] | list[OutputSummary], float]:
+        """Run one inference, one at a time: the output tensors (in ``session.output_names``
+        order), or their summaries when ``req`` asks for those, and the host execution time.
 
         A session whose last run took less than ``inline_run_max_ms`` runs on the event loop
         thread: handing a 10 ms inference to a worker thread and back costs ~0.3 ms of thread
@@ -98,15 +101,19 @@ class RunnerState:
         thread so that the loop keeps answering health checks meanwhile.
         """
         limit = self.settings.inline_run_max_ms / 1e3
+
+        def work() -> list[np.ndarray] | list[OutputSummary]:
+            if req.output_format == "summary":
+                return session.summarize(feeds, req.top_k)
+            return session.run(feeds)
+
         async with self.run_lock:
             t0 = time.perf_counter()
             last = self.last_exec_s.get(key)
             if last is not None and last < limit:
-                outputs = session.summarize(feeds, top_k)
+                outputs = work()
             else:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, session.summarize, feeds, top_k
-                )
+                outputs = await asyncio.get_running_loop().run_in_executor(self.executor, work)
             host_exec_s = time.perf_counter() - t0
         self.last_exec_s[key] = host_exec_s
         return outputs, host_exec_s
@@ -283,57 +290,22 @@ def _record(state: RunnerState, r: RunResult) -> None:
         )
 
 
-class RunFastPath:
-    """Pure ASGI middleware that answers ``POST /run`` itself; everything else goes on to the app.
-
-    ``/run`` is every inference's path, and the framework around it (routing, dependency
-    solving, body re-parsing, response-model validation, five middleware layers, Request and
-    Response objects) costs about 1 ms per call on a 2-core VM, ~10 % of a MobileNet inference.
-    Same body model and same error bodies as the APIRoute above, which stays registered for the
-    OpenAPI schema; an unexpected exception still reaches the app's 500 handler.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/run" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        state: RunnerState = scope["app"].state.runner
-        result: RunResult | None = None
-        try:
-            req = RunRequest.model_validate_json(await _read_body(receive))
-            result = await _run(req, state)
-            status, payload = 200, result.model_dump_json().encode()
-        except ValidationError as exc:
-            errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
-            status, payload = 422, json.dumps(validation_error_body(errors)).encode()
-        except AutoScaleError as exc:
-            status, payload = exc.status, json.dumps(api_error_body(exc)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-        if result is not None:
-            # After the response: right after an inference the CPU caches are cold and every
-            # Python step costs several times more, so only what the client needs runs before.
-            _record(state, result)
+async def _run_fast(request: FastRequest) -> Reply:
+    """``POST /run`` on the fast path (same body model and error bodies as the route above);
+    metrics are recorded once the response is sent."""
+    state: RunnerState = request.app.state.runner
+    try:
+        req = RunRequest.model_validate_json(request.body)
+    except ValidationError as exc:  # the client's body only: a ValidationError past this point is ours, a 500
+        return error_reply(exc)
+    try:
+        result = await _run(req, state)
+    except AutoScaleError as exc:
+        return error_reply(exc)
+    return model_reply(result, after=partial(_record, state, result))
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ApiError(400, "client_disconnected", "the client went away before sending the body", field="body")
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+RUN_FAST = FastRoute("POST", re.compile("/run"), _run_fast)
 
 
 async def _run(req: RunRequest, state: RunnerState) -> RunResult:
@@ -352,6 +324,7 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         raise ApiError(422, "unsupported", f"target {target.id} cannot run {req.model}", field="target")
     feeds = _feeds(state, req, info)
     session = await _session(state, req.model, target)
+    wanted = _wanted_outputs(req, session.output_names)
     cond = req.conditions
     in_bytes = int(sum(a.nbytes for a in feeds.values()))
 
@@ -370,10 +343,9 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
 
     with state.metrics.track(target.id), span("run", model=req.model, target=target.id):
-        outputs, host_exec_s = await state.execute(
-            (req.model, target.precision, target.engine), session, feeds, req.top_k
-        )
+        produced, host_exec_s = await state.execute((req.model, target.precision, target.engine), session, feeds, req)
 
+    outputs = _select(produced, session.output_names, wanted)
     out_bytes = sum(math.prod(o.shape) * np.dtype(o.dtype).itemsize for o in outputs)
     if state.spec.role != Location.edge:
         tx_s, rx_s = costmodel.link_times(state.edge_profile, state.spec.role, in_bytes, out_bytes, cond)
@@ -400,6 +372,25 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         input_bytes=in_bytes,
         output_bytes=out_bytes,
     )
+
+
+def _wanted_outputs(req: RunRequest, names: list[str]) -> list[int]:
+    """Indices (in ``names``) of the outputs to return; 422 naming ``outputs`` for an unknown name."""
+    if req.outputs is None:
+        return list(range(len(names)))
+    for name in req.outputs:
+        if name not in names:
+            raise UnknownOutput(
+                f"{req.model} has no output named {name!r}; its outputs: {', '.join(names)}", field="outputs"
+            )
+    return [names.index(n) for n in req.outputs]
+
+
+def _select(produced: list[np.ndarray] | list[OutputSummary], names: list[str], wanted: list[int]) -> list[Output]:
+    """The wanted outputs, in the requested order: summaries as they are, tensors encoded (base64)."""
+    return [
+        o if isinstance(o, OutputSummary) else encode_output(names[i], o) for i, o in ((i, produced[i]) for i in wanted)
+    ]
 
 
 def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
@@ -439,8 +430,8 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     app = FastAPI(title=f"AutoScale {spec.role.value} runner", lifespan=lifespan)
     app.state.runner = state
     install_error_handlers(app)
-    app.add_middleware(RunFastPath)
-    install_tracing(app, f"{spec.role.value}_runner", settings)  # after RunFastPath: its requests get ids too
+    app.add_middleware(FastPath, routes=[RUN_FAST])
+    install_tracing(app, f"{spec.role.value}_runner", settings)  # after the fast path: it wraps it
     app.include_router(router)
     metrics_endpoint(app)
     return app

@@ -1,7 +1,8 @@
 """Output summaries computed inside the ONNX graph, so that the engine returns a few scalars.
 
-A runner answers ``/run`` with a summary of each output (``services.common.tensors.summarize``:
-shape, mean, std, checksum, top-k softmax probabilities of a classifier row), never the tensor.
+A runner asked for summaries (``output_format: "summary"``, what load tests use) answers ``/run``
+with a summary of each output (``services.common.tensors.summarize``: shape, mean, std, checksum,
+top-k softmax probabilities of a classifier row) instead of the tensor.
 Computed in numpy, right after the inference has evicted the CPU caches, that costs a quarter of a
 millisecond; as extra nodes at the end of the graph it costs a few microseconds of C++ and the
 engine no longer copies the full outputs out. ``add_summaries`` rewrites a model that way;
@@ -19,12 +20,14 @@ and puts the lower index first on ties since opset 11).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from services.common.tensors import nonfinite_summary
 from services.core.schemas import OutputSummary
 
 TOP_K_FEED = "__autoscale_top_k"  # + "_<output index>"
@@ -158,6 +161,9 @@ def read_summaries(specs: list[SummarySpec], values: list[np.ndarray], top_k: in
         total, mean, std = (float(values[s.first + j]) for j in (1, 2, 3))
         if n == 0:  # an empty tensor: what summarize reports (reductions over nothing give NaN)
             total = mean = std = 0.0
+        if not math.isfinite(total):  # NaN or +-Infinity in the output: what summarize reports
+            out.append(nonfinite_summary(s.name, shape, s.dtype))
+            continue
         top = None
         if s.classes and top_k and shape[0] == 1:  # a classifier row, as summarize decides
             probs = values[s.first + 4][0].tolist()[:top_k]

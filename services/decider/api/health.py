@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from services.common.errors import NotReady
 from services.core.schemas import Liveness, Readiness
-from services.decider.deps import DeciderDep
+from services.decider.deps import Decider, DeciderDep
 
 router = APIRouter(tags=["health"])
 
@@ -24,6 +24,15 @@ async def healthz() -> Liveness:
 @router.get("/readyz", response_model=DeciderReadiness)
 async def readyz(d: DeciderDep) -> DeciderReadiness:
     """Ready when Redis answers, telemetry has reported and at least one runner offers targets."""
+    problems = await readiness_problems(d)
+    if problems:
+        raise NotReady("; ".join(problems))
+    healthy = [r.role.value for r in d.runners.runners.values() if r.healthy]
+    return DeciderReadiness(runners=healthy, models=len(d.models.names()))
+
+
+async def readiness_problems(d: Decider) -> list[str]:
+    """What keeps the decider from serving (empty when ready): also the V2 protocol's readiness."""
     problems: list[str] = []
     try:
         await d.qstore.redis.ping()
@@ -34,6 +43,4 @@ async def readyz(d: DeciderDep) -> DeciderReadiness:
     healthy = [r.role.value for r in d.runners.runners.values() if r.healthy]
     if not healthy:
         problems.append("runners: none healthy")
-    if problems:
-        raise NotReady("; ".join(problems))
-    return DeciderReadiness(runners=healthy, models=len(d.models.names()))
+    return problems

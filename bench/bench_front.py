@@ -1,0 +1,578 @@
+"""Front-door benchmark (`make bench`): the decider's `/infer` and Open Inference Protocol infer, side by side.
+
+One run, one report (``bench/results/<timestamp>.json`` and ``.md``), every ratio measured within it:
+
+1. ``/infer`` throughput at concurrency 1, 16 and 64 against a bare FastAPI app returning fixed JSON
+   (``bench/bare_app.py``, same uvicorn, same flags), in interleaved rounds (target >= 0.35x);
+2. decider-added latency at concurrency 16, p50 and p99 (targets <= 1.5 ms and <= 5 ms): per request,
+   the decider's ``Server-Timing`` ``decider`` duration (from the body received to the answer ready,
+   minus the runner's round trip);
+3. V2 with binary tensors and with JSON tensors against native ``/infer``, one request at a time,
+   same input, same target;
+4. full output tensors against summaries (``output_format: "summary"``), same way;
+
+with machine facts (CPU model, cores, load average, Python, package versions). Loopback only; every
+loop is bounded in count and time. Run from the repository root: ``python -m bench.bench_front``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+
+from services.cli.launcher import Mesh
+from services.common.redis_embed import free_port
+from services.common.settings import Settings
+from tests.conftest import mesh_settings
+from tests.test_models_api import tiny_cnn
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results"
+HOST = "127.0.0.1"
+MODELS = ["mobilenet_v1", "mobilebert", "ssd_mobilenet_v1"]
+PACKAGES = ["fastapi", "starlette", "uvicorn", "httptools", "pydantic", "pydantic-core", "onnxruntime", "numpy",
+            "aiohttp", "httpx", "redis", "tritonclient"]  # fmt: skip
+FIXED_TARGET = "edge-cpu-fp32"  # encodings are compared on one target
+
+
+# ---------------------------------------------------------------------------------------- HTTP client
+
+
+def request_bytes(path: str, body: bytes, content_type: str = "application/json", **headers: str) -> bytes:
+    """One keep-alive HTTP/1.1 POST, built once and sent as is (what the benchmark measures is the servers)."""
+    extra = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+@dataclass
+class Conn:
+    """A keep-alive connection on asyncio streams: a few tens of µs of Python per request, so that
+    on a 2-core machine the load generator takes as little as it can from the servers."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
+        return cls(reader, writer)
+
+    async def send(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines[1:]:
+            k, sep, v = line.partition(b":")
+            if sep:
+                headers[k.strip().lower()] = v.strip()
+        body = await self.reader.readexactly(int(headers.get(b"content-length", b"0")))
+        return int(lines[0].split()[1]), headers, body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def decider_ms(headers: dict[bytes, bytes]) -> float | None:
+    """The ``decider`` duration of a ``Server-Timing`` header, in ms."""
+    for part in headers.get(b"server-timing", b"").split(b","):
+        name, _, dur = part.strip().partition(b";dur=")
+        if name == b"decider":
+            return float(dur)
+    return None
+
+
+@dataclass
+class Load:
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    decider_ms: list[float] = field(default_factory=list)
+    first_error: str = ""
+
+    def summary(self) -> dict[str, float | int | str]:
+        lat = sorted(self.latencies) or [float("nan")]
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "req_per_s": self.requests / self.seconds if self.seconds else 0.0,
+            "p50_ms": pct(lat, 50) * 1e3,
+            "p99_ms": pct(lat, 99) * 1e3,
+            "first_error": self.first_error,
+        }
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds (user + system) of each process group: robust where wall-clock rates are not, on a
+    machine whose other tenants take most of the CPU (the load average is in the report)."""
+
+    groups: dict[str, list[psutil.Process]]
+
+    def read(self) -> dict[str, float]:
+        out = {}
+        for name, procs in self.groups.items():
+            total = 0.0
+            for p in procs:
+                t = p.cpu_times()
+                total += t.user + t.system
+            out[name] = total
+        return out
+
+    @staticmethod
+    def per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+        return {k: (after[k] - before[k]) / max(requests, 1) * 1e6 for k in before}
+
+
+def pct(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q / 100))]
+
+
+async def load(port: int, request: bytes, concurrency: int, max_requests: int, max_s: float) -> Load:
+    """``concurrency`` connections sending ``request`` back to back until ``max_requests`` or ``max_s``."""
+    out = Load()
+    conns = [await Conn.open(port) for _ in range(concurrency)]
+    deadline = time.monotonic() + max_s
+
+    async def worker(conn: Conn) -> None:
+        while out.requests + out.errors < max_requests and time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            status, headers, body = await conn.send(request)
+            if status != 200:
+                out.errors += 1
+                out.first_error = out.first_error or f"{status} {body[:200]!r}"
+                continue
+            out.requests += 1
+            out.latencies.append(time.perf_counter() - t0)
+            d = decider_ms(headers)
+            if d is not None:
+                out.decider_ms.append(d)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    out.seconds = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------- measurements
+
+
+def throughput(
+    decider: int, bare: int, bodies: dict[str, bytes], meter: CpuMeter, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Long because it interleaves three measurements per round (the bare app, then each body): /infer against
+    the bare app at each concurrency, the ratio taken within each round; the CPU each process group spent per
+    request; the decider-added latency from the ``Server-Timing`` of every /infer answer."""
+    rows = []
+    for conc in (1, 16, 64):
+        runs: dict[str, list[Load]] = {k: [] for k in ("bare", *bodies)}
+        ratios: dict[str, list[float]] = {k: [] for k in bodies}
+        cpu: dict[str, dict[str, float]] = {k: dict.fromkeys(meter.groups, 0.0) for k in runs}
+        for _ in range(args.rounds):
+            for label, (port, body) in {"bare": (bare, b"{}"), **{k: (decider, v) for k, v in bodies.items()}}.items():
+                before = meter.read()
+                run = asyncio.run(load(port, request_bytes("/infer", body), conc, args.max_requests, args.seconds))
+                for k, v in CpuMeter.per_request(before, meter.read(), run.requests).items():
+                    cpu[label][k] += v / args.rounds
+                runs[label].append(run)
+            b = runs["bare"][-1]
+            for label in bodies:
+                i = runs[label][-1]
+                ratios[label].append((i.requests / i.seconds) / (b.requests / b.seconds))
+        merged = {k: _merge(v) for k, v in runs.items()}
+        for label in bodies:
+            d = sorted(merged[label].decider_ms) or [float("nan")]
+            rows.append(
+                {
+                    "concurrency": conc,
+                    "body": label,
+                    "infer": merged[label].summary(),
+                    "bare": merged["bare"].summary(),
+                    "ratio": statistics.median(ratios[label]),
+                    "ratio_min": min(ratios[label]),
+                    "ratio_max": max(ratios[label]),
+                    "decider_added_p50_ms": pct(d, 50),
+                    "decider_added_p99_ms": pct(d, 99),
+                    "decider_added_samples": len(d),
+                    "cpu_us_per_request": {k: round(v, 1) for k, v in cpu[label].items()},
+                    "bare_cpu_us_per_request": {k: round(v, 1) for k, v in cpu["bare"].items()},
+                    "cpu_ratio": sum(cpu["bare"].values()) / max(sum(cpu[label].values()), 1e-9),
+                }
+            )
+            print(f"c={conc} {label}: /infer / bare = {rows[-1]['ratio']:.3f}", file=sys.stderr)
+    return rows
+
+
+def _merge(loads: list[Load]) -> Load:
+    out = Load()
+    for x in loads:
+        out.requests += x.requests
+        out.errors += x.errors
+        out.seconds += x.seconds
+        out.latencies += x.latencies
+        out.decider_ms += x.decider_ms
+        out.first_error = out.first_error or x.first_error
+    return out
+
+
+async def _sequential(port: int, variants: dict[str, bytes], rounds: int, per: int) -> dict[str, Any]:
+    """Each variant ``per`` times in turn, for ``rounds`` rounds, on its own keep-alive connection;
+    the ratio of each to the first variant is taken within each round (the shared machine drifts)."""
+    conns = {k: await Conn.open(port) for k in variants}
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    sizes: dict[str, int] = {}
+    ratios: dict[str, list[float]] = {k: [] for k in variants}
+    base = next(iter(variants))
+    for _ in range(rounds):
+        medians = {}
+        for name, req in variants.items():
+            cur = []
+            for _ in range(per):
+                t0 = time.perf_counter()
+                status, _, body = await conns[name].send(req)
+                cur.append(time.perf_counter() - t0)
+                if status != 200:
+                    raise RuntimeError(f"{name}: HTTP {status} {body[:300]!r}")
+                sizes[name] = len(body)
+            medians[name] = statistics.median(cur)
+            samples[name] += cur
+        for name in variants:
+            ratios[name].append(medians[name] / medians[base])
+    for c in conns.values():
+        c.close()
+    return {
+        name: {
+            "median_ms": statistics.median(samples[name]) * 1e3,
+            "over_first": statistics.median(ratios[name]),
+            "response_bytes": sizes[name],
+            "samples": len(samples[name]),
+        }
+        for name in variants
+    }
+
+
+def encodings(decider: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Native /infer vs V2 binary vs V2 JSON, same input, same target, one request at a time."""
+    rng = np.random.default_rng(0)
+    cases: dict[str, tuple[str, np.ndarray]] = {
+        "mobilenet_v1": ("input", rng.standard_normal((1, 3, 224, 224)).astype(np.float32)),
+        "mobilebert": ("input_ids", rng.integers(0, 1000, (1, 128)).astype(np.int64)),
+    }
+    out = {}
+    for model, (name, x) in cases.items():
+        dtype = {"float32": "FP32", "int64": "INT64"}[x.dtype.name]
+        native = {"model": model, "policy": FIXED_TARGET, "input": _tensor(x)}
+        params = {"policy": FIXED_TARGET, "binary_data_output": True}
+        head = json.dumps(
+            {
+                "inputs": [{"name": name, "shape": list(x.shape), "datatype": dtype,
+                            "parameters": {"binary_data_size": x.nbytes}}],
+                "parameters": params,
+            }
+        ).encode()  # fmt: skip
+        as_json = {
+            "inputs": [{"name": name, "shape": list(x.shape), "datatype": dtype, "data": x.ravel().tolist()}],
+            "parameters": {"policy": FIXED_TARGET},
+        }
+        variants = {
+            "native": request_bytes("/infer", json.dumps(native).encode()),
+            "v2_binary": request_bytes(
+                f"/v2/models/{model}/infer",
+                head + x.tobytes(),
+                "application/octet-stream",
+                Inference_Header_Content_Length=str(len(head)),
+            ),
+            "v2_json": request_bytes(f"/v2/models/{model}/infer", json.dumps(as_json).encode()),
+        }
+        out[model] = asyncio.run(_sequential(decider, variants, args.rounds * 2, args.per))
+        print(f"{model}: V2 binary / native = {out[model]['v2_binary']['over_first']:.3f}", file=sys.stderr)
+    return out
+
+
+def outputs(decider: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Full output tensors vs summaries, synthetic input, same target, one request at a time."""
+    out = {}
+    for model in MODELS:
+        base = {"model": model, "synthetic": True, "policy": FIXED_TARGET}
+        variants = {
+            "summary": request_bytes("/infer", json.dumps({**base, "output_format": "summary"}).encode()),
+            "tensor": request_bytes("/infer", json.dumps(base).encode()),
+        }
+        out[model] = asyncio.run(_sequential(decider, variants, args.rounds * 2, args.per))
+        print(f"{model}: tensors / summaries = {out[model]['tensor']['over_first']:.3f}", file=sys.stderr)
+    return out
+
+
+def _tensor(x: np.ndarray) -> dict[str, object]:
+    return {"dtype": x.dtype.name, "shape": list(x.shape), "data_b64": base64.b64encode(x.tobytes()).decode()}
+
+
+# ---------------------------------------------------------------------------------------- setup
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    versions: dict[str, str | None] = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            versions[p] = None
+    return {
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }
+
+
+def start_bare(port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", HOST, "--port", str(port),
+         "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"http://{HOST}:{port}/infer", trust_env=False).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"the bare app did not start: {log.read_text()[-2000:]}")
+
+
+def meter_for(mesh: Mesh, bare: subprocess.Popen[bytes]) -> CpuMeter:
+    svc = {k: psutil.Process(v.proc.pid) for k, v in mesh.services.items()}
+    redis = [psutil.Process(mesh.redis.proc.pid)] if mesh.redis is not None and mesh.redis.proc is not None else []
+    return CpuMeter(
+        {
+            "client": [psutil.Process()],
+            "decider": [svc["decider"]],
+            "runners": [svc[r] for r in ("edge", "peer", "cloud")],
+            "telemetry": [svc["telemetry"]],
+            "redis": redis,
+            "bare": [psutil.Process(bare.pid)],
+        }
+    )
+
+
+def start_mesh(work: Path) -> tuple[Mesh, Settings]:
+    d = Settings.model_fields
+    s = mesh_settings(
+        work,
+        zoo=MODELS,
+        preload_models=MODELS,
+        log_level="warning",
+        telemetry_refresh_s=d["telemetry_refresh_s"].default,  # production intervals, as under `make run`
+        runner_refresh_s=d["runner_refresh_s"].default,
+    )
+    shutil.rmtree(s.model_cache / "user", ignore_errors=True)  # uploads of an earlier run
+    mesh = Mesh(s).start(timeout_s=900)
+    dec = mesh.url("decider")
+    httpx.post(
+        f"{dec}/models", params={"name": "tiny-cnn", "accuracy": 70}, content=tiny_cnn(), timeout=60, trust_env=False
+    ).raise_for_status()
+    body = {"model": "tiny-cnn", "synthetic": True}
+    deadline = time.monotonic() + 60
+    while httpx.post(f"{dec}/infer", json=body, timeout=60, trust_env=False).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the decider never offered tiny-cnn")
+        time.sleep(0.5)
+    for model in MODELS:  # first runs load sessions on every target the fixed policy uses
+        for fmt in ("tensor", "summary"):
+            payload = {"model": model, "synthetic": True, "policy": FIXED_TARGET, "output_format": fmt}
+            httpx.post(f"{dec}/infer", json=payload, timeout=300, trust_env=False).raise_for_status()
+    return mesh, s
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def _target_line(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """Long because it is the report's one template: every table of the markdown file in one place."""
+    m = r["machine"]
+    c16 = next(row for row in r["throughput"] if row["concurrency"] == 16 and row["body"] == "autoscale")
+    lines = [
+        "# Front-door benchmark",
+        "",
+        f"`{r['command']}` on {r['date']}: {m['cpu_model']}, {m['cpus_usable']} of {m['cpus']} CPUs usable, "
+        f"load average {', '.join(f'{x:.2f}' for x in m['load_average'])} at the start and "
+        f"{', '.join(f'{x:.2f}' for x in r['load_average_end'])} at the end, Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+        + ". Everything (client, decider, three runners, telemetry, Redis, the bare app) shares these CPUs on "
+        "loopback; the client is asyncio streams in one process. All figures are *measured*; the latency and "
+        "energy *inside* the answers are the mesh's modelled ones and are not used here.",
+        "",
+        f"## `/infer` throughput against a bare FastAPI app ({r['args']['rounds']} interleaved rounds of "
+        f"{r['args']['seconds']:g} s each)",
+        "",
+        "`/infer` bodies: "
+        + "; ".join(f"{k}: `{v}`" for k, v in r["infer_bodies"].items())
+        + " (the default policy learns: a Q update, Redis write and invalidation per request; the fixed one does "
+        "not). Output tensors. Bare app: `bench/bare_app.py`, `POST /infer` returning fixed JSON, same uvicorn "
+        "and flags.",
+        "",
+        "| concurrency | policy | `/infer` req/s | p50 / p99 ms | bare req/s | p50 / p99 ms | "
+        "**`/infer` / bare** (range) | target |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in r["throughput"]:
+        i, b = row["infer"], row["bare"]
+        lines.append(
+            f"| {row['concurrency']} | {row['body']} | {i['req_per_s']:.0f} | {i['p50_ms']:.2f} / {i['p99_ms']:.2f} | "
+            f"{b['req_per_s']:.0f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | **{row['ratio']:.3f}x** "
+            f"({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | >= 0.35: {_target_line(row['ratio'] >= 0.35)} |"
+        )
+    lines += [
+        "",
+        "The same runs in CPU time (user + system, every process of the mesh, the bare app and the client; "
+        "µs per request): unlike the rates above, this does not depend on how much of the machine the other "
+        "tenants left us.",
+        "",
+        "| concurrency | policy | client | decider | runners | telemetry | Redis | **total** | bare app + client "
+        "| **CPU ratio bare / `/infer`** |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["throughput"]:
+        c, b = row["cpu_us_per_request"], row["bare_cpu_us_per_request"]
+        lines.append(
+            f"| {row['concurrency']} | {row['body']} | {c['client']:.0f} | {c['decider']:.0f} | {c['runners']:.0f} | "
+            f"{c['telemetry']:.0f} | {c['redis']:.0f} | **{sum(c.values()):.0f}** | "
+            f"{b['bare'] + b['client']:.0f} | **{row['cpu_ratio']:.3f}x** |"
+        )
+    lines += [
+        "",
+        "## Decider-added latency at concurrency 16 (default policy)",
+        "",
+        "Per request, the decider's `Server-Timing: decider;dur=` (from its handler receiving the body to the "
+        "answer ready, minus the runner's round trip; uvicorn's HTTP parsing is outside it and inside the "
+        f"throughput figure), over {c16['decider_added_samples']} requests:",
+        "",
+        "| figure | value | target |",
+        "|---|---:|---|",
+        f"| p50 | **{c16['decider_added_p50_ms']:.3f} ms** | <= 1.5 ms: "
+        f"{_target_line(c16['decider_added_p50_ms'] <= 1.5)} |",
+        f"| p99 | **{c16['decider_added_p99_ms']:.3f} ms** | <= 5 ms: "
+        f"{_target_line(c16['decider_added_p99_ms'] <= 5)} |",
+        "",
+        "## Open Inference Protocol against native `/infer` (one request at a time, same input and target)",
+        "",
+        "| model | native ms | V2 binary ms | **V2 binary / native** | V2 JSON ms | **V2 JSON / native** | "
+        "response bytes native / binary / JSON |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for model, v in r["encodings"].items():
+        n, b, j = v["native"], v["v2_binary"], v["v2_json"]
+        lines.append(
+            f"| {model} | {n['median_ms']:.2f} | {b['median_ms']:.2f} | **{b['over_first']:.3f}x** | "
+            f"{j['median_ms']:.2f} | **{j['over_first']:.3f}x** | "
+            f"{n['response_bytes']:,} / {b['response_bytes']:,} / {j['response_bytes']:,} |"
+        )
+    lines += [
+        "",
+        "## Full output tensors against summaries (`/infer`, synthetic input, one request at a time)",
+        "",
+        "| model | summaries ms | tensors ms | **tensors / summaries** | response bytes summaries / tensors |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for model, v in r["outputs"].items():
+        s, t = v["summary"], v["tensor"]
+        lines.append(
+            f"| {model} | {s['median_ms']:.2f} | {t['median_ms']:.2f} | **{t['over_first']:.3f}x** | "
+            f"{s['response_bytes']:,} / {t['response_bytes']:,} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per figure")
+    ap.add_argument("--seconds", type=float, default=3.0, help="length of one throughput run")
+    ap.add_argument("--max-requests", type=int, default=20_000, help="cap of one throughput run")
+    ap.add_argument("--per", type=int, default=8, help="requests per variant per round (sequential figures)")
+    args = ap.parse_args()
+    facts = machine_facts()
+    bodies = {  # the default policy (AutoScale, learning on) and a fixed one (no Q-table write)
+        "autoscale": {"model": "tiny-cnn", "synthetic": True},
+        FIXED_TARGET: {"model": "tiny-cnn", "synthetic": True, "policy": FIXED_TARGET},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        mesh, _ = start_mesh(Path(tmp) / "mesh")
+        bare_port = free_port()
+        bare = start_bare(bare_port, Path(tmp) / "bare.log")
+        try:
+            decider = int(mesh.url("decider").rsplit(":", 1)[1])
+            meter = meter_for(mesh, bare)
+            encoded = {k: json.dumps(v).encode() for k, v in bodies.items()}
+            for port, body in ((bare_port, b"{}"), *((decider, b) for b in encoded.values())):
+                # warm-up: connections, caches, every action AutoScale tries once
+                asyncio.run(load(port, request_bytes("/infer", body), 16, 5000, 3.0))
+            report = {
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": "make bench",
+                "args": vars(args),
+                "machine": facts,
+                "infer_bodies": {k: json.dumps(v) for k, v in bodies.items()},
+                "throughput": throughput(decider, bare_port, encoded, meter, args),
+                "encodings": encodings(decider, args),
+                "outputs": outputs(decider, args),
+                "load_average_end": os.getloadavg(),
+            }
+        finally:
+            bare.terminate()
+            bare.wait(10)
+            mesh.stop()
+    OUT.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (OUT / f"{stamp}.json").write_text(json.dumps(report, indent=2))
+    md = markdown(report)
+    (OUT / f"{stamp}.md").write_text(md)
+    print(md)
+    print(f"wrote {OUT / stamp}.json and .md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
