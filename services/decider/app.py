@@ -155,6 +155,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Energy- and QoS-aware placement of DNN inference (AutoScale, MICRO 2020).",
         lifespan=lifespan,
     )
+    _mount(app, s)
+    return app
+
+
+def _mount(app: FastAPI, s: Settings) -> None:
+    """Error handlers, middleware and routers."""
     install_error_handlers(app)
     app.exception_handler(RedisError)(_redis_down)
     # Every inference, native or Open Inference Protocol, is answered on the ASGI fast path; tracing is
@@ -168,4 +174,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(admin.router, dependencies=[Depends(require_admin)], tags=["admin"])
     metrics_endpoint(app)
-    return app
