@@ -10,9 +10,12 @@ import zlib
 import numpy as np
 
 from services.core.errors import AutoScaleError
-from services.core.schemas import OutputSummary, TensorPayload, TensorSpec
+from services.core.schemas import ModelInfo, OutputSummary, TensorPayload, TensorSpec
 
 MAX_TENSOR_BYTES = 64 * 1024 * 1024
+# 16 Mi elements (64 MiB of float32): beyond any input of the zoo (Inception v3: 268 k) by far, and
+# checked on the declared shape before a byte of data is decoded.
+MAX_TENSOR_ELEMENTS = 16 * 1024 * 1024
 
 
 class TensorError(AutoScaleError):
@@ -56,8 +59,25 @@ def spec_text(spec: TensorSpec) -> str:
     return f"{spec.name}: {spec.dtype}{list(spec.shape)}"
 
 
+def check_elements(payload: TensorPayload, field: str) -> int:
+    """The element count of the declared shape; 413 over ``MAX_TENSOR_ELEMENTS`` (exact integers: no overflow)."""
+    elements = math.prod(payload.shape)
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise TensorTooLarge(
+            f"{field}: shape {payload.shape} has {elements} elements; the limit is {MAX_TENSOR_ELEMENTS}",
+            field=f"{field}.shape",
+        )
+    return elements
+
+
+def input_bytes(info: ModelInfo) -> int:
+    """Bytes of one input set of a model (symbolic dims counted as 1): what sizes ``/infer``'s body limit."""
+    return sum(math.prod(concrete_shape(s)) * np.dtype(s.dtype).itemsize for s in info.inputs)
+
+
 def check_against(payload: TensorPayload, spec: TensorSpec, field: str) -> None:
-    """Raise a 422 naming the field and the expected spec when dtype or shape do not fit."""
+    """Raise a 422 naming the field and the expected spec when dtype or shape do not fit (413: too many elements)."""
+    check_elements(payload, field)
     if payload.dtype != spec.dtype:
         raise InvalidDtype(
             f"{field}: dtype {payload.dtype} does not match the model input {spec_text(spec)}", field=f"{field}.dtype"
@@ -71,19 +91,26 @@ def check_against(payload: TensorPayload, spec: TensorSpec, field: str) -> None:
 
 
 def decode(payload: TensorPayload, field: str = "input") -> np.ndarray:
+    """The array a payload carries; its size is checked on the declared shape before any decoding."""
+    dtype = np.dtype(payload.dtype)
+    expected = check_elements(payload, field) * dtype.itemsize
+    if expected > MAX_TENSOR_BYTES:
+        raise TensorTooLarge(f"{field} is {expected} bytes; the limit is {MAX_TENSOR_BYTES}", field=field)
+    if len(payload.data_b64) != 4 * math.ceil(expected / 3):
+        raise InvalidTensorData(
+            f"{field}.data_b64 has {len(payload.data_b64)} base64 characters but {payload.dtype}{payload.shape} "
+            f"needs {4 * math.ceil(expected / 3)} ({expected} bytes)",
+            field=f"{field}.data_b64",
+        )
     try:
         raw = base64.b64decode(payload.data_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidTensorData(f"{field}.data_b64 is not valid base64: {exc}", field=f"{field}.data_b64") from exc
-    dtype = np.dtype(payload.dtype)
-    expected = int(np.prod(payload.shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected:
+    if len(raw) != expected:  # padding that decodes to fewer bytes
         raise InvalidTensorData(
             f"{field}.data_b64 holds {len(raw)} bytes but {payload.dtype}{payload.shape} needs {expected}",
             field=f"{field}.data_b64",
         )
-    if expected > MAX_TENSOR_BYTES:
-        raise TensorTooLarge(f"{field} is {expected} bytes; the limit is {MAX_TENSOR_BYTES}", field=field)
     return np.frombuffer(raw, dtype=dtype).reshape(payload.shape)
 
 

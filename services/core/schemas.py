@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 # ----------------------------------------------------------------------------- targets
 
@@ -104,15 +104,9 @@ class TensorPayload(BaseModel):
     """A tensor on the wire: raw little-endian bytes, base64."""
 
     dtype: Dtype
-    shape: list[int] = Field(min_length=0, max_length=8)
+    # Positive dims, declared in the schema itself so that clients (and fuzzers) can see the rule.
+    shape: list[Annotated[int, Field(gt=0)]] = Field(min_length=0, max_length=8)
     data_b64: str
-
-    @field_validator("shape")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(d <= 0 for d in v):
-            raise ValueError("every dimension must be a positive integer")
-        return v
 
 
 class ModelFeatures(BaseModel):

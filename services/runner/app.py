@@ -22,19 +22,31 @@ from typing import Annotated
 
 import numpy as np
 import onnx
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import Path as PathParam
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common.auth import Authenticator, authorize_asgi, require
+from services.common.auth import Scope as AuthScope
 from services.common.config_files import load_profile
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
-from services.common.errors import ApiError, NotReady, api_error_body, install_error_handlers, validation_error_body
+from services.common.errors import (
+    ApiError,
+    NotReady,
+    error_responses,
+    install_error_handlers,
+    send_error,
+    validation_error_body,
+)
+from services.common.limits import BodyLimit, InFlightLimit, RouteLimit, infer_body_limit
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
-from services.common.model_store import ModelStore, UnknownModel
+from services.common.model_store import NAME_RE, ModelStore, UnknownModel, require_servable
+from services.common.openapi import raw_body
 from services.common.settings import Settings
-from services.common.tensors import MissingInput, check_against, decode, synthetic
+from services.common.tensors import MissingInput, check_against, decode, input_bytes, synthetic
 from services.core import costmodel
 from services.core.errors import AutoScaleError
 from services.core.profiles import DeviceProfile
@@ -64,6 +76,16 @@ class RunnerSpec:
     device: str  # device profile name
 
 
+# A session, its load lock, engine support and last run time are keyed by the model's content
+# (its sha256; a built-in's name, which never changes bytes), the precision and the engine: a model
+# re-pushed under its name with new bytes gets a new session, and nothing of the old one is reused.
+SessionKey = tuple[str, Precision, str]
+
+
+def session_key(info: ModelInfo, target: Target) -> SessionKey:
+    return (info.name if info.builtin or not info.sha256 else info.sha256, target.precision, target.engine)
+
+
 @dataclass
 class RunnerState:
     spec: RunnerSpec
@@ -72,21 +94,23 @@ class RunnerState:
     edge_profile: DeviceProfile  # the phone: its radio defines the link a remote runner emulates
     store: ModelStore
     metrics: RunnerMetrics
+    in_flight: InFlightLimit
     targets: dict[str, Target] = field(default_factory=dict)
-    sessions: dict[tuple[str, Precision, str], LoadedModel] = field(default_factory=dict)
-    load_locks: dict[tuple[str, Precision, str], asyncio.Lock] = field(default_factory=dict)
-    engine_support: dict[tuple[str, Precision, str], bool] = field(default_factory=dict)
+    sessions: dict[SessionKey, LoadedModel] = field(default_factory=dict)
+    load_locks: dict[SessionKey, asyncio.Lock] = field(default_factory=dict)
+    engine_support: dict[SessionKey, bool] = field(default_factory=dict)
     _infos: dict[str, ModelInfo] | None = None
+    _body_limit: int = 0
     _runnable: dict[str, list[str]] = field(default_factory=dict)
     _synthetic: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # One inference at a time: each engine session already uses every configured thread.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_exec_s: dict[tuple[str, Precision, str], float] = field(default_factory=dict)
+    last_exec_s: dict[SessionKey, float] = field(default_factory=dict)
     ready: bool = False
 
     async def execute(
-        self, key: tuple[str, Precision, str], session: LoadedModel, feeds: dict[str, np.ndarray], top_k: int
+        self, key: SessionKey, session: LoadedModel, feeds: dict[str, np.ndarray], top_k: int
     ) -> tuple[list[OutputSummary], float]:
         """Run one inference, one at a time; returns the output summaries and the host execution time.
 
@@ -118,11 +142,25 @@ class RunnerState:
         return engine
 
     def infos(self) -> dict[str, ModelInfo]:
-        """Model infos, read from the store once and again only after an upload."""
+        """Model infos, read from the store once and again only after an upload (sessions of
+        content no model has any more are dropped then)."""
         if self._infos is None:
-            self._infos = {n: self.store.info(n) for n in self.store.names()}
+            infos = self._infos = {n: self.store.info(n) for n in self.store.names()}
             self._runnable.clear()
+            current = {session_key(i, t)[0] for i in infos.values() for t in self.targets.values()}
+            for key in [k for k in self.sessions if k[0] not in current]:
+                del self.sessions[key]
+            self._body_limit = infer_body_limit(
+                max((input_bytes(i) for i in infos.values()), default=0),
+                self.settings.max_infer_body_bytes,
+                self.settings.max_request_bytes,
+            )
         return self._infos
+
+    def run_body_limit(self) -> int:
+        """``POST /run``'s body limit (``limits.infer_body_limit`` of the models this runner holds)."""
+        self.infos()
+        return self._body_limit
 
     def models_changed(self) -> None:
         self._infos = None
@@ -156,7 +194,7 @@ class RunnerState:
     def engine_runs(self, name: str, target: Target) -> bool:
         if target.engine == "onnxruntime":
             return True
-        key = (name, target.precision, target.engine)
+        key = session_key(self.infos()[name], target)
         if key not in self.engine_support:
             path = self.store.path(name, target.precision)
             ok = get_engine(target.engine).supports(onnx.load(str(path), load_external_data=False), target.precision)
@@ -173,9 +211,10 @@ async def get_state(request: Request) -> RunnerState:  # async: a sync dependenc
 StateDep = Annotated[RunnerState, Depends(get_state)]
 
 
-async def _session(state: RunnerState, model: str, target: Target) -> LoadedModel:
+async def _session(state: RunnerState, info: ModelInfo, target: Target) -> LoadedModel:
     """Load (once) the engine session of a model at a precision; build the file if needed."""
-    key = (model, target.precision, target.engine)
+    key = session_key(info, target)
+    model = info.name
     if key in state.sessions:
         return state.sessions[key]
     lock = state.load_locks.setdefault(key, asyncio.Lock())
@@ -219,14 +258,18 @@ async def healthz() -> Liveness:
     return Liveness()
 
 
-@router.get("/readyz", response_model=RunnerReadiness)
+@router.get("/readyz", response_model=RunnerReadiness, responses=error_responses(503))
 async def readyz(state: StateDep) -> RunnerReadiness:
     if not state.ready:
         raise NotReady("runner is still loading its models")
     return RunnerReadiness(role=state.spec.role, device=state.profile.name)
 
 
-@router.get("/targets", response_model=list[TargetInfo])
+reads = APIRouter(dependencies=[require(AuthScope.client)], responses=error_responses(401, 403))
+mesh_only = APIRouter(dependencies=[require(AuthScope.mesh)], responses=error_responses(401, 403, 413, 422))
+
+
+@reads.get("/targets", response_model=list[TargetInfo])
 async def targets(state: StateDep) -> list[TargetInfo]:
     return [
         TargetInfo(
@@ -241,33 +284,57 @@ async def targets(state: StateDep) -> list[TargetInfo]:
     ]
 
 
-@router.get("/models", response_model=list[ModelInfo])
+@reads.get("/models", response_model=list[ModelInfo])
 async def models(state: StateDep) -> list[ModelInfo]:
     return list(state.infos().values())
 
 
-@router.put("/models/{name}", response_model=ModelInfo)
-async def put_model(name: str, request: Request, state: StateDep) -> ModelInfo:
-    """Receive a user model pushed by the decider: the ONNX bytes, then its accuracy entries."""
-    data = await request.body()
+@mesh_only.put(
+    "/models/{name}",
+    response_model=ModelInfo,
+    responses=error_responses(409),
+    openapi_extra=raw_body("the ONNX file the decider validated"),
+)
+async def put_model(
+    name: Annotated[str, PathParam(pattern=NAME_RE.pattern)],
+    request: Request,
+    state: StateDep,
+    x_model_sha256: str = Header(
+        pattern="^[0-9a-f]{64}$", description="sha256 of the body: the hash the decider validated (422 if it differs)"
+    ),
+    x_accuracy: str = Header("{}", description="the model's accuracy entries by precision (JSON)"),
+) -> ModelInfo:
+    """Receive a user model pushed by the decider: the ONNX bytes, then its accuracy entries.
+
+    Mesh scope only. The body must hash to ``X-Model-SHA256`` and run on ONNX Runtime; it is stored
+    by content, so a name re-pushed with new bytes gets a new file and a new session."""
     try:
-        accuracy = TypeAdapter(dict[Precision, AccuracyEntry]).validate_json(request.headers.get("x-accuracy", "{}"))
-        info = await asyncio.to_thread(
-            state.store.add, name, data, max_bytes=state.settings.max_upload_bytes, overwrite=True
-        )
-        for precision, entry in accuracy.items():
-            info = state.store.set_accuracy(name, precision, entry)
-        state.models_changed()
-        return info
+        accuracy = TypeAdapter(dict[Precision, AccuracyEntry]).validate_json(x_accuracy)
     except ValidationError as exc:
         raise ApiError(
             422, "invalid_accuracy", f"x-accuracy header: {exc.errors()[0]['msg']}", field="x-accuracy"
         ) from exc
+    data = await request.body()
+    info = await asyncio.to_thread(
+        state.store.add,
+        name,
+        data,
+        max_bytes=state.settings.max_upload_bytes,
+        overwrite=True,
+        expected_sha256=x_model_sha256,
+        accept=require_servable,
+    )
+    for precision, entry in accuracy.items():
+        info = state.store.set_accuracy(name, precision, entry)
+    state.models_changed()
+    log_event(log, "model received", model=name, sha256=info.sha256)
+    return info
 
 
-@router.post("/run", response_model=RunResult)
+@mesh_only.post("/run", response_model=RunResult, responses=error_responses(404, 503))
 async def run(req: RunRequest, state: StateDep) -> RunResult:
-    """Execute one inference (documents ``/run``; ``RunFastPath`` answers it)."""
+    """Execute one inference (documents ``/run``; ``RunFastPath`` answers it). 503 + ``Retry-After``
+    when the runner already holds ``AUTOSCALE_RUNNER_MAX_IN_FLIGHT`` runs."""
     result = await _run(req, state)
     _record(state, result)
     return result
@@ -297,6 +364,7 @@ class RunFastPath:
         state: RunnerState = scope["app"].state.runner
         result: RunResult | None = None
         try:
+            authorize_asgi(scope["app"].state.auth, scope, AuthScope.mesh)
             req = RunRequest.model_validate_json(await _read_body(receive))
             result = await _run(req, state)
             status, payload = 200, result.model_dump_json().encode()
@@ -304,7 +372,8 @@ class RunFastPath:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
             status, payload = 422, json.dumps(validation_error_body(errors)).encode()
         except AutoScaleError as exc:
-            status, payload = exc.status, json.dumps(api_error_body(exc)).encode()
+            await send_error(send, exc)
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -344,8 +413,14 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         raise UnknownModel(f"model {req.model!r} is not on this runner; known: {', '.join(state.infos())}")
     if req.model not in state.runnable_models(target):
         raise ApiError(422, "unsupported", f"target {target.id} cannot run {req.model}", field="target")
+    with state.in_flight.slot():
+        return await _execute(req, state, info, target)
+
+
+async def _execute(req: RunRequest, state: RunnerState, info: ModelInfo, target: Target) -> RunResult:
     feeds = _feeds(state, req, info)
-    session = await _session(state, req.model, target)
+    key = session_key(info, target)
+    session = await _session(state, info, target)
     cond = req.conditions
     in_bytes = int(sum(a.nbytes for a in feeds.values()))
 
@@ -364,9 +439,7 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
 
     with state.metrics.track(target.id):
-        outputs, host_exec_s = await state.execute(
-            (req.model, target.precision, target.engine), session, feeds, req.top_k
-        )
+        outputs, host_exec_s = await state.execute(key, session, feeds, req.top_k)
 
     out_bytes = sum(math.prod(o.shape) * np.dtype(o.dtype).itemsize for o in outputs)
     if state.spec.role != Location.edge:
@@ -404,6 +477,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     for engine_name in settings.engine_overrides.values():
         get_engine(engine_name)  # raises on an unknown engine name
     store = ModelStore(settings.model_cache, settings.zoo or None)
+    auth = Authenticator.for_service(settings)  # refuses a non-loopback bind without tokens
     state = RunnerState(
         spec=spec,
         settings=settings,
@@ -411,6 +485,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
         edge_profile=edge_profile,
         store=store,
         metrics=RunnerMetrics(spec.role.value),
+        in_flight=InFlightLimit(settings.runner_max_in_flight, f"the {spec.role.value} runner"),
     )
     state.targets = {
         t.id: t.model_copy(update={"engine": state.engine_for(t.id)}) for t in costmodel.targets_for(profile, spec.role)
@@ -424,7 +499,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
                 continue
             for target in state.targets.values():
                 if name in state.runnable_models(target):
-                    await _session(state, name, target)
+                    await _session(state, state.infos()[name], target)
         state.ready = True
         log_event(log, "runner ready", role=spec.role.value, device=profile.name, targets=len(state.targets))
         yield
@@ -432,8 +507,19 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
 
     app = FastAPI(title=f"AutoScale {spec.role.value} runner", lifespan=lifespan)
     app.state.runner = state
+    app.state.auth = auth
     install_error_handlers(app)
     app.add_middleware(RunFastPath)
+    app.add_middleware(  # outermost: nothing behind it holds more than a route's limit
+        BodyLimit,
+        default=settings.max_request_bytes,
+        routes=[
+            RouteLimit.of("POST", "/run", state.run_body_limit, "AUTOSCALE_MAX_INFER_BODY_BYTES"),
+            RouteLimit.of("PUT", "/models/[^/]+", settings.max_upload_bytes, "AUTOSCALE_MAX_UPLOAD_BYTES", "file"),
+        ],
+    )
     app.include_router(router)
+    app.include_router(reads)
+    app.include_router(mesh_only)
     metrics_endpoint(app)
     return app
