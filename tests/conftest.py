@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.cli.launcher import Mesh
 from services.common.redis_embed import free_port
@@ -48,6 +49,45 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     # The zoo cache is shared between runs; uploads from an earlier run are not.
     shutil.rmtree(MODEL_CACHE / "user", ignore_errors=True)
     m = Mesh(mesh_settings(tmp_path_factory.mktemp("mesh")))
+    m.start(timeout_s=600)
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+# One token per scope for the secured mesh (long enough for a non-loopback bind, never used outside tests).
+TOKENS = {
+    "client": "client-token-for-tests-0001",
+    "admin": "admin-token-for-tests-0001",
+    "mesh": "mesh-token-for-tests-0001",
+}
+
+
+def bearer(scope: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {TOKENS[scope]}"}
+
+
+@pytest.fixture(scope="session")
+def secure_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """The mesh with a token for every scope (on loopback), runs always in a worker thread and at most two
+    in flight per runner. Its uploads live apart from ``mesh``'s; the built zoo is shared (content-addressed)."""
+    root = tmp_path_factory.mktemp("secure-mesh")
+    models = root / "models"
+    models.mkdir()
+    for shared in ("zoo", "variants"):
+        (MODEL_CACHE / shared).mkdir(parents=True, exist_ok=True)
+        (models / shared).symlink_to(MODEL_CACHE / shared)
+    settings = mesh_settings(
+        root,
+        models_dir=models,
+        client_token=SecretStr(TOKENS["client"]),
+        admin_token=SecretStr(TOKENS["admin"]),
+        mesh_token=SecretStr(TOKENS["mesh"]),
+        runner_max_in_flight=2,
+        inline_run_max_ms=0.0,
+    )
+    m = Mesh(settings)
     m.start(timeout_s=600)
     try:
         yield m

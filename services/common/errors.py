@@ -51,7 +51,6 @@ def error_headers(exc: AutoScaleError) -> dict[str, str]:
 
 
 _DESCRIPTIONS = {
-    400: "malformed request",
     401: "no bearer token, or an unknown one (WWW-Authenticate: Bearer)",
     403: "the token does not grant the route's scope",
     404: "unknown resource (the error names it)",
@@ -143,6 +142,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": bytes that are not UTF-8 JSON
+            body = error_body("invalid_json", f"request body is not valid JSON: {exc.detail}", "body")
+            return JSONResponse(body, status_code=422)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
