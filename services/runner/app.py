@@ -148,8 +148,9 @@ class RunnerState:
             infos = self._infos = {n: self.store.info(n) for n in self.store.names()}
             self._runnable.clear()
             current = {session_key(i, t)[0] for i in infos.values() for t in self.targets.values()}
-            for key in [k for k in self.sessions if k[0] not in current]:
-                del self.sessions[key]
+            for keyed in (self.sessions, self.load_locks, self.engine_support, self.last_exec_s):
+                for key in [k for k in keyed if k[0] not in current]:
+                    del keyed[key]
             self._body_limit = infer_body_limit(
                 max((input_bytes(i) for i in infos.values()), default=0),
                 self.settings.max_infer_body_bytes,
