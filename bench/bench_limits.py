@@ -80,7 +80,7 @@ def _window(decider: str, seconds: float, attack: Callable[[httpx.Client], int] 
 
     def attacker() -> None:
         with httpx.Client(timeout=120, trust_env=False) as c:
-            while not stop.is_set() and len(answered) < 500:
+            while not stop.is_set() and len(answered) < 20_000:
                 answered.append(attack(c) if attack else 0)
 
     thread = threading.Thread(target=attacker, daemon=True) if attack else None
