@@ -108,6 +108,8 @@ def up(
         raise typer.Exit(1) from exc
     url = mesh.url("decider")
     model = (s.preload_models or ["mobilenet_v1"])[0]
+    # The variable, never the token: the line may end up in a terminal log.
+    auth = ' -H "Authorization: Bearer $AUTOSCALE_CLIENT_TOKEN"' if s.client_token.get_secret_value() else ""
     # Plain lines, not a panel: the curl command must stay copy-pasteable at any terminal width.
     console.print(
         f"\n[bold]AutoScale Mesh is up.[/bold]\n"
@@ -116,7 +118,7 @@ def up(
         f"  telemetry  {mesh.url('telemetry')}/state\n"
         f"  logs       {Path(s.data_dir).resolve() / 'logs'}\n\n"
         f"Send a request:\n"
-        f"  curl -s -X POST {url}/infer -H 'Content-Type: application/json' "
+        f"  curl -s -X POST {url}/infer -H 'Content-Type: application/json'{auth} "
         f'-d \'{{"model": "{model}", "synthetic": true}}\'\n\n'
         f"Ctrl-C stops every process.",
         soft_wrap=True,

@@ -134,18 +134,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_exception_handler(RedisError, _redis_down)  # type: ignore[arg-type]
     _limit_requests(app, s, catalog)
+    _include_routers(app)
+    return app
 
+
+def _include_routers(app: FastAPI) -> None:
+    """Every route, each router with the scope it needs (``services.common.auth``)."""
     app.include_router(health.router)
     app.include_router(infer.router)
     app.include_router(catalog_api.router)
-    app.include_router(
-        admin.router,
-        dependencies=[require(Scope.admin)],
-        responses=error_responses(401, 403, 429, 503),
-        tags=["admin"],
-    )
+    admin_errors = error_responses(401, 403, 429, 503)
+    app.include_router(admin.router, dependencies=[require(Scope.admin)], responses=admin_errors, tags=["admin"])
     metrics_endpoint(app)
-    return app
 
 
 def _limit_requests(app: FastAPI, s: Settings, catalog: ModelCatalog) -> None:
