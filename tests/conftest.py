@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.cli.launcher import Mesh
 from services.common.redis_embed import EmbeddedRedis, free_port
@@ -103,6 +104,48 @@ def observed_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed
     finally:
         m.stop()
         otlp.stop()
+
+
+# One token per scope for the secured mesh (long enough for a non-loopback bind, never used outside tests).
+TOKENS = {
+    "client": "client-token-for-tests-0001",
+    "admin": "admin-token-for-tests-0001",
+    "mesh": "mesh-token-for-tests-0001",
+}
+
+
+def bearer(scope: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {TOKENS[scope]}"}
+
+
+def secure_mesh_settings(root: Path, **overrides: Any) -> Settings:
+    """``mesh_settings`` with a token for every scope (on loopback), runs always in a worker thread and at most
+    two in flight per runner. Uploads live under ``root``; the built zoo is shared (it is content-addressed)."""
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    for shared in ("zoo", "variants"):
+        (MODEL_CACHE / shared).mkdir(parents=True, exist_ok=True)
+        if not (models / shared).exists():
+            (models / shared).symlink_to(MODEL_CACHE / shared)
+    values: dict[str, Any] = {
+        "models_dir": models,
+        "client_token": SecretStr(TOKENS["client"]),
+        "admin_token": SecretStr(TOKENS["admin"]),
+        "mesh_token": SecretStr(TOKENS["mesh"]),
+        "runner_max_in_flight": 2,
+        "inline_run_max_ms": 0.0,
+    }
+    return mesh_settings(root, **(values | overrides))
+
+
+@pytest.fixture(scope="session")
+def secure_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    m = Mesh(secure_mesh_settings(tmp_path_factory.mktemp("secure-mesh")))
+    m.start(timeout_s=600)
+    try:
+        yield m
+    finally:
+        m.stop()
 
 
 def wait_until_ready(

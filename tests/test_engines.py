@@ -13,7 +13,6 @@ its tensor-intrinsic library once per process).
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import TypedDict
 
@@ -238,13 +237,11 @@ def test_tvm_second_load_hits_disk_cache(cnn_path: Path, tvm_engine: TvmEngine, 
     assert so.is_file() and so.suffix == ".so"
     mtime = so.stat().st_mtime_ns
     # A fresh engine (= a restarted runner) on the same cache dir must not compile.
+    # (What the cache saves, compile vs warm load, is measured by bench/bench_engines.py.)
     again = TvmEngine(cache_dir=work / "tvm_cache", tuning_dir=work / "tuning")
-    t0 = time.perf_counter()
     second = again.load(cnn_path, threads=2)
-    hit_s = time.perf_counter() - t0
     assert second.info.from_cache and again.compiles == 0 and again.cache_hits == 1
     assert second.info.artifact == so and so.stat().st_mtime_ns == mtime
-    assert hit_s < second.info.compile_s / 2, (hit_s, second.info.compile_s)
     np.testing.assert_array_equal(second.run(image(0))[0], first.run(image(0))[0])
     # A different target (thread count is part of it) is a different artefact.
     assert again.load(cnn_path, threads=1).info.artifact != so
@@ -409,9 +406,8 @@ def test_tiny_tuning_database_and_tuned_compile(ort_engine: OnnxRuntimeEngine, w
     from services.common.engines.tune import count_valid_records, tune
 
     path = two_conv(work / "two_conv.onnx")
-    t0 = time.perf_counter()
+    # Bounded in count (8 trials); how long tuning takes is measured by bench/bench_engines.py (tune_s).
     db = tune(path, "llvm", trials=8, work_dir=work / "tuning", threads=2, builder_workers=1, min_repeat_ms=20)
-    assert time.perf_counter() - t0 < 120
     assert (db / "database_workload.json").is_file() and (db / "meta.json").is_file()
     assert count_valid_records(db) >= 2  # both convs got at least one working schedule
     engine = TvmEngine(cache_dir=work / "tvm_cache", tuning_dir=work / "tuning")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def test_upload_register_and_persist(store: ModelStore, tmp_path: Path) -> None:
     info = store.add("tiny-cnn.v1", data)
     assert not info.builtin and info.features.macs == SMALL_CNN_MACS and info.features.conv == 1
     assert info.inputs[0].shape == [1, 3, 8, 8] and info.outputs[0].name == "y"
-    assert (tmp_path / "user" / "tiny-cnn.v1.onnx").read_bytes() == data
+    # content-addressed: the file is named by its sha256, the entry points at it
+    assert (tmp_path / "user" / "blobs" / f"{info.sha256}.onnx").read_bytes() == data
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
     assert store.names() == [*ZOO, "tiny-cnn.v1"]
 
     again = ModelStore(tmp_path, zoo=ZOO)  # a restart, or the other process
@@ -139,14 +142,19 @@ def test_rejections_leave_the_registry_unchanged(store: ModelStore, tmp_path: Pa
 
 
 def test_overwrite_and_remove(store: ModelStore, tmp_path: Path) -> None:
-    store.add("m", small_cnn().SerializeToString())
+    first = store.add("m", small_cnn().SerializeToString())
+    old_path = store.path("m")
     int8 = store.path("m", Precision.int8)
     bigger = small_cnn(batch=2).SerializeToString()
     info = store.add("m", bigger, overwrite=True)
     assert info.inputs[0].shape == [2, 3, 8, 8]
+    # re-pointing the name writes a new file: what a runner loaded from the old one is untouched
+    assert store.path("m") != old_path and old_path.read_bytes() == small_cnn().SerializeToString()
+    assert first.sha256 != info.sha256
+    store.add("m", small_cnn().SerializeToString(), overwrite=True)  # back to the first bytes
     store.remove("m")
     assert not store.has("m") and "m" not in store.names()
-    assert not int8.exists() and not (tmp_path / "user" / "m.onnx").exists()
+    assert not int8.exists() and not old_path.exists()
     with pytest.raises(KeyError):
         store.remove("m")
     with pytest.raises(ModelValidationError):
@@ -168,6 +176,25 @@ def test_measured_accuracy_is_recorded(store: ModelStore, tmp_path: Path) -> Non
     # the same bytes pushed again keep what is known; different bytes start from scratch
     assert set(store.add("tiny", small_cnn().SerializeToString(), overwrite=True).precisions) == set(info.precisions)
     assert store.add("tiny", small_cnn(batch=2).SerializeToString(), overwrite=True).precisions == {}
+
+
+def test_push_checks_the_hash_and_the_model(store: ModelStore, tmp_path: Path) -> None:
+    """A push carries the sha256 the sender validated: other bytes, or a model ORT cannot run, change nothing."""
+    from services.common.model_store import Sha256Mismatch, UnsupportedModel, require_servable
+    from tests.test_models_api import custom_op_model
+
+    data = small_cnn().SerializeToString()
+    before = _files(tmp_path)
+    with pytest.raises(Sha256Mismatch) as err:
+        store.add("pushed", data, expected_sha256=hashlib.sha256(b"other bytes").hexdigest())
+    assert err.value.status == 422 and err.value.field == "x-model-sha256"
+    bad = custom_op_model()
+    with pytest.raises(UnsupportedModel) as unsupported:
+        store.add("pushed", bad, expected_sha256=hashlib.sha256(bad).hexdigest(), accept=require_servable)
+    assert unsupported.value.code == "unsupported_op" and unsupported.value.field == "file"
+    assert _files(tmp_path) == before and not store.has("pushed")
+    info = store.add("pushed", data, expected_sha256=hashlib.sha256(data).hexdigest(), accept=require_servable)
+    assert store.path("pushed").read_bytes() == data and info.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def _upload_in_child(root: str, name: str) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from services.common.auth import security_problems
 from services.common.redis_embed import EmbeddedRedis
 from services.common.settings import Settings, redact_url
 
@@ -73,7 +74,7 @@ def check_config(settings: Settings) -> list[str]:
             get_engine(engine)
         except Exception as exc:  # EngineError, or an engine whose package is missing
             problems.append(f"AUTOSCALE_ENGINE_OVERRIDES[{prefix!r}]={engine}: {exc}")
-    return problems
+    return problems + security_problems(settings)  # a non-loopback bind needs a token for every scope
 
 
 @dataclass

@@ -112,12 +112,14 @@ def up(
         raise typer.Exit(1) from exc
     url = mesh.url("decider")
     model = (s.preload_models or ["mobilenet_v1"])[0]
+    # The variable, never the token: the line may end up in a terminal log.
+    auth = ' -H "Authorization: Bearer $AUTOSCALE_CLIENT_TOKEN"' if s.client_token.get_secret_value() else ""
     sample = ""
     if zoo.labelled_set_available(model):
         sample = (
             f"A real held-out image (the command prints its label on stderr):\n"
             f"  {shlex.quote(sys.argv[0])} models sample {model} --index 0 | "
-            f"curl -s -X POST {url}/infer -H 'Content-Type: application/json' -d @-\n\n"
+            f"curl -s -X POST {url}/infer -H 'Content-Type: application/json'{auth} -d @-\n\n"
         )
     # Plain lines, not a panel: the curl command must stay copy-pasteable at any terminal width.
     console.print(
@@ -127,7 +129,7 @@ def up(
         f"  telemetry  {mesh.url('telemetry')}/state\n"
         f"  logs       {Path(s.data_dir).resolve() / 'logs'}\n\n"
         f"Send a request:\n"
-        f"  curl -s -X POST {url}/infer -H 'Content-Type: application/json' "
+        f"  curl -s -X POST {url}/infer -H 'Content-Type: application/json'{auth} "
         f'-d \'{{"model": "{model}", "synthetic": true}}\'\n\n'
         f"{sample}"
         f"Ctrl-C stops every process.",

@@ -23,10 +23,14 @@ held-out split (``services.common.model_store``): it has no entry here.
 
 from __future__ import annotations
 
+import io
+import math
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from services.common.features import ModelValidationError
 from services.core.schemas import AccuracyEntry, Precision
@@ -39,6 +43,13 @@ class LabelledSetError(ModelValidationError):
 
     def __init__(self, message: str, field: str | None = "labelled_set") -> None:
         super().__init__(message, field=field)
+
+
+class LabelledSetTooLarge(LabelledSetError):
+    """A labelled set whose arrays would expand past the upload limit (a zip bomb, or just too big)."""
+
+    status = 413
+    code = "too_large"
 
 
 # ----------------------------------------------------------------------------- sources
@@ -146,6 +157,54 @@ def published_accuracies(model: str) -> dict[Precision, AccuracyEntry]:
 # ----------------------------------------------------------------------------- measured
 
 LabelledSet = Path | str | Mapping[str, np.ndarray] | tuple[np.ndarray, np.ndarray]
+_HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+
+
+def _member_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> int:
+    """The bytes the array of one ``.npy`` member will take, from its header alone; refused when it is
+    not a plain numeric array, when it would pass ``max_bytes``, or when the zip's declared size
+    cannot hold it (numpy allocates the header's shape before reading a byte)."""
+    key = info.filename.removesuffix(".npy")
+    if info.file_size > max_bytes:
+        raise LabelledSetTooLarge(f"'{key}' expands to {info.file_size} bytes; the limit is {max_bytes}")
+    try:
+        with zf.open(info) as f:
+            version = npy_format.read_magic(f)
+            reader = _HEADER_READERS.get(version)
+            if reader is None:
+                raise LabelledSetError(f"'{key}': .npy format version {version} is not supported (1.0 and 2.0 are)")
+            shape, _, dtype = reader(f)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise LabelledSetError(f"'{key}' is not a readable .npy array ({exc})") from exc
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise LabelledSetError(f"'{key}' has dtype {dtype}; numeric arrays only")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > info.file_size:
+        raise LabelledSetError(f"'{key}' declares shape {list(shape)} ({nbytes} bytes) but holds {info.file_size}")
+    return nbytes
+
+
+def read_labelled_set(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
+    """``x`` and ``y`` of an uploaded ``.npz``, each member's size and shape checked from the zip directory
+    and the ``.npy`` header before anything is loaded (a 2 MB file can declare a 2 GiB array). Blocking:
+    call it in a worker thread."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise LabelledSetError(f"body must be an .npz with arrays 'x' and 'y' ({exc})") from exc
+    with zf:
+        members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
+        missing = [k for k in ("x", "y") if k not in members]
+        if missing:
+            raise LabelledSetError(f"the .npz has no array {missing[0]!r}; it needs 'x' and 'y'")
+        total = sum(_member_bytes(zf, members[k], max_bytes) for k in ("x", "y"))
+        if total > max_bytes:
+            raise LabelledSetTooLarge(f"'x' and 'y' take {total} bytes together; the limit is {max_bytes}")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in ("x", "y")}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise LabelledSetError(f"body must be an .npz with arrays 'x' and 'y' ({exc})") from exc
 
 
 def _load_labelled(labelled_set: LabelledSet) -> tuple[np.ndarray, np.ndarray]:

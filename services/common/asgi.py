@@ -16,13 +16,15 @@ import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common.errors import api_error_body, validation_error_body
+from services.common.auth import Scope as AuthScope
+from services.common.auth import authorize_asgi
+from services.common.errors import api_error_body, error_headers, validation_error_body
 from services.core.errors import AutoScaleError
 
 JSON = b"application/json"
@@ -61,9 +63,15 @@ Handler = Callable[[FastRequest], Awaitable[Reply]]
 
 @dataclass(frozen=True, slots=True)
 class FastRoute:
+    """A route the fast path answers: ``needs`` is the token scope it requires (checked before the
+    body is read, as the FastAPI route's ``require`` dependency would); ``refuse`` writes that
+    refusal in the route's protocol (the mesh's error body by default)."""
+
     method: str
     path: re.Pattern[str]  # matched in full against the decoded path; named groups become params
     handler: Handler
+    needs: AuthScope | None = None
+    refuse: Callable[[AutoScaleError], Reply] = field(default=lambda exc: error_reply(exc))
 
 
 class FastPath:
@@ -86,10 +94,12 @@ class FastPath:
 
     @staticmethod
     async def _serve(route: FastRoute, params: dict[str, str], scope: Scope, receive: Receive, send: Send) -> None:
-        body = await read_body(receive)
-        if body is None:
-            return  # the client went away before sending the body: nobody to answer
-        reply = await route.handler(FastRequest(scope, body, params))
+        reply = _refusal(route, scope)
+        if reply is None:
+            body = await read_body(receive)
+            if body is None:
+                return  # the client went away before sending the body: nobody to answer
+            reply = await route.handler(FastRequest(scope, body, params))
         await send(
             {
                 "type": "http.response.start",
@@ -108,6 +118,17 @@ class FastPath:
             done = reply.after()
             if inspect.isawaitable(done):
                 await done
+
+
+def _refusal(route: FastRoute, scope: Scope) -> Reply | None:
+    """The route's answer to a caller without the scope it needs; None when the caller may go on."""
+    if route.needs is None:
+        return None
+    try:
+        authorize_asgi(scope["app"].state.auth, scope, route.needs)
+    except AutoScaleError as exc:
+        return route.refuse(exc)
+    return None
 
 
 async def read_body(receive: Receive) -> bytes | None:
@@ -131,8 +152,10 @@ def model_reply(model: BaseModel, **kw: Any) -> Reply:
 
 
 def error_reply(exc: ValidationError | AutoScaleError) -> Reply:
-    """The mesh's JSON error body, as the FastAPI app's handlers write it for the same error."""
+    """The mesh's JSON error body (and headers: ``WWW-Authenticate``, ``Retry-After``), as the FastAPI
+    app's handlers write it for the same error."""
     if isinstance(exc, ValidationError):
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         return json_reply(422, validation_error_body(errors))
-    return json_reply(exc.status, api_error_body(exc))
+    headers = tuple((k.lower().encode(), v.encode()) for k, v in error_headers(exc).items())
+    return json_reply(exc.status, api_error_body(exc), headers=headers)

@@ -18,10 +18,13 @@ def make_client(
     max_connections: int = 256,
     keepalive: int = 64,
     transport: str = "aiohttp",
+    token: str = "",
 ) -> httpx.AsyncClient:
+    """A pooled keep-alive client; ``token`` (the mesh token) goes out as ``Authorization: Bearer``."""
     cls = HttpxAiohttpClient if transport == "aiohttp" else httpx.AsyncClient
     return cls(
         base_url=base_url,
+        headers={"authorization": f"Bearer {token}"} if token else None,
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=keepalive),
         trust_env=False,  # loopback mesh: never route through an environment proxy

@@ -4,12 +4,15 @@ Layout under ``cache_dir``::
 
     zoo/<name>-<sha12>.onnx (+ .json)     built-ins, generated on first use (services.common.zoo)
     variants/<stem>-<precision>-<key>.onnx INT8 / FP16 variants (services.common.precision)
-    user/<name>.onnx + user/<name>.json    uploads: the model and its ModelInfo
+    user/blobs/<sha256>.onnx               uploads, content-addressed: a file is never rewritten
+    user/<name>.json                       an upload's ModelInfo; its sha256 names the blob
 
 The decider and the runners may share one directory from separate processes, so nothing is
 cached in memory that another process could change: user entries are read from disk on
 each call, and every file is written to a temp file and renamed into place (``os.replace``)
-- a reader sees the old file or the new one, never half of one.  Information about a
+- a reader sees the old file or the new one, never half of one. Because blobs are named by their
+content, re-pointing a name at new bytes never changes a file a runner has loaded: its session
+(keyed by the hash) stays what it was until it loads the new one.  Information about a
 built-in never needs its weights (``zoo_features`` + ``input_specs``), so a decider starts
 in well under a second even on an empty cache - except a *trained* built-in (``digits``): its
 accuracy is measured on its held-out split per precision, which needs the model and its
@@ -21,12 +24,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
+import onnx
 from pydantic import BaseModel, ValidationError
 
 from services.common import zoo as zoo_mod
@@ -69,6 +74,40 @@ def _measurement_key() -> str:
     return f"{VARIANT_FORMAT}|{versions}"
 
 
+class NameClash(ModelValidationError):
+    """A name a built-in or another upload already has (409, as the decider's own clash check)."""
+
+    status = 409
+    code = "name_clash"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="name")
+
+
+class Sha256Mismatch(ModelValidationError):
+    """A pushed model whose bytes are not the ones the decider validated (``X-Model-SHA256``)."""
+
+    code = "sha256_mismatch"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="x-model-sha256")
+
+
+class UnsupportedModel(ModelValidationError):
+    """A valid ONNX file that ONNX Runtime, every runner's default engine, cannot run (e.g. a custom op)."""
+
+    code = "unsupported_op"
+
+
+def require_servable(model: onnx.ModelProto) -> None:
+    """Refuse a model every runner could not serve (the decider on upload, a runner on a push)."""
+    from services.common.engines import get_engine
+
+    support = get_engine("onnxruntime").supports(model, Precision.fp32)
+    if not support.ok:
+        raise UnsupportedModel(f"the model cannot be served: {support.reason}")
+
+
 class ModelStore:
     """Registry of the models a mesh can serve (see the module docstring for the layout)."""
 
@@ -89,17 +128,25 @@ class ModelStore:
     def _user_json(self, name: str) -> Path:
         return self.user_dir / f"{name}.json"
 
-    def _user_onnx(self, name: str) -> Path:
-        return self.user_dir / f"{name}.onnx"
+    def _blob(self, sha256: str) -> Path:
+        return self.user_dir / "blobs" / f"{sha256}.onnx"
+
+    def _user_onnx(self, name: str) -> Path | None:
+        """The file an upload's entry points at (None: no such entry, or its file is gone)."""
+        try:
+            sha = ModelInfo.model_validate_json(self._user_json(name).read_bytes()).sha256
+        except (OSError, ValueError):
+            return None
+        blob = self._blob(sha)
+        if blob.exists():
+            return blob
+        legacy = self.user_dir / f"{name}.onnx"  # the layout before content addressing
+        return legacy if legacy.exists() else None
 
     def _user_names(self) -> list[str]:
         if not self.user_dir.is_dir():
             return []
-        return sorted(
-            p.stem
-            for p in self.user_dir.glob("*.json")
-            if NAME_RE.match(p.stem) and (self.user_dir / f"{p.stem}.onnx").exists()
-        )
+        return sorted(p.stem for p in self.user_dir.glob("*.json") if NAME_RE.match(p.stem) and self.has(p.stem))
 
     def names(self) -> list[str]:
         """Built-ins (in the configured order) then user models (sorted)."""
@@ -108,7 +155,7 @@ class ModelStore:
     def has(self, name: str) -> bool:
         if name in self._zoo:
             return True
-        return bool(NAME_RE.match(name)) and self._user_json(name).exists() and self._user_onnx(name).exists()
+        return bool(NAME_RE.match(name)) and self._user_onnx(name) is not None
 
     def info(self, name: str) -> ModelInfo:
         """ModelInfo without building anything; KeyError when ``name`` is not registered."""
@@ -175,6 +222,8 @@ class ModelStore:
         with open(self.cache_dir / ".build.lock", "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             fp32 = zoo_mod.build(name, self.cache_dir) if name in self._zoo else self._user_onnx(name)
+            if fp32 is None:  # removed since the check above
+                raise UnknownModel(f"unknown model {name!r}")
             return make_variant(fp32, precision, self.cache_dir)
 
     def ensure(self, name: str, precisions: Iterable[Precision | str] = (Precision.fp32,)) -> dict[Precision, Path]:
@@ -182,11 +231,22 @@ class ModelStore:
         return {Precision(p): self.path(name, p) for p in precisions}
 
     # ------------------------------------------------------------------ uploads
-    def add(self, name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, overwrite: bool = False) -> ModelInfo:
+    def add(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        overwrite: bool = False,
+        expected_sha256: str | None = None,
+        accept: Callable[[onnx.ModelProto], None] | None = None,
+    ) -> ModelInfo:
         """Validate and register an uploaded ONNX model; nothing is written unless it is valid.
 
-        Raises :class:`ModelValidationError` (``field="name"`` for a bad or clashing name,
-        ``field="file"`` for the model itself)."""
+        ``expected_sha256``: the hash the sender validated (a push); other bytes raise
+        :class:`Sha256Mismatch`. ``accept``: a further check of the parsed model (e.g.
+        :func:`require_servable`). Raises :class:`ModelValidationError` (``field="name"`` for a
+        bad or clashing name, ``field="file"`` for the model itself)."""
         if not NAME_RE.match(name):
             raise ModelValidationError(
                 "model name must match ^[a-z0-9][a-z0-9_.-]{0,63}$ (lower-case letters, digits, '_', '.', '-')",
@@ -195,18 +255,22 @@ class ModelStore:
         if name.endswith((".json", ".onnx", ".tmp")):
             raise ModelValidationError("model name must not end in .json, .onnx or .tmp", field="name")
         if name in self._zoo or name in zoo_mod.ZOO:
-            raise ModelValidationError(f"{name!r} is a built-in model name", field="name")
+            raise NameClash(f"{name!r} is a built-in model name")
+        sha = hashlib.sha256(data).hexdigest()
+        if expected_sha256 is not None and not hmac.compare_digest(sha, expected_sha256.strip().lower()):
+            raise Sha256Mismatch(f"the body's sha256 is {sha}, not the {expected_sha256!r} the sender validated")
         with self._lock:
             if self.has(name) and not overwrite:
-                raise ModelValidationError(f"a model named {name!r} already exists (use overwrite)", field="name")
+                raise NameClash(f"a model named {name!r} already exists (use overwrite)")
             model = load_and_validate(data, max_bytes)
+            if accept is not None:
+                accept(model)
             inputs, outputs = io_specs(model)
             try:
                 features = extract_features(model)
             except Exception as exc:
                 raise ModelValidationError(f"could not analyse the graph: {exc}") from exc
             props = {p.key: p.value for p in model.metadata_props}
-            sha = hashlib.sha256(data).hexdigest()
             kept: dict[Precision, AccuracyEntry] = {}
             if self.has(name):  # re-upload of the same bytes (e.g. a push to a runner) keeps known accuracies
                 old = self.info(name)
@@ -221,7 +285,9 @@ class ModelStore:
                 sha256=sha,
                 builtin=False,
             )
-            atomic_write(self._user_onnx(name), data)
+            blob = self._blob(sha)
+            if not blob.exists():  # content-addressed: an existing blob already holds these bytes
+                atomic_write(blob, data)
             atomic_write(self._user_json(name), info.model_dump_json(indent=2).encode())
             return info
 
@@ -241,18 +307,22 @@ class ModelStore:
         return self.set_accuracy(name, precision, entry)
 
     def remove(self, name: str) -> None:
-        """Delete a user model and its cached variants."""
+        """Delete a user model, and its file and cached variants unless another name has the same bytes."""
         if name in self._zoo:
             raise ModelValidationError(f"{name!r} is a built-in model and cannot be removed", field="name")
         with self._lock:
             if not self.has(name):
                 raise UnknownModel(f"unknown model {name!r}")
+            sha = self.info(name).sha256
             self._user_json(name).unlink(missing_ok=True)  # first: the entry disappears atomically
-            self._user_onnx(name).unlink(missing_ok=True)
+            (self.user_dir / f"{name}.onnx").unlink(missing_ok=True)  # the legacy layout's file
+            if any(self.info(n).sha256 == sha for n in self._user_names()):
+                return
+            self._blob(sha).unlink(missing_ok=True)
             variants = self.cache_dir / "variants"
             if variants.is_dir():
-                for p in variants.glob(f"{name}-*"):
-                    if re.fullmatch(rf"{re.escape(name)}-(fp16|int8)-[0-9a-f]{{12}}\.(onnx|json)", p.name):
+                for p in variants.glob(f"{sha}-*"):
+                    if re.fullmatch(rf"{sha}-(fp16|int8)-[0-9a-f]{{12}}\.(onnx|json)", p.name):
                         p.unlink(missing_ok=True)
 
     def __repr__(self) -> str:

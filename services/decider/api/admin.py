@@ -1,6 +1,6 @@
 """Admin API of the Q table: inspect, export/import, reset, transfer between devices, size.
 
-Mounted by the app factory (behind its admin-token dependency). Errors use the mesh's JSON
+Mounted by the app factory behind ``require(Scope.admin)``. Errors use the mesh's JSON
 shape via ``ApiError``; an import that is refused leaves the table unchanged, because the
 store validates the whole payload before it writes anything (and then writes in one
 MULTI/EXEC).
@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.common.errors import ApiError
+from services.common.errors import ApiError, error_responses
+from services.common.openapi import JSON_OBJECT, raw_body
 from services.core.policies.qlearning import PolicyView, QTableExport, QTableImportError
 from services.decider.qstore import ImportResult, QStore, QTableStats, ResetResult, TransferResult
 
@@ -50,7 +51,12 @@ async def export_qtable(store: QStore = Depends(get_store)) -> QTableExport:
     return await store.export()
 
 
-@router.post("/qtable/import", response_model=ImportResult)
+@router.post(
+    "/qtable/import",
+    response_model=ImportResult,
+    responses=error_responses(409, 413, 422),
+    openapi_extra=raw_body("a table in the format of GET /qtable/export", "application/json", JSON_OBJECT),
+)
 async def import_qtable(
     request: Request,
     mode: Literal["replace", "merge"] = Query(
@@ -72,7 +78,12 @@ async def reset_qtable(store: QStore = Depends(get_store)) -> ResetResult:
     return await store.reset()
 
 
-@router.post("/qtable/transfer", response_model=TransferResult)
+@router.post(
+    "/qtable/transfer",
+    response_model=TransferResult,
+    responses=error_responses(409, 413, 422),
+    openapi_extra=raw_body('{"from_device": name} or {"from_export": export}', "application/json", JSON_OBJECT),
+)
 async def transfer_qtable(request: Request, store: QStore = Depends(get_store)) -> TransferResult:
     """Body ``{"from_device": "mi8pro"}`` (a device whose table is in this Redis) or
     ``{"from_export": <export>}``: initialise this device's table from it (paper Sec. VI-C)."""

@@ -4,23 +4,21 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import re
-import zipfile
 
-import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from services.common.accuracy import LabelledSetError
-from services.common.engines import get_engine
-from services.common.errors import ApiError
-from services.common.features import load_and_validate
+from services.common.accuracy import read_labelled_set
+from services.common.auth import Scope, require
+from services.common.errors import ApiError, error_responses
+from services.common.model_store import NAME_RE, require_servable
+from services.common.openapi import raw_body
 from services.core.schemas import AccuracyEntry, ModelInfo, Precision, TargetInfo
-from services.decider.deps import DeciderDep, require_admin
+from services.decider.deps import DeciderDep
 
-router = APIRouter(tags=["catalog"])
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# Reads need the client scope; the two uploads add the admin scope (admin implies client).
+router = APIRouter(tags=["catalog"], dependencies=[require(Scope.client)], responses=error_responses(401, 403, 429))
+ADMIN = require(Scope.admin)
 
 
 class ModelList(BaseModel):
@@ -50,16 +48,23 @@ async def list_models(d: DeciderDep) -> ModelList:
     return ModelList(models=[d.models.get(n) for n in d.models.names()])
 
 
-@router.get("/models/{name}", response_model=ModelInfo)
+@router.get("/models/{name}", response_model=ModelInfo, responses=error_responses(404, 422))
 async def get_model(name: str, d: DeciderDep) -> ModelInfo:
     return d.models.get(name)
 
 
-@router.post("/models", response_model=ModelInfo, status_code=201, dependencies=[Depends(require_admin)])
+@router.post(
+    "/models",
+    response_model=ModelInfo,
+    status_code=201,
+    dependencies=[ADMIN],
+    responses=error_responses(409, 413, 422, 502),
+    openapi_extra=raw_body("the ONNX file (weights embedded), at most AUTOSCALE_MAX_UPLOAD_BYTES"),
+)
 async def upload_model(
     request: Request,
     d: DeciderDep,
-    name: str = Query(..., description="name to serve the model under"),
+    name: str = Query(..., pattern=NAME_RE.pattern, description="name to serve the model under"),
     accuracy: float = Query(..., ge=0, le=100, description="expected top-1 (%) in FP32, used by eq. 5"),
     accuracy_int8: float | None = Query(None, ge=0, le=100, description="offer INT8 targets at this top-1 (%)"),
     accuracy_fp16: float | None = Query(None, ge=0, le=100, description="offer FP16 targets at this top-1 (%)"),
@@ -69,23 +74,15 @@ async def upload_model(
     The uploader declares the expected accuracy per precision (labelled ``declared``); a precision
     without one is not offered. ``POST /models/{name}/accuracy`` measures it on a labelled set.
     """
-    if not NAME_RE.match(name):
-        raise ApiError(422, "invalid_name", "name must match ^[a-z0-9][a-z0-9_.-]{0,63}$", field="name")
     if d.models.store.has(name):
         raise ApiError(409, "name_clash", f"a model named {name!r} already exists", field="name")
-    length = int(request.headers.get("content-length") or 0)
-    if length > d.settings.max_upload_bytes:
-        raise ApiError(
-            413, "too_large", f"upload is {length} bytes; the limit is {d.settings.max_upload_bytes}", field="file"
-        )
-    data = await request.body()
+    data = await request.body()  # at most max_upload_bytes: the body limit refused more (413)
     declared = {Precision.fp32: accuracy, Precision.int8: accuracy_int8, Precision.fp16: accuracy_fp16}
-    # A model that fails validation raises ModelValidationError (422, or 413 over the limit).
-    model = await asyncio.to_thread(load_and_validate, data, d.settings.max_upload_bytes)
-    support = get_engine("onnxruntime").supports(model, Precision.fp32)
-    if not support.ok:  # every runner's default engine must be able to run it
-        raise ApiError(422, "unsupported_op", f"the model cannot be served: {support.reason}", field="file")
-    info = await asyncio.to_thread(d.models.store.add, name, data, max_bytes=d.settings.max_upload_bytes)
+    # A model that fails validation raises ModelValidationError (422, or 413 over the limit); one
+    # ONNX Runtime (every runner's default engine) cannot run is refused too (422 unsupported_op).
+    info = await asyncio.to_thread(
+        d.models.store.add, name, data, max_bytes=d.settings.max_upload_bytes, accept=require_servable
+    )
     for precision, top1 in declared.items():
         if top1 is not None:
             info = d.models.store.set_accuracy(
@@ -102,7 +99,13 @@ async def upload_model(
     return info
 
 
-@router.post("/models/{name}/accuracy", response_model=ModelInfo, dependencies=[Depends(require_admin)])
+@router.post(
+    "/models/{name}/accuracy",
+    response_model=ModelInfo,
+    dependencies=[ADMIN],
+    responses=error_responses(404, 409, 413, 422, 502),
+    openapi_extra=raw_body("an .npz with x (batch first) and y (integer labels or one-hot)"),
+)
 async def measure_model_accuracy(
     name: str,
     request: Request,
@@ -123,20 +126,10 @@ async def measure_model_accuracy(
             f"{name!r} is a built-in model: its accuracies are the published figures",
             field="name",
         )
-    length = int(request.headers.get("content-length") or 0)
-    if length > d.settings.max_upload_bytes:
-        raise ApiError(
-            413,
-            "too_large",
-            f"labelled set is {length} bytes; the limit is {d.settings.max_upload_bytes}",
-            field="labelled_set",
-        )
-    data = await request.body()
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            labelled = {k: npz[k] for k in ("x", "y") if k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise LabelledSetError(f"body must be an .npz with arrays 'x' and 'y' ({exc})") from exc
+    data = await request.body()  # at most max_upload_bytes: the body limit refused more (413)
+    # Members are checked for size and shape before loading (a small .npz can expand to GiBs); the
+    # loading and the measuring run in worker threads, so /infer keeps being served meanwhile.
+    labelled = await asyncio.to_thread(read_labelled_set, data, d.settings.max_upload_bytes)
     wanted = precision or [Precision.fp32, *(p for p in info.precisions if p != Precision.fp32)]
     for p in dict.fromkeys(wanted):  # in order, once each; a set that does not fit raises LabelledSetError
         info = await asyncio.to_thread(d.models.store.measure, name, p, labelled)

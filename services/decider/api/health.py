@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.common.errors import NotReady
+from services.common.errors import NotReady, error_responses
 from services.core.schemas import Liveness, Readiness
 from services.decider.deps import Decider, DeciderDep
 
@@ -21,7 +21,7 @@ async def healthz() -> Liveness:
     return Liveness()
 
 
-@router.get("/readyz", response_model=DeciderReadiness)
+@router.get("/readyz", response_model=DeciderReadiness, responses=error_responses(503))
 async def readyz(d: DeciderDep) -> DeciderReadiness:
     """Ready when Redis answers, telemetry has reported and at least one runner offers targets."""
     problems = await readiness_problems(d)

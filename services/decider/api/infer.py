@@ -15,14 +15,16 @@ from fastapi import APIRouter, BackgroundTasks, Response
 from pydantic import ValidationError
 
 from services.common.asgi import FastRequest, FastRoute, Reply, error_reply
+from services.common.auth import Scope, require
+from services.common.errors import error_responses
 from services.core.errors import AutoScaleError
 from services.core.schemas import InferRequest, InferResponse
 from services.decider.inference import InferenceDep, InferenceService, InferOutcome
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], dependencies=[require(Scope.client)], responses=error_responses(401, 403, 429))
 
 
-@router.post("/infer", response_model=InferResponse)
+@router.post("/infer", response_model=InferResponse, responses=error_responses(404, 409, 413, 422, 503))
 async def infer(
     req: InferRequest, service: InferenceDep, background: BackgroundTasks, response: Response
 ) -> InferResponse:
@@ -56,4 +58,4 @@ async def _infer_fast(request: FastRequest) -> Reply:
     )
 
 
-INFER_FAST = FastRoute("POST", re.compile("/infer"), _infer_fast)
+INFER_FAST = FastRoute("POST", re.compile("/infer"), _infer_fast, needs=Scope.client)

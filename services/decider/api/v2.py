@@ -21,6 +21,8 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.common.asgi import JSON, FastRequest, FastRoute, Reply
+from services.common.auth import Scope, require
+from services.common.errors import error_headers
 from services.core.errors import AutoScaleError
 from services.core.schemas import ModelInfo, TensorSpec
 from services.decider.api.health import readiness_problems
@@ -45,8 +47,11 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 VERSION = "1"
 PLATFORM = "onnxruntime_onnx"  # Triton's name for ONNX models (TVM serves some targets where configured)
 EXTENSIONS = ["binary_tensor_data", "parameters"]
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 415, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 429, 503)
+}
 OCTET_STREAM = b"application/octet-stream"
+CLIENT = [require(Scope.client)]  # model metadata and infer: the client scope, as native /models and /infer
 
 
 class UnknownVersion(AutoScaleError):
@@ -60,7 +65,13 @@ def _check_version(name: str, version: str | None) -> None:
 
 
 def v2_error(exc: AutoScaleError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=error_headers(exc))
+
+
+def _refuse(exc: AutoScaleError) -> Reply:
+    """A caller without the client scope, answered in the protocol's shape (with ``WWW-Authenticate``)."""
+    headers = tuple((k.lower().encode(), v.encode()) for k, v in error_headers(exc).items())
+    return Reply(exc.status, codec.error_body(exc.message), headers=headers)
 
 
 # ---------------------------------------------------------------------------------------- health
@@ -80,8 +91,8 @@ async def ready(d: DeciderDep) -> Ready | JSONResponse:
     return Ready(ready=True)
 
 
-@router.get("/models/{name}/ready", response_model=ModelReady, responses=ERRORS)
-@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=ERRORS)
+@router.get("/models/{name}/ready", dependencies=CLIENT, response_model=ModelReady, responses=ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", dependencies=CLIENT, response_model=ModelReady, responses=ERRORS)
 async def model_ready(name: str, d: DeciderDep, version: str | None = None) -> ModelReady | JSONResponse:
     """200 when a healthy runner offers a target for the model; 400 when none does."""
     try:
@@ -125,8 +136,8 @@ def model_metadata(info: ModelInfo) -> ModelMetadata:
     )
 
 
-@router.get("/models/{name}", response_model=ModelMetadata, responses=ERRORS)
-@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS)
+@router.get("/models/{name}", dependencies=CLIENT, response_model=ModelMetadata, responses=ERRORS)
+@router.get("/models/{name}/versions/{version}", dependencies=CLIENT, response_model=ModelMetadata, responses=ERRORS)
 async def get_model_metadata(name: str, d: DeciderDep, version: str | None = None) -> ModelMetadata | JSONResponse:
     try:
         _check_version(name, version)
@@ -167,9 +178,8 @@ async def _infer(request: FastRequest) -> Reply:
     )
 
 
-V2_INFER_FAST = FastRoute(
-    "POST", re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer"), _infer
-)
+V2_INFER_PATH = r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer"
+V2_INFER_FAST = FastRoute("POST", re.compile(V2_INFER_PATH), _infer, needs=Scope.client, refuse=_refuse)
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
@@ -202,9 +212,15 @@ _BODY = {
 }
 
 
-@router.post("/models/{name}/infer", response_model=InferenceResponse, responses=ERRORS, openapi_extra=_BODY)
 @router.post(
-    "/models/{name}/versions/{version}/infer", response_model=InferenceResponse, responses=ERRORS, openapi_extra=_BODY
+    "/models/{name}/infer", dependencies=CLIENT, response_model=InferenceResponse, responses=ERRORS, openapi_extra=_BODY
+)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    dependencies=CLIENT,
+    response_model=InferenceResponse,
+    responses=ERRORS,
+    openapi_extra=_BODY,
 )
 async def infer(name: str, request: Request, background: BackgroundTasks, version: str | None = None) -> Response:
     """Run one inference where AutoScale decides (``V2_INFER_FAST`` answers it on the fast path)."""
