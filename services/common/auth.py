@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -46,6 +46,7 @@ from starlette.types import Scope as AsgiScope
 
 from services.common.errors import ApiError
 from services.common.settings import Settings
+from services.core.errors import AutoScaleError
 
 MIN_TOKEN_CHARS = 16  # on a non-loopback bind: shorter tokens are refused as guessable
 
@@ -254,14 +255,20 @@ def client_key(auth: Authenticator, scope: AsgiScope) -> str:
 _bearer = HTTPBearer(auto_error=False, description="a token of the route's scope (see the README's Security)")
 
 
-def require(needed: Scope) -> Any:
+def require(needed: Scope, refusal: Callable[[AutoScaleError], Exception] | None = None) -> Any:
     """The dependency a route or router declares: ``dependencies=[require(Scope.admin)]``.
 
     Reads the app's ``Authenticator`` from ``app.state.auth`` and stores the caller in
-    ``request.state.principal``."""
+    ``request.state.principal``. ``refusal`` wraps a 401/403 for routes that answer in another
+    protocol's error shape (the Open Inference Protocol's), whose handler then writes it."""
 
     async def check(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
-        principal = authorize_asgi(request.app.state.auth, request.scope, needed)
+        try:
+            principal = authorize_asgi(request.app.state.auth, request.scope, needed)
+        except AutoScaleError as exc:
+            if refusal is None:
+                raise
+            raise refusal(exc) from exc
         request.state.principal = principal
         return principal
 

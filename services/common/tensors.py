@@ -142,6 +142,7 @@ def _check_size(payload: TensorPayload, field: str) -> int:
 def check_against(payload: TensorPayload, spec: TensorSpec, field: str) -> None:
     """Raise a 422 naming the field and the expected spec when dtype, shape or the data's length
     do not fit (413: too large; no decoding: the base64 length follows from the byte count)."""
+    check_elements(payload, field)  # first: a shape bomb is a 413 whatever else is wrong
     if payload.dtype != spec.dtype:
         raise InvalidDtype(
             f"{field}: dtype {payload.dtype} does not match the model input {spec_text(spec)}", field=f"{field}.dtype"

@@ -179,6 +179,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(health.router)
     app.include_router(infer.router)
     app.include_router(v2.router)
+    v2.install_v2_errors(app)
     app.include_router(catalog_api.router)
     admin_errors = error_responses(401, 403, 429, 503)
     app.include_router(admin.router, dependencies=[require(Scope.admin)], responses=admin_errors, tags=["admin"])

@@ -17,7 +17,7 @@ import time
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, BackgroundTasks, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.common.asgi import JSON, FastRequest, FastRoute, Reply
@@ -51,7 +51,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 429, 503)
 }
 OCTET_STREAM = b"application/octet-stream"
-CLIENT = [require(Scope.client)]  # model metadata and infer: the client scope, as native /models and /infer
+
+
+class V2Refusal(Exception):
+    """A caller without the client scope on a V2 route: answered in the protocol's shape by the
+    handler ``install_v2_errors`` registers (not an ``AutoScaleError``, whose handler writes the mesh's)."""
+
+    def __init__(self, error: AutoScaleError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+# Model metadata and infer need the client scope, as native /models and /infer do.
+CLIENT = [require(Scope.client, refusal=V2Refusal)]
+
+
+def install_v2_errors(app: FastAPI) -> None:
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, V2Refusal)
+        return v2_error(exc.error)
+
+    app.add_exception_handler(V2Refusal, refused)
 
 
 class UnknownVersion(AutoScaleError):
