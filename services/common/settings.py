@@ -3,7 +3,8 @@
 The options are grouped in sections, one class per concern (who reads it is in each class's
 docstring): ``ServiceSettings`` (every service), ``MeshSettings`` (addresses), ``RedisSettings``,
 ``StorageSettings``, ``DeviceSettings``, ``ModelSettings``, ``EngineSettings``, ``RunnerSettings``,
-``TelemetrySettings``, ``DeciderSettings``, ``RewardSettings`` and ``LearnerSettings``.
+``TelemetrySettings``, ``DeciderSettings``, ``RewardSettings``, ``LearnerSettings`` and
+``SupervisorSettings``.
 ``Settings`` combines them **by inheritance**, not as nested models, because every name must stay
 flat: users and tests set ``AUTOSCALE_EDGE_PORT`` (not ``AUTOSCALE_MESH__EDGE_PORT``), code and the
 duck-typed policy parameters read ``settings.learning_rate``, tests build ``Settings(seed=7)`` and
@@ -66,6 +67,9 @@ class MeshSettings(_Section):
     peer_port: int = Field(8002, ge=1, le=65535)
     cloud_port: int = Field(8003, ge=1, le=65535)
     telemetry_port: int = Field(8004, ge=1, le=65535)
+    supervisor_port: int = Field(
+        8005, ge=0, le=65535, description="`autoscale up`'s supervisor serves /metrics here; 0 = not served"
+    )
     # Runner base URLs the decider dispatches to; empty means http://{host}:{role_port}.
     edge_url: str = ""
     peer_url: str = ""
@@ -77,7 +81,7 @@ class MeshSettings(_Section):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> MeshSettings:
-        ports = [self.port(role) for role in ROLES]
+        ports = [self.port(role) for role in ROLES] + ([self.supervisor_port] if self.supervisor_port else [])
         if len(set(ports)) != len(ports):
             raise ValueError(f"service ports must be distinct, got {ports}")
         return self
@@ -102,6 +106,21 @@ class RedisSettings(_Section):
         SecretStr(""),
         validation_alias=AliasChoices("REDIS_URL", "AUTOSCALE_REDIS_URL"),
         description="external Redis (may carry a password); empty = embedded redis-server under data_dir",
+    )
+    redis_timeout_s: float = Field(5.0, gt=0, description="socket timeout of the decider's Redis client")
+    qtable_buffer_max: int = Field(
+        100_000,
+        ge=1,
+        description="Q updates held for Redis (while it is away); when full the oldest is dropped and counted",
+    )
+    qtable_retry_max_s: float = Field(
+        2.0, gt=0, description="longest wait between two attempts to deliver held Q updates (exponential backoff)"
+    )
+    qtable_replay_window_s: float = Field(
+        5.0,
+        ge=0,
+        description="delivered Q updates kept this long and replayed if Redis restarts without them "
+        "(AOF everysec loses up to ~1-2 s); 0 = off",
     )
 
 
@@ -170,14 +189,46 @@ class TelemetrySettings(_Section):
     scenario: str = Field("S1", description="telemetry emulation scenario (Table IV) when no sensor exists")
     scenario_file: Path | None = None
     telemetry_refresh_s: float = Field(0.5, gt=0)
+    telemetry_stale_intervals: float = Field(
+        3.0,
+        gt=0,
+        description="the decider marks its telemetry snapshot stale after this many refresh intervals without "
+        "a reading (decisions go on with the last one; no Q update is learned from a stale state)",
+    )
 
 
 class DeciderSettings(_Section):
-    """The decider's request path: QoS default, dispatch timeout, runner discovery."""
+    """The decider's request path: QoS default, deadlines, dispatch timeout, runner discovery and
+    outlier ejection (Envoy's defaults: 5 consecutive failures, 30 s doubling per repeat, 300 s cap)."""
 
     qos_ms_default: float = Field(50.0, gt=0, description="non-streaming QoS target (paper: 50 ms)")
-    run_timeout_s: float = Field(30.0, gt=0)
+    run_timeout_s: float = Field(30.0, gt=0, description="longest single dispatch to a runner")
     runner_refresh_s: float = Field(2.0, gt=0)
+    deadline_qos_factor: float = Field(
+        20.0, gt=0, description="a request without deadline_ms gets qos_ms x this, within deadline_min/max_ms"
+    )
+    deadline_min_ms: float = Field(2000.0, gt=0, description="floor of a derived deadline")
+    deadline_max_ms: float = Field(30000.0, gt=0, description="ceiling of a derived deadline")
+    hop_timeout_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of the time left a dispatch may take while another runner could still take the "
+        "request (the rest is kept for the fallback); the last possible hop gets all the time left",
+    )
+    eject_consecutive_failures: int = Field(
+        5, ge=1, description="consecutive dispatch failures (timeout, connection error, 5xx) that eject a runner"
+    )
+    eject_base_s: float = Field(30.0, gt=0, description="first ejection time; doubles for each repeat")
+    eject_max_s: float = Field(300.0, gt=0, description="longest ejection time")
+
+    @model_validator(mode="after")
+    def _deadline_bounds(self) -> DeciderSettings:
+        if self.deadline_min_ms > self.deadline_max_ms:
+            raise ValueError("deadline_min_ms must not exceed deadline_max_ms")
+        if self.eject_base_s > self.eject_max_s:
+            raise ValueError("eject_base_s must not exceed eject_max_s")
+        return self
 
 
 class RewardSettings(_Section):
@@ -236,6 +287,17 @@ class LearnerSettings(_Section):
     seed: int | None = None
 
 
+class SupervisorSettings(_Section):
+    """How ``autoscale up`` restarts a child that exits (runners, telemetry, decider, embedded Redis):
+    after ``restart_backoff_s``, doubling per restart up to ``restart_backoff_max_s``; a child that
+    needs more than ``restart_limit`` restarts within ``restart_window_s`` is left down and reported."""
+
+    restart_limit: int = Field(5, ge=0, description="restarts allowed per child within restart_window_s")
+    restart_window_s: float = Field(60.0, gt=0)
+    restart_backoff_s: float = Field(0.5, ge=0, description="wait before the first restart")
+    restart_backoff_max_s: float = Field(30.0, ge=0, description="longest wait between restarts")
+
+
 class Settings(
     ServiceSettings,
     MeshSettings,
@@ -249,6 +311,7 @@ class Settings(
     DeciderSettings,
     RewardSettings,
     LearnerSettings,
+    SupervisorSettings,
 ):
     """Every section in one object: what each service receives (``get_settings()``)."""
 
@@ -265,6 +328,7 @@ class Settings(
         DeciderSettings,
         RewardSettings,
         LearnerSettings,
+        SupervisorSettings,
     )
 
     @classmethod

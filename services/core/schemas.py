@@ -252,6 +252,13 @@ class InferRequest(BaseModel):
     streaming: bool = False
     policy: PolicyName | None = None
     top_k: int = Field(5, ge=0, le=100)
+    deadline_ms: float | None = Field(
+        None,
+        gt=0,
+        le=600_000,
+        description="answer (or fail with 504) within this; default: qos_ms x AUTOSCALE_DEADLINE_QOS_FACTOR, "
+        "within AUTOSCALE_DEADLINE_MIN_MS..MAX_MS",
+    )
 
 
 class StateView(BaseModel):
@@ -260,6 +267,11 @@ class StateView(BaseModel):
     labels: dict[str, str]
     raw: dict[str, float]
     sources: dict[str, str] = Field(default_factory=dict)
+    stale: bool = Field(False, description="the telemetry snapshot is older than the stale limit")
+    age_s: float | None = Field(
+        None, description="age of the telemetry snapshot the state was built from (null before the first)"
+    )
+    ages_s: dict[str, float] = Field(default_factory=dict, description="age of each reading")
 
 
 class InferResponse(BaseModel):
@@ -286,6 +298,7 @@ class InferResponse(BaseModel):
     explored: bool
     device: str = Field(description="device profile of the executing target")
     outputs: list[OutputSummary]
+    deadline_ms: float = Field(0.0, description="the deadline this request was served under")
 
 
 class ErrorDetail(BaseModel):

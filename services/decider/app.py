@@ -26,6 +26,8 @@ from services.core.schemas import Location
 from services.decider.api import admin, catalog, health, infer
 from services.decider.deps import Decider, ModelCatalog, require_admin
 from services.decider.inference import InferenceService
+from services.decider.metrics import decider_metrics
+from services.decider.outliers import EjectionPolicy, OutlierDetector
 from services.decider.qstore import QStore
 from services.decider.runners import Runner, RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
@@ -53,6 +55,9 @@ def _runner_registry(s: Settings) -> RunnerRegistry:
         },
         refresh_s=s.runner_refresh_s,
         run_timeout_s=s.run_timeout_s,
+        outliers=OutlierDetector(
+            EjectionPolicy(consecutive=s.eject_consecutive_failures, base_s=s.eject_base_s, max_s=s.eject_max_s)
+        ),
     )
 
 
@@ -75,12 +80,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             embedded = EmbeddedRedis(s.data_dir / "redis").start()
             url = embedded.url
             log_event(log, "no REDIS_URL: started an embedded redis", url=url)
-        redis = aioredis.Redis.from_url(url)
-        qstore = QStore(redis, device=s.edge_device, learning_rate=s.learning_rate, discount=s.discount, seed=s.seed)
+        # A socket timeout: a hung (not dead) Redis must fail a call, which the writer then retries.
+        redis = aioredis.Redis.from_url(url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0)
+        qstore = QStore(
+            redis,
+            device=s.edge_device,
+            learning_rate=s.learning_rate,
+            discount=s.discount,
+            seed=s.seed,
+            queue_max=s.qtable_buffer_max,
+            retry_max_wait_s=s.qtable_retry_max_s,
+            replay_window_s=s.qtable_replay_window_s,
+        )
         await qstore.start()
         runners = _runner_registry(s)
+        decider_metrics.init_runners([role.value for role in Location])
         telemetry = TelemetryCache(
-            make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport), s.telemetry_refresh_s
+            make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport),
+            s.telemetry_refresh_s,
+            stale_after_s=s.telemetry_refresh_s * s.telemetry_stale_intervals,
         )
         await runners.refresh()
         await telemetry.refresh()

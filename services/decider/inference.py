@@ -6,6 +6,13 @@ back to another runner when one is down), works out the phone's energy and the r
 records the metrics and builds the answer. The Q update is not part of the pass: ``infer``
 returns it as a ``LearnStep`` that the route schedules after the response (``learn``).
 Each responsibility is one short method; nothing here awaits anything but the runner.
+
+Every request has a deadline (``deadlines``): each dispatch is bounded by the time it leaves, a
+hung runner's requests fall back to another runner in time, and a request whose deadline passes
+is answered 504 naming ``deadline_ms``. A failed dispatch teaches the Q-table nothing: a runner
+being down says nothing about what its target costs the phone in this state (the reward of eq. 5),
+and outlier ejection already keeps the request path off it; the request's fallback, if served,
+is learned as usual. Nothing is learned from a stale telemetry snapshot either.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from services.core.policies.base import Decision, DecisionContext, Outcome, Poli
 from services.core.reward import reward
 from services.core.schemas import (
     STREAMING_QOS_MS,
+    EnergySource,
     InferRequest,
     InferResponse,
     Location,
@@ -37,6 +45,7 @@ from services.core.schemas import (
     TensorPayload,
 )
 from services.core.state import StateBins, state_index
+from services.decider.deadlines import Deadline, DeadlinePolicy
 from services.decider.deps import Decider
 from services.decider.metrics import decider_metrics
 from services.decider.runners import RunnerUnavailable
@@ -67,6 +76,24 @@ class RunnersExhausted(AutoScaleError):
         super().__init__(f"no runner could execute the request ({detail})", runners=[r.value for r in failed])
 
 
+class DeadlineExceeded(AutoScaleError):
+    """The request's deadline passed before any runner answered."""
+
+    status = 504
+    code = "deadline_exceeded"
+
+    def __init__(self, deadline: Deadline, failed: dict[Location, str]) -> None:
+        tried = "; ".join(f"{role.value} runner: {why}" for role, why in failed.items())
+        super().__init__(
+            f"no answer within the request's deadline of {deadline.budget_ms:.0f} ms"
+            + (f" (tried {tried})" if tried else "")
+            + "; set deadline_ms to allow more time",
+            field="deadline_ms",
+            deadline_ms=deadline.budget_ms,
+            runners=[r.value for r in failed],
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class LearnStep:
     """The Q update of one served request, applied after the response is sent."""
@@ -76,6 +103,7 @@ class LearnStep:
     decision: Decision
     outcome: Outcome
     reward: float
+    stale: bool = False  # the state came from a stale telemetry snapshot: not learned
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +117,7 @@ class _Assessment:
     """What the served placement cost the phone and what it is worth (eq. 5)."""
 
     energy_j: float
-    energy_source: str
+    energy_source: EnergySource
     latency_s: float  # the target's: inference + transfers
     accuracy: float
     reward: float
@@ -102,11 +130,20 @@ class InferenceService:
 
     def __init__(self, decider: Decider) -> None:
         self.d = decider
+        s = decider.settings
+        self.deadlines = DeadlinePolicy(
+            qos_factor=s.deadline_qos_factor,
+            min_s=s.deadline_min_ms / 1e3,
+            max_s=s.deadline_max_ms / 1e3,
+            hop_share=s.hop_timeout_share,
+            hop_max_s=s.run_timeout_s,
+        )
 
     async def infer(self, req: InferRequest) -> InferOutcome:
         """One pass: inputs, policy, state, decision, dispatch, assessment, metrics, answer.
         Any deliberate error is counted (by registered model only) and re-raised for the handler."""
         t_start = time.perf_counter()
+        t_deadline = time.monotonic()
         try:
             info = self.d.models.get(req.model)
             inputs = self.inputs(req, info)
@@ -114,6 +151,7 @@ class InferenceService:
             policy = self.d.policies.get(policy_name)  # UnknownPolicy names the field
             snap = self.d.telemetry.current()
             qos_ms = req.qos_ms or (STREAMING_QOS_MS if req.streaming else self.d.settings.qos_ms_default)
+            deadline = self.deadlines.start(t_deadline, req.deadline_ms, qos_ms)
             ctx = self.observe(req, info, snap, qos_ms)
             decision = self.decide(policy, ctx)
             run_req = RunRequest(
@@ -124,7 +162,7 @@ class InferenceService:
                 conditions=snap.conditions,
                 top_k=req.top_k,
             )
-            ctx, decision, result = await self.dispatch(policy, ctx, decision, run_req)
+            ctx, decision, result = await self.dispatch(policy, ctx, decision, run_req, deadline)
         except AutoScaleError as exc:
             # Label by registered model only: arbitrary client strings must not become series.
             model = req.model if req.model in self.d.models.names() else "unknown"
@@ -135,11 +173,30 @@ class InferenceService:
         latency_s = time.perf_counter() - t_start
         self.record(info, policy_name, decision, result, a, latency_s)
         response = self.respond(info, policy_name, ctx, decision, result, a, snap, qos_ms, latency_s)
-        return InferOutcome(response, LearnStep(policy, ctx, decision, outcome, a.reward))
+        response.state = self.with_freshness(response.state, snap)
+        response.deadline_ms = deadline.budget_ms
+        step = LearnStep(policy, ctx, decision, outcome, a.reward, response.state.stale)
+        return InferOutcome(response, step)
 
     async def learn(self, step: LearnStep) -> None:
-        """The Q update (async: a background task on the loop, never a threadpool hop)."""
+        """The Q update (async: a background task on the loop, never a threadpool hop); none from
+        a stale state, whose Table I bins may no longer be the device's."""
+        if step.stale:
+            decider_metrics.learning_skipped("stale_telemetry")
+            return
         step.policy.learn(step.ctx, step.decision, step.outcome, step.reward)
+
+    def with_freshness(self, view: StateView, snap: TelemetrySnapshot) -> StateView:
+        """The state's staleness and the age of each reading, as of this decision."""
+        tel = self.d.telemetry
+        if tel.snapshot is None:
+            view.stale = True
+            return view
+        age = tel.age_s
+        view.stale = tel.is_stale(age)
+        view.age_s = age
+        view.ages_s = {k: r.age_s + age for k, r in snap.readings.items()}
+        return view
 
     # ------------------------------------------------------------------ before the decision
 
@@ -211,25 +268,38 @@ class InferenceService:
         return decision
 
     async def dispatch(
-        self, policy: Policy, ctx: DecisionContext, decision: Decision, run_req: RunRequest
+        self, policy: Policy, ctx: DecisionContext, decision: Decision, run_req: RunRequest, deadline: Deadline
     ) -> tuple[DecisionContext, Decision, RunResult]:
-        """Run on the chosen target; if its runner is down, decide again among the others. Each retry
-        drops a runner, so there is at most one try per runner. A runner's refusal of the input
-        (``RunnerRejected``) is the client's error and goes back to it as it came."""
+        """Run on the chosen target; if its runner fails (down, hung, 5xx), decide again among the
+        others. Each retry drops a runner, so there is at most one try per runner, and each try is
+        bounded by the time the deadline leaves it (a share of it while a fallback remains). A
+        runner's refusal of the input (``RunnerRejected``) is the client's error and goes back to
+        it as it came."""
         failed: dict[Location, str] = {}
         for _ in range(len(Location)):
+            now = time.monotonic()
+            if deadline.expired(now):
+                raise DeadlineExceeded(deadline, failed)
+            runner = decision.target.runner
+            fallback = any(c.target.runner is not runner and c.target.runner not in failed for c in ctx.candidates)
+            timeout = deadline.hop_timeout(now, fallback_left=fallback)
             try:
                 result = await self.d.runners.run(
-                    decision.target, run_req.model_copy(update={"target": decision.target})
+                    decision.target,
+                    run_req.model_copy(update={"target": decision.target, "deadline_ms": timeout * 1e3}),
+                    timeout,
+                    blame_timeout=self.deadlines.blames(timeout),
                 )
                 return ctx, decision, result
             except RunnerUnavailable as exc:
-                failed[decision.target.runner] = exc.reason
+                failed[runner] = exc.reason
             rest = tuple(c for c in ctx.candidates if c.target.runner not in failed)
             if not rest:
                 break
             ctx = replace(ctx, candidates=rest)
             decision = self.decide(policy, ctx, failed)
+        if deadline.expired(time.monotonic()):
+            raise DeadlineExceeded(deadline, failed)
         raise RunnersExhausted(failed)
 
     # ------------------------------------------------------------------ after the run
@@ -262,7 +332,7 @@ class InferenceService:
         accuracy_met = req.accuracy_min is None or accuracy >= req.accuracy_min
         return _Assessment(energy_j, energy_source, latency_s, accuracy, r, latency_s * 1e3 < qos_ms, accuracy_met)
 
-    def phone_energy(self, result: RunResult, snap: TelemetrySnapshot) -> tuple[float, str]:
+    def phone_energy(self, result: RunResult, snap: TelemetrySnapshot) -> tuple[float, EnergySource]:
         """The phone's energy: the edge runner's own figure for local targets, eq. 4 for remote ones."""
         if result.target.runner == Location.edge:
             return result.device_energy_j, result.energy_source
@@ -315,7 +385,7 @@ class InferenceService:
             transfer_ms=(result.tx_s + result.rx_s) * 1e3,
             host_exec_ms=result.host_exec_s * 1e3,
             energy_mj=a.energy_j * 1e3,
-            energy_source=a.energy_source,  # type: ignore[arg-type]
+            energy_source=a.energy_source,
             accuracy=a.accuracy,
             accuracy_source=info.precisions[decision.target.precision].source,
             qos_ms=qos_ms,
@@ -351,7 +421,7 @@ def state_view(bins: StateBins, snap: TelemetrySnapshot, info: ModelInfo) -> Sta
 
 
 async def get_inference(request: Request) -> InferenceService:  # async: a sync dependency costs a threadpool hop
-    return request.app.state.inference  # type: ignore[no-any-return]
+    return request.app.state.inference
 
 
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
