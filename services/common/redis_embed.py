@@ -47,6 +47,7 @@ class EmbeddedRedis:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 0
+    appendfsync: str = "everysec"  # "always" makes the AOF exact at every reply (tests)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -84,7 +85,7 @@ class EmbeddedRedis:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                self.appendfsync,
                 "--save",
                 "",
                 "--logfile",
