@@ -132,7 +132,7 @@ async def test_a_full_buffer_drops_the_oldest_updates_and_counts_them(tmp_path: 
         assert s.dropped_total == 15 and s.submitted_total == 25 and s.writer.queue_depth == 10
         server.start()
         assert await s.flush(30)
-        assert await visits(s) == {state: 1 for state in range(15, 25)}  # the newest ten
+        assert await visits(s) == dict.fromkeys(range(15, 25), 1)  # the newest ten
     finally:
         await s.stop()
         server.stop()

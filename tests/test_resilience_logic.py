@@ -38,9 +38,17 @@ def test_a_client_tight_deadline_does_not_blame_the_runner() -> None:
     assert not p.blames(0.05)  # deadline_ms=100: a timeout says nothing about the runner
 
 
-@pytest.mark.parametrize("bad", [dict(min_s=0.0), dict(min_s=5.0, max_s=1.0), dict(hop_share=0.0), dict(hop_share=1.5)])
-def test_deadline_policy_refuses_nonsense(bad: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"min_s": 0.0}, "min_s"),
+        ({"min_s": 5.0, "max_s": 1.0}, "min_s"),
+        ({"hop_share": 0.0}, "hop_share"),
+        ({"hop_share": 1.5}, "hop_share"),
+    ],
+)
+def test_deadline_policy_refuses_nonsense(bad: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
         DeadlinePolicy(**bad)
 
 
