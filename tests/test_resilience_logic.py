@@ -19,22 +19,24 @@ def test_deadline_comes_from_the_request_or_from_its_qos_within_floor_and_ceilin
     assert p.budget_s(None, qos_ms=10_000) == 30.0  # the ceiling
 
 
-def test_a_hop_gets_a_share_of_the_time_left_while_a_fallback_remains() -> None:
-    p = DeadlinePolicy(min_s=2.0, hop_share=0.5, hop_max_s=30.0)
+def test_a_first_try_gets_a_share_of_the_time_left_and_a_fallback_the_rest() -> None:
+    p = DeadlinePolicy(min_s=2.0, hop_share=0.5, hop_max_s=30.0, answer_share=0.05)
     d = p.start(100.0, None, qos_ms=50)  # 2 s from t = 100
     assert d.at == 102.0 and d.budget_ms == 2000.0
-    assert d.hop_timeout(100.0, fallback_left=True) == 1.0
-    # The fallback after a hung first hop gets everything left, and still ends by the deadline.
-    assert d.hop_timeout(101.0, fallback_left=False) == 1.0
-    assert d.hop_timeout(101.0, fallback_left=True) == 0.5
+    assert d.hop_timeout(100.0, first=True, fallback_left=True) == 1.0
+    # Nowhere to fall back to: all the time left but the 0.1 s kept to answer.
+    assert d.hop_timeout(100.0, first=True, fallback_left=False) == pytest.approx(1.9)
+    # The fallback after a hung first try gets everything left, and still ends by the deadline.
+    assert d.hop_timeout(101.0, first=False, fallback_left=True) == pytest.approx(0.9)
     assert not d.expired(101.999) and d.expired(102.0)
-    assert d.hop_timeout(103.0, fallback_left=False) == 0.0  # never negative
-    assert DeadlinePolicy(hop_max_s=0.3).start(0.0, 10_000, 50).hop_timeout(0.0, fallback_left=False) == 0.3
+    assert d.hop_timeout(101.95, first=False, fallback_left=False) == 0.0  # never negative
+    assert DeadlinePolicy(hop_max_s=0.3).start(0.0, 10_000, 50).hop_timeout(0.0, first=True, fallback_left=False) == 0.3
 
 
 def test_a_client_tight_deadline_does_not_blame_the_runner() -> None:
     p = DeadlinePolicy(min_s=2.0, hop_share=0.5)
-    assert p.blames(1.0) and p.blames(5.0)
+    assert p.blames(0.999) and p.blames(5.0)  # the first hop of a floor deadline, started a moment ago
+    assert p.blames(0.5) and not p.blames(0.49)
     assert not p.blames(0.05)  # deadline_ms=100: a timeout says nothing about the runner
 
 

@@ -199,7 +199,8 @@ class TelemetrySettings(_Section):
 
 class DeciderSettings(_Section):
     """The decider's request path: QoS default, deadlines, dispatch timeout, runner discovery and
-    outlier ejection (Envoy's defaults: 5 consecutive failures, 30 s doubling per repeat, 300 s cap)."""
+    outlier ejection (Envoy's defaults: 5 consecutive failures, 30 s doubling per repeat, 300 s cap, 10 %
+    of the hosts at most)."""
 
     qos_ms_default: float = Field(50.0, gt=0, description="non-streaming QoS target (paper: 50 ms)")
     run_timeout_s: float = Field(30.0, gt=0, description="longest single dispatch to a runner")
@@ -213,14 +214,17 @@ class DeciderSettings(_Section):
         0.5,
         gt=0,
         le=1,
-        description="share of the time left a dispatch may take while another runner could still take the "
-        "request (the rest is kept for the fallback); the last possible hop gets all the time left",
+        description="share of the time left the first dispatch may take when another runner could still take the "
+        "request; the rest is kept for the fallback, which gets all of it (less 5 % of the deadline to answer)",
     )
     eject_consecutive_failures: int = Field(
         5, ge=1, description="consecutive dispatch failures (timeout, connection error, 5xx) that eject a runner"
     )
     eject_base_s: float = Field(30.0, gt=0, description="first ejection time; doubles for each repeat")
     eject_max_s: float = Field(300.0, gt=0, description="longest ejection time")
+    eject_max_percent: float = Field(
+        10.0, ge=0, le=100, description="at most this share of the runners is ejected at once (but always one may be)"
+    )
 
     @model_validator(mode="after")
     def _deadline_bounds(self) -> DeciderSettings:

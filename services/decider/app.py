@@ -56,7 +56,13 @@ def _runner_registry(s: Settings) -> RunnerRegistry:
         refresh_s=s.runner_refresh_s,
         run_timeout_s=s.run_timeout_s,
         outliers=OutlierDetector(
-            EjectionPolicy(consecutive=s.eject_consecutive_failures, base_s=s.eject_base_s, max_s=s.eject_max_s)
+            EjectionPolicy(
+                consecutive=s.eject_consecutive_failures,
+                base_s=s.eject_base_s,
+                max_s=s.eject_max_s,
+                max_ejected_share=s.eject_max_percent / 100,
+            ),
+            population=len(Location),
         ),
     )
 

@@ -272,17 +272,18 @@ class InferenceService:
     ) -> tuple[DecisionContext, Decision, RunResult]:
         """Run on the chosen target; if its runner fails (down, hung, 5xx), decide again among the
         others. Each retry drops a runner, so there is at most one try per runner, and each try is
-        bounded by the time the deadline leaves it (a share of it while a fallback remains). A
+        bounded by the time the deadline leaves it (a share of it on a first try that could fall
+        back; see ``deadlines``). A
         runner's refusal of the input (``RunnerRejected``) is the client's error and goes back to
         it as it came."""
         failed: dict[Location, str] = {}
         for _ in range(len(Location)):
             now = time.monotonic()
-            if deadline.expired(now):
-                raise DeadlineExceeded(deadline, failed)
             runner = decision.target.runner
             fallback = any(c.target.runner is not runner and c.target.runner not in failed for c in ctx.candidates)
-            timeout = deadline.hop_timeout(now, fallback_left=fallback)
+            timeout = deadline.hop_timeout(now, first=not failed, fallback_left=fallback)
+            if timeout <= 0:
+                raise DeadlineExceeded(deadline, failed)
             try:
                 result = await self.d.runners.run(
                     decision.target,

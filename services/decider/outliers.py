@@ -5,7 +5,9 @@ A runner whose dispatches fail ``consecutive`` times in a row (a timeout, a conn
 candidate set for ``base_s`` (30 s), doubled for each repeat ejection and capped at ``max_s``
 (300 s). One success resets the count. After the ejection time it is readmitted only once a
 health probe succeeds (the registry's ``/targets`` refresh). As in Envoy, the multiplier decays:
-it drops by one for every ``base_s`` the runner has stayed in since its readmission.
+it drops by one for every ``base_s`` the runner has stayed in since its readmission, and at most
+``max_ejected_share`` of the hosts (10 %; but always at least one) are ejected at a time: when one
+runner dies, the others take its load and slow down, and ejecting them too would cascade.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ class EjectionPolicy:
     consecutive: int = 5
     base_s: float = 30.0
     max_s: float = 300.0
+    max_ejected_share: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.consecutive < 1 or self.base_s <= 0 or self.max_s < self.base_s:
+        if self.consecutive < 1 or self.base_s <= 0 or self.max_s < self.base_s or not 0 <= self.max_ejected_share <= 1:
             raise ValueError(f"invalid ejection policy {self}")
+
+    def max_ejected(self, hosts: int) -> int:
+        """How many of ``hosts`` may be ejected at once: the share, but at least one (as Envoy)."""
+        return max(1, int(self.max_ejected_share * hosts))
 
     def duration_s(self, level: int) -> float:
         """Ejection time of the ``level``-th repeat (0 = first): base x 2^level, capped."""
@@ -45,6 +52,7 @@ class HostHealth:
 class OutlierDetector(Generic[H]):
     policy: EjectionPolicy = field(default_factory=EjectionPolicy)
     hosts: dict[H, HostHealth] = field(default_factory=dict)
+    population: int = 0  # how many hosts there are (for the ejection cap); 0 = the ones seen so far
 
     def _host(self, host: H) -> HostHealth:
         h = self.hosts.get(host)
@@ -63,6 +71,8 @@ class OutlierDetector(Generic[H]):
         h.failures += 1
         if h.failures < self.policy.consecutive:
             return None
+        if len(self.ejected()) >= self.policy.max_ejected(self.population or len(self.hosts)):
+            return None  # the cap: it stays in, its failures keep counting
         if h.ejections_total:
             h.level = max(0, h.level - int((now - h.readmitted_at) // self.policy.base_s))
         duration = self.policy.duration_s(h.level)

@@ -183,20 +183,23 @@ class RunnerRegistry:
         error also marks it down until its next successful probe."""
         runner = self.runners[target.runner]
         limit = timeout_s if timeout_s is not None else self.run_timeout_s
+        bound = asyncio.timeout(limit)
         try:
-            async with asyncio.timeout(limit):
+            async with bound:
                 resp = await runner.client.post(
                     "/run",
                     content=request.model_dump_json(),
                     headers={"content-type": "application/json"},
                     timeout=limit + 1.0,  # the asyncio bound above is the one that fires
                 )
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            reason = f"no answer within {limit:.2f} s"
-            if blame_timeout:
-                self._failed(target.runner, "timeout", reason)
-            raise RunnerUnavailable(target.runner.value, reason, "timeout") from exc
-        except httpx.HTTPError as exc:
+        except (TimeoutError, httpx.HTTPError) as exc:
+            # Only our bound firing is a timeout: the aiohttp transport reports a refused or
+            # reset connection as httpx.ConnectTimeout, at once.
+            if bound.expired():
+                reason = f"no answer within {limit:.2f} s"
+                if blame_timeout:
+                    self._failed(target.runner, "timeout", reason)
+                raise RunnerUnavailable(target.runner.value, reason, "timeout") from exc
             reason = str(exc) or type(exc).__name__
             self.mark_down(target.runner, reason)
             self._failed(target.runner, "connection", reason)
