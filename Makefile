@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run lint test prometheus bench bench-engines bench-decision bench-mesh evaluate clean
+.PHONY: install run lint test prometheus bench bench-engines bench-decision bench-mesh bench-resilience evaluate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,7 +33,7 @@ lint: install
 test: install prometheus lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: bench-engines bench-decision bench-mesh evaluate
+bench: bench-engines bench-decision bench-mesh bench-resilience evaluate
 
 bench-engines: install
 	$(PY) bench/bench_engines.py
@@ -43,6 +43,9 @@ bench-decision: install
 
 bench-mesh: install
 	$(PY) -m bench.bench_mesh
+
+bench-resilience: install
+	$(PY) -m bench.bench_resilience
 
 evaluate: install
 	$(VENV)/bin/autoscale evaluate --out results

@@ -111,3 +111,15 @@ def test_restart_backoff_doubles_up_to_its_cap_and_the_limit_counts_within_the_w
     assert child.recent(30.0, p.window_s) == 3  # a fourth exit now: left down
     assert child.recent(65.0, p.window_s) == 2  # the first restart left the window
     assert RestartPolicy(limit=0).allows(0) is False  # limit 0: supervision without restarts
+
+
+def test_at_most_one_of_three_runners_is_ejected_at_once() -> None:
+    """Envoy's max_ejection_percent (10 %, but always one): when one runner is out, the others carry
+    its load and slow down; ejecting them for that would cascade."""
+    o: OutlierDetector[str] = OutlierDetector(EjectionPolicy(consecutive=1), population=3)
+    assert o.failure("edge", 0.0) == 30.0
+    assert o.failure("cloud", 1.0) is None and not o.is_ejected("cloud")
+    o.readmit("edge", 31.0)
+    assert o.failure("cloud", 31.0) == 30.0  # its failures kept counting
+    assert EjectionPolicy(max_ejected_share=0.5).max_ejected(10) == 5
+    assert EjectionPolicy().max_ejected(3) == 1
