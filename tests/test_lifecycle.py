@@ -1,4 +1,5 @@
-"""`autoscale up` as a user runs it: ready, serves, survives a runner going down, Ctrl-C stops all."""
+"""`autoscale up` as a user runs it: ready, serves, survives a runner going down and restarts it,
+Ctrl-C stops all."""
 
 from __future__ import annotations
 
@@ -111,6 +112,17 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
             )
             assert r.status_code == 200, r.text
             assert r.json()["target"]["runner"] != "cloud"
+        # Supervision: `autoscale up` starts the cloud runner again (after its backoff).
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{s.url('cloud')}/readyz", timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the killed cloud runner was not restarted"
+            time.sleep(0.3)
+        assert "child restarted" in (tmp_path / "logs" / "supervisor.log").read_text()
     finally:
         children = _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)

@@ -208,7 +208,12 @@ class DeciderSettings(_Section):
     deadline_qos_factor: float = Field(
         20.0, gt=0, description="a request without deadline_ms gets qos_ms x this, within deadline_min/max_ms"
     )
-    deadline_min_ms: float = Field(2000.0, gt=0, description="floor of a derived deadline")
+    deadline_min_ms: float = Field(
+        10000.0,
+        gt=0,
+        description="floor of a derived deadline: room for a cold start (a runner loading a model it has not "
+        "served yet takes seconds) and for queueing on a busy host",
+    )
     deadline_max_ms: float = Field(30000.0, gt=0, description="ceiling of a derived deadline")
     hop_timeout_share: float = Field(
         0.5,

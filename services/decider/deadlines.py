@@ -3,7 +3,8 @@
 Pure (no I/O, the clock is passed in). A request's deadline is its ``deadline_ms``, or else its
 QoS target times ``deadline_qos_factor`` within [``deadline_min_ms``, ``deadline_max_ms``]: the
 QoS target is the *target's* latency (a phone's modelled inference), not the decider host's, so a
-derived deadline needs a factor and a floor to cover queueing on the host. The first dispatch, if
+derived deadline needs a factor and a floor: queueing on the host, and a runner's cold start (the
+first request for a model it has not loaded yet waits seconds for the session). The first dispatch, if
 another runner could still take the request, gets ``hop_share`` of the time left and leaves the
 rest for the fallback; a fallback gets all the time left but ``answer_share`` of the budget, kept
 to answer before the deadline. So a hung runner costs a request at most ``hop_share`` of its
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class DeadlinePolicy:
     qos_factor: float = 20.0
-    min_s: float = 2.0
+    min_s: float = 10.0
     max_s: float = 30.0
     hop_share: float = 0.5
     hop_max_s: float = 30.0  # no single dispatch takes longer, whatever the deadline
