@@ -229,19 +229,17 @@ def test_redis_hung_then_killed_loses_no_learning(mesh: Mesh) -> None:
     def hang(_: list[Result]) -> None:
         os.kill(redis_pid, signal.SIGSTOP)
 
-    async def degraded(_: list[Result]) -> None:
+    async def check_then_resume(_: list[Result]) -> None:
         async with httpx.AsyncClient(timeout=10, trust_env=False) as c:
             seen["readyz"] = (await c.get(f"{mesh.url('decider')}/readyz")).json()
-
-    def resume(_: list[Result]) -> None:
-        os.kill(redis_pid, signal.SIGCONT)
+        os.kill(redis_pid, signal.SIGCONT)  # only now: the check must see Redis hung
 
     def kill(_: list[Result]) -> None:
         assert mesh.redis is not None and mesh.redis.proc is not None
         mesh.redis.proc.kill()  # AOF everysec: its last second may be gone after the restart
 
     try:
-        results = asyncio.run(drive(mesh.url("decider"), 800, 8, {100: hang, 250: degraded, 300: resume, 450: kill}))
+        results = asyncio.run(drive(mesh.url("decider"), 800, 8, {100: hang, 250: check_then_resume, 450: kill}))
     finally:
         with contextlib.suppress(ProcessLookupError):  # never leave it stopped
             os.kill(redis_pid, signal.SIGCONT)

@@ -67,6 +67,28 @@ def _runner_registry(s: Settings) -> RunnerRegistry:
     )
 
 
+def _qstore(s: Settings, redis: aioredis.Redis) -> QStore:
+    """The Q-table store: its write-behind buffer rides out Redis outages (see ``qstore.writer``)."""
+    return QStore(
+        redis,
+        device=s.edge_device,
+        learning_rate=s.learning_rate,
+        discount=s.discount,
+        seed=s.seed,
+        queue_max=s.qtable_buffer_max,
+        retry_max_wait_s=s.qtable_retry_max_s,
+        replay_window_s=s.qtable_replay_window_s,
+    )
+
+
+def _telemetry_cache(s: Settings) -> TelemetryCache:
+    return TelemetryCache(
+        make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport),
+        s.telemetry_refresh_s,
+        stale_after_s=s.telemetry_refresh_s * s.telemetry_stale_intervals,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     configure_logging(s.log_level, "decider")
@@ -88,24 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log_event(log, "no REDIS_URL: started an embedded redis", url=url)
         # A socket timeout: a hung (not dead) Redis must fail a call, which the writer then retries.
         redis = aioredis.Redis.from_url(url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0)
-        qstore = QStore(
-            redis,
-            device=s.edge_device,
-            learning_rate=s.learning_rate,
-            discount=s.discount,
-            seed=s.seed,
-            queue_max=s.qtable_buffer_max,
-            retry_max_wait_s=s.qtable_retry_max_s,
-            replay_window_s=s.qtable_replay_window_s,
-        )
+        qstore = _qstore(s, redis)
         await qstore.start()
         runners = _runner_registry(s)
         decider_metrics.init_runners([role.value for role in Location])
-        telemetry = TelemetryCache(
-            make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport),
-            s.telemetry_refresh_s,
-            stale_after_s=s.telemetry_refresh_s * s.telemetry_stale_intervals,
-        )
+        telemetry = _telemetry_cache(s)
         await runners.refresh()
         await telemetry.refresh()
         runners.start()
