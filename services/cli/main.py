@@ -100,6 +100,8 @@ def up(
     def _stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        if mesh.supervisor is not None:
+            mesh.supervisor.halt()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -150,6 +150,11 @@ class Supervisor:
         self._thread.start()
         return self
 
+    def halt(self) -> None:
+        """Restart nothing from now on (safe from a signal handler: Ctrl-C in a terminal reaches the
+        children too, and their exits must not be answered with restarts)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():

@@ -8,7 +8,7 @@ every key of a device lands in one slot and the multi-key Lua scripts stay legal
     autoscale:{mi8pro}:n:<state>   hash  action id -> visits
     autoscale:{mi8pro}:ver         hash  state -> version of its last write
     autoscale:{mi8pro}:version     int   global write counter (never reset)
-    autoscale:{mi8pro}:applied     hash  worker token -> last applied sequence (idempotent retries)
+    autoscale:{mi8pro}:applied     hash  worker token -> last applied sequence (idempotent retries, gaps)
     autoscale:{mi8pro}:actions     set   action ids this device has offered
     autoscale:{mi8pro}:inval       pub/sub channel of invalidations
 
