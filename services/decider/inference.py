@@ -273,9 +273,8 @@ class InferenceService:
         """Run on the chosen target; if its runner fails (down, hung, 5xx), decide again among the
         others. Each retry drops a runner, so there is at most one try per runner, and each try is
         bounded by the time the deadline leaves it (a share of it on a first try that could fall
-        back; see ``deadlines``). A
-        runner's refusal of the input (``RunnerRejected``) is the client's error and goes back to
-        it as it came."""
+        back; see ``deadlines``); when that time is gone the answer is 504. A runner's refusal of
+        the input (``RunnerRejected``) is the client's error and goes back to it as it came."""
         failed: dict[Location, str] = {}
         for _ in range(len(Location)):
             now = time.monotonic()
@@ -299,8 +298,8 @@ class InferenceService:
                 break
             ctx = replace(ctx, candidates=rest)
             decision = self.decide(policy, ctx, failed)
-        if deadline.expired(time.monotonic()):
-            raise DeadlineExceeded(deadline, failed)
+        if deadline.hop_timeout(time.monotonic(), first=False, fallback_left=False) <= 0:
+            raise DeadlineExceeded(deadline, failed)  # the last runner ran out of time
         raise RunnersExhausted(failed)
 
     # ------------------------------------------------------------------ after the run

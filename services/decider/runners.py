@@ -38,11 +38,10 @@ class RunnerUnavailable(AutoScaleError):
     status = 503
     code = "runner_unavailable"
 
-    def __init__(self, role: str, reason: str, kind: str = "connection") -> None:
+    def __init__(self, role: str, reason: str) -> None:
         super().__init__(f"{role} runner unavailable: {reason}")
         self.role = role
         self.reason = reason
-        self.kind = kind  # timeout | connection | http_5xx
 
 
 class RunnerRejected(AutoScaleError):
@@ -199,7 +198,7 @@ class RunnerRegistry:
                 reason = f"no answer within {limit:.2f} s"
                 if blame_timeout:
                     self._failed(target.runner, "timeout", reason)
-                raise RunnerUnavailable(target.runner.value, reason, "timeout") from exc
+                raise RunnerUnavailable(target.runner.value, reason) from exc
             reason = str(exc) or type(exc).__name__
             self.mark_down(target.runner, reason)
             self._failed(target.runner, "connection", reason)
@@ -207,7 +206,7 @@ class RunnerRegistry:
         if resp.status_code >= 500:
             reason = f"HTTP {resp.status_code}: {resp.text[:300]}"
             self._failed(target.runner, "http_5xx", reason)
-            raise RunnerUnavailable(target.runner.value, reason, "http_5xx")
+            raise RunnerUnavailable(target.runner.value, reason)
         self.outliers.success(target.runner)
         if resp.status_code >= 400:
             try:
