@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -129,8 +130,8 @@ def ready(url: str) -> bool:
     return httpx.get(f"{url}/readyz", timeout=5, trust_env=False).status_code == 200
 
 
-def decider_status(mesh: Mesh) -> dict[str, object]:
-    body: dict[str, object] = httpx.get(f"{mesh.url('decider')}/readyz", timeout=10, trust_env=False).json()
+def decider_status(mesh: Mesh) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{mesh.url('decider')}/readyz", timeout=10, trust_env=False).json()
     return body
 
 
@@ -176,7 +177,7 @@ def test_a_hung_runner_costs_no_request_and_no_deadline(mesh: Mesh) -> None:
     assert metric(d, "autoscale_decider_dispatch_failures_total", runner=role, reason="timeout") > 0
     assert metric(d, "autoscale_decider_runner_ejections_total", runner=role) >= 1
     assert {r.runner for r in results[400:1100]} <= {"edge", "peer", "cloud"} - {role}
-    wait_until(lambda: role not in decider_status(mesh)["ejected"], f"{role} readmitted")  # type: ignore[operator]
+    wait_until(lambda: role not in decider_status(mesh)["ejected"], f"{role} readmitted")
 
 
 def test_a_killed_runner_costs_no_request_and_comes_back(mesh: Mesh) -> None:
@@ -197,7 +198,7 @@ def test_a_killed_runner_costs_no_request_and_comes_back(mesh: Mesh) -> None:
     wait_until(lambda: ready(mesh.url(role)), f"{role} back")
     after = supervisor_restarts(mesh, "edge") + supervisor_restarts(mesh, "peer") + supervisor_restarts(mesh, "cloud")
     assert after == before + 1 and supervisor_restarts(mesh, role) >= 1
-    wait_until(lambda: role in decider_status(mesh)["runners"], f"{role} offered again")  # type: ignore[operator]
+    wait_until(lambda: role in decider_status(mesh)["runners"], f"{role} offered again")
 
 
 # --------------------------------------------------------------------------- Redis
@@ -224,7 +225,7 @@ def test_redis_hung_then_killed_loses_no_learning(mesh: Mesh) -> None:
     assert mesh.redis is not None and mesh.redis.proc is not None
     before = _flushed(mesh)
     redis_pid = mesh.redis.proc.pid
-    seen: dict[str, dict[str, object]] = {}
+    seen: dict[str, dict[str, Any]] = {}
 
     def hang(_: list[Result]) -> None:
         os.kill(redis_pid, signal.SIGSTOP)
@@ -245,11 +246,11 @@ def test_redis_hung_then_killed_loses_no_learning(mesh: Mesh) -> None:
             os.kill(redis_pid, signal.SIGCONT)
     assert all(r.status == 200 for r in results), [r.error for r in results if r.status != 200][:3]
     status = seen["readyz"]
-    assert status["status"] == "degraded" and "redis unreachable" in " ".join(status["issues"]), status  # type: ignore[arg-type]
-    assert status["qtable"]["learning"] is False  # type: ignore[index]
+    assert status["status"] == "degraded" and "redis unreachable" in " ".join(status["issues"]), status
+    assert status["qtable"]["learning"] is False
     wait_until(
         lambda: supervisor_restarts(mesh, "redis") >= 1 and decider_status(mesh)["qtable"]["redis_up"], "redis back"
-    )  # type: ignore[index]
+    )
     after = _flushed(mesh)
     learned = sum(1 for r in results if not r.stale)
     assert after["visits_total"] - before["visits_total"] == learned, (before, after, learned)
@@ -265,7 +266,7 @@ def test_killed_telemetry_is_flagged_stale_and_comes_back(mesh: Mesh) -> None:
     skipped = metric(d, "autoscale_decider_learning_skipped_total", reason="stale_telemetry")
     os.kill(mesh.services["telemetry"].proc.pid, signal.SIGKILL)
     with httpx.Client(base_url=d, timeout=30, trust_env=False) as c:
-        body: dict[str, dict[str, object]] = {}
+        body: dict[str, Any] = {}
 
         def stale() -> bool:
             body.update(c.post("/infer", json=BODY).json())
@@ -279,7 +280,7 @@ def test_killed_telemetry_is_flagged_stale_and_comes_back(mesh: Mesh) -> None:
         assert status.json()["telemetry"]["stale"] is True and any(
             "telemetry stale" in i for i in status.json()["issues"]
         )
-        assert body["state"]["age_s"] > 0.9 and body["state"]["ages_s"]["co_cpu"] >= body["state"]["age_s"]  # type: ignore[operator]
+        assert body["state"]["age_s"] > 0.9 and body["state"]["ages_s"]["co_cpu"] >= body["state"]["age_s"]
         wait_until(
             lambda: metric(d, "autoscale_decider_learning_skipped_total", reason="stale_telemetry") > skipped,
             "the stale state's update skipped",

@@ -102,6 +102,9 @@ class MeshSettings(_Section):
 class RedisSettings(_Section):
     """The Q-table store (the decider; the launcher starts an embedded one when this is empty)."""
 
+    # By name too (``Settings(redis_url=...)``), not only by its aliases (the environment variables).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_by_name=True)
+
     redis_url: SecretStr = Field(
         SecretStr(""),
         validation_alias=AliasChoices("REDIS_URL", "AUTOSCALE_REDIS_URL"),
