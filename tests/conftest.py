@@ -34,7 +34,7 @@ MESH_MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilebert"]
 
 def mesh_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a test mesh on free loopback ports; ``overrides`` are Settings fields (pydantic checks them)."""
-    ports = {f"{role}_port": free_port() for role in ("decider", "edge", "peer", "cloud", "telemetry")}
+    ports = {f"{role}_port": free_port() for role in ("decider", "edge", "peer", "cloud", "telemetry", "supervisor")}
     values: dict[str, Any] = dict(
         host="127.0.0.1",
         data_dir=data_dir,

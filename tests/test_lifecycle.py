@@ -1,4 +1,5 @@
-"""`autoscale up` as a user runs it: ready, serves, falls back when a runner dies, Ctrl-C stops all."""
+"""`autoscale up` as a user runs it: ready, serves, survives a runner going down and restarts it,
+Ctrl-C stops all."""
 
 from __future__ import annotations
 
@@ -107,6 +108,17 @@ def test_up_serves_survives_runner_loss_and_stops_clean(tmp_path: Path) -> None:
             )
             assert r.status_code == 200, r.text
             assert r.json()["target"]["runner"] != chosen
+        # Supervision: `autoscale up` starts the killed runner again (after its backoff).
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{s.url(chosen)}/readyz", timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the killed runner was not restarted"
+            time.sleep(0.3)
+        assert "child restarted" in (tmp_path / "logs" / "supervisor.log").read_text()
     finally:
         children = _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)

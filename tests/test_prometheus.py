@@ -38,7 +38,7 @@ DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
 INSTALL_HINT = (
     "install it with: sudo bash .ci/install-prometheus.sh  (= apt-get update && apt-get install -y prometheus)"
 )
-ROLES = ("decider", "edge", "peer", "cloud", "telemetry")
+ROLES = ("decider", "edge", "peer", "cloud", "telemetry", "supervisor")
 
 
 def binary(name: str) -> str:
@@ -276,7 +276,7 @@ def test_prometheus_scrapes_every_service(live: tuple[LiveProm, Traffic]) -> Non
     prom, _ = live
     targets = _wait_all_up(prom, 60)
     assert {t["labels"]["role"] for t in targets} == set(ROLES)
-    assert {t["labels"]["job"] for t in targets} == {"decider", "runner", "telemetry"}
+    assert {t["labels"]["job"] for t in targets} == {"decider", "runner", "telemetry", "supervisor"}
 
 
 def test_every_dashboard_query_and_alert_probe_returns_data(live: tuple[LiveProm, Traffic]) -> None:

@@ -262,7 +262,7 @@ def test_queue_full_drops_and_counts() -> None:
     s = QStore("redis://127.0.0.1:1/0", dev(), queue_max=2)
     for _ in range(5):
         s.submit(upd(1, "edge/cpu/fp32@0", -1.0, 1))
-    assert s.dropped_total == 3 and s.submitted_total == 2
+    assert s.dropped_total == 3 and s.submitted_total == 5 and s.writer.queue_depth == 2  # the oldest dropped
 
 
 async def test_stats_against_the_paper(store: QStore) -> None:

@@ -1,13 +1,13 @@
 """Start the whole mesh on one machine as local processes: Redis, telemetry, three runners, decider.
 
 Used by ``autoscale up`` (and so ``make run``) and by the test suite, so that what the tests start
-is what users start.
+is what users start. Once every service is ready, a ``Supervisor`` (``services.cli.supervisor``)
+restarts any child that exits, until ``stop``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -16,12 +16,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from services.common.auth import security_problems
+from services.common.procs import die_with_parent
 from services.common.redis_embed import EmbeddedRedis
 from services.common.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    from services.cli.supervisor import Supervisor
 
 # (role, app factory) in start order: telemetry and runners before the decider that uses them.
 SERVICES: tuple[tuple[str, str], ...] = (
@@ -32,12 +37,6 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("decider", "services.decider.app:create_app"),
 )
 MESH_ID_ENV = "AUTOSCALE_MESH_ID"
-
-
-def _die_with_parent() -> None:
-    """Children get SIGTERM if the launcher dies, even by SIGKILL: nothing is left running."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def check_config(settings: Settings) -> list[str]:
@@ -93,6 +92,9 @@ class Mesh:
     redis: EmbeddedRedis | None = None
     redis_url: str = ""
     services: dict[str, Service] = field(default_factory=dict)
+    supervise: bool = True
+    supervisor: Supervisor | None = None
+    _env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def url(self, role: str) -> str:
         return self.settings.url(role)
@@ -102,12 +104,23 @@ class Mesh:
         # child_env() reveals the secrets (admin token, Redis password): a dump would mask them.
         return dict(os.environ) | self.env | self.settings.child_env() | {"REDIS_URL": self.redis_url}
 
-    def start(self, timeout_s: float = 300.0, on_event: Callable[[str], None] = lambda _m: None) -> Mesh:
+    @property
+    def logs(self) -> Path:
+        return self.log_dir or Path(self.settings.data_dir) / "logs"
+
+    def start(
+        self,
+        timeout_s: float = 300.0,
+        on_event: Callable[[str], None] = lambda _m: None,
+        on_supervisor_event: Callable[[str], None] = lambda _m: None,
+    ) -> Mesh:
+        """Start Redis and every service, wait until each is ready, then supervise them (unless
+        ``supervise`` is off). ``on_event``: progress lines; ``on_supervisor_event``: exits and
+        restarts afterwards."""
         s = self.settings
         # Telemetry tells the mesh's own processes (Redis included) from co-runners by this id.
         os.environ.setdefault(MESH_ID_ENV, f"mesh-{os.getpid()}")
-        log_dir = self.log_dir or Path(s.data_dir) / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
         if s.redis_url.get_secret_value():
             self.redis_url = s.redis_url.get_secret_value()
             on_event(f"redis: external {redact_url(self.redis_url)}")
@@ -115,43 +128,70 @@ class Mesh:
             self.redis = EmbeddedRedis(Path(s.data_dir) / "redis").start()
             self.redis_url = self.redis.url
             on_event(f"redis: embedded redis-server 6.2 at {self.redis_url} (AOF under {Path(s.data_dir) / 'redis'})")
-        env = self._child_env()
+        self._env = self._child_env()
         try:
-            for role, factory in SERVICES:
+            for role, _ in SERVICES:
                 if role == "decider":
                     # The decider's first view of the runners should be whole: wait for them first.
                     self._wait_ready(["edge", "peer", "cloud"], timeout_s, on_event)
-                port = s.port(role)
-                log_path = log_dir / f"{role}.log"
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "--factory",
-                        factory,
-                        "--host",
-                        s.host,
-                        "--port",
-                        str(port),
-                        "--no-access-log",
-                        "--timeout-graceful-shutdown",
-                        "5",
-                    ],
-                    env=env | {"AUTOSCALE_SERVICE": role},
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_path.open("ab"),
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
-                )
-                self.services[role] = Service(role=role, url=s.url(role), proc=proc, log_path=log_path)
+                self.spawn(role)
                 if role == "telemetry":
                     self._wait_ready([role], timeout_s, on_event)
             self._wait_ready(["decider"], timeout_s, on_event)
+            if self.supervise:
+                from services.cli.supervisor import Supervisor
+
+                self.supervisor = Supervisor.for_mesh(self, on_event=on_supervisor_event).start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def spawn(self, role: str) -> Service:
+        """Start (or start again) one service as a child process, logging to ``logs/ROLE.log``."""
+        s = self.settings
+        log_path = self.logs / f"{role}.log"
+        with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    dict(SERVICES)[role],
+                    "--host",
+                    s.host,
+                    "--port",
+                    str(s.port(role)),
+                    "--no-access-log",
+                    "--timeout-graceful-shutdown",
+                    "5",
+                ],
+                env=self._env | {"AUTOSCALE_SERVICE": role},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        svc = self.services[role] = Service(role=role, url=s.url(role), proc=proc, log_path=log_path)
+        return svc
+
+    def restart(self, name: str) -> None:
+        """Start a child that exited again: a service, or ``redis`` (same port and data dir, so the
+        AOF brings the Q-table back and every client reconnects where it was)."""
+        if name == "redis":
+            if self.redis is None:
+                raise ValueError("this mesh uses an external Redis")
+            self.redis.start()
+        else:
+            self.spawn(name)
+
+    def exit_code(self, name: str) -> int | None:
+        """A child's exit status, None while it runs."""
+        if name == "redis":
+            proc = self.redis.proc if self.redis else None
+            return None if proc is None else proc.poll()
+        return self.services[name].proc.poll()
 
     def _wait_ready(self, roles: list[str], timeout_s: float, on_event: Callable[[str], None]) -> None:
         deadline = time.monotonic() + timeout_s
@@ -175,6 +215,8 @@ class Mesh:
                     time.sleep(0.2)
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        if self.supervisor is not None:  # first, or it would restart what we stop
+            self.supervisor.stop()
         for svc in reversed(list(self.services.values())):
             if svc.proc.poll() is None:
                 svc.proc.send_signal(signal.SIGTERM)

@@ -88,7 +88,9 @@ def up(
     prebuild: Annotated[bool, typer.Option(help="build the preloaded models before starting")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for every service to be ready")] = 600.0,
 ) -> None:
-    """Start the whole mesh on this machine (Redis, telemetry, edge/peer/cloud runners, decider)."""
+    """Start the whole mesh on this machine (Redis, telemetry, edge/peer/cloud runners, decider) and
+    keep it up: a child that exits is restarted (with backoff, within AUTOSCALE_RESTART_LIMIT). Exits
+    non-zero only when the decider cannot be kept up."""
     s = _settings()
     problems = check_config(s)
     if problems:
@@ -102,11 +104,17 @@ def up(
     def _stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        if mesh.supervisor is not None:
+            mesh.supervisor.halt()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        mesh.start(timeout_s=timeout, on_event=lambda m: console.print(f"  [green]✓[/green] {m}"))
+        mesh.start(
+            timeout_s=timeout,
+            on_event=lambda m: console.print(f"  [green]✓[/green] {m}"),
+            on_supervisor_event=lambda m: console.print(f"  [yellow]![/yellow] {m}", highlight=False),
+        )
     except (RuntimeError, TimeoutError) as exc:
         console.print(f"[red]mesh failed to start:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -125,7 +133,9 @@ def up(
     console.print(
         f"\n[bold]AutoScale Mesh is up.[/bold]\n"
         f"  decider    {url}   (OpenAPI: {url}/docs)\n"
-        f"  metrics    {url}/metrics\n"
+        f"  metrics    {url}/metrics"
+        + (f"  (supervisor: http://{s.host}:{s.supervisor_port}/metrics)" if s.supervisor_port else "")
+        + "\n"
         f"  telemetry  {mesh.url('telemetry')}/state\n"
         f"  logs       {Path(s.data_dir).resolve() / 'logs'}\n\n"
         f"Send a request:\n"
@@ -137,15 +147,13 @@ def up(
         highlight=False,
     )
     code = 0
-    reported: set[str] = set()
+    sup = mesh.supervisor
     try:
+        # The supervisor restarts what exits; a runner or telemetry left down is a state the decider
+        # handles (it says so in /readyz), a decider left down is the end.
         while not stopping:
-            for svc in mesh.services.values():
-                if svc.proc.poll() is not None and svc.role not in reported:
-                    # A runner or telemetry going down is a state the decider handles; say so and go on.
-                    reported.add(svc.role)
-                    console.print(f"[red]{svc.role} exited ({svc.proc.returncode}); see {svc.log_path}[/red]")
-            if "decider" in reported:
+            if sup is not None and sup.gave_up("decider"):
+                console.print(f"[red]the decider keeps exiting; see {mesh.services['decider'].log_path}[/red]")
                 code = 1
                 break
             time.sleep(0.5)

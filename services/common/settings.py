@@ -4,7 +4,8 @@ The options are grouped in sections, one class per concern (who reads it is in e
 docstring): ``ServiceSettings`` (every service), ``SecuritySettings`` (tokens and limits),
 ``MeshSettings`` (addresses), ``RedisSettings``,
 ``StorageSettings``, ``DeviceSettings``, ``ModelSettings``, ``EngineSettings``, ``RunnerSettings``,
-``TelemetrySettings``, ``DeciderSettings``, ``RewardSettings`` and ``LearnerSettings``.
+``TelemetrySettings``, ``DeciderSettings``, ``RewardSettings``, ``LearnerSettings`` and
+``SupervisorSettings``.
 ``Settings`` combines them **by inheritance**, not as nested models, because every name must stay
 flat: users and tests set ``AUTOSCALE_EDGE_PORT`` (not ``AUTOSCALE_MESH__EDGE_PORT``), code and the
 duck-typed policy parameters read ``settings.learning_rate``, tests build ``Settings(seed=7)`` and
@@ -108,6 +109,9 @@ class MeshSettings(_Section):
     peer_port: int = Field(8002, ge=1, le=65535)
     cloud_port: int = Field(8003, ge=1, le=65535)
     telemetry_port: int = Field(8004, ge=1, le=65535)
+    supervisor_port: int = Field(
+        8005, ge=0, le=65535, description="`autoscale up`'s supervisor serves /metrics here; 0 = not served"
+    )
     # Runner base URLs the decider dispatches to; empty means http://{host}:{role_port}.
     edge_url: str = ""
     peer_url: str = ""
@@ -119,7 +123,7 @@ class MeshSettings(_Section):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> MeshSettings:
-        ports = [self.port(role) for role in ROLES]
+        ports = [self.port(role) for role in ROLES] + ([self.supervisor_port] if self.supervisor_port else [])
         if len(set(ports)) != len(ports):
             raise ValueError(f"service ports must be distinct, got {ports}")
         return self
@@ -157,6 +161,21 @@ class RedisSettings(_Section):
         default=SecretStr(""),
         validation_alias=AliasChoices("REDIS_URL", "AUTOSCALE_REDIS_URL"),
         description="external Redis (may carry a password); empty = embedded redis-server under data_dir",
+    )
+    redis_timeout_s: float = Field(5.0, gt=0, description="socket timeout of the decider's Redis client")
+    qtable_buffer_max: int = Field(
+        100_000,
+        ge=1,
+        description="Q updates held for Redis (while it is away); when full the oldest is dropped and counted",
+    )
+    qtable_retry_max_s: float = Field(
+        2.0, gt=0, description="longest wait between two attempts to deliver held Q updates (exponential backoff)"
+    )
+    qtable_replay_window_s: float = Field(
+        5.0,
+        ge=0,
+        description="delivered Q updates kept this long and replayed if Redis restarts without them "
+        "(AOF everysec loses up to ~1-2 s); 0 = off",
     )
 
 
@@ -229,13 +248,21 @@ class TelemetrySettings(_Section):
     scenario: str = Field("S1", description="telemetry emulation scenario (Table IV) when no sensor exists")
     scenario_file: Path | None = None
     telemetry_refresh_s: float = Field(0.5, gt=0)
+    telemetry_stale_intervals: float = Field(
+        3.0,
+        gt=0,
+        description="the decider marks its telemetry snapshot stale after this many refresh intervals without "
+        "a reading (decisions go on with the last one; no Q update is learned from a stale state)",
+    )
 
 
 class DeciderSettings(_Section):
-    """The decider's request path: QoS default, dispatch timeout, runner discovery, the decision log."""
+    """The decider's request path: QoS default, deadlines, dispatch timeout, runner discovery, outlier
+    ejection (Envoy's defaults: 5 consecutive failures, 30 s doubling per repeat, 300 s cap, 10 % of the
+    hosts at most) and the decision log."""
 
     qos_ms_default: float = Field(50.0, gt=0, description="non-streaming QoS target (paper: 50 ms)")
-    run_timeout_s: float = Field(30.0, gt=0)
+    run_timeout_s: float = Field(30.0, gt=0, description="longest single dispatch to a runner")
     runner_refresh_s: float = Field(2.0, gt=0)
     decision_log: Path | None = Field(
         None,
@@ -248,6 +275,39 @@ class DeciderSettings(_Section):
     decision_log_backups: int = Field(
         5, ge=0, description="rotated decision logs kept (FILE.1 newest ... FILE.N oldest); older ones are deleted"
     )
+    deadline_qos_factor: float = Field(
+        20.0, gt=0, description="a request without deadline_ms gets qos_ms x this, within deadline_min/max_ms"
+    )
+    deadline_min_ms: float = Field(
+        10000.0,
+        gt=0,
+        description="floor of a derived deadline: room for a cold start (a runner loading a model it has not "
+        "served yet takes seconds) and for queueing on a busy host",
+    )
+    deadline_max_ms: float = Field(30000.0, gt=0, description="ceiling of a derived deadline")
+    hop_timeout_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of the time left the first dispatch may take when another runner could still take the "
+        "request; the rest is kept for the fallback, which gets all of it (less 5 % of the deadline to answer)",
+    )
+    eject_consecutive_failures: int = Field(
+        5, ge=1, description="consecutive dispatch failures (timeout, connection error, 5xx) that eject a runner"
+    )
+    eject_base_s: float = Field(30.0, gt=0, description="first ejection time; doubles for each repeat")
+    eject_max_s: float = Field(300.0, gt=0, description="longest ejection time")
+    eject_max_percent: float = Field(
+        10.0, ge=0, le=100, description="at most this share of the runners is ejected at once (but always one may be)"
+    )
+
+    @model_validator(mode="after")
+    def _deadline_bounds(self) -> DeciderSettings:
+        if self.deadline_min_ms > self.deadline_max_ms:
+            raise ValueError("deadline_min_ms must not exceed deadline_max_ms")
+        if self.eject_base_s > self.eject_max_s:
+            raise ValueError("eject_base_s must not exceed eject_max_s")
+        return self
 
 
 class RewardSettings(_Section):
@@ -306,6 +366,17 @@ class LearnerSettings(_Section):
     seed: int | None = None
 
 
+class SupervisorSettings(_Section):
+    """How ``autoscale up`` restarts a child that exits (runners, telemetry, decider, embedded Redis):
+    after ``restart_backoff_s``, doubling per restart up to ``restart_backoff_max_s``; a child that
+    needs more than ``restart_limit`` restarts within ``restart_window_s`` is left down and reported."""
+
+    restart_limit: int = Field(5, ge=0, description="restarts allowed per child within restart_window_s")
+    restart_window_s: float = Field(60.0, gt=0)
+    restart_backoff_s: float = Field(0.5, ge=0, description="wait before the first restart")
+    restart_backoff_max_s: float = Field(30.0, ge=0, description="longest wait between restarts")
+
+
 class Settings(
     ServiceSettings,
     SecuritySettings,
@@ -320,6 +391,7 @@ class Settings(
     DeciderSettings,
     RewardSettings,
     LearnerSettings,
+    SupervisorSettings,
 ):
     """Every section in one object: what each service receives (``get_settings()``)."""
 
@@ -337,6 +409,7 @@ class Settings(
         DeciderSettings,
         RewardSettings,
         LearnerSettings,
+        SupervisorSettings,
     )
 
     @classmethod

@@ -296,6 +296,13 @@ class InferRequest(WireModel):
     output_format: OutputFormat = Field(
         "tensor", description="tensor: each output's raw bytes (base64); summary: shape, moments, top-k only"
     )
+    deadline_ms: float | None = Field(
+        None,
+        gt=0,
+        le=600_000,
+        description="answer (or fail with 504) within this; default: qos_ms x AUTOSCALE_DEADLINE_QOS_FACTOR, "
+        "within AUTOSCALE_DEADLINE_MIN_MS..MAX_MS",
+    )
 
 
 class StateView(WireModel):
@@ -304,6 +311,11 @@ class StateView(WireModel):
     labels: dict[str, str]
     raw: dict[str, float]
     sources: dict[str, str] = Field(default_factory=dict)
+    stale: bool = Field(False, description="the telemetry snapshot is older than the stale limit")
+    age_s: float | None = Field(
+        None, description="age of the telemetry snapshot the state was built from (null before the first)"
+    )
+    ages_s: dict[str, float] = Field(default_factory=dict, description="age of each reading")
 
 
 class InferResponse(WireModel):
@@ -331,6 +343,7 @@ class InferResponse(WireModel):
     explored: bool
     device: str = Field(description="device profile of the executing target")
     outputs: list[Output] = Field(description="the requested outputs: tensors, or summaries in summary format")
+    deadline_ms: float = Field(0.0, description="the deadline this request was served under")
 
 
 class ErrorDetail(WireModel):

@@ -33,6 +33,8 @@ from services.decider.api import catalog as catalog_api
 from services.decider.decision_log import DecisionLog
 from services.decider.deps import Decider, ModelCatalog
 from services.decider.inference import InferenceService
+from services.decider.metrics import decider_metrics
+from services.decider.outliers import EjectionPolicy, OutlierDetector
 from services.decider.qstore import QStore
 from services.decider.runners import Runner, RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
@@ -62,6 +64,38 @@ def _runner_registry(s: Settings, token: str) -> RunnerRegistry:
         },
         refresh_s=s.runner_refresh_s,
         run_timeout_s=s.run_timeout_s,
+        outliers=OutlierDetector(
+            EjectionPolicy(
+                consecutive=s.eject_consecutive_failures,
+                base_s=s.eject_base_s,
+                max_s=s.eject_max_s,
+                max_ejected_share=s.eject_max_percent / 100,
+            ),
+            population=len(Location),
+        ),
+    )
+
+
+def _qstore(s: Settings, redis: aioredis.Redis) -> QStore:
+    """The Q-table store: its write-behind buffer rides out Redis outages (see ``qstore.writer``)."""
+    return QStore(
+        redis,
+        device=s.edge_device,
+        learning_rate=s.learning_rate,
+        discount=s.discount,
+        seed=s.seed,
+        queue_max=s.qtable_buffer_max,
+        retry_max_wait_s=s.qtable_retry_max_s,
+        replay_window_s=s.qtable_replay_window_s,
+    )
+
+
+def _telemetry_cache(s: Settings, token: str) -> TelemetryCache:
+    """The telemetry snapshot, refreshed in the background with the mesh token; stale after a few refreshes."""
+    return TelemetryCache(
+        make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport, token=token),
+        s.telemetry_refresh_s,
+        stale_after_s=s.telemetry_refresh_s * s.telemetry_stale_intervals,
     )
 
 
@@ -112,14 +146,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             embedded = EmbeddedRedis(s.data_dir / "redis").start()
             url = embedded.url
             log_event(log, "no REDIS_URL: started an embedded redis", url=url)
-        redis = aioredis.Redis.from_url(url)
-        qstore = QStore(redis, device=s.edge_device, learning_rate=s.learning_rate, discount=s.discount, seed=s.seed)
+        # A socket timeout: a hung (not dead) Redis must fail a call, which the writer then retries.
+        redis = aioredis.Redis.from_url(url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0)
+        qstore = _qstore(s, redis)
         await qstore.start()
         runners = _runner_registry(s, auth.mesh_token())
-        telemetry = TelemetryCache(
-            make_client(s.url("telemetry"), timeout_s=2.0, transport=s.http_transport, token=auth.mesh_token()),
-            s.telemetry_refresh_s,
-        )
+        decider_metrics.init_runners([role.value for role in Location])
+        telemetry = _telemetry_cache(s, auth.mesh_token())
         await runners.refresh()
         await telemetry.refresh()
         runners.start()

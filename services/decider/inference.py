@@ -9,6 +9,13 @@ response is sent. Both front doors (native ``/infer`` and the Open Inference Pro
 same ``infer``; only their encodings differ. Each responsibility is one short method; nothing
 here awaits anything but the runner. With tracing on, decide, dispatch and learn are
 spans; ``learn`` also writes the opt-in decision log.
+
+Every request has a deadline (``deadlines``): each dispatch is bounded by the time it leaves, a
+hung runner's requests fall back to another runner in time, and a request whose deadline passes
+is answered 504 naming ``deadline_ms``. A failed dispatch teaches the Q-table nothing: a runner
+being down says nothing about what its target costs the phone in this state (the reward of eq. 5),
+and outlier ejection already keeps the request path off it; the request's fallback, if served,
+is learned as usual. Nothing is learned from a stale telemetry snapshot either.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from services.core.schemas import (
     TensorPayload,
 )
 from services.core.state import StateBins, state_index
+from services.decider.deadlines import Deadline, DeadlinePolicy
 from services.decider.deps import Decider
 from services.decider.metrics import decider_metrics
 from services.decider.runners import RunnerRejected, RunnerUnavailable
@@ -78,6 +86,24 @@ class RunnersExhausted(AutoScaleError):
         super().__init__(f"no runner could execute the request ({detail})", runners=[r.value for r in failed])
 
 
+class DeadlineExceeded(AutoScaleError):
+    """The request's deadline passed before any runner answered."""
+
+    status = 504
+    code = "deadline_exceeded"
+
+    def __init__(self, deadline: Deadline, failed: dict[Location, str]) -> None:
+        tried = "; ".join(f"{role.value} runner: {why}" for role, why in failed.items())
+        super().__init__(
+            f"no answer within the request's deadline of {deadline.budget_ms:.0f} ms"
+            + (f" (tried {tried})" if tried else "")
+            + "; set deadline_ms to allow more time",
+            field="deadline_ms",
+            deadline_ms=deadline.budget_ms,
+            runners=[r.value for r in failed],
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class LearnStep:
     """The Q update of one served request, applied after the response is sent."""
@@ -88,6 +114,7 @@ class LearnStep:
     outcome: Outcome
     reward: float
     response: InferResponse | None = None  # what the client got: the decision log's record
+    stale: bool = False  # the state came from a stale telemetry snapshot: not learned
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +143,20 @@ class InferenceService:
 
     def __init__(self, decider: Decider) -> None:
         self.d = decider
+        s = decider.settings
+        self.deadlines = DeadlinePolicy(
+            qos_factor=s.deadline_qos_factor,
+            min_s=s.deadline_min_ms / 1e3,
+            max_s=s.deadline_max_ms / 1e3,
+            hop_share=s.hop_timeout_share,
+            hop_max_s=s.run_timeout_s,
+        )
 
     async def infer(self, req: InferRequest) -> InferOutcome:
         """One pass: inputs, policy, state, decision, dispatch, assessment, metrics, answer.
         Any deliberate error is counted (by registered model only) and re-raised for the handler."""
         t_start = time.perf_counter()
+        t_deadline = time.monotonic()
         try:
             info = self.d.models.get(req.model)
             inputs = self.inputs(req, info)
@@ -129,6 +165,7 @@ class InferenceService:
             policy = self.d.policies.get(policy_name)  # UnknownPolicy names the field
             snap = self.d.telemetry.current()
             qos_ms = req.qos_ms or (STREAMING_QOS_MS if req.streaming else self.d.settings.qos_ms_default)
+            deadline = self.deadlines.start(t_deadline, req.deadline_ms, qos_ms)
             ctx = self.observe(req, info, snap, qos_ms)
             with span("decide", state=ctx.state):
                 decision = self.decide(policy, ctx)
@@ -143,7 +180,7 @@ class InferenceService:
                 output_format=req.output_format,
             )
             t_run = time.perf_counter()
-            ctx, decision, result = await self.dispatch(policy, ctx, decision, run_req)
+            ctx, decision, result = await self.dispatch(policy, ctx, decision, run_req, deadline)
             runner_s = time.perf_counter() - t_run
         except RunnerRejected as exc:
             self.count_error(req, exc)
@@ -155,8 +192,11 @@ class InferenceService:
         outcome = Outcome(latency_s=a.latency_s, energy_j=a.energy_j, accuracy=a.accuracy)
         latency_s = time.perf_counter() - t_start
         response = self.respond(info, policy_name, ctx, decision, result, a, snap, qos_ms, latency_s)
+        response.state = self.with_freshness(response.state, snap)
+        response.deadline_ms = deadline.budget_ms
+        step = LearnStep(policy, ctx, decision, outcome, a.reward, response, response.state.stale)
         record = partial(self.record, info, policy_name, decision, result, a, latency_s)
-        return InferOutcome(response, LearnStep(policy, ctx, decision, outcome, a.reward, response), record, runner_s)
+        return InferOutcome(response, step, record, runner_s)
 
     def count_error(self, req: InferRequest, exc: AutoScaleError) -> None:
         # Label by registered model only: arbitrary client strings must not become series.
@@ -169,17 +209,33 @@ class InferenceService:
         await self.learn(outcome.learn)
 
     async def learn(self, step: LearnStep) -> None:
-        """The Q update (async: a background task on the loop, never a threadpool hop), then the
-        decision log's line when one is kept (queued for its writer thread)."""
-        with span("learn"):
-            step.policy.learn(step.ctx, step.decision, step.outcome, step.reward)
+        """The Q update (async: a background task on the loop, never a threadpool hop), none from a
+        stale state, whose Table I bins may no longer be the device's; then the decision log's line
+        when one is kept (queued for its writer thread)."""
+        if step.stale:
+            decider_metrics.learning_skipped("stale_telemetry")
+        else:
+            with span("learn"):
+                step.policy.learn(step.ctx, step.decision, step.outcome, step.reward)
         r = step.response
         if r is None:
             return
-        if self.d.decision_log is not None:
+        if self.d.decision_log is not None and not step.stale:
             self.d.decision_log.write(record_of(step.ctx, step.outcome, r, self.d.settings.edge_device, time.time()))
         if log.isEnabledFor(logging.DEBUG):  # one line per request, with its request id and trace
-            log_event(log, "infer", logging.DEBUG, model=r.model, target=r.target_id, reward=r.reward)
+            log_event(log, "infer", logging.DEBUG, model=r.model, target=r.target_id, reward=r.reward, stale=step.stale)
+
+    def with_freshness(self, view: StateView, snap: TelemetrySnapshot) -> StateView:
+        """The state's staleness and the age of each reading, as of this decision."""
+        tel = self.d.telemetry
+        if tel.snapshot is None:
+            view.stale = True
+            return view
+        age = tel.age_s
+        view.stale = tel.is_stale(age)
+        view.age_s = age
+        view.ages_s = {k: r.age_s + age for k, r in snap.readings.items()}
+        return view
 
     # ------------------------------------------------------------------ before the decision
 
@@ -262,26 +318,39 @@ class InferenceService:
         return decision
 
     async def dispatch(
-        self, policy: Policy, ctx: DecisionContext, decision: Decision, run_req: RunRequest
+        self, policy: Policy, ctx: DecisionContext, decision: Decision, run_req: RunRequest, deadline: Deadline
     ) -> tuple[DecisionContext, Decision, RunResult]:
-        """Run on the chosen target; if its runner is down, decide again among the others. Each retry
-        drops a runner, so there is at most one try per runner. A runner's refusal of the input
-        (``RunnerRejected``) is the client's error and goes back to it as it came."""
+        """Run on the chosen target; if its runner fails (down, hung, 5xx), decide again among the
+        others. Each retry drops a runner, so there is at most one try per runner, and each try is
+        bounded by the time the deadline leaves it (a share of it on a first try that could fall
+        back; see ``deadlines``); when that time is gone the answer is 504. A runner's refusal of
+        the input (``RunnerRejected``) is the client's error and goes back to it as it came."""
         failed: dict[Location, str] = {}
         for _ in range(len(Location)):
+            now = time.monotonic()
+            runner = decision.target.runner
+            fallback = any(c.target.runner is not runner and c.target.runner not in failed for c in ctx.candidates)
+            timeout = deadline.hop_timeout(now, first=not failed, fallback_left=fallback)
+            if timeout <= 0:
+                raise DeadlineExceeded(deadline, failed)
             try:
                 with span("dispatch", target=decision.target.id):
                     result = await self.d.runners.run(
-                        decision.target, run_req.model_copy(update={"target": decision.target})
+                        decision.target,
+                        run_req.model_copy(update={"target": decision.target, "deadline_ms": timeout * 1e3}),
+                        timeout,
+                        blame_timeout=self.deadlines.blames(timeout),
                     )
                 return ctx, decision, result
             except RunnerUnavailable as exc:
-                failed[decision.target.runner] = exc.reason
+                failed[runner] = exc.reason
             rest = tuple(c for c in ctx.candidates if c.target.runner not in failed)
             if not rest:
                 break
             ctx = replace(ctx, candidates=rest)
             decision = self.decide(policy, ctx, failed)
+        if deadline.hop_timeout(time.monotonic(), first=False, fallback_left=False) <= 0:
+            raise DeadlineExceeded(deadline, failed)  # the last runner ran out of time
         raise RunnersExhausted(failed)
 
     # ------------------------------------------------------------------ after the run

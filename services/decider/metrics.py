@@ -139,6 +139,59 @@ _D_LOG = Counter(
     ["outcome"],
     registry=None,
 )
+_Q_PENDING = Gauge(
+    metric_name("qtable_updates_pending"),
+    "Q updates waiting for Redis (held while it is unreachable)",
+    multiprocess_mode="sum",
+    registry=None,
+)
+_Q_LOST = Counter(
+    metric_name("qtable_updates_lost_total"),
+    "Q updates Redis acknowledged, then lost (restart without them) and the replay window no longer held",
+    registry=None,
+)
+_Q_REPLAYED = Counter(
+    metric_name("qtable_updates_replayed_total"),
+    "Acknowledged Q updates applied again after Redis restarted without them",
+    registry=None,
+)
+_D_DISPATCH_FAILURES = Counter(
+    metric_name("decider_dispatch_failures_total"),
+    "Dispatches to a runner that failed (timeout, connection, http_5xx); the request falls back",
+    ["runner", "reason"],
+    registry=None,
+)
+_D_EJECTIONS = Counter(
+    metric_name("decider_runner_ejections_total"),
+    "Runners ejected by outlier detection (consecutive dispatch failures)",
+    ["runner"],
+    registry=None,
+)
+_D_EJECTED = Gauge(
+    metric_name("decider_runner_ejected"),
+    "1 while the runner is ejected (its targets are not offered), else 0",
+    ["runner"],
+    multiprocess_mode="max",
+    registry=None,
+)
+_D_TELEMETRY_STALE = Gauge(
+    metric_name("decider_telemetry_stale"),
+    "1 when the decider's telemetry snapshot is stale (no reading for telemetry_stale_intervals refreshes)",
+    multiprocess_mode="max",
+    registry=None,
+)
+_D_TELEMETRY_AGE = Gauge(
+    metric_name("decider_telemetry_age_seconds"),
+    "Age of the decider's telemetry snapshot",
+    multiprocess_mode="max",
+    registry=None,
+)
+_D_LEARN_SKIPPED = Counter(
+    metric_name("decider_learning_skipped_total"),
+    "Answered requests whose Q update was not learned, by reason",
+    ["reason"],
+    registry=None,
+)
 _DECIDER = MetricGroup(
     _D_REQUESTS,
     _D_ERRORS,
@@ -159,6 +212,15 @@ _DECIDER = MetricGroup(
     _REDIS_ERRORS,
     _Q_DROPPED,
     _D_LOG,
+    _Q_PENDING,
+    _Q_LOST,
+    _Q_REPLAYED,
+    _D_DISPATCH_FAILURES,
+    _D_EJECTIONS,
+    _D_EJECTED,
+    _D_TELEMETRY_STALE,
+    _D_TELEMETRY_AGE,
+    _D_LEARN_SKIPPED,
 )
 # Created on the first set_redis_up() call, not at import: a gauge that exists from the start
 # reads 0 ("down") in a process that never talks to Redis and would fire the alert falsely.
@@ -189,6 +251,12 @@ class QStoreMetrics(Protocol):
     def set_redis_up(self, up: bool) -> None: ...
 
     def update_dropped(self) -> None: ...
+
+    def set_pending(self, n: int) -> None: ...
+
+    def updates_lost(self, n: int) -> None: ...
+
+    def updates_replayed(self, n: int) -> None: ...
 
 
 class DeciderMetrics:
@@ -268,6 +336,48 @@ class DeciderMetrics:
         """``queued`` or ``dropped`` (the decision log's buffer was full)."""
         _DECIDER.activate()
         _D_LOG.labels(outcome).inc()
+
+    def set_pending(self, n: int) -> None:
+        _DECIDER.activate()
+        _Q_PENDING.set(n)
+
+    def updates_lost(self, n: int) -> None:
+        _DECIDER.activate()
+        _Q_LOST.inc(n)
+
+    def updates_replayed(self, n: int) -> None:
+        _DECIDER.activate()
+        _Q_REPLAYED.inc(n)
+
+    # ------------------------------------------------------------------ resilience
+    def init_runners(self, runners: list[str]) -> None:
+        """Series at 0 for every runner from the start, so alerts and ratios read 0, not "no data"."""
+        _DECIDER.activate()
+        for r in runners:
+            _D_EJECTED.labels(r).set(0)
+            _D_EJECTIONS.labels(r)
+            for reason in ("timeout", "connection", "http_5xx"):
+                _D_DISPATCH_FAILURES.labels(r, reason)
+        _D_LEARN_SKIPPED.labels("stale_telemetry")
+
+    def dispatch_failed(self, runner: str, reason: str) -> None:
+        _DECIDER.activate()
+        _D_DISPATCH_FAILURES.labels(runner, reason).inc()
+
+    def set_ejected(self, runner: str, ejected: bool) -> None:
+        _DECIDER.activate()
+        _D_EJECTED.labels(runner).set(1 if ejected else 0)
+        if ejected:
+            _D_EJECTIONS.labels(runner).inc()
+
+    def set_telemetry(self, *, stale: bool, age_s: float) -> None:
+        _DECIDER.activate()
+        _D_TELEMETRY_STALE.set(1 if stale else 0)
+        _D_TELEMETRY_AGE.set(age_s)
+
+    def learning_skipped(self, reason: str) -> None:
+        _DECIDER.activate()
+        _D_LEARN_SKIPPED.labels(reason).inc()
 
 
 decider_metrics = DeciderMetrics()

@@ -1,8 +1,13 @@
 """Registry of runners and the actions they offer, refreshed in the background.
 
-The action set of a model is the union of the targets that healthy runners advertise for it; a
+The action set of a model is the union of the targets that available runners advertise for it; a
 runner appearing or leaving changes it on the next refresh, without a restart. Candidate lists are
 memoised per model and registry version so the request path does no work to build them.
+
+A runner is *available* when its last ``/targets`` probe succeeded and outlier detection has not
+ejected it (``outliers``: consecutive dispatch failures eject it, Envoy-style; it is readmitted
+after its ejection time by the first successful probe). ``run`` bounds each dispatch by the
+timeout the caller gives (the time the request's deadline leaves it) and counts its failures.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from services.common.tracing import outgoing_headers
 from services.core.errors import AutoScaleError
 from services.core.policies.base import Candidate
 from services.core.schemas import Location, ModelInfo, RunRequest, RunResult, Target, TargetInfo
+from services.decider.metrics import decider_metrics
+from services.decider.outliers import OutlierDetector
 
 log = logging.getLogger("autoscale.decider.runners")
 _TARGETS = TypeAdapter(list[TargetInfo])
@@ -67,6 +74,7 @@ class RunnerRegistry:
     runners: dict[Location, Runner]
     refresh_s: float
     run_timeout_s: float
+    outliers: OutlierDetector[Location] = field(default_factory=OutlierDetector)
     version: int = 0
     _candidates: dict[tuple[str, int], tuple[Candidate, ...]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -86,6 +94,11 @@ class RunnerRegistry:
             runner.healthy = False
             runner.last_error = str(exc) or type(exc).__name__
         runner.checked_at = time.monotonic()
+        if runner.healthy and self.outliers.due(runner.role, runner.checked_at):
+            self.outliers.readmit(runner.role, runner.checked_at)
+            decider_metrics.set_ejected(runner.role.value, False)
+            log_event(log, "runner readmitted", role=runner.role.value)
+            self._bump()
         if was != (runner.healthy, [t.id for t in runner.targets], [t.models for t in runner.targets]):
             self._bump()
 
@@ -95,6 +108,30 @@ class RunnerRegistry:
     def _bump(self) -> None:
         self.version += 1
         self._candidates.clear()
+
+    def available(self, runner: Runner) -> bool:
+        """Probed healthy and not ejected: its targets are offered."""
+        return runner.healthy and not self.outliers.is_ejected(runner.role)
+
+    def ejected(self) -> list[str]:
+        return [r.value for r in self.outliers.ejected()]
+
+    def _failed(self, role: Location, kind: str, reason: str) -> None:
+        """One failed dispatch: counted, and the runner ejected if it was one too many in a row."""
+        decider_metrics.dispatch_failed(role.value, kind)
+        ejected_for = self.outliers.failure(role, time.monotonic())
+        if ejected_for is not None:
+            decider_metrics.set_ejected(role.value, True)
+            log_event(
+                log,
+                "runner ejected",
+                level=logging.WARNING,
+                role=role.value,
+                seconds=ejected_for,
+                reason=reason,
+                consecutive_failures=self.outliers.policy.consecutive,
+            )
+            self._bump()
 
     def mark_down(self, role: Location, reason: str) -> None:
         runner = self.runners[role]
@@ -118,7 +155,7 @@ class RunnerRegistry:
 
     # ------------------------------------------------------------------ actions
     def all_targets(self) -> list[tuple[Runner, TargetInfo]]:
-        return [(r, t) for r in self.runners.values() if r.healthy for t in r.targets]
+        return [(r, t) for r in self.runners.values() if self.available(r) for t in r.targets]
 
     def candidates(self, info: ModelInfo) -> tuple[Candidate, ...]:
         key = (info.name, self.version)
@@ -136,25 +173,43 @@ class RunnerRegistry:
         return result
 
     # ------------------------------------------------------------------ dispatch
-    async def run(self, target: Target, request: RunRequest, timeout_s: float | None = None) -> RunResult:
+    async def run(
+        self, target: Target, request: RunRequest, timeout_s: float | None = None, *, blame_timeout: bool = True
+    ) -> RunResult:
+        """Dispatch one run; the whole exchange (connect, send, wait, read) is bounded by
+        ``timeout_s`` (default ``run_timeout_s``). A timeout, connection error or 5xx raises
+        ``RunnerUnavailable`` and counts towards the runner's ejection (a timeout only if
+        ``blame_timeout``: not when the caller's own deadline left too little time); a connection
+        error also marks it down until its next successful probe."""
         runner = self.runners[target.runner]
+        limit = timeout_s if timeout_s is not None else self.run_timeout_s
+        bound = asyncio.timeout(limit)
         try:
-            resp = await runner.client.post(
-                "/run",
-                content=request.model_dump_json(),
-                # The request id and trace context travel on: the runner's log lines and spans join the request's.
-                headers={"content-type": "application/json", **outgoing_headers()},
-                timeout=timeout_s or self.run_timeout_s,
-            )
-        except httpx.TimeoutException as exc:
-            raise RunnerUnavailable(
-                target.runner.value, f"no answer within {timeout_s or self.run_timeout_s:.1f} s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            self.mark_down(target.runner, str(exc))
-            raise RunnerUnavailable(target.runner.value, str(exc) or type(exc).__name__) from exc
+            async with bound:
+                resp = await runner.client.post(
+                    "/run",
+                    content=request.model_dump_json(),
+                    # The request id and trace context travel on: the runner's log lines and spans join the request's.
+                    headers={"content-type": "application/json", **outgoing_headers()},
+                    timeout=limit + 1.0,  # the asyncio bound above is the one that fires
+                )
+        except (TimeoutError, httpx.HTTPError) as exc:
+            # Only our bound firing is a timeout: the aiohttp transport reports a refused or
+            # reset connection as httpx.ConnectTimeout, at once.
+            if bound.expired():
+                reason = f"no answer within {limit:.2f} s"
+                if blame_timeout:
+                    self._failed(target.runner, "timeout", reason)
+                raise RunnerUnavailable(target.runner.value, reason) from exc
+            reason = str(exc) or type(exc).__name__
+            self.mark_down(target.runner, reason)
+            self._failed(target.runner, "connection", reason)
+            raise RunnerUnavailable(target.runner.value, reason) from exc
         if resp.status_code >= 500:
-            raise RunnerUnavailable(target.runner.value, f"HTTP {resp.status_code}: {resp.text[:300]}")
+            reason = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            self._failed(target.runner, "http_5xx", reason)
+            raise RunnerUnavailable(target.runner.value, reason)
+        self.outliers.success(target.runner)
         if resp.status_code >= 400:
             try:
                 body = resp.json()

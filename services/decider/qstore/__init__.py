@@ -8,7 +8,7 @@ every key of a device lands in one slot and the multi-key Lua scripts stay legal
     autoscale:{mi8pro}:n:<state>   hash  action id -> visits
     autoscale:{mi8pro}:ver         hash  state -> version of its last write
     autoscale:{mi8pro}:version     int   global write counter (never reset)
-    autoscale:{mi8pro}:applied     hash  worker token -> last applied sequence (idempotent retries)
+    autoscale:{mi8pro}:applied     hash  worker token -> last applied sequence (idempotent retries, gaps)
     autoscale:{mi8pro}:actions     set   action ids this device has offered
     autoscale:{mi8pro}:inval       pub/sub channel of invalidations
 
@@ -18,13 +18,15 @@ Writes
     PUBLISH the new value. Redis runs a script atomically, so concurrent updates from any
     number of decider processes are all applied (no lost update). Each worker stamps its
     updates with (token, seq); the script skips a seq it has already applied, so a retry after
-    a connection error that hit *after* the script ran cannot double-apply.
+    a connection error that hit *after* the script ran cannot double-apply, and it refuses a seq
+    that follows a gap (Redis restarted without updates it had acknowledged: AOF ``everysec``),
+    which the worker answers by replaying what it delivered in the last few seconds.
 
     ``learn(update)`` (the policy's path) changes the cached row at once -- the next decision in
-    this process already sees it -- and enqueues the update; it never blocks. An asyncio worker
-    (``writer.UpdateWriter``) drains the queue in pipelined batches, retrying with backoff
-    (tenacity); an update it finally gives up on is counted in ``dropped_total`` (and the
-    Prometheus counter) and logged.
+    this process already sees it -- and buffers the update; it never blocks. An asyncio worker
+    (``writer.UpdateWriter``) drains the buffer in pipelined batches, retrying with capped
+    backoff (tenacity) for as long as Redis is away; only a full buffer drops updates (the
+    oldest first), counted in ``dropped_total`` (and the Prometheus counter) and logged.
 
 Initial values (what a missing field is worth)
     The script never computes one: ``ARGV[6]`` (Q(S,A)) and the pairs after ``ARGV[9]`` (the S'

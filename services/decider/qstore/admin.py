@@ -165,8 +165,9 @@ class TableAdmin:
         """Forget everything learned on this device (the action set is kept)."""
         k = self.keys
         async with self._r.pipeline(transaction=True) as pipe:
+            # The applied-sequence hash stays: the writers' gap check must not read a reset as
+            # lost updates (and replay them into the cleared table).
             await self._clear_script(keys=[k.ver], args=[k.prefix], client=pipe)
-            pipe.delete(k.applied)
             await self._bump_script(keys=[k.ver, k.version], args=[k.channel], client=pipe)
             res = await pipe.execute()
         await self._reload()

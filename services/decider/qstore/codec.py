@@ -72,10 +72,18 @@ def update_keys_args(keys: Keys, u: QUpdate, token: str, seq: int) -> tuple[list
 
 def decode_update_reply(res: Sequence[Any]) -> tuple[float, int, int, int] | None:
     """(Q, visits, version, previous version) from ``UPDATE_LUA``; None for a duplicate (an
-    update an earlier attempt already applied)."""
+    update an earlier attempt already applied). Not for a gap reply (``update_gap``)."""
     if len(res) == 1:  # 'dup'
         return None
     return float(as_str(res[0])), int(res[1]), int(res[2]), int(res[3])
+
+
+def update_gap(res: Any) -> int | None:
+    """The last sequence Redis holds for the token, if ``UPDATE_LUA`` refused the update because
+    an earlier one of the same token is missing (Redis lost acknowledged updates); else None."""
+    if isinstance(res, list) and len(res) == 2 and as_str(res[0]) == "gap":
+        return int(res[1])
+    return None
 
 
 def decode_message(data: bytes | str, name: Callable[[bytes | str], str] = as_str) -> RowWrite | int | None:

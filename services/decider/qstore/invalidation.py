@@ -75,6 +75,7 @@ class CacheSync:
         self._names: dict[str, str] = {}
         self.reconciles_total = 0
         self.refetches_total = 0
+        self.sync_failures = 0  # consecutive
 
     @property
     def version_seen(self) -> int:
@@ -221,14 +222,19 @@ class CacheSync:
                 raise
             except Exception as exc:
                 self._full_reload = True  # retry the whole sync on the next tick
-                log_event(
-                    log,
-                    "q-table cache sync failed",
-                    logging.WARNING,
-                    device=self.keys.device,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+                self.sync_failures += 1
+                if self.sync_failures in (1, 10) or self.sync_failures % 100 == 0:  # not one line a second
+                    log_event(
+                        log,
+                        "q-table cache sync failed",
+                        logging.WARNING,
+                        device=self.keys.device,
+                        error=f"{type(exc).__name__}: {exc}",
+                        failures=self.sync_failures,
+                    )
                 await asyncio.sleep(min(self.sync_interval_s, 1.0))
+            else:
+                self.sync_failures = 0
 
     async def _check_version(self) -> None:
         """Safety net: the global version must have been seen on the channel by the next check."""

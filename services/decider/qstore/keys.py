@@ -17,9 +17,13 @@ UPDATE_LUA = """
 -- ARGV: 1 state  2 action  3 reward  4 lr  5 discount  6 init  7 token  8 seq  9 channel
 --       10.. pairs (next action, its initial value)
 local seq = tonumber(ARGV[8])
-local last = redis.call('HGET', KEYS[6], ARGV[7])
-if last and tonumber(last) >= seq then
+local last = tonumber(redis.call('HGET', KEYS[6], ARGV[7]) or '0')
+if last >= seq then
   return {'dup'}
+end
+if last < seq - 1 then
+  -- an earlier update of this token is missing: Redis lost it (restart); the writer replays
+  return {'gap', tostring(last)}
 end
 redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
 local q = redis.call('HGET', KEYS[1], ARGV[2])

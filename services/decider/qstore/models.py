@@ -55,3 +55,5 @@ class QTableStats(StrictModel):
     duplicates_total: int
     reconciles_total: int
     version_seen: int
+    replayed_total: int = 0  # re-applied after Redis restarted without them (counted in applied_total too)
+    lost_total: int = 0  # acknowledged, lost by Redis, no longer in the replay window

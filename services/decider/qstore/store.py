@@ -49,7 +49,10 @@ class QStore(RowCache):
 
     Lifecycle: ``await start()`` (loads the cache, subscribes, starts the workers and the sync
     task) ... ``await stop(flush_timeout)`` (drains the queue, then stops). ``row``, ``visits``,
-    ``learn`` and ``submit`` are synchronous and never touch the network.
+    ``learn`` and ``submit`` are synchronous and never touch the network. ``start`` needs Redis;
+    after that the store outlives Redis outages: decisions read the cache, updates wait in the
+    writer's buffer (``queue_max``) and are delivered, retried for as long as it takes
+    (``retry_attempts=None``), when Redis is back.
 
     ``learning_rate``/``discount``/``seed`` are the table's nominal parameters, recorded in
     exports and stats; each ``QUpdate`` carries the lr/discount it is applied with (the
@@ -69,8 +72,9 @@ class QStore(RowCache):
         batch_max: int = 256,
         workers: int = 1,
         sync_interval_s: float = 1.0,
-        retry_attempts: int = 6,
+        retry_attempts: int | None = None,
         retry_max_wait_s: float = 2.0,
+        replay_window_s: float = 5.0,
         metrics: QStoreMetrics | None = None,
     ) -> None:
         if not valid_device(device):
@@ -104,6 +108,7 @@ class QStore(RowCache):
             batch_max=batch_max,
             retry_attempts=retry_attempts,
             retry_max_wait_s=retry_max_wait_s,
+            replay_window_s=replay_window_s,
         )
         self.admin = TableAdmin(
             self._r,
@@ -214,6 +219,14 @@ class QStore(RowCache):
         return self.writer.duplicates_total
 
     @property
+    def lost_total(self) -> int:
+        return self.writer.lost_total
+
+    @property
+    def replayed_total(self) -> int:
+        return self.writer.replayed_total
+
+    @property
     def reconciles_total(self) -> int:
         return self.sync.reconciles_total
 
@@ -293,4 +306,6 @@ class QStore(RowCache):
             duplicates_total=w.duplicates_total,
             reconciles_total=self.sync.reconciles_total,
             version_seen=self.sync.version_seen,
+            replayed_total=w.replayed_total,
+            lost_total=w.lost_total,
         )
