@@ -129,13 +129,15 @@ class MeshSettings(_Section):
         return self
 
     def port(self, role: str) -> int:
-        """The port a service listens on, by role (decider, edge, peer, cloud, telemetry)."""
+        """The port a service listens on, by role (decider, edge, peer, cloud, telemetry; supervisor:
+        where `autoscale up` serves its metrics)."""
         ports = {
             "decider": self.decider_port,
             "edge": self.edge_port,
             "peer": self.peer_port,
             "cloud": self.cloud_port,
             "telemetry": self.telemetry_port,
+            "supervisor": self.supervisor_port,
         }
         return ports[role]
 
