@@ -46,6 +46,10 @@ def mesh_settings(data_dir: Path, **overrides: Any) -> Settings:
         telemetry_refresh_s=0.2,
         runner_refresh_s=0.5,
         max_upload_bytes=4 * 1024 * 1024,
+        # Generous request deadlines: a runner loading a model for its first request on a loaded CI host takes
+        # far longer than the product's 10 s floor (the fault-injection tests set their own).
+        deadline_min_ms=120_000.0,
+        deadline_max_ms=300_000.0,
         **ports,
     )
     values.update(overrides)

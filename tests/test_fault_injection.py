@@ -41,6 +41,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         telemetry_refresh_s=0.3,  # stale after 0.9 s
         eject_base_s=3.0,  # short ejections, so that one test's fault does not shape the next
         restart_backoff_s=2.0,  # a dead child stays dead long enough to be seen so
+        deadline_min_ms=10_000.0,  # the product's defaults (the test mesh's are generous): what is promised
+        deadline_max_ms=30_000.0,
     )
     m = Mesh(settings).start(timeout_s=600)
     try:
