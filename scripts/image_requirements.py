@@ -22,7 +22,7 @@ GPU_REPLACES = "onnxruntime"
 
 
 def _name(requirement: str) -> str:
-    """The distribution a requirement names, normalised (PEP 503): ``onnxruntime-gpu[cuda]>=1`` -> ``onnxruntime-gpu``."""
+    """The distribution a requirement names, PEP 503-normalised: ``onnxruntime-gpu[cuda]>=1`` -> ``onnxruntime-gpu``."""
     match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
     if match is None:
         raise ValueError(f"not a requirement: {requirement!r}")

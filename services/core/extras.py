@@ -32,11 +32,12 @@ class MissingExtra(AutoScaleError, ImportError):
 
     def __init__(self, what: str, module: str, *, field: str | None = None) -> None:
         dist, extra = EXTRA_OF.get(module, (module, module))
-        self.module, self.extra = module, extra
+        # The error body carries the extra's name too ("install": "eval"), for clients that act on it.
         super().__init__(
             f"{what} needs {dist}, which is not installed here: install the '{extra}' extra "
             f"(pip install 'autoscale-mesh[{extra}]', or an image built with it)",
             field=field,
+            install=extra,
         )
 
 
