@@ -33,8 +33,8 @@ run: install
 prometheus:
 	bash .ci/install-prometheus.sh
 
-# docker-compose (the `config` check of docker-compose.yml; no engine needed) and shellcheck (the Termux
-# and GPU-server scripts), from Debian's packages: tests/test_deploy*.py runs them.
+# docker-compose (the `config` check of docker-compose.yml; no engine needed), shellcheck (the Termux and
+# GPU-server scripts) and systemd-analyze (the GPU server's units), from Debian's packages: tests/test_deploy*.py.
 deploy-tools:
 	bash .ci/install-deploy-tools.sh
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install docker-compose and shellcheck from Debian's packages (tests/test_deploy*.py run them:
-# `docker-compose config` validates docker-compose.yml without a Docker engine; shellcheck lints the
-# Termux and GPU-server scripts; systemd-analyze verifies the GPU server's units). Idempotent: does nothing when both are already on PATH.
+# Install docker-compose, shellcheck and systemd-analyze from Debian's packages (tests/test_deploy*.py run
+# them: `docker-compose config` validates docker-compose.yml without a Docker engine; shellcheck lints the
+# Termux and GPU-server scripts; systemd-analyze verifies the GPU server's units). Idempotent: does nothing
+# when all three are already on PATH.
 set -euo pipefail
 
 if command -v docker-compose >/dev/null 2>&1 && command -v shellcheck >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1; then
