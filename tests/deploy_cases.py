@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.common.settings import Settings
+from services.common.settings import Settings, _env_name
 from services.telemetry.config import TelemetryOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def k8s_objects(kind: str) -> dict[str, dict[str, Any]]:
 @cache
 def setting_env_names() -> frozenset[str]:
     """Every environment variable a service reads: Settings' fields, telemetry's options, part a's two."""
-    names = set(Settings().child_env())
+    names = {_env_name(name, field) for name, field in Settings.model_fields.items()}
     names |= {f"AUTOSCALE_TELEMETRY_{f.upper()}" for f in TelemetryOptions.model_fields}
     names |= {"REDIS_URL", "AUTOSCALE_REDIS_URL"}
     return frozenset(names | REGISTRATION_ENV)
