@@ -201,20 +201,23 @@ def test_prometheus_k8s_config(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg))
     res = run(tool("promtool"), "check", "config", str(path))
     assert res.returncode == 0, res.stdout + res.stderr
-    # The role label the dashboards group by comes from the component label of each Deployment.
+    # The role and job labels the dashboards and alerts select by come from each Deployment's component label.
     components = {
         d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
         for d in k8s_objects("Deployment").values()
     }
-    roles = set()
-    for rule in job["relabel_configs"]:
-        if rule.get("target_label") == "role":
-            roles |= {
-                re.sub(rule["regex"], rule["replacement"].replace("$1", r"\1"), c)
-                for c in components
-                if re.fullmatch(rule["regex"], c)
-            }
-    assert roles == {"decider", "edge", "peer", "cloud", "telemetry"}
+
+    def relabelled(label: str) -> set[str]:
+        out: set[str] = set()
+        for rule in job["relabel_configs"]:
+            if rule.get("target_label") == label:
+                replacement = rule["replacement"].replace("$1", r"\1")
+                out |= {re.sub(rule["regex"], replacement, c) for c in components if re.fullmatch(rule["regex"], c)}
+        return out
+
+    assert relabelled("role") == {"decider", "edge", "peer", "cloud", "telemetry"}
+    alert_jobs = set(re.findall(r'job="([a-z]+)"', (DEPLOY / "prometheus" / "alerts.yml").read_text()))
+    assert alert_jobs and relabelled("job") == alert_jobs
 
 
 def test_every_object_is_labelled_part_of_the_mesh() -> None:
