@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from services.common.config_files import load_profile, load_scenario
+from services.core.extras import MissingExtra, require
 from services.core.profiles import ProfileError
 from services.core.scenarios import ScenarioError
 from services.evaluation.config import DEFAULT_DEVICES, DEFAULT_SCENARIOS, EVAL_POLICIES, EvalConfig
@@ -63,8 +64,14 @@ def evaluate(
     """Evaluate AutoScale and the baselines (paper Sec. V-VI) on the simulated mesh; write
     results.json, report.md and the figures to OUT."""
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=True)
+    try:  # the comparators, the simulator's statistics and the figures: fail before hours of work, not after
+        require("autoscale evaluate", "sklearn", "scipy", "matplotlib")
+    except MissingExtra as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     cfg = EvalConfig(seed=seed, runs=runs, test_runs=test_runs, adapt_runs=adapt_runs, workers=workers, extras=extras)
     cfg.devices = _split(devices) or []
     cfg.scenarios = _split(scenarios) or []

@@ -28,10 +28,11 @@ import hmac
 import re
 import threading
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 
 import onnx
+import onnxconverter_common
+import onnxruntime
 from pydantic import BaseModel, ValidationError
 
 from services.common import zoo as zoo_mod
@@ -70,8 +71,10 @@ class _MeasuredAccuracy(BaseModel):
 
 
 def _measurement_key() -> str:
-    versions = "-".join(f"{p}{metadata.version(p)}" for p in ("onnxruntime", "onnxconverter-common", "onnx"))
-    return f"{VARIANT_FORMAT}|{versions}"
+    # The modules' own versions, not the distributions': the GPU build is the distribution
+    # onnxruntime-gpu, whose module is onnxruntime all the same.
+    versions = f"onnxruntime{onnxruntime.__version__}-onnxconverter-common{onnxconverter_common.__version__}"
+    return f"{VARIANT_FORMAT}|{versions}-onnx{onnx.__version__}"
 
 
 class NameClash(ModelValidationError):
@@ -112,12 +115,15 @@ class ModelStore:
     """Registry of the models a mesh can serve (see the module docstring for the layout)."""
 
     def __init__(self, cache_dir: Path, zoo: Iterable[str] | None = None) -> None:
-        """``zoo``: the built-ins to register (None = every built-in: ``digits`` and Table III's ten)."""
+        """``zoo``: the built-ins to register (None = every built-in this installation can serve:
+        ``digits`` and Table III's ten, less ``digits`` without scikit-learn). A listed built-in
+        whose extra is missing is a MissingExtra naming it, so a service refuses to start."""
         self.cache_dir = Path(cache_dir)
         self.user_dir = self.cache_dir / "user"
-        self._zoo: tuple[str, ...] = tuple(dict.fromkeys(zoo_mod.BUILTIN_NAMES if zoo is None else zoo))
+        self._zoo: tuple[str, ...] = tuple(dict.fromkeys(zoo_mod.available_builtins() if zoo is None else zoo))
         for name in self._zoo:
             zoo_mod.spec(name)  # KeyError for an unknown built-in
+            zoo_mod.source_hash(name)  # MissingExtra for a built-in whose optional libraries are not installed
         self._lock = threading.RLock()
         self._builtin_info: dict[str, ModelInfo] = {}
 

@@ -91,6 +91,7 @@ def build_hub(settings: Settings, options: TelemetryOptions, extra_sources: Sequ
         proc_root=options.proc_root,
         mesh_id=os.environ.get(MESH_ID_ENV, ""),
         edge_device=settings.edge_device,
+        tool_path=options.tool_path or None,
     )
     sources, report = detect_all(ctx, options.disabled())
     sources += list(extra_sources) + _load_extra(options.extra_sources)

@@ -31,6 +31,9 @@ class TelemetryOptions(BaseSettings):
     disable: str = Field("", description="comma-separated source families to skip, e.g. 'corunner,wireless'")
     sys_root: Path = Field(Path("/sys"), description="sysfs root (a fake tree in tests)")
     proc_root: Path = Field(Path("/proc"), description="procfs root (a fake tree in tests)")
+    tool_path: str = Field(
+        "", description="PATH searched for sensor tools (iw, termux-*); empty = the process PATH (fake tools in tests)"
+    )
 
     def stale_threshold(self, refresh_s: float) -> float:
         return self.stale_after_s or max(5 * refresh_s, 3.0)

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from services.common.engines.base import Engine, EngineError, LoadedModel, Support, input_specs, op_types, pick_device
+from services.core.extras import EXTRA_OF, MissingExtra
 
 __all__ = [
     "Engine",
@@ -63,8 +64,8 @@ def get_engine(name: str) -> Engine:
             try:
                 _instances[name] = _FACTORIES[name]()
             except ImportError as e:  # e.g. a runner image without apache-tvm
-                _failed[name] = str(e)
-                raise EngineError(f"engine {name!r} is unavailable: {e}") from e
+                _failed[name] = str(MissingExtra(f"engine {name!r}", e.name)) if e.name in EXTRA_OF else str(e)
+                raise EngineError(f"engine {name!r} is unavailable: {_failed[name]}") from e
         return _instances[name]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -109,6 +110,20 @@ class OrtLoadedModel:
         return read_summaries(self.specs, values, top_k)
 
 
+@functools.cache
+def _preload_cuda() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels of ``onnxruntime-gpu[cuda,cudnn]`` (the ``gpu`` extra)
+    before the first CUDA session: ONNX Runtime does not search site-packages on its own. With a
+    system-wide CUDA it finds nothing there and the loader's usual path applies."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # a missing library shows again, with its name, when the session fails
+        log.warning("onnxruntime.preload_dlls failed: %s", exc)
+
+
 class OnnxRuntimeEngine:
     """ONNX Runtime with the CPU provider, or CUDA / ROCm / DML / NNAPI / QNN when this build has them."""
 
@@ -129,6 +144,8 @@ class OnnxRuntimeEngine:
         chosen = next((p for p in _DEVICE_PROVIDERS[device] if p in available), None)
         if chosen is None:
             raise EngineError(f"device {device!r} unavailable: this onnxruntime build offers {available}")
+        if chosen == "CUDAExecutionProvider":
+            _preload_cuda()
         first: str | tuple[str, dict[str, str]] = (
             (chosen, _PROVIDER_OPTIONS[chosen]) if chosen in _PROVIDER_OPTIONS else chosen
         )

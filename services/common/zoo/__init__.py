@@ -24,6 +24,8 @@ API
 ``calibration_inputs(name | specs, n, seed)``  feeds for static INT8 calibration (real training
                                        images where the model has them, else synthetic)
 ``labelled_set(name)``                 the held-out (x, y) a trained built-in is measured on, or None
+``available(name)``, ``available_builtins()``  whether a built-in's optional libraries are installed
+                                       (``digits`` needs scikit-learn, the ``eval`` extra)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import onnx
 from services.common.files import atomic_write
 from services.common.zoo import bert, digits, inception, layers, mobilenet, resnet, ssd
 from services.common.zoo.layers import GraphBuilder
+from services.core.extras import installed, require
 from services.core.schemas import ModelFeatures, TensorSpec
 
 # Bump to force every cached zoo model to be rebuilt (e.g. after an onnx upgrade).
@@ -69,6 +72,7 @@ class ZooSpec:
     calibration: Callable[[int, int], list[dict[str, np.ndarray]]] | None = None
     labelled_set_note: str = ""  # what the labelled set is, for the measured figures' reference
     deps: tuple[str, ...] = ()  # packages whose version changes the weights (part of the cache key)
+    requires: tuple[str, ...] = ()  # optional modules the builder imports (services.core.extras names the extra)
 
 
 def _img(side: int) -> tuple[TensorSpec, ...]:
@@ -253,6 +257,7 @@ _DIGITS = ZooSpec(
     calibration=digits.calibration,
     labelled_set_note=digits.HELD_OUT_NOTE,
     deps=("scikit-learn", "numpy"),
+    requires=("sklearn",),
 )
 
 ZOO: dict[str, ZooSpec] = {s.name: s for s in (_DIGITS, *_SPECS)}
@@ -285,10 +290,24 @@ def seed(name: str) -> int:
     return SEED_BASE + zlib.crc32(name.encode()) % 10_000
 
 
+def available(name: str) -> bool:
+    """Whether built-in ``name`` can be built and looked up here (its optional libraries are installed)."""
+    return all(installed(m) for m in spec(name).requires)
+
+
+def available_builtins() -> tuple[str, ...]:
+    """The built-ins this installation can serve: every one, less those whose extra is missing."""
+    return tuple(n for n in BUILTIN_NAMES if available(n))
+
+
 @cache
 def source_hash(name: str) -> str:
-    """sha256 over the builder sources, the seed and the zoo format: the cache key."""
+    """sha256 over the builder sources, the seed and the zoo format: the cache key.
+
+    MissingExtra when the model's optional libraries are not installed: the key names their
+    versions, so nothing about the built model can be found without them."""
     s = spec(name)
+    require(f"built-in model {name!r}", *s.requires, field="model")
     key = f"{ZOO_FORMAT}|{name}|{seed(name)}|opset{layers.OPSET}|{s.task}|{s.workload}|{s.builder.__name__}"
     key += "".join(f"|{dep}{metadata.version(dep)}" for dep in s.deps)
     h = hashlib.sha256(key.encode())

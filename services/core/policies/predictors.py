@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from services.core.extras import require
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
 from services.core.policies.candidates import candidate_ids, eligible_indices
 from services.core.policies.errors import NoCandidate
@@ -145,8 +146,13 @@ class _OnlineLearner(ABC):
     """Observation buffer, refit schedule, exploration while untrained, background fits."""
 
     name = "predictor"
+    # Libraries the fits import (lazily, on a worker thread): checked when the policy is built, so a
+    # request for it without the extra is answered 503 naming the extra instead of exploring forever.
+    needs: tuple[str, ...] = ("sklearn",)
 
-    def __init__(self, params: PredictorParams = PredictorParams()) -> None:
+    def __init__(self, params: PredictorParams = PredictorParams(), *, name: str | None = None) -> None:
+        self.name = name or type(self).name
+        require(f"policy {self.name!r}", *self.needs, field="policy")
         self.params = params
         self.buffer: deque[Observation] = deque(maxlen=params.buffer)
         self.encoder = TargetEncoder()
@@ -343,8 +349,7 @@ class RegressionPolicy(_OnlineLearner):
     def __init__(self, kind: str, params: PredictorParams = PredictorParams()) -> None:
         if kind not in ("lr", "svr"):
             raise ValueError("kind must be 'lr' or 'svr'")
-        super().__init__(params)
-        self.name = kind
+        super().__init__(params, name=kind)
         self.kind = kind
 
     def _fit(self, data: list[Observation]) -> _RegModel | None:
@@ -419,8 +424,7 @@ class ClassifierPolicy(_OnlineLearner):
     def __init__(self, kind: str, params: PredictorParams = PredictorParams(), *, k: int = 5) -> None:
         if kind not in ("svm", "knn"):
             raise ValueError("kind must be 'svm' or 'knn'")
-        super().__init__(params)
-        self.name = kind
+        super().__init__(params, name=kind)
         self.kind = kind
         self.k = k
 
@@ -526,6 +530,7 @@ class BayesOptPolicy(_OnlineLearner):
     """
 
     name = "bo"
+    needs = ("sklearn", "scipy")
 
     def __init__(
         self, params: PredictorParams = PredictorParams(buffer=400, refit_every=25), *, xi: float = 0.01

@@ -8,6 +8,7 @@ timeout, so ``read`` may block (subprocess, slow sysfs) without ever blocking ``
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ class DetectContext:
     proc_root: Path = Path("/proc")
     mesh_id: str = ""
     edge_device: str = "mi8pro"
+    tool_path: str | None = None  # where sensor tools (iw, termux-*) are looked up; None = the process PATH
+
+    def which(self, tool: str) -> str | None:
+        """Full path of a sensor tool, or None when it is not installed."""
+        return shutil.which(tool, path=self.tool_path)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Measured power and energy of this host: Intel RAPL, hwmon, battery gauge, NVIDIA NVML.
+"""Measured power and energy of this host: Intel RAPL, hwmon, battery gauge (sysfs, or termux-api on a phone:
+``termux.py``), NVIDIA NVML.
 
 Each family is detected by trying to read it (files exist *and* are readable; RAPL's
 energy_uj is root-only on most kernels since 2020). Names: ``power.host.<processor>`` (W)
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core.schemas import Reading
+from services.telemetry.sources import termux
 from services.telemetry.sources.base import (
     HOST_DEVICE,
     DetectContext,
@@ -248,9 +250,12 @@ def detect_battery(ctx: DetectContext) -> tuple[list[Source], Detection]:
         if _battery_watts(supply) is not None:
             sources.append(BatterySource(supply))
             det.found.append(str(supply))
-    if not sources:
+    if not sources:  # Android keeps apps out of the fuel gauge's sysfs: under Termux, ask termux-api
+        sources = termux.detect_battery(ctx, det)
+    if not sources and not det.absent:
         det.absent = (
             f"no battery with power_now or current_now+voltage_now under {ctx.sys_root / 'class' / 'power_supply'}"
+            f", no {termux.BATTERY_TOOL}"
         )
     return sources, det
 

@@ -9,14 +9,13 @@ last value ages and is flagged stale rather than being replaced by an invented n
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 from services.core.schemas import Reading
 from services.telemetry.sources.base import RSSI_P2P, RSSI_WIFI, DetectContext, Detection, Source, read_text
+from services.telemetry.sources.termux import TermuxWifiSource
 
 
 def link_of(iface: str) -> str:
@@ -102,33 +101,6 @@ class IwSource(Source):
         return out
 
 
-class TermuxWifiSource(Source):
-    """termux-api starts an Android service per call (~0.5-2 s): slower timeout and interval."""
-
-    name = "termux-wifi"
-    kind = "measured"
-    timeout_s = 6.0
-    interval_s = 2.0
-
-    def __init__(self, tool: str) -> None:
-        self.tool = tool
-
-    def provides(self) -> tuple[str, ...]:
-        return (RSSI_WIFI,)
-
-    def describe(self) -> str:
-        return self.tool
-
-    def read(self) -> list[Reading]:
-        res = subprocess.run([self.tool], capture_output=True, text=True, timeout=5.0, check=True)
-        info = json.loads(res.stdout)
-        rssi = info.get("rssi")
-        # Android reports -127 (or no rssi) when Wi-Fi is disconnected.
-        if not isinstance(rssi, (int, float)) or rssi <= -127 or info.get("supplicant_state") == "DISCONNECTED":
-            return []
-        return [self.reading(RSSI_WIFI, float(rssi), "dBm", f"termux ssid={info.get('ssid', '?')}")]
-
-
 def _wireless_ifaces(ctx: DetectContext) -> list[str]:
     net = ctx.sys_root / "class" / "net"
     return sorted(p.name for p in net.glob("*") if (p / "wireless").exists() or (p / "phy80211").exists())
@@ -152,7 +124,7 @@ def detect(ctx: DetectContext) -> tuple[list[Source], Detection]:
             covered |= set(ifaces.values())
             det.found.append(f"{proc_path}: {', '.join(f'{i}->{n}' for i, n in ifaces.items())}")
 
-    iw = shutil.which("iw")
+    iw = ctx.which("iw")
     if iw:
         rest = {i: link_of(i) for i in _wireless_ifaces(ctx) if link_of(i) not in covered}
         # One interface per link.
@@ -165,7 +137,7 @@ def detect(ctx: DetectContext) -> tuple[list[Source], Detection]:
             covered |= set(chosen.values())
             det.found.append(f"iw: {', '.join(f'{i}->{n}' for i, n in chosen.items())}")
 
-    termux = shutil.which("termux-wifi-connectioninfo")
+    termux = ctx.which("termux-wifi-connectioninfo")
     if termux and RSSI_WIFI not in covered:
         sources.append(TermuxWifiSource(termux))
         det.found.append(f"termux-api: {termux}")
