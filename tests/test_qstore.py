@@ -164,7 +164,7 @@ def _commands(c: redis.Redis) -> int:
 
 async def test_write_by_another_process_reaches_the_cache_without_decision_round_trips(rs: EmbeddedRedis) -> None:
     device = dev()
-    a = QStore(rs.url, device, sync_interval_s=30.0)  # the safety net is out of the picture here
+    a = QStore(rs.url, device, sync_interval_s=3600.0)  # the safety net is out of the picture here
     await a.start()
     cands = tuple(Candidate(Target.parse(x), 70.0) for x in ("edge/cpu/fp32@2", "cloud/gpu/fp32"))
     ctx = DecisionContext(
@@ -191,13 +191,13 @@ async def test_write_by_another_process_reaches_the_cache_without_decision_round
     # process B learns a bad reward for that action
     proc = spawn(rs.url, device, 1, -500.0, first)
     res = await asyncio.get_running_loop().run_in_executor(None, collect, proc)
-    written_at = res["t"]
-    deadline = time.monotonic() + 2.0
+    assert res["ok"]
+    # Bounded wait, far below the hour-long version check: only the pub/sub message can deliver the value in
+    # time. How fast it arrives is a benchmark's figure (`make bench-paths`), not this test's.
+    deadline = time.monotonic() + 60.0
     while first not in a.row(10) and time.monotonic() < deadline:  # noqa: ASYNC110  # polls what the background tasks do, bounded
         await asyncio.sleep(0.005)
-    seen_at = time.time()
     assert a.row(10)[first] < -400
-    assert seen_at - written_at < 1.0
     assert pol.decide(ctx, random.Random(0)).target.id == other  # the decision follows
     await a.stop()
 
