@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import psutil
 import pytest
@@ -34,6 +35,18 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _all_gone(pids: list[int]) -> bool:
+    return all(_gone(p) for p in pids)
+
+
+def _affinity_is(pid: int, cpus: list[int]) -> bool:
+    return psutil.Process(pid).cpu_affinity() == cpus
+
+
+def _used_cpu(pid: int, seconds: float) -> bool:
+    return _cpu_seconds(pid) > seconds
+
+
 def _cpu_seconds(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
@@ -48,9 +61,9 @@ def test_corunners_load_the_machine_in_their_own_groups_and_stop() -> None:
         for pid in pids:
             assert os.getpgid(pid) == pid != os.getpgrp()  # each leads its own process group
             # The children drop the mesh id: telemetry must count them as co-runners.
-            _wait_for(lambda pid=pid: psutil.Process(pid).cpu_affinity() == list(cpus), "affinity set")
+            _wait_for(partial(_affinity_is, pid, list(cpus)), "affinity set")
             assert MESH_ID_ENV not in psutil.Process(pid).environ()
-            _wait_for(lambda pid=pid: _cpu_seconds(pid) > 0.3, f"co-runner {pid} using CPU")
+            _wait_for(partial(_used_cpu, pid, 0.3), f"co-runner {pid} using CPU")
         mem_rss = psutil.Process(pids[1]).memory_info().rss
         assert mem_rss > 60 << 20  # the streamer's two 32 MiB buffers are resident
     assert group.alive() == []
@@ -109,7 +122,7 @@ def test_corunners_stopped_at_exit_and_on_sigterm() -> None:
             if mode == "wait":
                 owner.send_signal(signal.SIGTERM)
             owner.wait(timeout=WAIT_S)
-            _wait_for(lambda pids=pids: all(_gone(p) for p in pids), f"co-runners gone ({mode})")
+            _wait_for(partial(_all_gone, pids), f"co-runners gone ({mode})")
         finally:
             if owner.poll() is None:
                 owner.kill()
