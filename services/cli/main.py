@@ -13,6 +13,7 @@ import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 
+from services.cli.calibrate import calibrate_command
 from services.cli.evaluate import evaluate
 from services.cli.launcher import SERVICES, Mesh, check_config
 from services.cli.models import app as models_app
@@ -23,10 +24,12 @@ app = typer.Typer(help="AutoScale Mesh: energy- and QoS-aware DNN inference plac
 app.add_typer(models_app, name="models", help="Build and inspect the model zoo.")
 app.command("tune", help="Tune a model with TVM MetaSchedule and store the tuning database.")(tune)
 app.command("evaluate", help="Reproduce the paper's evaluation on the simulator.")(evaluate)
+app.command("calibrate", help="Measure this device and write its profile with a fit report.")(calibrate_command)
 console = Console(stderr=True)
 
 
-def _settings() -> Settings:
+def load_settings() -> Settings:
+    """The settings from the environment; a bad value exits 2 naming it."""
     try:
         return Settings()
     except ValidationError as exc:
@@ -35,7 +38,7 @@ def _settings() -> Settings:
 
 
 def _serve(role: str) -> None:
-    s = _settings()
+    s = load_settings()
     factory = dict(SERVICES)[role]
     uvicorn.run(factory, factory=True, host=s.host, port=s.port(role), access_log=False, log_level=s.log_level)
 
@@ -85,7 +88,7 @@ def up(
     timeout: Annotated[float, typer.Option(help="seconds to wait for every service to be ready")] = 600.0,
 ) -> None:
     """Start the whole mesh on this machine (Redis, telemetry, edge/peer/cloud runners, decider)."""
-    s = _settings()
+    s = load_settings()
     problems = check_config(s)
     if problems:
         console.print("[red]bad configuration:[/red]\n  " + "\n  ".join(problems))
