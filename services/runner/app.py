@@ -27,6 +27,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.config_files import load_profile
+from services.common.energy_counter import EnergyCounter
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
 from services.common.errors import ApiError, NotReady, api_error_body, install_error_handlers, validation_error_body
@@ -45,6 +46,7 @@ from services.core.schemas import (
     ModelInfo,
     OutputSummary,
     Precision,
+    Processor,
     Readiness,
     RunRequest,
     RunResult,
@@ -80,6 +82,8 @@ class RunnerState:
     _runnable: dict[str, list[str]] = field(default_factory=dict)
     _synthetic: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # One inference at a time: each engine session already uses every configured thread.
+    session_devices: dict[tuple[str, Precision, str], str] = field(default_factory=dict)
+    energy_counter: EnergyCounter | None = None
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_exec_s: dict[tuple[str, Precision, str], float] = field(default_factory=dict)
@@ -187,6 +191,7 @@ async def _session(state: RunnerState, model: str, target: Target) -> LoadedMode
             state.sessions[key] = await asyncio.to_thread(
                 engine.load, path, device=device, threads=state.settings.ort_threads
             )
+            state.session_devices[key] = device
             log_event(log, "session loaded", model=model, precision=str(target.precision), engine=target.engine)
     return state.sessions[key]
 
@@ -358,15 +363,17 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
 
     # The modelled figures do not depend on the run: work out before it, while the caches are
     # warm (right after an inference every Python step costs several times more).
-    measured = state.settings.measure_on_host
+    key = (req.model, target.precision, target.engine)
+    measured = state.settings.measure_on_host and _host_executes(target, state.session_devices.get(key, "cpu"))
     if not measured:
         inference_s = costmodel.inference_time(state.profile, info.features, target, cond)
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
+    counter = state.energy_counter if measured else None
+    uj_before = counter.read_uj() if counter else 0.0
 
     with state.metrics.track(target.id):
-        outputs, host_exec_s = await state.execute(
-            (req.model, target.precision, target.engine), session, feeds, req.top_k
-        )
+        outputs, host_exec_s = await state.execute(key, session, feeds, req.top_k)
+    energy_source = "modelled"
 
     out_bytes = sum(math.prod(o.shape) * np.dtype(o.dtype).itemsize for o in outputs)
     if state.spec.role != Location.edge:
@@ -376,7 +383,13 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
 
     if measured:
         inference_s = host_exec_s
-        energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
+        if counter is not None:
+            # The inference's own energy: what the counter rose by, less the idle power it would have drawn anyway.
+            idle_w = state.profile.processors[target.processor].idle_w
+            energy_j = max(counter.joules_between(uj_before, counter.read_uj()) - idle_w * host_exec_s, 0.0)
+            energy_source = "measured"
+        else:
+            energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
     latency_source = "measured" if measured else "modelled"
     # Built from values this function made: no need to validate them again.
     return RunResult.model_construct(
@@ -389,11 +402,19 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         rx_s=rx_s,
         host_exec_s=host_exec_s,
         device_energy_j=energy_j,
-        energy_source="modelled",  # no power sensor on the execution path yet: eqs. 1-3 from the profile
+        energy_source=energy_source,  # type: ignore[arg-type]
         latency_source=latency_source,  # type: ignore[arg-type]
         input_bytes=in_bytes,
         output_bytes=out_bytes,
     )
+
+
+def _host_executes(target: Target, device: str) -> bool:
+    """Whether running ``target`` here really runs on its processor, so that the host's time is its latency:
+    a CPU target always; a GPU target only on a GPU execution provider; never a DSP (no DSP provider here)."""
+    if target.processor == Processor.cpu:
+        return True
+    return target.processor == Processor.gpu and device != "cpu"
 
 
 def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
@@ -411,6 +432,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
         edge_profile=edge_profile,
         store=store,
         metrics=RunnerMetrics(spec.role.value),
+        energy_counter=EnergyCounter(settings.energy_counter) if settings.energy_counter else None,
     )
     state.targets = {
         t.id: t.model_copy(update={"engine": state.engine_for(t.id)}) for t in costmodel.targets_for(profile, spec.role)
