@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -33,10 +34,20 @@ SERVICES: tuple[tuple[str, str], ...] = (
 MESH_ID_ENV = "AUTOSCALE_MESH_ID"
 
 
-def _die_with_parent() -> None:
-    """Children get SIGTERM if the launcher dies, even by SIGKILL: nothing is left running."""
+def _die_with_parent(cpus: frozenset[int] | None = None) -> None:
+    """Children get SIGTERM if the launcher dies, even by SIGKILL: nothing is left running. With ``cpus``,
+    the child (and every thread it starts) runs on those CPUs only."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin a running process, every thread of it, to ``cpus`` (Linux)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def check_config(settings: Settings) -> list[str]:
@@ -83,6 +94,9 @@ class Mesh:
     redis: EmbeddedRedis | None = None
     redis_url: str = ""
     services: dict[str, Service] = field(default_factory=dict)
+    # Optional, per role ("redis" included): the CPUs it runs on and extra environment (autoscale testbed).
+    cpus: dict[str, set[int]] = field(default_factory=dict)
+    role_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def url(self, role: str) -> str:
         return self.settings.url(role)
@@ -104,6 +118,8 @@ class Mesh:
         else:
             self.redis = EmbeddedRedis(Path(s.data_dir) / "redis").start()
             self.redis_url = self.redis.url
+            if "redis" in self.cpus and self.redis.proc is not None:
+                pin(self.redis.proc.pid, self.cpus["redis"])
             on_event(f"redis: embedded redis-server 6.2 at {self.redis_url} (AOF under {Path(s.data_dir) / 'redis'})")
         env = self._child_env()
         try:
@@ -128,11 +144,11 @@ class Mesh:
                         "--timeout-graceful-shutdown",
                         "5",
                     ],
-                    env=env | {"AUTOSCALE_SERVICE": role},
+                    env=env | {"AUTOSCALE_SERVICE": role} | self.role_env.get(role, {}),
                     stdin=subprocess.DEVNULL,
                     stdout=log_path.open("ab"),
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=functools.partial(_die_with_parent, frozenset(self.cpus.get(role, ()))),
                 )
                 self.services[role] = Service(role=role, url=s.url(role), proc=proc, log_path=log_path)
                 if role == "telemetry":

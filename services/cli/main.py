@@ -17,6 +17,7 @@ from services.cli.calibrate import calibrate_command
 from services.cli.evaluate import evaluate
 from services.cli.launcher import SERVICES, Mesh, check_config
 from services.cli.models import app as models_app
+from services.cli.testbed import command as testbed_command
 from services.cli.tune import tune
 from services.common.settings import Settings
 
@@ -25,6 +26,7 @@ app.add_typer(models_app, name="models", help="Build and inspect the model zoo."
 app.command("tune", help="Tune a model with TVM MetaSchedule and store the tuning database.")(tune)
 app.command("evaluate", help="Reproduce the paper's evaluation on the simulator.")(evaluate)
 app.command("calibrate", help="Measure this device and write its profile with a fit report.")(calibrate_command)
+app.command("testbed", help="The live mesh learning from measured outcomes under real co-runners.")(testbed_command)
 console = Console(stderr=True)
 
 
