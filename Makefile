@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run lint test prometheus bench bench-engines bench-decision bench-mesh evaluate clean
+.PHONY: install run demo lint test prometheus bench bench-engines bench-decision bench-mesh evaluate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/autoscale up
+
+# The live testbed, a few minutes: calibrate this CPU, start the mesh pinned around it, real co-runners, every policy
+# (README "Calibrate and testbed"); results in results/testbed-demo. `autoscale testbed --full` makes the README's.
+demo: install
+	$(VENV)/bin/autoscale testbed --out results/testbed-demo
 
 # Prometheus (and promtool) from Debian's package: the metrics tests run against the real thing.
 prometheus:

@@ -116,6 +116,13 @@ def run_testbed(settings: Settings, plan: TestbedPlan, out: Path, profile: Path 
         gen = LoadGen(plan, mesh.url("decider"), mesh.url("telemetry"))
         try:
             mesh.start(timeout_s=600, on_event=lambda m: bar.update(task, description=f"mesh: {m}"[:60]))
+            bar.console.print(
+                f"mesh up: decider {mesh.url('decider')} (metrics at /metrics; Prometheus: "
+                "deploy/prometheus/prometheus.yml, Grafana: deploy/grafana), telemetry "
+                f"{mesh.url('telemetry')}/state, logs {out / 'var' / 'logs'}",
+                highlight=False,
+                soft_wrap=True,
+            )
             bar.update(task, description="requests", total=plan.requests(), completed=0)
 
             def advance(r: Record) -> None:

@@ -65,14 +65,24 @@ def policy_summaries(records: list[Record]) -> list[PolicySummary]:
     return out
 
 
-def learning_curve(records: list[Record], window: int) -> list[Window]:
-    """AutoScale's requests in order (training passes, then its share of the comparison pass), in windows."""
-    rs = [r for r in records if r.policy == "autoscale" and r.ok]
+CURVES = ("autoscale", "opt", BASELINE)
+
+
+def learning_curves(records: list[Record], window: int) -> list[Window]:
+    """AutoScale's learning curve and, on the same requests, Opt's and Edge CPU FP32's."""
+    present = {r.policy for r in records}
+    return [w for policy in CURVES if policy in present for w in learning_curve(records, window, policy)]
+
+
+def learning_curve(records: list[Record], window: int, policy: str = "autoscale") -> list[Window]:
+    """A policy's requests in order (every pass), in windows."""
+    rs = [r for r in records if r.policy == policy and r.ok]
     out: list[Window] = []
     for i in range(0, len(rs), window):
         w = rs[i : i + window]
         out.append(
             Window(
+                policy=policy,
                 index=len(out),
                 first_seq=w[0].seq,
                 stage=w[-1].stage,

@@ -37,29 +37,27 @@ def _save(fig: Any, path: Path) -> str:
     return path.name
 
 
-def learning(windows: list[Window], records: list[Record], out: Path) -> Figure:
+def learning(windows: list[Window], out: Path) -> Figure:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    x = [w.index for w in windows]
-    ax1.plot(x, [w.reward_mean for w in windows], color=COLORS["autoscale"], label="AutoScale")
-    ax2.plot(x, [w.qos_violation_pct for w in windows], color=COLORS["autoscale"], label="AutoScale")
-    for policy in ("opt", "edge-cpu-fp32"):
-        rs = [r for r in records if r.policy == policy and r.stage == "eval" and r.ok]
-        if rs:
-            ax1.axhline(
-                float(np.mean([r.reward for r in rs])), ls="--", color=COLORS[policy], label=f"{policy} (last pass)"
-            )
-            qos = 100 * float(np.mean([not r.qos_met for r in rs]))
-            ax2.axhline(qos, ls="--", color=COLORS[policy], label=f"{policy} (last pass)")
-    for w0, w1 in itertools.pairwise(windows):
+    for policy in dict.fromkeys(w.policy for w in windows):
+        mine = [w for w in windows if w.policy == policy]
+        style = {"color": COLORS.get(policy, "#607d8b"), "lw": 1.6 if policy == "autoscale" else 1.0}
+        ax1.plot([w.index for w in mine], [w.reward_mean for w in mine], label=policy, **style)
+        ax2.plot([w.index for w in mine], [w.qos_violation_pct for w in mine], label=policy, **style)
+    auto = [w for w in windows if w.policy == "autoscale"]
+    for w0, w1 in itertools.pairwise(auto):
         if w1.pass_index != w0.pass_index:
             for ax in (ax1, ax2):
                 ax.axvline(w1.index - 0.5, color="k", lw=0.5, alpha=0.4)
     ax1.set_ylabel("mean reward (eq. 5)")
     ax2.set_ylabel("QoS violations %")
-    ax2.set_xlabel("window of AutoScale requests (vertical lines: passes; the last is the comparison pass)")
+    ax2.set_xlabel("window of requests, the same for every policy (vertical lines: passes; the last compares)")
     ax1.legend(fontsize=7)
     ax1.set_title("AutoScale learning from an empty Q-table on the live mesh", fontsize=9)
-    caption = f"Learning curve per window of AutoScale requests. {LATENCY}; {ENERGY}; reward from both."
+    caption = (
+        "Learning curve per window of requests (every policy served the same requests at the same moments). "
+        f"{LATENCY}; {ENERGY}; reward from both."
+    )
     return Figure(file=_save(fig, out / "learning.png"), caption=caption)
 
 

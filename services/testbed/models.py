@@ -98,8 +98,10 @@ class PolicySummary(BaseModel):
 
 
 class Window(BaseModel):
-    """AutoScale's learning curve: one window of its consecutive requests."""
+    """A learning curve point: one window of a policy's consecutive requests. Every policy gets the same
+    requests in the same order, so the i-th windows of two policies cover the same moments and conditions."""
 
+    policy: str
     index: int
     first_seq: int
     stage: Stage

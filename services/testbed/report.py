@@ -62,12 +62,12 @@ def write_results(plan: TestbedPlan, records: list[Record], info: RunInfo, out: 
     (out / RECORDS).write_text("".join(r.model_dump_json() + "\n" for r in records))
     window = max(2 * len(plan.workloads), 4)
     summaries = analysis.policy_summaries(records)
-    windows = analysis.learning_curve(records, window)
+    windows = analysis.learning_curves(records, window)
     trans = analysis.transitions(records, plan)
     rows, slowdown = analysis.interference(records)
     figs = []
     if windows:
-        figs += [figures.learning(windows, records, out), figures.timeline(records, plan, out, window)]
+        figs += [figures.learning(windows, out), figures.timeline(records, plan, out, window)]
     if summaries:
         figs.append(figures.policies(summaries, out))
     if rows:

@@ -48,9 +48,9 @@ _PHASES: tuple[tuple[str, str, CoRunner], ...] = (
 
 # rounds per phase, AutoScale-only training passes, time limit (s)
 _SIZES: dict[Preset, tuple[int, int, float]] = {
-    "quick": (2, 1, 240.0),
-    "default": (3, 2, 900.0),
-    "full": (4, 4, 3600.0),
+    "quick": (2, 1, 300.0),
+    "default": (2, 2, 1200.0),
+    "full": (3, 3, 3600.0),
 }
 _POLICIES: dict[Preset, tuple[str, ...]] = {
     "quick": ("autoscale", "edge-cpu-fp32", "cloud", "opt"),
