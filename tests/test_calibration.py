@@ -221,6 +221,7 @@ def test_rapl_counter_gives_power_while_a_function_runs(tmp_path: Path) -> None:
     _write(tmp_path / "class/powercap/intel-rapl:0:0/energy_uj", "0")
     meter, facts = detect_power(tmp_path)
     assert meter is not None and facts.sensor == "rapl" and meter.names == ["energy.host.package-0"]
+    assert facts.counter == str(zone / "energy_uj")  # what AUTOSCALE_ENERGY_COUNTER should read
     stop = threading.Event()
 
     def counter() -> None:  # a package drawing energy: the counter only ever rises

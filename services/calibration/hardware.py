@@ -242,7 +242,11 @@ def detect_power(sys_root: Path = Path("/sys")) -> tuple[PowerMeter | None, Powe
     if meter is None:
         return None, PowerFacts(sensor=None, detail="no power sensor readable by this user", families=families)
     detail = f"{meter.source.name}: {', '.join(meter.names)} ({meter.source.describe()})"
-    return meter, PowerFacts(sensor=meter.source.name, detail=detail, families=families)
+    # A single package-level energy counter is what the runner can read around each inference.
+    counters = getattr(meter.source, "counters", {})
+    paths = [str(c.path) for name, c in counters.items() if f"energy.host.{name}" in meter.names]
+    counter = paths[0] if meter.counter and len(paths) == 1 else None
+    return meter, PowerFacts(sensor=meter.source.name, counter=counter, detail=detail, families=families)
 
 
 def logical_cpus() -> int:

@@ -40,6 +40,7 @@ class CpufreqFacts(BaseModel):
 
 class PowerFacts(BaseModel):
     sensor: str | None = Field(None, description="the sensor used for the CPU's power, e.g. rapl")
+    counter: str | None = Field(None, description="its energy counter file: what AUTOSCALE_ENERGY_COUNTER can read")
     detail: str = ""
     families: dict[str, str] = Field(default_factory=dict, description="telemetry detection: found or why absent")
 

@@ -60,6 +60,11 @@ def fit_figure(report: CalibrationReport, path: Path) -> str:
     return path.name
 
 
+def serve_counter(r: CalibrationReport) -> str:
+    """The energy-counter setting that makes a served run's energy measured, where this host has one."""
+    return f" AUTOSCALE_ENERGY_COUNTER={r.host.power.counter}" if r.host.power.counter else ""
+
+
 def _fmt(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}g}"
 
@@ -128,7 +133,7 @@ def markdown(r: CalibrationReport, figure: str) -> str:
         "",
         "```bash",
         f"AUTOSCALE_PROFILES_DIR={Path(r.profile_path).parent} AUTOSCALE_EDGE_DEVICE={r.name} \\",
-        f"  AUTOSCALE_MEASURE_ON_HOST=true AUTOSCALE_ORT_THREADS={p.fit_threads} autoscale up",
+        f"  AUTOSCALE_MEASURE_ON_HOST=true AUTOSCALE_ORT_THREADS={p.fit_threads}{serve_counter(r)} autoscale up",
         "```",
         "",
     ]

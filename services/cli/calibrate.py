@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from services.calibration.models import CONDITIONS, CalibrationReport, Condition, ProfileKind
+from services.calibration.report import serve_counter
 from services.calibration.run import QUICK_MODELS, CalibrateOptions, calibrate
 from services.calibration.run import Progress as Callbacks
 from services.common.corunners import install_signal_handlers
@@ -129,7 +130,8 @@ def print_summary(report: CalibrationReport) -> None:
     console.print(
         f"\nprofile  {out}\nreport   {out.with_suffix('.report.md')}\n\nServe this device as itself:\n"
         f"  AUTOSCALE_PROFILES_DIR={out.parent} AUTOSCALE_EDGE_DEVICE={report.name} "
-        f"AUTOSCALE_MEASURE_ON_HOST=true AUTOSCALE_ORT_THREADS={report.plan.fit_threads} autoscale up",
+        f"AUTOSCALE_MEASURE_ON_HOST=true AUTOSCALE_ORT_THREADS={report.plan.fit_threads}{serve_counter(report)} "
+        "autoscale up",
         soft_wrap=True,
         highlight=False,
     )
