@@ -113,7 +113,7 @@ def run_testbed(settings: Settings, plan: TestbedPlan, out: Path, profile: Path 
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, set(plan.other_cpus))
         task = bar.add_task("starting the mesh", total=None)
-        gen = LoadGen(plan, mesh.url("decider"), mesh.url("telemetry"))
+        gen = LoadGen(plan, mesh.url("decider"), mesh.url("telemetry"), settings.admin_token.get_secret_value())
         try:
             mesh.start(timeout_s=600, on_event=lambda m: bar.update(task, description=f"mesh: {m}"[:60]))
             bar.console.print(

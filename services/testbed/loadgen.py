@@ -58,6 +58,7 @@ class LoadGen:
     plan: TestbedPlan
     decider_url: str
     telemetry_url: str
+    admin_token: str = ""  # for PUT /scenario and PUT /policy/exploration when the mesh guards its admin routes
     on_record: Callable[[Record], None] = lambda _r: None
     records: list[Record] = field(default_factory=list)
     corunner_pids: list[int] = field(default_factory=list)
@@ -73,7 +74,8 @@ class LoadGen:
         self._t0 = time.monotonic()
         running: CoRunners | None = None
         kind: CoRunner = "none"
-        with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client:
+        headers = {"authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False, headers=headers) as client:
             try:
                 for pass_index in range(p.train_passes + 1):
                     stage: Stage = "train" if pass_index < p.train_passes else "eval"
