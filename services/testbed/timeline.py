@@ -50,7 +50,7 @@ _PHASES: tuple[tuple[str, str, CoRunner], ...] = (
 _SIZES: dict[Preset, tuple[int, int, float]] = {
     "quick": (2, 1, 300.0),
     "default": (2, 2, 1200.0),
-    "full": (3, 3, 3600.0),
+    "full": (2, 3, 3600.0),
 }
 _POLICIES: dict[Preset, tuple[str, ...]] = {
     "quick": ("autoscale", "edge-cpu-fp32", "cloud", "opt"),
