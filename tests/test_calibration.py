@@ -224,11 +224,12 @@ def test_rapl_counter_gives_power_while_a_function_runs(tmp_path: Path) -> None:
     assert facts.counter == str(zone / "energy_uj")  # what AUTOSCALE_ENERGY_COUNTER should read
     stop = threading.Event()
 
-    def counter() -> None:  # a package drawing energy: the counter only ever rises
+    def counter() -> None:  # a package drawing energy: the counter only ever rises, replaced whole as sysfs reads
         uj = 0
         while not stop.is_set():
             uj += 50_000
-            (zone / "energy_uj").write_text(str(uj))
+            (zone / "energy_uj.tmp").write_text(str(uj))
+            os.replace(zone / "energy_uj.tmp", zone / "energy_uj")
             time.sleep(0.01)
 
     t = threading.Thread(target=counter, daemon=True)
