@@ -10,6 +10,7 @@ from services.core.schemas import Precision
 
 Condition = Literal["none", "cpu", "mem"]
 CONDITIONS: tuple[Condition, ...] = ("none", "cpu", "mem")
+QUICK_MODELS = ("mobilenet_v3", "mobilenet_v2", "mobilenet_v1")  # what --quick measures
 ProfileKind = Literal["phone", "tablet", "server"]
 
 

@@ -41,8 +41,6 @@ from services.common.engines import get_engine
 from services.common.model_store import ModelStore
 from services.core.schemas import Precision
 
-QUICK_MODELS = ("mobilenet_v3", "mobilenet_v2", "mobilenet_v1")
-
 
 def thread_counts(n_cpus: int) -> list[int]:
     """1, 2, 4, ... up to the CPU count, and the count itself."""

@@ -6,22 +6,24 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.calibration.models import CONDITIONS, CalibrationReport, Condition, ProfileKind
-from services.calibration.report import serve_counter
-from services.calibration.run import QUICK_MODELS, CalibrateOptions, calibrate
-from services.calibration.run import Progress as Callbacks
+from services.calibration.models import CONDITIONS, QUICK_MODELS, CalibrationReport, Condition, ProfileKind
 from services.common.corunners import install_signal_handlers
 from services.common.settings import Settings
-from services.common.zoo import ZOO_NAMES
 from services.core.errors import ConfigFileError
 from services.core.schemas import Precision
+
+if TYPE_CHECKING:
+    from services.calibration.run import CalibrateOptions
+
+# The measuring and fitting stack (ONNX, ONNX Runtime, scipy, matplotlib) is imported when a command runs, not
+# when `autoscale` starts: `autoscale up` should not pay seconds for a command it does not run.
 
 console = Console(stderr=True)
 
@@ -53,7 +55,10 @@ def options_from(
     time_limit: float | None,
     core_w: float | None,
 ) -> CalibrateOptions:
-    """Checked options (exit 2 naming the bad one); shared with ``autoscale testbed``."""
+    """Checked options (exit 2 naming the bad one)."""
+    from services.calibration.run import CalibrateOptions
+    from services.common.zoo import ZOO_NAMES
+
     chosen = _csv(models) or list(QUICK_MODELS if quick else ZOO_NAMES)
     unknown = [m for m in chosen if m not in ZOO_NAMES]
     if unknown:
@@ -97,6 +102,9 @@ def options_from(
 
 def run_with_progress(opts: CalibrateOptions) -> CalibrationReport:
     """``calibrate`` behind rich progress bars (one per stage)."""
+    from services.calibration.run import Progress as Callbacks
+    from services.calibration.run import calibrate
+
     columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
         task: list[TaskID] = []
@@ -117,6 +125,8 @@ def run_with_progress(opts: CalibrateOptions) -> CalibrationReport:
 
 
 def print_summary(report: CalibrationReport) -> None:
+    from services.calibration.report import serve_counter
+
     table = Table(title=f"fit quality: MAPE {report.mape_pct:.1f} % (predicted vs measured latency)")
     table.add_column("network")
     table.add_column("MAPE %", justify="right")

@@ -24,18 +24,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.calibration.hardware import load_average, usable_cpus
-from services.calibration.run import CalibrateOptions, calibrate
-from services.calibration.run import Progress as Callbacks
 from services.cli.launcher import Mesh
 from services.common.corunners import install_signal_handlers
 from services.common.settings import Settings
-from services.common.zoo import ZOO_NAMES
-from services.testbed.loadgen import LoadGen
 from services.testbed.models import Preset, Record, TestbedPlan
-from services.testbed.profiles import derive_remote_profiles
-from services.testbed.report import RunInfo, write_results
-from services.testbed.timeline import plan_for, split_cpus
+
+# The engines, the calibration and the plotting stack are imported when the command runs (see cli/calibrate.py).
 
 console = Console(stderr=True)
 EDGE_PROFILE = "testbed_edge"
@@ -44,6 +38,9 @@ EDGE_PROFILE = "testbed_edge"
 def _calibrate_edge(settings: Settings, plan: TestbedPlan, out: Path, bar: Progress) -> tuple[Path, float]:
     """Calibrate the edge CPUs exactly as the edge runner will use them (pinned, its thread count, its
     co-runners), on the plan's networks; returns the profile and the fit's MAPE."""
+    from services.calibration.run import CalibrateOptions, calibrate
+    from services.calibration.run import Progress as Callbacks
+
     opts = CalibrateOptions(
         model_cache=settings.model_cache,
         out_dir=out,
@@ -99,6 +96,11 @@ def mesh_for(settings: Settings, plan: TestbedPlan, out: Path, profiles: Path, e
 
 def run_testbed(settings: Settings, plan: TestbedPlan, out: Path, profile: Path | None, command: str) -> Path:
     """Calibrate (unless given a profile), start the mesh, drive the plan, stop everything, write the results."""
+    from services.calibration.hardware import load_average
+    from services.testbed.loadgen import LoadGen
+    from services.testbed.profiles import derive_remote_profiles
+    from services.testbed.report import RunInfo, write_results
+
     started, t0, load_start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic(), load_average()
     out.mkdir(parents=True, exist_ok=True)
     profiles = out / "profiles"
@@ -169,7 +171,10 @@ def command(
 ) -> None:
     """The real mesh on this machine learning from measured outcomes under real co-runners and an emulated
     signal timeline; AutoScale against the baselines; results.json, report.md and figures in OUT."""
+    from services.calibration.hardware import usable_cpus
     from services.cli.main import load_settings
+    from services.common.zoo import ZOO_NAMES
+    from services.testbed.timeline import plan_for, split_cpus
 
     if quick and full:
         console.print("[red]--quick and --full exclude each other[/red]")
