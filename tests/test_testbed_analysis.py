@@ -8,7 +8,7 @@ import pytest
 
 from services.testbed import analysis
 from services.testbed.models import Record
-from services.testbed.timeline import plan_for
+from services.testbed.timeline import plan_for, workload
 
 
 def _rec(seq: int, phase_index: int, policy: str, runner: str, reward: float, **kw: Any) -> Record:
@@ -85,3 +85,11 @@ def test_energy_check_compares_with_the_best_other_policy() -> None:
     assert energy.passed is True and "vs opt" in energy.value and energy.value.startswith("-")
     assert checks["better than Edge CPU FP32"].passed is True
     assert checks["co-runners really raised edge latency"].passed is None
+
+
+def test_every_preset_workload_can_meet_its_accuracy_target() -> None:
+    for preset in ("quick", "default", "full"):
+        plan = plan_for(preset, edge_cpus=[0], other_cpus=[1])
+        assert plan.workloads and plan.requests() > 0
+    with pytest.raises(ValueError, match="above its best expected accuracy"):
+        workload("ssd_mobilenet_v2", accuracy_min=50.0)
