@@ -182,18 +182,19 @@ _DEFAULTS = {
 }
 
 
-def fit_latency(
-    cells: list[Cell], features: dict[str, ModelFeatures], fit_threads: int, shape: Shape
-) -> tuple[dict[str, float], list[FitParam], list[Cell], np.ndarray]:
-    """Least squares of log(predicted / measured) over the cells at ``fit_threads``.
+MAX_REL_ERR_PCT = 100.0  # a parameter whose standard error exceeds its value is not determined by the data
 
-    Returns the values, one FitParam per latency parameter, the fitted cells and their predictions."""
-    rows = [c for c in cells if c.threads == fit_threads]
-    if not rows:
-        raise ValueError(f"no measured cell at {fit_threads} threads")
-    precisions = sorted({c.precision for c in rows}, key=list(Precision).index)
-    used = {m: features[m] for m in sorted({c.model for c in rows})}
-    free, why = _free_params(rows, used, precisions, len(shape.freqs_ghz or [None]))
+
+@dataclass
+class _Solution:
+    values: dict[str, float]
+    rel_err: dict[str, float | None]
+    at_bound: set[str]
+
+
+def _solve(
+    free: list[_Free], rows: list[Cell], used: dict[str, ModelFeatures], shape: Shape, precisions: list[Precision]
+) -> _Solution:
     measured = np.array([c.median_ms for c in rows])
 
     def values(x: np.ndarray) -> dict[str, float]:
@@ -213,13 +214,54 @@ def fit_latency(
     dof = max(len(rows) - len(free), 1)
     cov = np.linalg.pinv(sol.jac.T @ sol.jac) * float(np.sum(sol.fun**2)) / dof
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    params: list[FitParam] = []
-    for f, s in zip(free, se, strict=True):
+    rel: dict[str, float | None] = {}
+    bound: set[str] = set()
+    for f, s, xi, a, b in zip(free, se, sol.x, lo, hi, strict=True):
         value = v[f.name]
-        rel = s * 100.0 if f.log else (s / value * 100.0 if value > 1e-9 else None)
-        params.append(FitParam(name=f.name, value=value, source="measured", rel_err_pct=rel))
-    for name, reason in why.items():
-        params.append(FitParam(name=name, value=v[name], source="assumed", why=reason))
+        rel[f.name] = float(s) * 100.0 if f.log else (float(s) / value * 100.0 if value > 1e-9 else None)
+        if min(xi - a, b - xi) <= 1e-6 * max(1.0, abs(b - a)):
+            bound.add(f.name)
+    return _Solution(v, rel, bound)
+
+
+def fit_latency(
+    cells: list[Cell], features: dict[str, ModelFeatures], fit_threads: int, shape: Shape
+) -> tuple[dict[str, float], list[FitParam], list[Cell], np.ndarray]:
+    """Least squares of log(predicted / measured) over the cells at ``fit_threads``.
+
+    A parameter the fit leaves at a bound of its range, or with a standard error above its value, is not
+    determined by these measurements (on a saturated host the co-runner load barely moves while the latency
+    does, so an interference factor runs to its bound and takes the throughput with it): it is fixed at its
+    default, said so, and the rest refitted - at most once per parameter. Throughputs are always fitted.
+    Returns the values, one FitParam per latency parameter, the fitted cells and their predictions."""
+    rows = [c for c in cells if c.threads == fit_threads]
+    if not rows:
+        raise ValueError(f"no measured cell at {fit_threads} threads")
+    precisions = sorted({c.precision for c in rows}, key=list(Precision).index)
+    used = {m: features[m] for m in sorted({c.model for c in rows})}
+    free, why = _free_params(rows, used, precisions, len(shape.freqs_ghz or [None]))
+    for _ in range(len(free) + 1):
+        sol = _solve(free, rows, used, shape, precisions)
+        loose = [
+            f
+            for f in free
+            if not f.name.startswith("throughput_gmacs.")
+            and (f.name in sol.at_bound or (sol.rel_err[f.name] or 0.0) > MAX_REL_ERR_PCT)
+        ]
+        if not loose:
+            break
+        # Drop the worst determined one and refit: one at a time, since dropping one can settle the others.
+        worst = max(loose, key=lambda f: math.inf if f.name in sol.at_bound else (sol.rel_err[f.name] or 0.0))
+        detail = (
+            f"{sol.values[worst.name]:.3g}, at the bound of its range"
+            if worst.name in sol.at_bound
+            else f"{sol.values[worst.name]:.3g} ± {sol.rel_err[worst.name]:.0f} %"
+        )
+        why[worst.name] = f"not determined by these measurements (the fit gave {detail}); fixed at its default"
+        free = [f for f in free if f is not worst]
+    v = dict(_DEFAULTS) | {f.name: sol.values[f.name] for f in free}
+    params = [FitParam(name=f.name, value=v[f.name], source="measured", rel_err_pct=sol.rel_err[f.name]) for f in free]
+    params += [FitParam(name=name, value=v[name], source="assumed", why=reason) for name, reason in why.items()]
     pred = _predict(shape.processor(v, precisions), rows, used, shape)
     return v, params, rows, pred
 

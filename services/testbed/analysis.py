@@ -100,6 +100,18 @@ def learning_curve(records: list[Record], window: int, policy: str = "autoscale"
     return out
 
 
+def observed_load(records: list[Record]) -> dict[str, dict[str, float]]:
+    """What the decider saw of the co-runners: median measured co_cpu / co_mem per phase of the comparison pass."""
+    by: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.ok and r.stage == "eval":
+            by[r.phase].append(r)
+    return {
+        phase: {"co_cpu": float(np.median([r.co_cpu for r in rs])), "co_mem": float(np.median([r.co_mem for r in rs]))}
+        for phase, rs in by.items()
+    }
+
+
 def _best_runner(rs: list[Record], model: str) -> str | None:
     """Where ``model`` was best served in these records: the target with the highest mean reward (eq. 5, which
     folds QoS and accuracy misses into the energy) among every target any policy ran it on."""

@@ -135,7 +135,7 @@ def timeline(records: list[Record], plan: TestbedPlan, out: Path, window: int) -
 
 def interference(rows: list[InterferenceRow], out: Path) -> Figure:
     keys = sorted({(r.model, r.target_id) for r in rows})
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(keys)), 4))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.75 * len(keys))), 4.5))
     width = 0.27
     for j, kind in enumerate(("none", "cpu", "mem")):
         by = {(r.model, r.target_id): r for r in rows if r.corunner == kind}
@@ -148,6 +148,7 @@ def interference(rows: list[InterferenceRow], out: Path) -> Figure:
     ax.set_xticks(np.arange(len(keys)))
     ax.set_xticklabels([f"{m}\n{t}" for m, t in keys], fontsize=6, rotation=30, ha="right")
     ax.set_ylabel("edge inference latency, ms (median, p10-p90)")
+    ax.set_yscale("log")  # 2 ms and 300 ms networks on one axis; a slowdown is the same height everywhere
     ax.legend(fontsize=7)
     ax.set_title("Measured edge latency with and without the co-runners", fontsize=9)
     caption = (

@@ -178,6 +178,10 @@ class TestbedResults(BaseModel):
     learning: list[Window]
     transitions: list[Transition]
     interference: list[InterferenceRow]
+    observed: dict[str, dict[str, float]] = Field(
+        description="per phase of the comparison pass: the median co_cpu and co_mem the decider observed, i.e. "
+        "whether the co-runners were visible in the Table I state"
+    )
     edge_slowdown: dict[str, float] = Field(
         description="per co-runner: median over networks of median edge latency with / without it (measured)"
     )

@@ -90,6 +90,7 @@ def write_results(plan: TestbedPlan, records: list[Record], info: RunInfo, out: 
         learning=windows,
         transitions=trans,
         interference=rows,
+        observed=analysis.observed_load(records),
         edge_slowdown=slowdown,
         checks=analysis.checks(summaries, trans, slowdown, plan, info.corunners_left, records),
         figures=figs,
@@ -170,6 +171,14 @@ def markdown(r: TestbedResults) -> str:
             f"{', '.join(t.expected) or '–'} | {moved} | {secs} | {_share(t.edge_share_before)} → "
             f"{_share(t.edge_share_after)} |"
         )
+    lines += [
+        "",
+        "What the decider observed (Table I's co-runner inputs, measured by telemetry; median per phase of the "
+        "comparison pass): "
+        + "; ".join(f"{ph}: co_cpu {v['co_cpu']:.2f}, co_mem {v['co_mem']:.2f}" for ph, v in r.observed.items())
+        + ". Bins: none 0, small < 0.25, medium < 0.75, large >= 0.75: a co-runner the load already hides "
+        "leaves the state unchanged, and AutoScale can only average over it.",
+    ]
     lines += [
         "",
         "## Measured edge latency with and without co-runners",
