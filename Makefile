@@ -17,8 +17,9 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/autoscale up
 
-# The live testbed, a few minutes: calibrate this CPU, start the mesh pinned around it, real co-runners, every policy
-# (README "Calibrate and testbed"); results in results/testbed-demo. `autoscale testbed --full` makes the README's.
+# The live testbed, about 10 minutes on the shared 2-core host: calibrate this CPU, start the mesh pinned around
+# it, real co-runners, every policy (README "Calibrate and testbed"); results in results/testbed-demo.
+# `autoscale testbed --full` makes the README's figures.
 demo: install
 	$(VENV)/bin/autoscale testbed --out results/testbed-demo
 
