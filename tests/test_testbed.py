@@ -7,6 +7,7 @@ process) outlives the testbed, whether it ends or is killed with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -134,12 +135,15 @@ def test_sigkill_of_the_testbed_takes_its_corunners_and_mesh(quick: tuple[int, s
         str(profile),
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis: list[psutil.Process] = []
     try:
         _wait_for(lambda: proc.poll() is not None or _corunners_of(proc.pid), "the testbed's co-runners to start")
         assert proc.poll() is None, "the testbed ended before its co-runner phase"
         corunners = _corunners_of(proc.pid)
         # The uvicorn services (the embedded redis-server has no parent-death signal: see the launcher).
-        mesh = [c.pid for c in psutil.Process(proc.pid).children() if "uvicorn" in c.cmdline()]
+        children = psutil.Process(proc.pid).children()
+        mesh = [c.pid for c in children if "uvicorn" in c.cmdline()]
+        redis = [c for c in children if "redis-server" in " ".join(c.cmdline())]
         assert len(mesh) == 5
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=WAIT_S)
@@ -149,6 +153,9 @@ def test_sigkill_of_the_testbed_takes_its_corunners_and_mesh(quick: tuple[int, s
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for r in redis:  # the launcher's embedded Redis outlives a SIGKILLed launcher: ours to clean up
+            with contextlib.suppress(psutil.NoSuchProcess):
+                r.terminate()
 
 
 def _alive(pid: int) -> bool:
