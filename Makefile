@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install lock run lint test prometheus deploy-tools bench bench-all bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience evaluate clean
+.PHONY: install lock run demo lint test prometheus deploy-tools bench bench-all bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience evaluate clean
 
 # constraints.txt pins every package of every extra (the lock; the Docker images install from it too).
 $(STAMP): pyproject.toml constraints.txt
@@ -28,6 +28,12 @@ lock:
 
 run: install
 	$(VENV)/bin/autoscale up
+
+# The live testbed, about 10 minutes on the shared 2-core host: calibrate this CPU, start the mesh pinned around
+# it, real co-runners, every policy (README "Calibrate and testbed"); results in results/testbed-demo.
+# `autoscale testbed --full` makes the README's figures.
+demo: install
+	$(VENV)/bin/autoscale testbed --out results/testbed-demo
 
 # Prometheus (and promtool) from Debian's package: the metrics tests run against the real thing.
 prometheus:

@@ -8,6 +8,7 @@ restarts any child that exits, until ``stop``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING
 import httpx
 
 from services.common.auth import security_problems
-from services.common.procs import die_with_parent
-from services.common.redis_embed import EmbeddedRedis
+from services.common.procs import die_with_parent, pin
+from services.common.redis_embed import EmbeddedRedis, port_is_free
 from services.common.settings import Settings, redact_url
 
 if TYPE_CHECKING:
@@ -95,6 +96,9 @@ class Mesh:
     supervise: bool = True
     supervisor: Supervisor | None = None
     _env: dict[str, str] = field(default_factory=dict, repr=False)
+    # Optional, per role ("redis" included): the CPUs it runs on and extra environment (autoscale testbed).
+    cpus: dict[str, set[int]] = field(default_factory=dict)
+    role_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def url(self, role: str) -> str:
         return self.settings.url(role)
@@ -121,12 +125,21 @@ class Mesh:
         # Telemetry tells the mesh's own processes (Redis included) from co-runners by this id.
         os.environ.setdefault(MESH_ID_ENV, f"mesh-{os.getpid()}")
         self.logs.mkdir(parents=True, exist_ok=True)
+        # A busy port means another mesh (or anything else): its services would answer our readiness checks.
+        busy = [f"{role} {s.host}:{s.port(role)}" for role, _ in SERVICES if not port_is_free(s.port(role), s.host)]
+        if busy:
+            raise RuntimeError(
+                f"ports already in use (another mesh running?): {', '.join(busy)}; stop it, or set "
+                "AUTOSCALE_<ROLE>_PORT (e.g. AUTOSCALE_DECIDER_PORT) to free ports"
+            )
         if s.redis_url.get_secret_value():
             self.redis_url = s.redis_url.get_secret_value()
             on_event(f"redis: external {redact_url(self.redis_url)}")
         else:
             self.redis = EmbeddedRedis(Path(s.data_dir) / "redis").start()
             self.redis_url = self.redis.url
+            if "redis" in self.cpus and self.redis.proc is not None:
+                pin(self.redis.proc.pid, self.cpus["redis"])
             on_event(f"redis: embedded redis-server 6.2 at {self.redis_url} (AOF under {Path(s.data_dir) / 'redis'})")
         self._env = self._child_env()
         try:
@@ -167,11 +180,11 @@ class Mesh:
                     "--timeout-graceful-shutdown",
                     "5",
                 ],
-                env=self._env | {"AUTOSCALE_SERVICE": role},
+                env=self._env | {"AUTOSCALE_SERVICE": role} | self.role_env.get(role, {}),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
+                preexec_fn=functools.partial(die_with_parent, frozenset(self.cpus.get(role, ()))),
             )
         svc = self.services[role] = Service(role=role, url=s.url(role), proc=proc, log_path=log_path)
         return svc
@@ -183,6 +196,8 @@ class Mesh:
             if self.redis is None:
                 raise ValueError("this mesh uses an external Redis")
             self.redis.start()
+            if "redis" in self.cpus and self.redis.proc is not None:
+                pin(self.redis.proc.pid, self.cpus["redis"])
         else:
             self.spawn(name)
 

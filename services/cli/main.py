@@ -14,10 +14,12 @@ import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 
+from services.cli.calibrate import calibrate_command
 from services.cli.evaluate import evaluate
 from services.cli.launcher import SERVICES, Mesh, check_config
 from services.cli.models import app as models_app
 from services.cli.qtable import app as qtable_app
+from services.cli.testbed import command as testbed_command
 from services.cli.tune import tune
 from services.common import zoo
 from services.common.settings import Settings
@@ -27,10 +29,13 @@ app.add_typer(models_app, name="models", help="Build and inspect the model zoo."
 app.add_typer(qtable_app, name="qtable", help="Offline work on Q tables: train one from decision logs.")
 app.command("tune", help="Tune a model with TVM MetaSchedule and store the tuning database.")(tune)
 app.command("evaluate", help="Reproduce the paper's evaluation on the simulator.")(evaluate)
+app.command("calibrate", help="Measure this device and write its profile with a fit report.")(calibrate_command)
+app.command("testbed", help="The live mesh learning from measured outcomes under real co-runners.")(testbed_command)
 console = Console(stderr=True)
 
 
-def _settings() -> Settings:
+def load_settings() -> Settings:
+    """The settings from the environment; a bad value exits 2 naming it."""
     try:
         return Settings()
     except ValidationError as exc:
@@ -39,7 +44,7 @@ def _settings() -> Settings:
 
 
 def _serve(role: str) -> None:
-    s = _settings()
+    s = load_settings()
     factory = dict(SERVICES)[role]
     uvicorn.run(factory, factory=True, host=s.host, port=s.port(role), access_log=False, log_level=s.log_level)
 
@@ -91,7 +96,7 @@ def up(
     """Start the whole mesh on this machine (Redis, telemetry, edge/peer/cloud runners, decider) and
     keep it up: a child that exits is restarted (with backoff, within AUTOSCALE_RESTART_LIMIT). Exits
     non-zero only when the decider cannot be kept up."""
-    s = _settings()
+    s = load_settings()
     problems = check_config(s)
     if problems:
         console.print("[red]bad configuration:[/red]\n  " + "\n  ".join(problems))

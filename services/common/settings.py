@@ -236,7 +236,15 @@ class RunnerSettings(_Section):
         "long); 0 = always in the worker thread",
     )
     measure_on_host: bool = Field(
-        False, description="this host IS the profiled device: report measured latency instead of modelled"
+        False,
+        description="this host IS the profiled device: report measured latency instead of modelled (for targets "
+        "whose processor this host really executes: its CPU, a GPU only with a GPU execution provider)",
+    )
+    energy_counter: Path | None = Field(
+        None,
+        description="with measure_on_host: a cumulative energy counter in µJ (RAPL .../energy_uj, hwmon "
+        "energy*_input) read around each run; its increase, less the profile's idle power over the run, is "
+        "reported as measured energy",
     )
     preload_models: list[str] = Field(
         default_factory=lambda: ["digits", "mobilenet_v1"],

@@ -31,6 +31,7 @@ from services.common.asgi import FastPath, FastRequest, FastRoute, Reply, error_
 from services.common.auth import Authenticator, require
 from services.common.auth import Scope as AuthScope
 from services.common.config_files import load_profile
+from services.common.energy_counter import EnergyCounter
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
 from services.common.errors import ApiError, NotReady, error_responses, install_error_handlers
@@ -62,6 +63,7 @@ from services.core.schemas import (
     Output,
     OutputSummary,
     Precision,
+    Processor,
     Readiness,
     RunRequest,
     RunResult,
@@ -108,6 +110,8 @@ class RunnerState:
     _body_limit: int = 0
     _runnable: dict[str, list[str]] = field(default_factory=dict)
     _synthetic: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    session_devices: dict[SessionKey, str] = field(default_factory=dict)  # "cpu" or "cuda", per session
+    energy_counter: EnergyCounter | None = None
     # One inference at a time: each engine session already uses every configured thread.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -158,7 +162,7 @@ class RunnerState:
             infos = self._infos = {n: self.store.info(n) for n in self.store.names()}
             self._runnable.clear()
             current = {session_key(i, t)[0] for i in infos.values() for t in self.targets.values()}
-            for keyed in (self.sessions, self.load_locks, self.engine_support, self.last_exec_s):
+            for keyed in (self.sessions, self.load_locks, self.engine_support, self.last_exec_s, self.session_devices):
                 for key in [k for k in keyed if k[0] not in current]:
                     del keyed[key]
             self._body_limit = infer_body_limit(
@@ -237,6 +241,7 @@ async def _session(state: RunnerState, info: ModelInfo, target: Target) -> Loade
             state.sessions[key] = await asyncio.to_thread(
                 engine.load, path, device=device, threads=state.settings.ort_threads
             )
+            state.session_devices[key] = device
             log_event(log, "session loaded", model=model, precision=str(target.precision), engine=target.engine)
     return state.sessions[key]
 
@@ -412,13 +417,16 @@ async def _execute(req: RunRequest, state: RunnerState, info: ModelInfo, target:
 
     # The modelled figures do not depend on the run: work out before it, while the caches are
     # warm (right after an inference every Python step costs several times more).
-    measured = state.settings.measure_on_host
+    measured = state.settings.measure_on_host and _host_executes(target, state.session_devices.get(key, "cpu"))
     if not measured:
         inference_s = costmodel.inference_time(state.profile, info.features, target, cond)
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
+    counter = state.energy_counter if measured else None
+    uj_before = counter.read_uj() if counter else 0.0
 
     with state.metrics.track(target.id), span("run", model=req.model, target=target.id):
         produced, host_exec_s = await state.execute(key, session, feeds, req)
+    energy_source: EnergySource = "modelled"
 
     outputs = _select(produced, session.output_names, wanted)
     out_bytes = sum(math.prod(o.shape) * np.dtype(o.dtype).itemsize for o in outputs)
@@ -429,7 +437,13 @@ async def _execute(req: RunRequest, state: RunnerState, info: ModelInfo, target:
 
     if measured:
         inference_s = host_exec_s
-        energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
+        if counter is not None:
+            # The inference's own energy: what the counter rose by, less the idle power it would have drawn anyway.
+            idle_w = state.profile.processors[target.processor].idle_w
+            energy_j = max(counter.joules_between(uj_before, counter.read_uj()) - idle_w * host_exec_s, 0.0)
+            energy_source = "measured"
+        else:
+            energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
     latency_source: EnergySource = "measured" if measured else "modelled"
     # Built from values this function made: no need to validate them again.
     return RunResult.model_construct(
@@ -442,7 +456,7 @@ async def _execute(req: RunRequest, state: RunnerState, info: ModelInfo, target:
         rx_s=rx_s,
         host_exec_s=host_exec_s,
         device_energy_j=energy_j,
-        energy_source="modelled",  # no power sensor on the execution path yet: eqs. 1-3 from the profile
+        energy_source=energy_source,
         latency_source=latency_source,
         input_bytes=in_bytes,
         output_bytes=out_bytes,
@@ -468,6 +482,14 @@ def _select(produced: list[np.ndarray] | list[OutputSummary], names: list[str], 
     ]
 
 
+def _host_executes(target: Target, device: str) -> bool:
+    """Whether running ``target`` here really runs on its processor, so that the host's time is its latency:
+    a CPU target always; a GPU target only on a GPU execution provider; never a DSP (no DSP provider here)."""
+    if target.processor == Processor.cpu:
+        return True
+    return target.processor == Processor.gpu and device != "cpu"
+
+
 def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     configure_logging(settings.log_level, f"{spec.role}_runner")
     # Fail at start, with the reason, on a bad profile or engine configuration.
@@ -485,6 +507,7 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
         store=store,
         metrics=RunnerMetrics(spec.role.value),
         in_flight=InFlightLimit(settings.runner_max_in_flight, f"the {spec.role.value} runner"),
+        energy_counter=EnergyCounter(settings.energy_counter) if settings.energy_counter else None,
     )
     state.targets = {
         t.id: t.model_copy(update={"engine": state.engine_for(t.id)}) for t in costmodel.targets_for(profile, spec.role)

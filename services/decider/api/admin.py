@@ -8,14 +8,18 @@ MULTI/EXEC).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.errors import ApiError, error_responses
 from services.common.openapi import JSON_OBJECT, raw_body
+from services.core.policies import ExploringPolicy
 from services.core.policies.qlearning import PolicyView, QTableExport, QTableImportError
+from services.core.schemas import PolicyName
 from services.decider.qstore import ImportResult, QStore, QTableStats, ResetResult, TransferResult
 
 router = APIRouter()
@@ -44,6 +48,31 @@ async def _json_body(request: Request) -> Any:
 async def get_policy(store: QStore = Depends(get_store)) -> PolicyView:
     """Best learned action per stored state (Table I labels included), with visits and Q values."""
     return await store.policy_view()
+
+
+class ExplorationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: PolicyName = "autoscale"
+    epsilon: float = Field(ge=0, le=1, description="probability of exploring; 0 = exploit (still learning online)")
+
+
+class ExplorationView(BaseModel):
+    policy: str
+    epsilon: float
+    previous: float
+
+
+@router.put("/policy/exploration", response_model=ExplorationView)
+async def set_exploration(body: ExplorationRequest, request: Request) -> ExplorationView:
+    """How much a learning policy explores from its next decision on, e.g. 0 once trained (exploit, as
+    ``autoscale evaluate``'s test windows do). Not persisted: a restarted decider uses AUTOSCALE_EPSILON."""
+    policy = request.app.state.policies.get(body.policy)
+    if not isinstance(policy, ExploringPolicy):
+        raise ApiError(422, "not_exploring", f"policy {body.policy!r} does not explore", field="policy")
+    previous = float(policy.params.epsilon)
+    policy.params = dataclasses.replace(policy.params, epsilon=body.epsilon)  # type: ignore[misc]  # frozen, replaced whole
+    return ExplorationView(policy=body.policy, epsilon=body.epsilon, previous=previous)
 
 
 @router.get("/qtable/export", response_model=QTableExport)
