@@ -37,6 +37,7 @@ ROUTES: dict[str, dict[tuple[str, str], str | None]] = {
         ("POST", "/models"): "admin",
         ("POST", "/models/{name}/accuracy"): "admin",
         ("GET", "/policy"): "admin",
+        ("PUT", "/policy/exploration"): "admin",
         ("GET", "/qtable/export"): "admin",
         ("POST", "/qtable/import"): "admin",
         ("POST", "/qtable/reset"): "admin",

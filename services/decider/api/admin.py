@@ -51,7 +51,7 @@ async def get_policy(store: QStore = Depends(get_store)) -> PolicyView:
 
 
 class ExplorationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `false` is not an epsilon of 0
 
     policy: PolicyName = "autoscale"
     epsilon: float = Field(ge=0, le=1, description="probability of exploring; 0 = exploit (still learning online)")
@@ -63,7 +63,7 @@ class ExplorationView(BaseModel):
     previous: float
 
 
-@router.put("/policy/exploration", response_model=ExplorationView)
+@router.put("/policy/exploration", response_model=ExplorationView, responses=error_responses(422))
 async def set_exploration(body: ExplorationRequest, request: Request) -> ExplorationView:
     """How much a learning policy explores from its next decision on, e.g. 0 once trained (exploit, as
     ``autoscale evaluate``'s test windows do). Not persisted: a restarted decider uses AUTOSCALE_EPSILON."""
