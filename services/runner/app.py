@@ -23,6 +23,7 @@ from typing import Annotated
 
 import numpy as np
 import onnx
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi import Path as PathParam
 from pydantic import Field, TypeAdapter, ValidationError
@@ -50,6 +51,7 @@ from services.common.tensors import (
     synthetic,
 )
 from services.common.tracing import install_tracing, span
+from services.common.version import package_version
 from services.core import costmodel
 from services.core.errors import AutoScaleError
 from services.core.profiles import DeviceProfile
@@ -69,6 +71,7 @@ from services.core.schemas import (
     TargetInfo,
 )
 from services.runner.metrics import RunnerMetrics
+from services.runner.registration import Registration, advertise_url, local_url, runner_id
 
 log = logging.getLogger("autoscale.runner")
 
@@ -113,6 +116,7 @@ class RunnerState:
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_exec_s: dict[SessionKey, float] = field(default_factory=dict)
     ready: bool = False
+    registration: Registration | None = None  # None: static mode (no registry, or no Redis)
 
     async def execute(
         self, key: SessionKey, session: LoadedModel, feeds: dict[str, np.ndarray], req: RunRequest
@@ -195,6 +199,20 @@ class RunnerState:
             self._runnable[target.id] = cached
         return cached
 
+    def target_infos(self) -> list[TargetInfo]:
+        """What ``GET /targets`` answers (and the registry record carries)."""
+        return [
+            TargetInfo(
+                target=t,
+                id=t.id,
+                device=self.profile.name,
+                frequency_ghz=costmodel.frequency_ghz(self.profile, t),
+                engine_version=get_engine(t.engine).version,
+                models=self.runnable_models(t),
+            )
+            for t in self.targets.values()
+        ]
+
     def synthetic_feeds(self, info: ModelInfo) -> dict[str, np.ndarray]:
         """Deterministic inputs, generated once per model (they are read-only for the engines)."""
         feeds = self._synthetic.get(info.name)
@@ -262,6 +280,9 @@ router = APIRouter()
 class RunnerReadiness(Readiness):
     role: Location
     device: str = Field(description="device profile this runner stands for")
+    registered: bool = Field(
+        description="listed in the runner registry (false: static mode, the deciders list it by its URL setting)"
+    )
 
 
 @router.get("/healthz", response_model=Liveness)
@@ -273,7 +294,10 @@ async def healthz() -> Liveness:
 async def readyz(state: StateDep) -> RunnerReadiness:
     if not state.ready:
         raise NotReady("runner is still loading its models")
-    return RunnerReadiness(role=state.spec.role, device=state.profile.name)
+    reg = state.registration
+    if reg is not None and not reg.registered:  # the deciders cannot find it yet
+        raise NotReady(f"runner not registered: {reg.status}")
+    return RunnerReadiness(role=state.spec.role, device=state.profile.name, registered=reg is not None)
 
 
 reads = APIRouter(dependencies=[require(AuthScope.client)], responses=error_responses(401, 403))
@@ -282,17 +306,7 @@ mesh_only = APIRouter(dependencies=[require(AuthScope.mesh)], responses=error_re
 
 @reads.get("/targets", response_model=list[TargetInfo])
 async def targets(state: StateDep) -> list[TargetInfo]:
-    return [
-        TargetInfo(
-            target=t,
-            id=t.id,
-            device=state.profile.name,
-            frequency_ghz=costmodel.frequency_ghz(state.profile, t),
-            engine_version=get_engine(t.engine).version,
-            models=state.runnable_models(t),
-        )
-        for t in state.targets.values()
-    ]
+    return state.target_infos()
 
 
 @reads.get("/models", response_model=list[ModelInfo])
@@ -468,6 +482,47 @@ def _select(produced: list[np.ndarray] | list[OutputSummary], names: list[str], 
     ]
 
 
+def _registration(state: RunnerState) -> Registration | None:
+    """Start registering in the runner registry (``services.runner.registration``), or say why not."""
+    s, role = state.settings, state.spec.role.value
+    redis_url = s.redis_url.get_secret_value()
+    if not (s.runner_registry and redis_url):
+        why = "AUTOSCALE_RUNNER_REGISTRY is off" if not s.runner_registry else "no REDIS_URL"
+        log_event(
+            log,
+            "static mode: not registering",
+            reason=why,
+            hint=f"list it on the decider: AUTOSCALE_{role.upper()}_URL",
+        )
+        return None
+    rid, url, started = runner_id(s, role), advertise_url(s, role), time.time()
+
+    def fields() -> dict[str, object]:
+        infos = state.target_infos()
+        return {
+            "id": rid,
+            "role": role,
+            "url": url,
+            "device": state.profile.name,
+            "targets": infos,
+            "engines": {i.target.engine: i.engine_version for i in infos},
+            "models": list(state.infos()),
+            "started_at": started,
+            "version": package_version(),
+            "heartbeat_s": s.registry_heartbeat_s,
+            "ttl_s": s.registry_ttl_s,
+        }
+
+    reg = Registration(
+        aioredis.Redis.from_url(redis_url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0),
+        fields,
+        local_url(s, role),
+        s.registry_heartbeat_s,
+    )
+    reg.start()
+    return reg
+
+
 def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     configure_logging(settings.log_level, f"{spec.role}_runner")
     # Fail at start, with the reason, on a bad profile or engine configuration.
@@ -501,7 +556,10 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
                     await _session(state, state.infos()[name], target)
         state.ready = True
         log_event(log, "runner ready", role=spec.role.value, device=profile.name, targets=len(state.targets))
+        state.registration = _registration(state)
         yield
+        if state.registration is not None:
+            await state.registration.stop()
         state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title=f"AutoScale {spec.role.value} runner", lifespan=lifespan)
