@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from services.common.redis_embed import EmbeddedRedis
 from services.common.registry import Claim, RegistryKeys, deregister, publish_profiles, read_records, register
 from services.core.registration import RegistryEvent, RunnerRecord, profile_refusal, refusal
-from services.core.schemas import Location, Processor, Target, TargetInfo
+from services.core.schemas import Location, Precision, Processor, Target, TargetInfo
 from services.decider.outliers import EjectionPolicy, OutlierDetector
 from services.decider.runners import Replica, RunnerRegistry
 
 
 def _target(role: Location = Location.cloud, processor: Processor = Processor.gpu) -> TargetInfo:
-    t = Target(runner=role, processor=processor, precision="fp32")
+    t = Target(runner=role, processor=processor, precision=Precision.fp32)
     return TargetInfo(target=t, id=t.id, device="cloud_p100", models=["mobilenet_v1"])
 
 
@@ -82,7 +82,7 @@ async def r(rs: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-async def _snapshot(r: aioredis.Redis) -> dict[bytes, bytes]:
+async def _snapshot(r: aioredis.Redis) -> dict[bytes, bytes | None]:
     keys = sorted([k async for k in r.scan_iter(match="autoscale:registry:*")])
     return {k: await r.dump(k) for k in keys}
 

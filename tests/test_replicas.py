@@ -57,6 +57,12 @@ def logged(path: Path, msg: str, **fields: object) -> list[dict[str, Any]]:
     ]
 
 
+def wait_logged(path: Path, msg: str, timeout_s: float, **fields: object) -> dict[str, Any]:
+    """The first line of ``path`` with this message and these fields, once there is one."""
+    wait_until(lambda: bool(logged(path, msg, **fields)), f"{msg!r} in {path.name}", timeout_s)
+    return logged(path, msg, **fields)[0]
+
+
 class Child:
     """One service process started by a test, logging to its own file; stopped (killed if need be) at the end."""
 
@@ -210,16 +216,10 @@ def test_refused_registrations_are_logged_on_both_sides_and_change_nothing(
         "invalid": "invalid registration: url: Value error, 'ftp://nowhere' is not an http(s) URL",
     }
     for case, child in cases.items():
-        wait_until(lambda c=child: bool(logged(c.log, "registration refused")), f"{case}: the runner's refusal", 180)
-        refused = logged(child.log, "registration refused")[0]
+        refused = wait_logged(child.log, "registration refused", 180)
         assert refused["reason"].startswith(expected[case]), refused
         assert refused["level"] == ("warning" if case == "duplicate" else "error")
-        wait_until(
-            lambda rid=refused["id"]: bool(logged(decider_log(mesh), "runner registration refused", id=rid)),
-            f"{case}: the decider's log",
-            30,
-        )
-        seen = logged(decider_log(mesh), "runner registration refused", id=refused["id"])[0]
+        seen = wait_logged(decider_log(mesh), "runner registration refused", 30, id=refused["id"])
         assert seen["reason"] == refused["reason"] and seen["url"] == refused["url"]
         # Not ready (the deciders cannot find it), saying why.
         ready = httpx.get(f"{child.url}/readyz", timeout=10, trust_env=False)
@@ -233,8 +233,7 @@ def test_refused_registrations_are_logged_on_both_sides_and_change_nothing(
     forged = {"id": "forged", "role": "cloud", "url": "http://127.0.0.1:1", "device": "cloud_v100"}
     r.set(keys.record("forged"), json.dumps(forged), px=60_000)
     try:
-        wait_until(lambda: bool(logged(decider_log(mesh), "ignored runner registration", id="forged")), "forged", 30)
-        why = logged(decider_log(mesh), "ignored runner registration", id="forged")[0]["reason"]
+        why = wait_logged(decider_log(mesh), "ignored runner registration", 30, id="forged")["reason"]
         assert why.startswith("invalid registration: targets: Field required"), why
     finally:
         r.delete(keys.record("forged"))
