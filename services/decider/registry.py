@@ -191,6 +191,9 @@ class RegistryWatcher:
         why = profile_refusal(record, self.profiles)
         if why:
             return why
+        same_id = self.runners.replicas.get(record.id)
+        if same_id is not None and same_id.static:
+            return f"duplicate id: {record.id!r} names the {same_id.role.value} runner listed by URL ({same_id.url})"
         for other in self.runners.replicas.values():
             if other.id != record.id and other.url.rstrip("/") == record.url:
                 kind = "listed by a URL setting" if other.static else f"registered by runner {other.id!r}"

@@ -23,7 +23,6 @@ from typing import Annotated
 
 import numpy as np
 import onnx
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi import Path as PathParam
 from pydantic import Field, TypeAdapter, ValidationError
@@ -51,7 +50,6 @@ from services.common.tensors import (
     synthetic,
 )
 from services.common.tracing import install_tracing, span
-from services.common.version import package_version
 from services.core import costmodel
 from services.core.errors import AutoScaleError
 from services.core.profiles import DeviceProfile
@@ -71,7 +69,7 @@ from services.core.schemas import (
     TargetInfo,
 )
 from services.runner.metrics import RunnerMetrics
-from services.runner.registration import Registration, advertise_url, local_url, runner_id
+from services.runner.registration import Registration, start_registration
 
 log = logging.getLogger("autoscale.runner")
 
@@ -482,47 +480,6 @@ def _select(produced: list[np.ndarray] | list[OutputSummary], names: list[str], 
     ]
 
 
-def _registration(state: RunnerState) -> Registration | None:
-    """Start registering in the runner registry (``services.runner.registration``), or say why not."""
-    s, role = state.settings, state.spec.role.value
-    redis_url = s.redis_url.get_secret_value()
-    if not (s.runner_registry and redis_url):
-        why = "AUTOSCALE_RUNNER_REGISTRY is off" if not s.runner_registry else "no REDIS_URL"
-        log_event(
-            log,
-            "static mode: not registering",
-            reason=why,
-            hint=f"list it on the decider: AUTOSCALE_{role.upper()}_URL",
-        )
-        return None
-    rid, url, started = runner_id(s, role), advertise_url(s, role), time.time()
-
-    def fields() -> dict[str, object]:
-        infos = state.target_infos()
-        return {
-            "id": rid,
-            "role": role,
-            "url": url,
-            "device": state.profile.name,
-            "targets": infos,
-            "engines": {i.target.engine: i.engine_version for i in infos},
-            "models": list(state.infos()),
-            "started_at": started,
-            "version": package_version(),
-            "heartbeat_s": s.registry_heartbeat_s,
-            "ttl_s": s.registry_ttl_s,
-        }
-
-    reg = Registration(
-        aioredis.Redis.from_url(redis_url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0),
-        fields,
-        local_url(s, role),
-        s.registry_heartbeat_s,
-    )
-    reg.start()
-    return reg
-
-
 def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
     configure_logging(settings.log_level, f"{spec.role}_runner")
     # Fail at start, with the reason, on a bad profile or engine configuration.
@@ -556,7 +513,9 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
                     await _session(state, state.infos()[name], target)
         state.ready = True
         log_event(log, "runner ready", role=spec.role.value, device=profile.name, targets=len(state.targets))
-        state.registration = _registration(state)
+        state.registration = start_registration(
+            settings, spec.role, profile.name, state.target_infos, lambda: list(state.infos())
+        )
         yield
         if state.registration is not None:
             await state.registration.stop()

@@ -30,7 +30,9 @@ from redis.exceptions import RedisError
 from services.common.logging import log_event
 from services.common.registry import RegistryKeys, deregister, publish_refusal, register
 from services.common.settings import Settings
+from services.common.version import package_version
 from services.core.registration import RegistryEvent, RunnerRecord, refusal
+from services.core.schemas import Location, TargetInfo
 
 log = logging.getLogger("autoscale.runner.registration")
 _WILDCARD = ("0.0.0.0", "::", "")  # bind addresses meaning every interface
@@ -172,3 +174,42 @@ class Registration:
                 log_event(log, "deregistration failed; the record expires by itself", logging.WARNING, error=str(exc))
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+
+
+def start_registration(
+    s: Settings,
+    role: Location,
+    device: str,
+    targets: Callable[[], list[TargetInfo]],
+    models: Callable[[], list[str]],
+) -> Registration | None:
+    """Start keeping this runner registered (the record's fields read afresh at every heartbeat), or
+    say in the log why it runs in static mode."""
+    redis_url = s.redis_url.get_secret_value()
+    if not (s.runner_registry and redis_url):
+        why = "AUTOSCALE_RUNNER_REGISTRY is off" if not s.runner_registry else "no REDIS_URL"
+        hint = f"list it on the deciders: AUTOSCALE_{role.value.upper()}_URL"
+        log_event(log, "static mode: not registering", reason=why, hint=hint)
+        return None
+    rid, url, started = runner_id(s, role.value), advertise_url(s, role.value), time.time()
+
+    def fields() -> dict[str, object]:
+        infos = targets()
+        return {
+            "id": rid,
+            "role": role.value,
+            "url": url,
+            "device": device,
+            "targets": infos,
+            "engines": {i.target.engine: i.engine_version for i in infos},
+            "models": models(),
+            "started_at": started,
+            "version": package_version(),
+            "heartbeat_s": s.registry_heartbeat_s,
+            "ttl_s": s.registry_ttl_s,
+        }
+
+    redis = aioredis.Redis.from_url(redis_url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0)
+    reg = Registration(redis, fields, local_url(s, role.value), s.registry_heartbeat_s)
+    reg.start()
+    return reg
