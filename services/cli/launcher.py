@@ -3,8 +3,8 @@
 Used by ``autoscale up`` (and so ``make run``) and by the test suite, so that what the tests start
 is what users start. Each runner registers itself in the runner registry (its ``/readyz`` answers
 once it has), so the decider, started last, finds them there; with ``AUTOSCALE_RUNNER_REGISTRY``
-off it reaches them at their static URLs. Once every service is ready, a ``Supervisor`` (``services.cli.supervisor``)
-restarts any child that exits, until ``stop``.
+off it reaches them at their static URLs. Once every service is ready, a ``Supervisor``
+(``services.cli.supervisor``) restarts any child that exits, until ``stop``.
 """
 
 from __future__ import annotations
