@@ -1,8 +1,10 @@
 """Start the whole mesh on one machine as local processes: Redis, telemetry, three runners, decider.
 
 Used by ``autoscale up`` (and so ``make run``) and by the test suite, so that what the tests start
-is what users start. Once every service is ready, a ``Supervisor`` (``services.cli.supervisor``)
-restarts any child that exits, until ``stop``.
+is what users start. Each runner registers itself in the runner registry (its ``/readyz`` answers
+once it has), so the decider, started last, finds them there; with ``AUTOSCALE_RUNNER_REGISTRY``
+off it reaches them at their static URLs. Once every service is ready, a ``Supervisor``
+(``services.cli.supervisor``) restarts any child that exits, until ``stop``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +41,7 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("decider", "services.decider.app:create_app"),
 )
 MESH_ID_ENV = "AUTOSCALE_MESH_ID"
+RUNNER_ROLES = ("edge", "peer", "cloud")
 
 
 def check_config(settings: Settings) -> list[str]:
@@ -180,7 +184,7 @@ class Mesh:
                     "--timeout-graceful-shutdown",
                     "5",
                 ],
-                env=self._env | {"AUTOSCALE_SERVICE": role} | self.role_env.get(role, {}),
+                env=self._env | {"AUTOSCALE_SERVICE": role} | self._runner_env(role) | self.role_env.get(role, {}),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -188,6 +192,17 @@ class Mesh:
             )
         svc = self.services[role] = Service(role=role, url=s.url(role), proc=proc, log_path=log_path)
         return svc
+
+    def _runner_env(self, role: str) -> dict[str, str]:
+        """A runner's registry identity: an id that survives its restarts (a restarted runner renews its
+        own record instead of waiting for it to expire) and its own URL (http://HOST:PORT), whatever
+        AUTOSCALE_RUNNER_ID / AUTOSCALE_ADVERTISE_URL the launcher was given."""
+        if role not in RUNNER_ROLES:
+            return {}
+        return {
+            "AUTOSCALE_RUNNER_ID": f"{role}-{socket.gethostname()}-{self.settings.port(role)}",
+            "AUTOSCALE_ADVERTISE_URL": "",
+        }
 
     def restart(self, name: str) -> None:
         """Start a child that exited again: a service, or ``redis`` (same port and data dir, so the

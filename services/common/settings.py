@@ -2,7 +2,7 @@
 
 The options are grouped in sections, one class per concern (who reads it is in each class's
 docstring): ``ServiceSettings`` (every service), ``SecuritySettings`` (tokens and limits),
-``MeshSettings`` (addresses), ``RedisSettings``,
+``MeshSettings`` (addresses), ``RedisSettings``, ``RegistrySettings`` (runner registration),
 ``StorageSettings``, ``DeviceSettings``, ``ModelSettings``, ``EngineSettings``, ``RunnerSettings``,
 ``TelemetrySettings``, ``DeciderSettings``, ``RewardSettings``, ``LearnerSettings`` and
 ``SupervisorSettings``.
@@ -179,6 +179,36 @@ class RedisSettings(_Section):
         description="delivered Q updates kept this long and replayed if Redis restarts without them "
         "(AOF everysec loses up to ~1-2 s); 0 = off",
     )
+
+
+class RegistrySettings(_Section):
+    """Runner replicas registering themselves in Redis (the runners write, the deciders read;
+    ``services.common.registry``). A runner registers when this is on and it has a ``REDIS_URL``;
+    a decider then lists every registered runner plus the runner URLs set explicitly
+    (``AUTOSCALE_EDGE_URL``, ...: a runner that cannot reach Redis, e.g. a phone). Off: the static
+    mode, one runner per role at its URL (``http://HOST:PORT`` unless set)."""
+
+    runner_registry: bool = Field(
+        True, description="runners register in Redis and deciders discover them; false = static runner URLs only"
+    )
+    runner_id: str = Field(
+        "", description="this runner's id in the registry (unique per Redis); empty = ROLE-HOST-PORT-<random>"
+    )
+    advertise_url: str = Field(
+        "",
+        description="the URL deciders reach this runner at; empty = http://HOST:PORT (bound to 0.0.0.0: this "
+        "host's address). Give each replica its own",
+    )
+    registry_heartbeat_s: float = Field(2.0, gt=0, description="how often a runner renews its registration")
+    registry_ttl_s: float = Field(
+        6.0, gt=0, description="a registration expires this long after its last renewal (a killed runner's record)"
+    )
+
+    @model_validator(mode="after")
+    def _ttl_covers_heartbeats(self) -> RegistrySettings:
+        if self.registry_ttl_s < 2 * self.registry_heartbeat_s:
+            raise ValueError("registry_ttl_s must be at least 2 x registry_heartbeat_s (one late renewal is no expiry)")
+        return self
 
 
 class StorageSettings(_Section):
@@ -392,6 +422,7 @@ class Settings(
     SecuritySettings,
     MeshSettings,
     RedisSettings,
+    RegistrySettings,
     StorageSettings,
     DeviceSettings,
     ModelSettings,
@@ -410,6 +441,7 @@ class Settings(
         SecuritySettings,
         MeshSettings,
         RedisSettings,
+        RegistrySettings,
         StorageSettings,
         DeviceSettings,
         ModelSettings,

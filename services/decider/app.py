@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
+import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -36,7 +38,8 @@ from services.decider.inference import InferenceService
 from services.decider.metrics import decider_metrics
 from services.decider.outliers import EjectionPolicy, OutlierDetector
 from services.decider.qstore import QStore
-from services.decider.runners import Runner, RunnerRegistry
+from services.decider.registry import RegistryWatcher, static_urls, sync_models
+from services.decider.runners import Replica, RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
 
 log = logging.getLogger("autoscale.decider")
@@ -49,19 +52,16 @@ async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
     )
 
 
-def _runner_registry(s: Settings, token: str) -> RunnerRegistry:
-    """A client per runner role, at the URL the settings give it, sending the mesh token."""
-    return RunnerRegistry(
-        runners={
-            role: Runner(
-                role=role,
-                url=s.url(role.value),
-                client=make_client(
-                    s.url(role.value), timeout_s=s.run_timeout_s, transport=s.http_transport, token=token
-                ),
-            )
-            for role in Location
-        },
+def _runner_registry(
+    s: Settings, token: str, catalog: ModelCatalog
+) -> tuple[RunnerRegistry, Callable[[str], httpx.AsyncClient]]:
+    """The replicas listed by URL (``registry.static_urls``), and how a replica's client is made: pooled,
+    sending the mesh token. A replica that comes up is sent the uploaded models it lacks."""
+
+    def client_for(url: str) -> httpx.AsyncClient:
+        return make_client(url, timeout_s=s.run_timeout_s, transport=s.http_transport, token=token)
+
+    runners = RunnerRegistry(
         refresh_s=s.runner_refresh_s,
         run_timeout_s=s.run_timeout_s,
         outliers=OutlierDetector(
@@ -70,10 +70,31 @@ def _runner_registry(s: Settings, token: str) -> RunnerRegistry:
                 base_s=s.eject_base_s,
                 max_s=s.eject_max_s,
                 max_ejected_share=s.eject_max_percent / 100,
-            ),
-            population=len(Location),
+            )
         ),
     )
+    runners.on_ready = partial(sync_models, catalog, runners)
+    decider_metrics.init_runners([role.value for role in Location])
+    for role, url in static_urls(s).items():
+        runners.add(Replica(id=role.value, role=role, url=url, client=client_for(url), static=True))
+    return runners, client_for
+
+
+async def _watch_registry(
+    s: Settings,
+    mesh: costmodel.Mesh,
+    redis: aioredis.Redis,
+    runners: RunnerRegistry,
+    client_for: Callable[[str], httpx.AsyncClient],
+) -> RegistryWatcher | None:
+    """With the registry on, list the replicas that register themselves (besides those listed by URL):
+    each role's must stand for the device this decider's cost model has for it."""
+    if not s.runner_registry:
+        return None
+    profiles = {Location.edge: mesh.edge.name, Location.peer: mesh.peer.name, Location.cloud: mesh.cloud.name}
+    watcher = RegistryWatcher(redis, runners, client_for, profiles, scan_s=s.runner_refresh_s)
+    await watcher.start()
+    return watcher
 
 
 def _qstore(s: Settings, redis: aioredis.Redis) -> QStore:
@@ -115,13 +136,22 @@ def _decision_log(s: Settings) -> DecisionLog | None:
 
 
 async def _close(
-    runners: RunnerRegistry, telemetry: TelemetryCache, redis: aioredis.Redis, decision_log: DecisionLog | None
+    watcher: RegistryWatcher | None,
+    runners: RunnerRegistry,
+    telemetry: TelemetryCache,
+    qstore: QStore,
+    redis: aioredis.Redis,
+    decision_log: DecisionLog | None,
 ) -> None:
-    """Close the clients; write what the decision log still has queued."""
+    """Stop the background work, close the clients; write what the decision log still has queued."""
+    if watcher is not None:
+        await watcher.stop()
+    await runners.stop()
+    await telemetry.stop()
+    await qstore.stop()
     if decision_log is not None:
         await asyncio.to_thread(decision_log.stop)
-    for r in runners.runners.values():
-        await r.client.aclose()
+    await runners.close()
     await telemetry.client.aclose()
     await redis.aclose()
 
@@ -150,10 +180,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = aioredis.Redis.from_url(url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0)
         qstore = _qstore(s, redis)
         await qstore.start()
-        runners = _runner_registry(s, auth.mesh_token())
-        decider_metrics.init_runners([role.value for role in Location])
+        runners, client_for = _runner_registry(s, auth.mesh_token(), catalog)
         telemetry = _telemetry_cache(s, auth.mesh_token())
         await runners.refresh()
+        watcher = await _watch_registry(s, mesh, redis, runners, client_for)
         await telemetry.refresh()
         runners.start()
         telemetry.start()
@@ -177,15 +207,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log,
             "decider started",
             redis=redact_url(url),
-            runners={r.role.value: r.healthy for r in runners.runners.values()},
+            registry="on" if watcher is not None else "off",
+            runners={r.id: r.healthy for r in runners.replicas.values()},
         )
         try:
             yield
         finally:
-            await runners.stop()
-            await telemetry.stop()
-            await qstore.stop()
-            await _close(runners, telemetry, redis, decision_log)
+            await _close(watcher, runners, telemetry, qstore, redis, decision_log)
             if embedded:
                 embedded.stop()
 

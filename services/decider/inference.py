@@ -279,8 +279,7 @@ class InferenceService:
         """The decision context: Table I state, QoS target and the targets that may serve the model."""
         candidates = self.d.runners.candidates(info)
         if not candidates:
-            runners = self.d.runners.runners.values()
-            down = [f"{r.role.value}: {r.last_error or 'no targets'}" for r in runners if not r.healthy]
+            down = self.d.runners.down()
             raise NoTarget(
                 f"no healthy runner can execute {info.name}" + (f" (down: {'; '.join(down)})" if down else ""),
                 field="model",

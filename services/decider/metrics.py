@@ -169,9 +169,30 @@ _D_EJECTIONS = Counter(
 )
 _D_EJECTED = Gauge(
     metric_name("decider_runner_ejected"),
-    "1 while the runner is ejected (its targets are not offered), else 0",
+    "1 while a replica of the runner role is ejected (not dispatched to), else 0",
     ["runner"],
     multiprocess_mode="max",
+    registry=None,
+)
+_D_REPLICAS = Gauge(
+    metric_name("decider_runner_replicas"),
+    "Runner replicas the decider lists, by role and state (available: probed healthy and not ejected)",
+    ["runner", "state"],
+    multiprocess_mode="max",
+    registry=None,
+)
+_D_REGISTRATIONS = Counter(
+    metric_name("decider_runner_registrations_total"),
+    "Runner registrations seen: joined, refused (the runner was refused; reported on the registry channel) "
+    "or invalid (a record this decider does not accept)",
+    ["runner", "outcome"],
+    registry=None,
+)
+_D_DEREGISTRATIONS = Counter(
+    metric_name("decider_runner_deregistrations_total"),
+    "Registered replicas forgotten: left (deregistered on shutdown), expired (no heartbeat within its TTL) or "
+    "invalid (its record no longer validates here)",
+    ["runner", "reason"],
     registry=None,
 )
 _D_TELEMETRY_STALE = Gauge(
@@ -218,6 +239,9 @@ _DECIDER = MetricGroup(
     _D_DISPATCH_FAILURES,
     _D_EJECTIONS,
     _D_EJECTED,
+    _D_REPLICAS,
+    _D_REGISTRATIONS,
+    _D_DEREGISTRATIONS,
     _D_TELEMETRY_STALE,
     _D_TELEMETRY_AGE,
     _D_LEARN_SKIPPED,
@@ -356,6 +380,12 @@ class DeciderMetrics:
         for r in runners:
             _D_EJECTED.labels(r).set(0)
             _D_EJECTIONS.labels(r)
+            for state in ("available", "unavailable"):
+                _D_REPLICAS.labels(r, state).set(0)
+            for outcome in ("joined", "refused", "invalid"):
+                _D_REGISTRATIONS.labels(r, outcome)
+            for why in ("left", "expired", "invalid"):
+                _D_DEREGISTRATIONS.labels(r, why)
             for reason in ("timeout", "connection", "http_5xx"):
                 _D_DISPATCH_FAILURES.labels(r, reason)
         _D_LEARN_SKIPPED.labels("stale_telemetry")
@@ -364,11 +394,31 @@ class DeciderMetrics:
         _DECIDER.activate()
         _D_DISPATCH_FAILURES.labels(runner, reason).inc()
 
+    def runner_ejected(self, runner: str) -> None:
+        """One replica of the role ejected."""
+        _DECIDER.activate()
+        _D_EJECTED.labels(runner).set(1)
+        _D_EJECTIONS.labels(runner).inc()
+
     def set_ejected(self, runner: str, ejected: bool) -> None:
+        """Whether any replica of the role is still ejected (after a readmission or a replica gone)."""
         _DECIDER.activate()
         _D_EJECTED.labels(runner).set(1 if ejected else 0)
-        if ejected:
-            _D_EJECTIONS.labels(runner).inc()
+
+    def set_replicas(self, runner: str, *, available: int, unavailable: int) -> None:
+        _DECIDER.activate()
+        _D_REPLICAS.labels(runner, "available").set(available)
+        _D_REPLICAS.labels(runner, "unavailable").set(unavailable)
+
+    def registration(self, runner: str, outcome: str) -> None:
+        """``joined``, ``refused`` or ``invalid``; ``runner`` is a role (``unknown`` when it is not one)."""
+        _DECIDER.activate()
+        _D_REGISTRATIONS.labels(runner, outcome).inc()
+
+    def deregistration(self, runner: str, reason: str) -> None:
+        """``left``, ``expired`` or ``invalid``."""
+        _DECIDER.activate()
+        _D_DEREGISTRATIONS.labels(runner, reason).inc()
 
     def set_telemetry(self, *, stale: bool, age_s: float) -> None:
         _DECIDER.activate()

@@ -71,6 +71,7 @@ from services.core.schemas import (
     TargetInfo,
 )
 from services.runner.metrics import RunnerMetrics
+from services.runner.registration import Registration, start_registration
 
 log = logging.getLogger("autoscale.runner")
 
@@ -117,6 +118,7 @@ class RunnerState:
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_exec_s: dict[SessionKey, float] = field(default_factory=dict)
     ready: bool = False
+    registration: Registration | None = None  # None: static mode (no registry, or no Redis)
 
     async def execute(
         self, key: SessionKey, session: LoadedModel, feeds: dict[str, np.ndarray], req: RunRequest
@@ -199,6 +201,20 @@ class RunnerState:
             self._runnable[target.id] = cached
         return cached
 
+    def target_infos(self) -> list[TargetInfo]:
+        """What ``GET /targets`` answers (and the registry record carries)."""
+        return [
+            TargetInfo(
+                target=t,
+                id=t.id,
+                device=self.profile.name,
+                frequency_ghz=costmodel.frequency_ghz(self.profile, t),
+                engine_version=get_engine(t.engine).version,
+                models=self.runnable_models(t),
+            )
+            for t in self.targets.values()
+        ]
+
     def synthetic_feeds(self, info: ModelInfo) -> dict[str, np.ndarray]:
         """Deterministic inputs, generated once per model (they are read-only for the engines)."""
         feeds = self._synthetic.get(info.name)
@@ -267,6 +283,9 @@ router = APIRouter()
 class RunnerReadiness(Readiness):
     role: Location
     device: str = Field(description="device profile this runner stands for")
+    registered: bool = Field(
+        description="listed in the runner registry (false: static mode, the deciders list it by its URL setting)"
+    )
 
 
 @router.get("/healthz", response_model=Liveness)
@@ -278,7 +297,10 @@ async def healthz() -> Liveness:
 async def readyz(state: StateDep) -> RunnerReadiness:
     if not state.ready:
         raise NotReady("runner is still loading its models")
-    return RunnerReadiness(role=state.spec.role, device=state.profile.name)
+    reg = state.registration
+    if reg is not None and not reg.registered:  # the deciders cannot find it yet
+        raise NotReady(f"runner not registered: {reg.status}")
+    return RunnerReadiness(role=state.spec.role, device=state.profile.name, registered=reg is not None)
 
 
 reads = APIRouter(dependencies=[require(AuthScope.client)], responses=error_responses(401, 403))
@@ -287,17 +309,7 @@ mesh_only = APIRouter(dependencies=[require(AuthScope.mesh)], responses=error_re
 
 @reads.get("/targets", response_model=list[TargetInfo])
 async def targets(state: StateDep) -> list[TargetInfo]:
-    return [
-        TargetInfo(
-            target=t,
-            id=t.id,
-            device=state.profile.name,
-            frequency_ghz=costmodel.frequency_ghz(state.profile, t),
-            engine_version=get_engine(t.engine).version,
-            models=state.runnable_models(t),
-        )
-        for t in state.targets.values()
-    ]
+    return state.target_infos()
 
 
 @reads.get("/models", response_model=list[ModelInfo])
@@ -524,7 +536,12 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
                     await _session(state, state.infos()[name], target)
         state.ready = True
         log_event(log, "runner ready", role=spec.role.value, device=profile.name, targets=len(state.targets))
+        state.registration = start_registration(
+            settings, spec.role, profile.name, state.target_infos, lambda: list(state.infos())
+        )
         yield
+        if state.registration is not None:
+            await state.registration.stop()
         state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title=f"AutoScale {spec.role.value} runner", lifespan=lifespan)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.common.accuracy import read_labelled_set
 from services.common.auth import Scope, require
 from services.common.errors import ApiError, error_responses
 from services.common.model_store import NAME_RE, require_servable
 from services.common.openapi import raw_body
-from services.core.schemas import AccuracyEntry, ModelInfo, Precision, TargetInfo
+from services.core.schemas import AccuracyEntry, Location, ModelInfo, Precision, TargetInfo
 from services.decider.deps import DeciderDep
 
 # Reads need the client scope; the two uploads add the admin scope (admin implies client).
@@ -26,16 +26,34 @@ class ModelList(BaseModel):
 
 
 class TargetView(TargetInfo):
-    healthy: bool
+    healthy: bool = Field(description="an available replica of its role offers it")
+
+
+class ReplicaView(BaseModel):
+    """One runner process as the decider sees it."""
+
+    id: str = Field(description="its registry id (a runner listed by URL: the role)")
+    url: str
+    registered: bool = Field(description="registered in Redis (false: listed by a URL setting)")
+    device: str
+    healthy: bool = Field(description="its last /targets probe succeeded")
+    ejected: bool = Field(description="ejected by outlier detection after consecutive failed dispatches")
+    outstanding: int = Field(description="dispatches from this decider awaiting its answer")
+    served_total: int = Field(description="dispatches it answered (this decider, since it was listed)")
+    failures_total: int = Field(description="dispatches that failed on it (timeout, connection, 5xx)")
+    targets: int
+    started_at: float | None = Field(None, description="the runner's start, Unix seconds (registered replicas)")
+    error: str | None
 
 
 class RunnerView(BaseModel):
-    """A runner as the decider sees it: its URL, health, how many targets it offers, its last error."""
+    """A runner role as the decider sees it: healthy while a replica is available; its replicas."""
 
-    url: str
+    url: str = Field(description="the first available replica's URL (every one: replicas)")
     healthy: bool
     targets: int
     error: str | None
+    replicas: list[ReplicaView]
 
 
 class TargetList(BaseModel):
@@ -148,9 +166,35 @@ async def measure_model_accuracy(
 
 @router.get("/targets", response_model=TargetList)
 async def list_targets(d: DeciderDep) -> TargetList:
-    targets = [TargetView(**t.model_dump(), healthy=r.healthy) for r in d.runners.runners.values() for t in r.targets]
-    runners = {
-        r.role.value: RunnerView(url=r.url, healthy=r.healthy, targets=len(r.targets), error=r.last_error or None)
-        for r in d.runners.runners.values()
-    }
+    """Every target once (``healthy``: an available replica offers it) and every runner role with its replicas."""
+    reg = d.runners
+    targets = [TargetView(**t.model_dump(), healthy=up) for role in Location for t, up in reg.role_targets(role)]
+    runners: dict[str, RunnerView] = {}
+    for role in Location:
+        replicas = [
+            ReplicaView(
+                id=r.id,
+                url=r.url,
+                registered=not r.static,
+                device=r.device or (r.targets[0].device if r.targets else ""),
+                healthy=r.healthy,
+                ejected=reg.outliers.is_ejected(r.id),
+                outstanding=r.outstanding,
+                served_total=r.served_total,
+                failures_total=r.failures_total,
+                targets=len(r.targets),
+                started_at=r.started_at,
+                error=r.last_error or None,
+            )
+            for r in reg.of_role(role)
+        ]
+        pool = reg.pool(role)
+        errors = [f"{v.id}: {v.error}" for v in replicas if v.error]
+        runners[role.value] = RunnerView(
+            url=pool[0].url if pool else (replicas[0].url if replicas else ""),
+            healthy=bool(pool),
+            targets=len(reg.role_targets(role)),
+            error="; ".join(errors) or (None if replicas else "no replica registered or listed"),
+            replicas=replicas,
+        )
     return TargetList(targets=targets, runners=runners)

@@ -1,12 +1,13 @@
 """Liveness and readiness.
 
-``/readyz`` answers 503 only when the decider cannot serve at all: no runner available (all down
-or ejected) or no model. Otherwise 200, with ``status`` ``ready`` when everything is fine, or
-``degraded`` while it serves with a handicap, each one named in ``issues``: Redis unreachable
-(decisions come from the cached Q-table and updates wait in the buffer: serving, not learning),
-updates dropped or lost, a stale telemetry snapshot (decisions on the last reading, nothing
-learned), runners ejected or down. Updates dropped (buffer full) or lost (Redis restarted without
-them, beyond the replay window) are counted in ``qtable`` (and in metrics) without degrading.
+``/readyz`` answers 503 only when the decider cannot serve at all: no runner
+replica available (all down or ejected) or no model. Otherwise 200, with ``status`` ``ready`` when
+everything is fine, or ``degraded`` while it serves with a handicap, each one named in ``issues``:
+Redis unreachable (decisions come from the cached Q-table and updates wait in the buffer: serving,
+not learning), updates dropped or lost, a stale telemetry snapshot (decisions on the last reading,
+nothing learned), runner replicas ejected or down (``replicas`` counts them per role). Updates
+dropped (buffer full) or lost (Redis restarted without them, beyond the replay window) are counted
+in ``qtable`` (and in metrics) without degrading.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from services.common.errors import NotReady, error_responses
-from services.core.schemas import Liveness
+from services.core.schemas import Liveness, Location
 from services.decider.deps import Decider, DeciderDep
 
 router = APIRouter(tags=["health"])
@@ -41,11 +42,20 @@ class TelemetryHealth(BaseModel):
     stale_after_s: float
 
 
+class ReplicaCount(BaseModel):
+    available: int = Field(description="probed healthy and not ejected: dispatched to")
+    listed: int = Field(description="registered or listed by URL")
+    ejected: int
+
+
 class DeciderReadiness(BaseModel):
     status: Literal["ready", "degraded"] = "ready"
     issues: list[str] = Field(default_factory=list, description="why degraded; empty when ready")
-    runners: list[str] = Field(description="runners whose targets are offered")
-    ejected: list[str] = Field(default_factory=list, description="runners ejected after consecutive failures")
+    runners: list[str] = Field(description="runner roles whose targets are offered (an available replica)")
+    ejected: list[str] = Field(
+        default_factory=list, description="runner roles with a replica ejected after consecutive failures"
+    )
+    replicas: dict[str, ReplicaCount] = Field(description="replicas per role (details: GET /targets)")
     models: int
     qtable: QTableHealth
     telemetry: TelemetryHealth
@@ -91,9 +101,8 @@ async def readiness_problems(d: Decider) -> list[str]:
     """What keeps the decider from serving at all (empty when it can serve, degraded or not): no
     runner available (down or ejected), no model. Also the Open Inference Protocol's readiness."""
     problems: list[str] = []
-    if not any(d.runners.available(r) for r in d.runners.runners.values()):
-        down = [f"{r.role.value}: {r.last_error or 'no targets'}" for r in d.runners.runners.values() if not r.healthy]
-        problems.append(f"runners: none available (down: {down}, ejected: {d.runners.ejected()})")
+    if not d.runners.roles_available():
+        problems.append(f"runners: none available (down: {d.runners.down()}, ejected: {d.runners.ejected()})")
     if not d.models.names():
         problems.append("models: none registered")
     return problems
@@ -106,7 +115,7 @@ async def readyz(d: DeciderDep) -> DeciderReadiness:
     problems = await readiness_problems(d)
     if problems:
         raise NotReady("; ".join(problems))
-    available = [r.role.value for r in d.runners.runners.values() if d.runners.available(r)]
+    available = [role.value for role in d.runners.roles_available()]
     models = len(d.models.names())
     issues: list[str] = []
     qtable = _qtable_health(d, await _redis_answers(d), issues)
@@ -122,14 +131,22 @@ async def readyz(d: DeciderDep) -> DeciderReadiness:
     ejected = d.runners.ejected()
     if ejected:
         issues.append(f"runners ejected after consecutive failures: {', '.join(ejected)}")
-    down = [r.role.value for r in d.runners.runners.values() if not r.healthy]
+    down = d.runners.down()
     if down:
-        issues.append(f"runners down: {', '.join(down)}")
+        issues.append(f"runners down: {'; '.join(down)}")
     return DeciderReadiness(
         status="degraded" if issues else "ready",
         issues=issues,
         runners=available,
         ejected=ejected,
+        replicas={
+            role.value: ReplicaCount(
+                available=len(d.runners.pool(role)),
+                listed=len(d.runners.of_role(role)),
+                ejected=sum(1 for r in d.runners.of_role(role) if d.runners.outliers.is_ejected(r.id)),
+            )
+            for role in Location
+        },
         models=models,
         qtable=qtable,
         telemetry=TelemetryHealth(

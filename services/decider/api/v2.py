@@ -10,7 +10,6 @@ Errors are the protocol's ``{"error": "<message>"}``. Every model has one versio
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import re
 import time
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from services.common.asgi import JSON, FastRequest, FastRoute, Reply
 from services.common.auth import Scope, require
 from services.common.errors import error_headers
+from services.common.version import package_version
 from services.core.errors import AutoScaleError
 from services.core.schemas import ModelInfo, TensorSpec
 from services.decider.api.health import readiness_problems
@@ -128,16 +128,9 @@ async def model_ready(name: str, d: DeciderDep, version: str | None = None) -> M
 # ---------------------------------------------------------------------------------------- metadata
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("autoscale-mesh")
-    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
-        return "unknown"
-
-
 @router.get("", response_model=ServerMetadata)
 async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="autoscale-mesh", version=_version(), extensions=EXTENSIONS)
+    return ServerMetadata(name="autoscale-mesh", version=package_version(), extensions=EXTENSIONS)
 
 
 def _tensor(spec: TensorSpec) -> TensorMetadata:
