@@ -29,9 +29,8 @@ DEPLOY_TOOLS_HINT = (
     "install it with: sudo bash .ci/install-deploy-tools.sh  (Debian's docker-compose, shellcheck, systemd)"
 )
 
-# The runner registry's settings (#16 part a). The compose file (x-runner-env) and deploy/k8s/runners.yaml
-# use these names; rename them here and there together if part a names them otherwise.
-REGISTRATION_ENV = frozenset({"AUTOSCALE_ADVERTISE_URL", "AUTOSCALE_REGISTER"})
+# The runner registry's settings every runner sets (compose's x-runner-env, deploy/k8s/runners.yaml).
+REGISTRATION_ENV = frozenset({"AUTOSCALE_ADVERTISE_URL", "AUTOSCALE_RUNNER_REGISTRY"})
 # Test values for the variables compose interpolates (the real ones come from .env).
 COMPOSE_ENV = {
     "AUTOSCALE_CLIENT_TOKEN": "client-token-for-config-check",
@@ -128,11 +127,11 @@ def k8s_objects(kind: str) -> dict[str, dict[str, Any]]:
 
 @cache
 def setting_env_names() -> frozenset[str]:
-    """Every environment variable a service reads: Settings' fields, telemetry's options, part a's two."""
+    """Every environment variable a service reads: Settings' fields and telemetry's options."""
     names = {_env_name(name, field) for name, field in Settings.model_fields.items()}
     names |= {f"AUTOSCALE_TELEMETRY_{f.upper()}" for f in TelemetryOptions.model_fields}
     names |= {"REDIS_URL", "AUTOSCALE_REDIS_URL"}
-    return frozenset(names | REGISTRATION_ENV)
+    return frozenset(names)
 
 
 def unknown_settings(names: set[str] | list[str]) -> list[str]:

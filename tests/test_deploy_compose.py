@@ -130,10 +130,11 @@ def test_environment_names_and_urls_are_the_settings() -> None:
     for name, svc in mesh_services().items():
         env: dict[str, Any] = svc["environment"]
         assert unknown_settings(list(env)) == [], f"{name}: no service reads these"
-        for role in ("edge", "peer", "cloud", "telemetry"):
-            url = urlsplit(env[f"AUTOSCALE_{role.upper()}_URL"])
-            assert url.hostname in services and COMPOSE_ROLES[url.hostname] == role, (name, role)
-            assert url.port == settings.port(role), (name, role)
+        url = urlsplit(env["AUTOSCALE_TELEMETRY_URL"])
+        assert url.hostname in services and COMPOSE_ROLES[url.hostname] == "telemetry", name
+        assert url.port == settings.port("telemetry"), name
+        # Runners are found in the registry (each replica by its own address), not by a static URL per role.
+        assert not {"AUTOSCALE_EDGE_URL", "AUTOSCALE_PEER_URL", "AUTOSCALE_CLOUD_URL"} & set(env), name
         assert env["AUTOSCALE_HOST"] == "0.0.0.0"
         redis = urlsplit(env.get("REDIS_URL", "redis://redis:6379/0"))
         assert redis.hostname == "redis" and "redis" in services
@@ -147,7 +148,7 @@ def test_runners_register_and_scale() -> None:
             continue
         env = svc["environment"]
         assert set(env) >= REGISTRATION_ENV, name
-        assert env["AUTOSCALE_REGISTER"] == "true"
+        assert env["AUTOSCALE_RUNNER_REGISTRY"] == "true"
         # Each replica advertises its own address (the entrypoint fills in {hostname}).
         assert env["AUTOSCALE_ADVERTISE_URL"] == f"http://{{hostname}}:{settings.port(role)}", name
         assert env["REDIS_URL"] == "redis://redis:6379/0"
