@@ -173,7 +173,8 @@ class NeuroSurgeonPolicy:
     """The split per request (module docstring); regressions fitted once per target, lazily."""
 
     mesh: Mesh | None
-    params: NeuroSurgeonParams = field(default_factory=NeuroSurgeonParams)
+    # not ``params``: that name declares an ExploringPolicy (base.py), and this one never explores
+    config: NeuroSurgeonParams = field(default_factory=NeuroSurgeonParams)
     name: str = "neurosurgeon"
     _models: dict[str, LayerModel] = field(default_factory=dict, repr=False)
     _plans: dict[tuple[str, str, str], Plan] = field(default_factory=dict, repr=False)
@@ -182,7 +183,7 @@ class NeuroSurgeonPolicy:
         m = self._models.get(target.id)
         if m is None:
             assert self.mesh is not None
-            m = self._models[target.id] = fit_layer_model(self.mesh.profile_for(target.runner), target, self.params)
+            m = self._models[target.id] = fit_layer_model(self.mesh.profile_for(target.runner), target, self.config)
         return m
 
     def splits(self, ctx: DecisionContext, phone: Target | None, server: Target | None) -> list[Split]:
@@ -219,7 +220,7 @@ class NeuroSurgeonPolicy:
         phone = phone_c.target if phone_c else None
         server = server_c.target if server_c else None
         options = self.splits(ctx, phone, server)
-        if self.params.mode == "latency":
+        if self.config.mode == "latency":
             best = min(options, key=lambda s: s.latency_s)
         else:
             ok = [s for s in options if s.latency_s < ctx.qos_s]
