@@ -76,7 +76,7 @@ def part_file(src: Path, cuts: Sequence[CutPoint], partition: Partition, cache_d
     dst = part_path(src, cuts, partition, cache_dir)
     if dst.exists():
         return dst
-    model = onnx.load(str(src))
+    model = _typed_model(Path(src))
     inputs, outputs = boundary_names(model, cuts, partition)
     produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
     for field, names in (("partition.start", inputs), ("partition.end", outputs)):
@@ -85,9 +85,6 @@ def part_file(src: Path, cuts: Sequence[CutPoint], partition: Partition, cache_d
             raise PartitionError(
                 f"this variant ({Path(src).name}) has no tensor {missing[0]!r}: it cannot be cut there", field=field
             )
-    typed = {v.name for v in (*model.graph.value_info, *model.graph.input, *model.graph.output)}
-    if not set(inputs + outputs) <= typed:
-        model = onnx.shape_inference.infer_shapes(model)
     sub = onnx.utils.Extractor(model).extract_model(inputs, outputs)
     sub.graph.name = f"{model.graph.name} [{partition.start or 'inputs'}, {partition.end or 'outputs'})"
     onnx.helper.set_model_props(sub, {p.key: p.value for p in model.metadata_props})
@@ -95,6 +92,21 @@ def part_file(src: Path, cuts: Sequence[CutPoint], partition: Partition, cache_d
     onnx.checker.check_model(sub)
     atomic_write(dst, sub.SerializeToString())
     return dst
+
+
+_TYPED: dict[Path, onnx.ModelProto] = {}  # the last model typed: a runner cuts one model at several cuts in a row
+
+
+def _typed_model(src: Path) -> onnx.ModelProto:
+    """``src`` loaded, with ONNX shape inference's types on every tensor (what the Extractor needs
+    at the boundaries); the last one is kept, the loading and inference cost seconds on 100 MB."""
+    hit = _TYPED.get(src)
+    if hit is not None:
+        return hit
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(src)))
+    _TYPED.clear()
+    _TYPED[src] = model
+    return model
 
 
 def _float32_boundaries(model: onnx.ModelProto) -> None:
