@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run lint test prometheus bench bench-all bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience evaluate clean
+.PHONY: install run lint test prometheus bench bench-all bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience bench-partition evaluate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,7 +37,7 @@ test: install prometheus lint
 bench: install
 	$(PY) -m bench.bench_front
 
-bench-all: bench bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience evaluate
+bench-all: bench bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience bench-partition evaluate
 
 bench-engines: install
 	$(PY) bench/bench_engines.py
@@ -59,6 +59,9 @@ bench-paths: install
 
 bench-resilience: install
 	$(PY) -m bench.bench_resilience
+
+bench-partition: install
+	$(PY) -m bench.bench_partition
 
 evaluate: install
 	$(VENV)/bin/autoscale evaluate --out results

@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.common.tracing import span
 from services.core import costmodel
 from services.core.partition import PartitionError, check_plan, copy_cost, needs_copy
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
@@ -187,7 +188,10 @@ class PlanExecutor:
                 }
             )
             try:
-                res = await self.runners.run(part.target, req, timeout, blame_timeout=self.deadlines.blames(timeout))
+                with span("dispatch", target=part.target.id, part=k):
+                    res = await self.runners.run(
+                        part.target, req, timeout, blame_timeout=self.deadlines.blames(timeout)
+                    )
             except RunnerUnavailable as exc:
                 failed[Location(part.target.runner)] = exc.reason
                 fb = fallback_target(candidates, parts[k - 1] if k else None, set(failed))

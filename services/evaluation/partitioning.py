@@ -50,4 +50,14 @@ def partition_summary(res: dict[str, Any]) -> dict[str, Any] | None:
         "paper": dict(PAPER_RATIOS),
         "groups": {k: _row(group_stats(res, v)) for k, v in groups.items() if v},
         "scenarios": scenarios,
+        "networks": {m: _row(_network_stats(res, m)) for m in res["models"]},
     }
+
+
+def _network_stats(res: dict[str, Any], model: str) -> dict[str, dict[str, float]]:
+    """``group_stats``'s PPW and QoS columns for one network over every device and scenario."""
+    one = {
+        "per_case": {d: {s: {model: by_m[model]} for s, by_m in by_s.items()} for d, by_s in res["per_case"].items()}
+    }
+    scen = [s for by_s in res["per_case"].values() for s in by_s]
+    return group_stats(one, dict.fromkeys(scen))

@@ -193,6 +193,8 @@ class PartitionStudy(_Closed):
     groups: dict[str, PartitionRow]
     """static / dynamic / all"""
     scenarios: dict[str, PartitionRow]
+    networks: dict[str, PartitionRow]
+    """each network over every device and scenario"""
 
 
 class EvaluationResults(_Closed):

@@ -33,11 +33,13 @@ def report_lines(part: dict[str, Any] | None) -> list[str]:
     cols = [p for p in POLICIES if any(p in r["ppw_norm"] for r in part["scenarios"].values())]
     ratio_keys = [f"{a}/{b}" for a, b in RATIOS if any(f"{a}/{b}" in r["ratios"] for r in part["scenarios"].values())]
     out += [
-        "\nPer scenario: PPW normalised to Edge (CPU FP32), QoS violations, and the PPW ratios.\n",
+        "\nPer scenario, per group, then per network (over every device and scenario): PPW normalised to Edge "
+        "(CPU FP32), QoS violations, and the PPW ratios.\n",
         "| scenario | " + " | ".join(cols) + " | " + " | ".join(ratio_keys) + " |",
         "|---|" + "---|" * (len(cols) + len(ratio_keys)),
     ]
     rows = {**part["scenarios"], **{f"**{k}**": v for k, v in part["groups"].items()}}
+    rows |= {f"`{k}`": v for k, v in part.get("networks", {}).items()}
     for name, r in rows.items():
         cells = [
             f"{num(r['ppw_norm'].get(p))}x ({100 * r['qos_violation'].get(p, math.nan):.1f} %)"
