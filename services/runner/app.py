@@ -70,7 +70,7 @@ from services.core.schemas import (
     TargetInfo,
 )
 from services.runner.metrics import RunnerMetrics
-from services.runner.partition import as_run, effective, part_info, part_key
+from services.runner.partition import PartSessions, as_run, effective, part_info, part_key
 
 log = logging.getLogger("autoscale.runner")
 
@@ -116,6 +116,7 @@ class RunnerState:
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_exec_s: dict[SessionKey, float] = field(default_factory=dict)
+    part_sessions: PartSessions = field(default_factory=PartSessions)
     ready: bool = False
 
     async def execute(
@@ -231,6 +232,10 @@ async def _session(state: RunnerState, info: ModelInfo, target: Target, part: Pa
     """Load (once) the engine session of a model (or of one part of it) at a precision; build the file if needed."""
     key = session_key(info, target, part)
     model = info.name
+    if part is not None:
+        for old in state.part_sessions.used(key):  # bounded: a model's parts are many copies of its weights
+            for keyed in (state.sessions, state.load_locks, state.last_exec_s):
+                keyed.pop(old, None)  # type: ignore[call-overload]  # keys are SessionKeys
     if key in state.sessions:
         return state.sessions[key]
     lock = state.load_locks.setdefault(key, asyncio.Lock())

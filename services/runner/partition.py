@@ -7,10 +7,15 @@ layers as its features), so ``/run``'s checks (dtype, shape, finite values: 422 
 link emulation (the real boundary bytes) apply unchanged. An unknown cut, a range that ends before
 it starts, or a cut on a network without cut points is a 422 naming ``partition.start`` or
 ``partition.end``. A part that ends at a cut returns its boundary tensors in full, whatever
-``output_format`` and ``outputs`` ask: the next part needs them.
+``output_format`` and ``outputs`` ask: the next part needs them. A runner keeps the sessions of the parts it ran last
+(``PART_SESSIONS_MAX``; whole models are not counted): a network has up to 8 cuts, so its parts
+could otherwise hold many copies of its weights.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
 
 from services.core.partition import partition_features
 from services.core.schemas import ModelInfo, Partition, RunRequest, TensorSpec
@@ -44,3 +49,23 @@ def as_run(req: RunRequest, partition: Partition | None) -> RunRequest:
     if partition is None or partition.end is None:
         return req
     return req.model_copy(update={"output_format": "tensor", "outputs": None})
+
+
+PART_SESSIONS_MAX = 16
+
+
+class PartSessions:
+    """Which part sessions to keep: the ``limit`` used last (least recently used are dropped)."""
+
+    def __init__(self, limit: int = PART_SESSIONS_MAX) -> None:
+        self.limit = limit
+        self._order: OrderedDict[Hashable, None] = OrderedDict()
+
+    def used(self, key: Hashable) -> list[Hashable]:
+        """Record a use of ``key``; returns the keys to drop."""
+        self._order[key] = None
+        self._order.move_to_end(key)
+        out: list[Hashable] = []
+        while len(self._order) > self.limit:
+            out.append(self._order.popitem(last=False)[0])
+        return out
