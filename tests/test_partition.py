@@ -445,3 +445,22 @@ def test_split_actions_win_somewhere_and_are_few() -> None:
 def test_cut_point_wire_model_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         CutPoint.model_validate({"name": "x", "tensors": [], "bytes": 0, "before": {}, "after": {}})
+
+
+def test_the_fallback_target_of_a_plan() -> None:
+    """The rest of a plan runs on the previous part's target if its runner lives, else edge, cloud,
+    peer in that order (FP32, top DVFS step first); nothing when every runner has failed."""
+    from services.decider.plans import fallback_target
+
+    cands = _cands(_mesh(), "mobilenet_v1")
+    cpu, cloud = _target(cands, "edge/cpu/int8@22"), _target(cands, "cloud/gpu/fp32")
+    plan = Plan.split([cpu, cloud], [zoo_cut_points("mobilenet_v1")[2].name])
+    fb = fallback_target(cands, plan.parts[0], {Location.cloud})
+    assert fb is not None and fb.target.id == "edge/cpu/int8@22"  # the tensors are on the phone already
+    fb = fallback_target(cands, None, {Location.edge})
+    assert fb is not None and fb.target.runner == Location.cloud and fb.target.precision == Precision.fp32
+    fb = fallback_target(cands, plan.parts[0], {Location.edge, Location.cloud})
+    assert fb is not None and fb.target.runner == Location.peer
+    fb = fallback_target(cands, None, set())
+    assert fb is not None and fb.target.id == "edge/cpu/fp32@22"
+    assert fallback_target(cands, plan.parts[0], {Location.edge, Location.cloud, Location.peer}) is None

@@ -3,8 +3,9 @@ decider (which stands for the phone). Also: a plan a client pins in ``/infer``.
 
 Each part is one ``POST /run`` with its ``partition``; its answer's boundary tensors (full tensors,
 base64) are the next part's ``inputs``, passed on as they came (no decoding here: the next runner
-checks them). Each dispatch is bounded by the time the request's deadline leaves it, as a
-whole-network dispatch is (``deadlines``).
+checks them). Each dispatch is bounded by the time the request's deadline leaves it (``deadlines``):
+until a part fails, each part gets ``hop_share`` of the time left, since a fallback could follow;
+the fallback gets the rest.
 
 What the phone pays (``PlanRun``): for a part on the phone, the edge runner's own figure (eqs. 1-3
 on that part's MACs and layers); for a remote part, eq. 4 on the real boundary bytes it was sent and
@@ -173,7 +174,8 @@ class PlanExecutor:
         while k < len(parts):
             part = parts[k]
             last = k == len(parts) - 1
-            timeout = deadline.hop_timeout(time.monotonic(), first=not failed and k == 0, fallback_left=True)
+            # Until a part fails, each gets a share of the time left (a fallback could follow); the fallback the rest.
+            timeout = deadline.hop_timeout(time.monotonic(), first=not failed, fallback_left=True)
             if timeout <= 0:
                 raise DeadlineExceeded(deadline, failed)
             req = run_req.model_copy(
