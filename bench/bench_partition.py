@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_partition [--rounds 30] [--no-mesh]
 
 * **Decision cost** (against the paper's 7.3 us): AutoScale deciding from a trained, cached Q row
-  over the Mi8Pro's 66 actions, and over the same plus MobileNet v2's split actions
+  over the Mi8Pro's 66 actions, and over the same plus MobileNet v3's split actions
   (``services.core.policies.splits``, one per remote location), greedy and with the decider's
   default exploration; the decider's per-request lookup of the extended candidates; NeuroSurgeon's
   per-request split and MOSAIC's (memoised) decision. Round-robin batches, in-process.
@@ -43,7 +43,7 @@ from services.core.schemas import Precision, RuntimeConditions, Target
 from services.core.state import state_index
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "mobilenet_v2"
+MODEL = "mobilenet_v3"
 
 
 def _mesh() -> Mesh:

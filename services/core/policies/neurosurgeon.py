@@ -178,6 +178,9 @@ class NeuroSurgeonPolicy:
     name: str = "neurosurgeon"
     _models: dict[str, LayerModel] = field(default_factory=dict, repr=False)
     _plans: dict[tuple[str, str, str], Plan] = field(default_factory=dict, repr=False)
+    _stretch_memo: dict[tuple[str, int, int, str, str], list[tuple[int, float, float, float, int]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def _model(self, target: Target) -> LayerModel:
         m = self._models.get(target.id)
@@ -186,26 +189,43 @@ class NeuroSurgeonPolicy:
             m = self._models[target.id] = fit_layer_model(self.mesh.profile_for(target.runner), target, self.config)
         return m
 
+    def _stretches(
+        self, ctx: DecisionContext, phone: Target | None, server: Target | None
+    ) -> list[tuple[int, float, float, float, int]]:
+        """Per split k: (k, phone seconds, phone joules, server seconds, bytes sent up). None of it
+        depends on the conditions, so it is predicted once per network and pair of targets."""
+        key = (ctx.model, len(ctx.cuts), ctx.features.macs, phone.id if phone else "", server.id if server else "")
+        hit = self._stretch_memo.get(key)
+        if hit is not None:
+            return hit
+        cuts, f = ctx.cuts, ctx.features
+        n = len(cuts) + 1
+        out = []
+        for k in range(n + 1):
+            if (k > 0 and phone is None) or (k < n and server is None):
+                continue
+            t = e = t_srv = 0.0
+            if k > 0 and phone is not None:
+                t, e = self._model(phone).predict(counts_between(f, cuts, 0, k))
+            if k < n and server is not None:
+                t_srv, _ = self._model(server).predict(counts_between(f, cuts, k, n))
+            up = f.input_bytes if k == 0 else cuts[k - 1].bytes if k < n else 0
+            out.append((k, t, e, t_srv, up))
+        if len(self._stretch_memo) >= 1024:
+            self._stretch_memo.clear()
+        self._stretch_memo[key] = out
+        return out
+
     def splits(self, ctx: DecisionContext, phone: Target | None, server: Target | None) -> list[Split]:
         """Every split's predicted (latency, phone energy) under the current bandwidth."""
         assert self.mesh is not None
-        cuts, f = ctx.cuts, ctx.features
-        n = len(cuts) + 1
+        n = len(ctx.cuts) + 1
+        ls = costmodel.link_at(self.mesh.edge, Location.cloud, ctx.conditions) if server is not None else None
         out: list[Split] = []
-        ls = None
-        if server is not None:
-            ls = costmodel.link_at(self.mesh.edge, Location.cloud, ctx.conditions)
-        for k in range(n + 1):
-            if (k > 0 and phone is None) or (k < n and ls is None):
-                continue
-            t = e = 0.0
-            if k > 0 and phone is not None:
-                t, e = self._model(phone).predict(counts_between(f, cuts, 0, k))
-            if k < n and ls is not None and server is not None:
-                t_srv, _ = self._model(server).predict(counts_between(f, cuts, k, n))
-                up = f.input_bytes if k == 0 else cuts[k - 1].bytes
+        for k, t, e, t_srv, up in self._stretches(ctx, phone, server):
+            if k < n and ls is not None:
                 tx = ls.rtt_s / 2 + up * 8 / ls.up_bps
-                rx = ls.rtt_s / 2 + f.output_bytes * 8 / ls.down_bps
+                rx = ls.rtt_s / 2 + ctx.features.output_bytes * 8 / ls.down_bps
                 t += tx + t_srv + rx
                 e += ls.tx_w * tx + ls.rx_w * rx + ls.idle_w * t_srv
             out.append(Split(k, t, e))
