@@ -40,6 +40,7 @@ def pmesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         zoo=[*CNNS, "mobilebert"],
         preload_models=["mobilenet_v1"],
         eject_base_s=3.0,  # the fault test's hung runner must not stay out for the default 30 s
+        partition_actions=1,  # AutoScale with split actions (only policy "autoscale" sees them)
     )
     m = Mesh(settings).start(timeout_s=600)
     try:
@@ -220,6 +221,28 @@ def test_partitioning_policies_serve_through_the_mesh(pmesh: Mesh, client: httpx
             assert r["energy_mj"] == pytest.approx(sum(p["energy_mj"] for p in r["plan"]["parts"]), rel=1e-9)
         else:
             assert "|" not in r["target_id"]
+
+
+def test_autoscale_with_split_actions_serves_a_split(pmesh: Mesh, client: httpx.Client) -> None:
+    """With AUTOSCALE_PARTITION_ACTIONS=1 the learner's action space holds MobileNet v2's split
+    action; trying every action of a state once (the decider's default exploration) serves it."""
+    url = pmesh.url("decider")
+    body = {"model": "mobilenet_v2", "synthetic": True, "output_format": "summary"}
+    served = None
+    t_end = time.monotonic() + 240
+    for _ in range(300):  # 66 whole-network actions + the split one, in one or two Table I states
+        r = post(client, f"{url}/infer", body)
+        if r["plan"] is not None:
+            served = r
+            break
+        assert time.monotonic() < t_end, "no split action served in time"
+    assert served is not None, "no split action served"
+    assert served["policy"] == "autoscale" and served["target_id"] == served["plan"]["id"]
+    parts = served["plan"]["parts"]
+    assert parts[0]["target"]["runner"] == "edge" and parts[1]["target"]["runner"] in ("cloud", "peer")
+    assert served["energy_mj"] == pytest.approx(sum(p["energy_mj"] for p in parts), rel=1e-9)
+    table = client.get(f"{url}/qtable/export").json()
+    assert served["target_id"] in table["actions"]  # learned like any action (and exportable)
 
 
 def test_a_runner_that_stops_between_two_parts_gets_the_fallback_never_a_hang(

@@ -349,7 +349,8 @@ class InferenceService:
                 return ctx, decision, result
             except RunnerUnavailable as exc:
                 failed[runner] = exc.reason
-            rest = tuple(c for c in ctx.candidates if c.target.runner not in failed)
+            # A whole-network fallback: split actions (AUTOSCALE_PARTITION_ACTIONS) are not re-offered.
+            rest = tuple(c for c in ctx.candidates if c.target.runner not in failed and c.plan is None)
             if not rest:
                 break
             ctx = replace(ctx, candidates=rest)
