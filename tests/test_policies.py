@@ -378,7 +378,12 @@ def test_unknown_policy_lists_valid_names() -> None:
 
 
 def test_every_policy_decides_on_the_synthetic_mesh() -> None:
-    ps = PolicySet(seed=0)
+    from services.common.config_files import load_profile
+    from services.core.costmodel import Mesh
+
+    # NeuroSurgeon and MOSAIC plan with the device profiles: every synthetic target exists on these.
+    mesh = Mesh(load_profile("mi8pro"), load_profile("galaxy_tab_s6"), load_profile("cloud_p100"))
+    ps = PolicySet(seed=0, mesh=mesh)
     for name in POLICY_NAMES:
         p = ps.get(name)
         ctx = make_ctx("big", CONDS[1], oracle=True)

@@ -4,6 +4,7 @@ Layout under ``cache_dir``::
 
     zoo/<name>-<sha12>.onnx (+ .json)     built-ins, generated on first use (services.common.zoo)
     variants/<stem>-<precision>-<key>.onnx INT8 / FP16 variants (services.common.precision)
+    parts/<stem>-<key>.onnx                sub-graphs between cut points (services.common.partition_files)
     user/blobs/<sha256>.onnx               uploads, content-addressed: a file is never rewritten
     user/<name>.json                       an upload's ModelInfo; its sha256 names the blob
 
@@ -44,10 +45,12 @@ from services.common.features import (
     io_specs,
     load_and_validate,
 )
+from services.common.features.partition import find_cut_points
 from services.common.files import atomic_write
+from services.common.partition_files import part_file
 from services.common.precision import VARIANT_FORMAT, make_variant
 from services.core.errors import AutoScaleError
-from services.core.schemas import AccuracyEntry, ModelInfo, Precision
+from services.core.schemas import AccuracyEntry, ModelInfo, Partition, Precision
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 USER_TASK = "custom"
@@ -181,6 +184,7 @@ class ModelStore:
                 else published_accuracies(name),
                 sha256=zoo_mod.file_sha256(built) if built.exists() else "",
                 builtin=True,
+                cut_points=zoo_mod.zoo_cut_points(name),
             )
             if info.sha256:  # final once built; before that another process may build it
                 self._builtin_info[name] = info.model_copy(deep=True)
@@ -232,6 +236,12 @@ class ModelStore:
                 raise UnknownModel(f"unknown model {name!r}")
             return make_variant(fp32, precision, self.cache_dir)
 
+    def part(self, name: str, precision: Precision | str, partition: Partition) -> Path:
+        """The .onnx of one part of ``name`` at ``precision`` (``services.common.partition_files``):
+        cut from the variant on first use, then cached per (model file, cut, precision)."""
+        src = self.path(name, precision)
+        return part_file(src, self.info(name).cut_points, partition, self.cache_dir)
+
     def ensure(self, name: str, precisions: Iterable[Precision | str] = (Precision.fp32,)) -> dict[Precision, Path]:
         """Eagerly build ``name`` at ``precisions`` (e.g. at runner start)."""
         return {Precision(p): self.path(name, p) for p in precisions}
@@ -274,6 +284,7 @@ class ModelStore:
             inputs, outputs = io_specs(model)
             try:
                 features = extract_features(model)
+                cut_points = find_cut_points(model, features.input_bytes)
             except Exception as exc:
                 raise ModelValidationError(f"could not analyse the graph: {exc}") from exc
             props = {p.key: p.value for p in model.metadata_props}
@@ -290,6 +301,7 @@ class ModelStore:
                 precisions=kept,
                 sha256=sha,
                 builtin=False,
+                cut_points=cut_points,
             )
             blob = self._blob(sha)
             if not blob.exists():  # content-addressed: an existing blob already holds these bytes
@@ -325,6 +337,8 @@ class ModelStore:
             if any(self.info(n).sha256 == sha for n in self._user_names()):
                 return
             self._blob(sha).unlink(missing_ok=True)
+            for p in (self.cache_dir / "parts").glob(f"{sha}*.onnx"):  # parts of the file and of its variants
+                p.unlink(missing_ok=True)
             variants = self.cache_dir / "variants"
             if variants.is_dir():
                 for p in variants.glob(f"{sha}-*"):

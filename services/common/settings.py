@@ -404,6 +404,14 @@ class LearnerSettings(_Section):
         "initial value first); false = the paper's plain epsilon-greedy",
     )
     seed: int | None = None
+    partition_actions: int = Field(
+        0,
+        ge=0,
+        le=4,
+        description="beyond the paper: split actions per remote location (cloud, peer) AutoScale may pick for a "
+        "network with cut points, the most promising by the profiles (services.core.policies.splits); "
+        "0 = whole networks only, the paper's action space",
+    )
 
 
 class SupervisorSettings(_Section):

@@ -215,6 +215,12 @@ def link_state(link: LinkProfile, rssi_dbm: float) -> LinkState:
     )
 
 
+def link_at(edge: DeviceProfile, location: Location | str, cond: RuntimeConditions) -> LinkState:
+    """The phone's link to a remote ``location`` at the signal strength ``cond`` reports."""
+    location = Location(location)
+    return link_state(_link(edge, location), _rssi(location, cond))
+
+
 def link_times(
     edge: DeviceProfile, location: Location | str, up_bytes: int, down_bytes: int, cond: RuntimeConditions
 ) -> tuple[float, float]:

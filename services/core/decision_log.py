@@ -133,7 +133,8 @@ def record_of(
         state=LoggedState.model_construct(
             index=r.state.index, bins=r.state.bins, raw=r.state.raw, sources=r.state.sources
         ),
-        candidates={c.target.id: c.accuracy for c in ctx.candidates},
+        # A partitioned plan that a planning policy made is an action of its own, offered by that policy.
+        candidates={c.action_id: c.accuracy for c in ctx.candidates} | {r.target_id: r.accuracy},
         action=r.target_id,
         explored=r.explored,
         outcome=LoggedOutcome.model_construct(

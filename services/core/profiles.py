@@ -141,6 +141,19 @@ class LinkProfile(_Strict):
         return self
 
 
+class Interconnect(_Strict):
+    """Moving a tensor from one of the device's processors to another (a partitioned plan's slices,
+    MOSAIC): ``latency_ms + bytes / (gbps * 1e9)`` seconds at ``power_w``.
+
+    Why: the processors share DRAM, but a hand-off still costs a copy (and a layout or type
+    conversion) plus cache maintenance and a synchronisation; the defaults are assumptions (see
+    docs/profiles.md), not measurements."""
+
+    gbps: float = Field(4.0, gt=0, description="effective copy bandwidth between processors, GB/s")
+    latency_ms: float = Field(0.3, ge=0, description="fixed cost of one hand-off (sync, cache maintenance), ms")
+    power_w: float = Field(1.0, ge=0, description="power drawn while copying (a CPU core and DRAM), W")
+
+
 class RadioProfile(_Strict):
     wifi: LinkProfile = Field(description="Wi-Fi to the access point (cloud)")
     p2p: LinkProfile | None = Field(None, description="Wi-Fi Direct to the connected edge device (peer)")
@@ -152,6 +165,9 @@ class DeviceProfile(_Strict):
     description: str = ""
     processors: dict[Processor, ProcessorProfile] = Field(min_length=1)
     radio: RadioProfile | None = None
+    interconnect: Interconnect = Field(
+        default_factory=Interconnect, description="tensor copies between this device's processors"
+    )
 
     @model_validator(mode="after")
     def _radio_for_mobiles(self) -> DeviceProfile:

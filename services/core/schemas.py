@@ -136,6 +136,40 @@ class AccuracyEntry(WireModel):
     reference: str = ""
 
 
+class BoundaryTensor(WireModel):
+    """A tensor that crosses a cut: what one part sends the next (float32 at every precision)."""
+
+    name: str
+    dtype: Dtype
+    shape: list[int]
+    bytes: int = Field(ge=0)
+
+
+class LayerCounts(WireModel):
+    """Table I's layer counts and the MACs of a stretch of a network (before or after a cut), with
+    the MACs by layer type (a separable conv's pointwise half is its CONV layer's, an attention
+    block's projections and score products its RC layer's)."""
+
+    conv: int = Field(0, ge=0)
+    fc: int = Field(0, ge=0)
+    rc: int = Field(0, ge=0)
+    macs: int = Field(0, ge=0)
+    conv_macs: int = Field(0, ge=0)
+    fc_macs: int = Field(0, ge=0)
+    rc_macs: int = Field(0, ge=0)
+
+
+class CutPoint(WireModel):
+    """A place between two layers where one tensor (or two) crosses, in topological order: a network
+    can run ``[start, cut)`` on one processor or device and ``[cut, end)`` on another."""
+
+    name: str = Field(description="the cut's name: its boundary tensor's (two tensors: 'a+b')")
+    tensors: list[BoundaryTensor] = Field(min_length=1, max_length=2)
+    bytes: int = Field(ge=0, description="bytes that cross the cut (the boundary tensors, float32)")
+    before: LayerCounts = Field(description="layers and MACs before the cut")
+    after: LayerCounts = Field(description="layers and MACs after the cut")
+
+
 class ModelInfo(WireModel):
     name: str
     task: str = "image_classification"
@@ -145,6 +179,9 @@ class ModelInfo(WireModel):
     precisions: dict[Precision, AccuracyEntry] = Field(default_factory=dict)
     sha256: str = ""
     builtin: bool = True
+    cut_points: list[CutPoint] = Field(
+        default_factory=list, description="where the network can be partitioned, in order (empty: nowhere)"
+    )
 
 
 # ----------------------------------------------------------------------------- telemetry
@@ -231,6 +268,23 @@ def _unique(names: list[str]) -> list[str]:
 OutputNames = Annotated[list[str], Field(min_length=1, max_length=OUTPUTS_MAX), AfterValidator(_unique)]
 
 
+class Partition(WireModel):
+    """A sub-graph of a model between two of its cut points (``ModelInfo.cut_points``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: str | None = Field(
+        None, description="cut it starts at: its boundary tensors are the inputs; null = the model's inputs"
+    )
+    end: str | None = Field(
+        None, description="cut it ends at: its boundary tensors are returned in full; null = the model's outputs"
+    )
+
+    @property
+    def whole(self) -> bool:
+        return self.start is None and self.end is None
+
+
 class RunRequest(WireModel):
     model: str
     target: Target
@@ -241,6 +295,7 @@ class RunRequest(WireModel):
     top_k: int = Field(5, ge=0, le=100)
     outputs: OutputNames | None = Field(None, description="outputs to return, by name; default all")
     output_format: OutputFormat = Field("tensor", description="tensor: the raw outputs; summary: their summaries")
+    partition: Partition | None = Field(None, description="run only this sub-graph (null: the whole network)")
 
 
 class RunResult(WireModel):
@@ -259,6 +314,99 @@ class RunResult(WireModel):
     output_bytes: int = 0
 
 
+# ----------------------------------------------------------------------------- partitioned plans
+
+PLAN_PARTS_MAX = 8
+
+
+class PlanPart(WireModel):
+    """One part of a plan: a sub-graph (``partition``) on one target."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target: Target
+    partition: Partition
+
+
+class Plan(WireModel):
+    """A network executed in consecutive parts, each on its own target: the boundary tensors of a
+    part's end are the next part's inputs (relayed by the phone, the decider)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    parts: tuple[PlanPart, ...] = Field(min_length=2, max_length=PLAN_PARTS_MAX)
+
+    @cached_property
+    def id(self) -> str:
+        """Action key: target ids with the cut names between them (``edge/gpu/fp32@6|clip_13|cloud/gpu/fp32``)."""
+        out = [self.parts[0].target.id]
+        for p in self.parts[1:]:
+            out += [p.partition.start or "", p.target.id]
+        return "|".join(out)
+
+    @property
+    def route(self) -> str:
+        """The runners it crosses, e.g. ``edge>cloud`` (a metric label: few values)."""
+        runners = [str(p.target.runner) for p in self.parts]
+        return ">".join(r for i, r in enumerate(runners) if i == 0 or r != runners[i - 1])
+
+    @classmethod
+    def parse(cls, plan_id: str) -> Plan:
+        """The plan an ``id`` names (the inverse of ``id``)."""
+        fields = plan_id.split("|")
+        if len(fields) < 3 or len(fields) % 2 == 0:
+            raise ValueError(f"{plan_id!r} is not a plan id (target|cut|target...)")
+        return cls.split([Target.parse(t) for t in fields[::2]], fields[1::2])
+
+    @classmethod
+    def split(cls, targets: list[Target], cuts: list[str]) -> Plan:
+        """``targets[0]`` runs up to ``cuts[0]``, ``targets[1]`` from there to ``cuts[1]``, ... to the end."""
+        if len(targets) != len(cuts) + 1:
+            raise ValueError(f"{len(targets)} targets need {len(targets) - 1} cuts, not {len(cuts)}")
+        bounds: list[str | None] = [None, *cuts, None]
+        return cls(
+            parts=tuple(
+                PlanPart(target=t, partition=Partition(start=bounds[i], end=bounds[i + 1]))
+                for i, t in enumerate(targets)
+            )
+        )
+
+
+class PlanStep(WireModel):
+    """A part of a plan a client pins in ``/infer``: a target, and the cut it runs to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(description="target id from GET /targets, e.g. edge/cpu/fp32@22", max_length=64)
+    end: str | None = Field(None, description="cut (GET /models/{name}) this part runs to; null = the outputs")
+
+
+class PartReport(WireModel):
+    """What one part of an executed plan cost and carried."""
+
+    target: Target
+    target_id: str
+    start: str | None
+    end: str | None
+    device: str
+    inference_ms: float
+    tx_ms: float = Field(description="sending this part's inputs over the link (remote parts)")
+    rx_ms: float = Field(description="receiving its outputs back (remote parts)")
+    copy_ms: float = Field(0.0, description="copying its inputs from the previous part's processor (same device)")
+    input_bytes: int = Field(description="bytes of the tensors it received: the boundary tensors, or the input")
+    output_bytes: int = Field(description="bytes of the tensors it returned")
+    energy_mj: float = Field(description="the phone's energy for this part (eqs. 1-3 on the phone, eq. 4 remote)")
+    host_exec_ms: float
+
+
+class PlanReport(WireModel):
+    """A partitioned inference as it ran: the plan's id and each part, in order."""
+
+    id: str
+    parts: list[PartReport]
+    fallback: str | None = Field(None, description="what ran instead of the chosen plan when a runner failed")
+
+
 # ----------------------------------------------------------------------------- decider API
 
 PolicyName = Literal[
@@ -274,6 +422,9 @@ PolicyName = Literal[
     "knn",
     "bo",
     "linucb",
+    "neurosurgeon",
+    "neurosurgeon-latency",
+    "mosaic",
 ]
 POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
 
@@ -302,6 +453,12 @@ class InferRequest(WireModel):
         le=600_000,
         description="answer (or fail with 504) within this; default: qos_ms x AUTOSCALE_DEADLINE_QOS_FACTOR, "
         "within AUTOSCALE_DEADLINE_MIN_MS..MAX_MS",
+    )
+    plan: list[PlanStep] | None = Field(
+        None,
+        min_length=2,
+        max_length=PLAN_PARTS_MAX,
+        description="run this partitioned plan instead of deciding: each part on its target, up to its cut",
     )
 
 
@@ -344,6 +501,7 @@ class InferResponse(WireModel):
     device: str = Field(description="device profile of the executing target")
     outputs: list[Output] = Field(description="the requested outputs: tensors, or summaries in summary format")
     deadline_ms: float = Field(0.0, description="the deadline this request was served under")
+    plan: PlanReport | None = Field(None, description="the parts of a partitioned inference (null: one target)")
 
 
 class ErrorDetail(WireModel):

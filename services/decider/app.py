@@ -190,7 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(catalog.reload)  # off the loop: measuring a trained built-in may take seconds
         decision_log = _decision_log(s)
         app.state.qstore = qstore
-        app.state.policies = PolicySet(s, store=qstore)
+        app.state.policies = PolicySet(s, store=qstore, mesh=mesh)
         app.state.decider = Decider(
             settings=s,
             models=catalog,

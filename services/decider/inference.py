@@ -38,6 +38,7 @@ from services.core.decision_log import record_of
 from services.core.errors import AutoScaleError
 from services.core.policies import PolicyError
 from services.core.policies.base import Decision, DecisionContext, Outcome, Policy
+from services.core.policies.splits import SplitActions
 from services.core.reward import reward
 from services.core.schemas import (
     STREAMING_QOS_MS,
@@ -55,10 +56,13 @@ from services.core.schemas import (
 from services.core.state import StateBins, state_index
 from services.decider.deadlines import Deadline, DeadlinePolicy
 from services.decider.deps import Decider
+from services.decider.dispatch_errors import DeadlineExceeded, RunnersExhausted
 from services.decider.metrics import decider_metrics
+from services.decider.plans import PinnedPlanPolicy, PlanExecutor, PlanRun, pinned_plan, plan_accuracy
 from services.decider.runners import RunnerRejected, RunnerUnavailable
 
 log = logging.getLogger("autoscale.decider.inference")
+PINNED = PinnedPlanPolicy()
 
 
 class NoTarget(AutoScaleError):
@@ -75,35 +79,6 @@ class AccuracyUnreachable(AutoScaleError):
     code = "accuracy_unreachable"
 
 
-class RunnersExhausted(AutoScaleError):
-    """Every runner the decision fell back to was down."""
-
-    status = 503
-    code = "runner_unavailable"
-
-    def __init__(self, failed: dict[Location, str]) -> None:
-        detail = "; ".join(f"{role.value} runner: {why}" for role, why in failed.items())
-        super().__init__(f"no runner could execute the request ({detail})", runners=[r.value for r in failed])
-
-
-class DeadlineExceeded(AutoScaleError):
-    """The request's deadline passed before any runner answered."""
-
-    status = 504
-    code = "deadline_exceeded"
-
-    def __init__(self, deadline: Deadline, failed: dict[Location, str]) -> None:
-        tried = "; ".join(f"{role.value} runner: {why}" for role, why in failed.items())
-        super().__init__(
-            f"no answer within the request's deadline of {deadline.budget_ms:.0f} ms"
-            + (f" (tried {tried})" if tried else "")
-            + "; set deadline_ms to allow more time",
-            field="deadline_ms",
-            deadline_ms=deadline.budget_ms,
-            runners=[r.value for r in failed],
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class LearnStep:
     """The Q update of one served request, applied after the response is sent."""
@@ -115,6 +90,7 @@ class LearnStep:
     reward: float
     response: InferResponse | None = None  # what the client got: the decision log's record
     stale: bool = False  # the state came from a stale telemetry snapshot: not learned
+    fell_back: bool = False  # a plan whose rest ran elsewhere (``plans``): not the chosen action, not learned
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +127,9 @@ class InferenceService:
             hop_share=s.hop_timeout_share,
             hop_max_s=s.run_timeout_s,
         )
+        self.plans = PlanExecutor(decider.runners, decider.mesh, self.deadlines)
+        # AutoScale's partitioned actions (services.core.policies.splits), when the setting asks for them
+        self.splits = SplitActions(decider.mesh, s.partition_actions) if s.partition_actions > 0 else None
 
     async def infer(self, req: InferRequest) -> InferOutcome:
         """One pass: inputs, policy, state, decision, dispatch, assessment, metrics, answer.
@@ -161,14 +140,13 @@ class InferenceService:
             info = self.d.models.get(req.model)
             inputs = self.inputs(req, info)
             self.check_outputs(req, info)
-            policy_name = req.policy or self.d.settings.policy
+            policy_name: str = req.policy or self.d.settings.policy
             policy = self.d.policies.get(policy_name)  # UnknownPolicy names the field
             snap = self.d.telemetry.current()
             qos_ms = req.qos_ms or (STREAMING_QOS_MS if req.streaming else self.d.settings.qos_ms_default)
             deadline = self.deadlines.start(t_deadline, req.deadline_ms, qos_ms)
-            ctx = self.observe(req, info, snap, qos_ms)
-            with span("decide", state=ctx.state):
-                decision = self.decide(policy, ctx)
+            ctx = self.observe(req, info, snap, qos_ms, policy_name)
+            policy, policy_name, decision = self.choose(req, info, policy, policy_name, ctx)
             run_req = RunRequest(
                 model=info.name,
                 target=decision.target,
@@ -180,7 +158,12 @@ class InferenceService:
                 output_format=req.output_format,
             )
             t_run = time.perf_counter()
-            ctx, decision, result = await self.dispatch(policy, ctx, decision, run_req, deadline)
+            plan_run = None
+            if decision.plan is None:
+                ctx, decision, result = await self.dispatch(policy, ctx, decision, run_req, deadline)
+            else:
+                plan_run = await self.plans.run(decision.plan, ctx.candidates, run_req, snap, deadline)
+                result = plan_run.result
             runner_s = time.perf_counter() - t_run
         except RunnerRejected as exc:
             self.count_error(req, exc)
@@ -188,13 +171,17 @@ class InferenceService:
         except AutoScaleError as exc:
             self.count_error(req, exc)
             raise
-        a = self.assess(req, ctx, decision, result, snap, qos_ms)
+        a = self.assess(req, ctx, decision, result, snap, qos_ms, plan_run)
         outcome = Outcome(latency_s=a.latency_s, energy_j=a.energy_j, accuracy=a.accuracy)
         latency_s = time.perf_counter() - t_start
         response = self.respond(info, policy_name, ctx, decision, result, a, snap, qos_ms, latency_s)
         response.state = self.with_freshness(response.state, snap)
         response.deadline_ms = deadline.budget_ms
-        step = LearnStep(policy, ctx, decision, outcome, a.reward, response, response.state.stale)
+        fell_back = plan_run is not None and plan_run.fell_back
+        if plan_run is not None:
+            response.plan = plan_run.report
+            response.target_id = decision.action_id
+        step = LearnStep(policy, ctx, decision, outcome, a.reward, response, response.state.stale, fell_back)
         record = partial(self.record, info, policy_name, decision, result, a, latency_s)
         return InferOutcome(response, step, record, runner_s)
 
@@ -214,6 +201,8 @@ class InferenceService:
         when one is kept (queued for its writer thread)."""
         if step.stale:
             decider_metrics.learning_skipped("stale_telemetry")
+        elif step.fell_back:
+            decider_metrics.learning_skipped("plan_fallback")
         else:
             with span("learn"):
                 step.policy.learn(step.ctx, step.decision, step.outcome, step.reward)
@@ -275,8 +264,11 @@ class InferenceService:
                     f"{info.name} has no output named {name!r}; its outputs: {', '.join(known)}", field="outputs"
                 )
 
-    def observe(self, req: InferRequest, info: ModelInfo, snap: TelemetrySnapshot, qos_ms: float) -> DecisionContext:
-        """The decision context: Table I state, QoS target and the targets that may serve the model."""
+    def observe(
+        self, req: InferRequest, info: ModelInfo, snap: TelemetrySnapshot, qos_ms: float, policy: str = ""
+    ) -> DecisionContext:
+        """The decision context: Table I state, QoS target and the targets that may serve the model
+        (for AutoScale with ``partition_actions``, its split actions too)."""
         candidates = self.d.runners.candidates(info)
         if not candidates:
             down = self.d.runners.down()
@@ -291,6 +283,8 @@ class InferenceService:
                 f"no target reaches accuracy_min={floor:g} % for {info.name} (best expected {best:g} %)",
                 field="accuracy_min",
             )
+        if self.splits is not None and policy == "autoscale" and info.cut_points and req.plan is None:
+            candidates = self.splits.extend(info.name, info.features, info.cut_points, candidates, qos_ms / 1e3)
         return DecisionContext(
             model=info.name,
             features=info.features,
@@ -300,7 +294,18 @@ class InferenceService:
             qos_s=qos_ms / 1000.0,
             accuracy_min=req.accuracy_min,
             oracle=self.d.oracle(info.features, snap.conditions, candidates),
+            cuts=info.cut_points,
         )
+
+    def choose(
+        self, req: InferRequest, info: ModelInfo, policy: Policy, name: str, ctx: DecisionContext
+    ) -> tuple[Policy, str, Decision]:
+        """The policy's decision, or the plan the client pinned (policy "plan": decides and learns nothing)."""
+        if req.plan is not None:
+            plan = pinned_plan(req.plan, info, ctx.candidates)
+            return PINNED, PINNED.name, Decision(plan.parts[0].target, plan=plan)
+        with span("decide", state=ctx.state):
+            return policy, name, self.decide(policy, ctx)
 
     # ------------------------------------------------------------------ decision and dispatch
 
@@ -343,7 +348,8 @@ class InferenceService:
                 return ctx, decision, result
             except RunnerUnavailable as exc:
                 failed[runner] = exc.reason
-            rest = tuple(c for c in ctx.candidates if c.target.runner not in failed)
+            # A whole-network fallback: split actions (AUTOSCALE_PARTITION_ACTIONS) are not re-offered.
+            rest = tuple(c for c in ctx.candidates if c.target.runner not in failed and c.plan is None)
             if not rest:
                 break
             ctx = replace(ctx, candidates=rest)
@@ -362,14 +368,22 @@ class InferenceService:
         result: RunResult,
         snap: TelemetrySnapshot,
         qos_ms: float,
+        plan_run: PlanRun | None = None,
     ) -> _Assessment:
         """The phone's energy, the target's latency and accuracy, the reward and the QoS verdicts."""
-        energy_j, energy_source = self.phone_energy(result, snap)
+        if plan_run is not None:  # the parts that ran, summed (services.decider.plans)
+            energy_j, energy_source = plan_run.energy_j, plan_run.energy_source
+            accuracy = plan_accuracy(plan_run.report, ctx.candidates)
+        else:
+            energy_j, energy_source = self.phone_energy(result, snap)
+            # Policies return the candidate's own Target object: identity avoids building 66 id strings.
+            found = next((c.accuracy for c in ctx.candidates if c.target is decision.target and c.plan is None), None)
+            accuracy = (
+                found
+                if found is not None
+                else next(c.accuracy for c in ctx.candidates if c.target.id == decision.target.id and c.plan is None)
+            )
         latency_s = result.inference_s + result.tx_s + result.rx_s
-        # Policies return the candidate's own Target object: identity avoids building 66 id strings.
-        accuracy = next((c.accuracy for c in ctx.candidates if c.target is decision.target), None)
-        if accuracy is None:
-            accuracy = next(c.accuracy for c in ctx.candidates if c.target.id == decision.target.id)
         r = reward(
             energy_mj=energy_j * 1e3,
             latency_ms=latency_s * 1e3,
@@ -397,7 +411,7 @@ class InferenceService:
     ) -> None:
         decider_metrics.observe_request(
             model=info.name,
-            target=decision.target.id,
+            target=decision.target.id if decision.plan is None else f"plan:{decision.plan.route}",
             policy=policy,
             outcome="ok",
             latency_s=latency_s,

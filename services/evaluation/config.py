@@ -22,7 +22,8 @@ DEFAULT_SCENARIOS = STATIC + DYNAMIC
 # AutoScale as configured (EvalConfig.reward_mode / q_init / lr_schedule) and as published
 # (eq. 5, random initial values, constant learning rate), evaluated side by side.
 AUTOSCALE = ("autoscale", "autoscale-paper")
-EVAL_POLICIES: tuple[str, ...] = (*POLICY_NAMES, "autoscale-paper")
+# "autoscale-splits": AutoScale with split actions (beyond the paper; services.evaluation.contenders)
+EVAL_POLICIES: tuple[str, ...] = (*POLICY_NAMES, "autoscale-paper", "autoscale-splits")
 
 
 # extra="forbid": results.json's "config" must be exactly these fields (services.evaluation.results).

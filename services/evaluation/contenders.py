@@ -1,7 +1,19 @@
-"""The policies an evaluation pits against each other, built fresh for every fold."""
+"""The policies an evaluation pits against each other, built fresh for every fold.
+
+The partitioning contenders are registered here too (``PARTITIONING``): NeuroSurgeon and MOSAIC
+(the paper's two related works, which split a network at layer granularity) and AutoScale with
+split actions (``autoscale-splits``, beyond the paper). ``plan_columns`` lists the plans any of
+them may run on a network, which the simulator costs as further columns of its blocks.
+"""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from services.core.costmodel import Mesh
 from services.core.policies import (
     PredictorParams,
     QLearningPolicy,
@@ -10,19 +22,88 @@ from services.core.policies import (
     RefittablePolicy,
     make_policy,
 )
-from services.core.policies.base import Policy
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
+from services.core.policies.mosaic import MosaicPolicy
+from services.core.policies.neurosurgeon import NeuroSurgeonPolicy
 from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, RegressionPolicy
+from services.core.policies.splits import split_candidates
+from services.core.schemas import CutPoint, ModelFeatures
 from services.evaluation.config import AUTOSCALE, EvalConfig
 
 PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")
-ONLINE = (*AUTOSCALE, "linucb", "edge-best", "connected-edge")  # keep learning on the held-out network
+SPLITS = "autoscale-splits"  # AutoScale whose action space has the networks' most promising splits
+PLANNERS = ("neurosurgeon", "neurosurgeon-latency", "mosaic")  # plan from the profiles, never adapted
+PARTITIONING = (*PLANNERS, SPLITS)
+Q_LEARNERS = (*AUTOSCALE, SPLITS)  # trained online on the other networks, explore while adapting
+ONLINE = (*Q_LEARNERS, "linucb", "edge-best", "connected-edge")  # keep learning on the held-out network
+SPLITS_PER_LOCATION = 1  # split actions per remote location: 66 + 2 actions stay within the decision budget
+
+# The contexts of a network with its split actions: the extended candidate tuple of a case.
+SplitOffer = Callable[[DecisionContext], tuple[Candidate, ...]]
 
 
-def build_policy(name: str, cfg: EvalConfig, seed: int) -> Policy:
-    """A fresh policy; predictors are set up to be fitted once on their training samples."""
+class WithSplits:
+    """A Q-learner that sees each network's split actions beside its whole-network candidates
+    (the decider does the same for ``autoscale`` with ``AUTOSCALE_PARTITION_ACTIONS``)."""
+
+    def __init__(self, inner: QLearningPolicy, offer: SplitOffer) -> None:
+        self.inner = inner
+        self.name = SPLITS
+        self._offer = offer
+
+    @property
+    def params(self) -> QParams:
+        return self.inner.params
+
+    @params.setter
+    def params(self, value: QParams) -> None:
+        self.inner.params = value
+
+    def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
+        return self.inner.decide(replace(ctx, candidates=self._offer(ctx)), rng)
+
+    def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome, reward: float) -> None:
+        self.inner.learn(replace(ctx, candidates=self._offer(ctx)), decision, outcome, reward)
+
+
+def plan_columns(
+    mesh: Mesh,
+    policies: Sequence[str],
+    features: ModelFeatures,
+    cuts: Sequence[CutPoint],
+    cands: Sequence[Candidate],
+    qos_s: float,
+    accuracy_min: float | None,
+) -> tuple[tuple[Candidate, ...], tuple[Candidate, ...]]:
+    """(every plan the partitioning contenders in ``policies`` may run on this network, as candidates
+    with their accuracy; AutoScale's split actions among them)."""
+    acc = {c.target.id: c.accuracy for c in cands}
+    out: dict[str, Candidate] = {}
+    splits = (
+        tuple(split_candidates(mesh, features, cuts, cands, qos_s, SPLITS_PER_LOCATION)) if SPLITS in policies else ()
+    )
+    plans = [c.plan for c in splits if c.plan is not None]
+    if "neurosurgeon" in policies or "neurosurgeon-latency" in policies:
+        plans += NeuroSurgeonPolicy(mesh).plan_space(cuts, cands)
+    if "mosaic" in policies:
+        plans += MosaicPolicy(mesh).plan_space(features, cuts, cands, accuracy_min)
+    for p in plans:
+        out.setdefault(p.id, Candidate(p.parts[0].target, min(acc[q.target.id] for q in p.parts), p))
+    return tuple(out.values()), splits
+
+
+def build_policy(name: str, cfg: EvalConfig, seed: int, world: Any = None) -> Policy:
+    """A fresh policy; predictors are set up to be fitted once on their training samples. ``world``
+    (a ``DeviceWorld``): the profiles and cases the partitioning contenders plan with."""
     never = 10**12  # refit only when we say so: offline-trained predictors
     if name in AUTOSCALE:
         return autoscale_policy(name, cfg, seed)
+    if name == SPLITS:
+        return WithSplits(
+            autoscale_policy("autoscale", cfg, seed), lambda ctx: world.split_offer(ctx.model, ctx.accuracy_min)
+        )
+    if name in PLANNERS:
+        return make_policy(name, seed=seed, background_fit=False, mesh=world.mesh)
     if name in ("lr", "svr"):
         return RegressionPolicy(
             name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed, background_fit=False)

@@ -47,6 +47,7 @@ from services.evaluation.accuracy_targets import run_accuracy_targets
 from services.evaluation.config import EvalConfig
 from services.evaluation.convergence import run_convergence_and_transfer
 from services.evaluation.fold import run_fold
+from services.evaluation.partitioning import partition_summary
 from services.evaluation.scoring import Agg
 from services.evaluation.summary import summarise
 from services.evaluation.world import known_features, load_device, preload_features, zoo_models
@@ -185,6 +186,9 @@ def assemble(cfg: EvalConfig, models: list[str], results: dict[tuple[str, Any], 
     out["state_sharing"] = state_sharing(models)
     out["summary"] = summarise(out)
     out["summary_cold"] = summarise({"per_case": out["per_case_cold"]})
+    part = partition_summary(out)
+    if part is not None:
+        out["partition"] = part
     conv = results.get(("conv", None))
     if conv is not None:
         out["convergence"] = conv

@@ -10,8 +10,8 @@ from dataclasses import asdict
 from typing import Any
 
 from services.core.policies.base import Policy
-from services.evaluation.config import AUTOSCALE, EvalConfig
-from services.evaluation.contenders import ONLINE, PREDICTORS, build_policy, fit_now
+from services.evaluation.config import EvalConfig
+from services.evaluation.contenders import ONLINE, PREDICTORS, Q_LEARNERS, build_policy, fit_now
 from services.evaluation.scoring import Agg, noise_floor
 from services.evaluation.simulator import Block, opt_chooser, run_steps, set_exploration, uniform_chooser
 from services.evaluation.world import DeviceWorld, seed_of, world_of
@@ -38,7 +38,7 @@ def _train(
     if not train:
         return 0
     mode, weights = cfg.reward_of(name)
-    if name in AUTOSCALE:
+    if name in Q_LEARNERS:
         run_steps(policy, train, rng, reward_mode=mode, weights=weights, record=False)
         return len(train)
     if name in PREDICTORS:
@@ -64,13 +64,13 @@ def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
     out: dict[str, dict[str, dict[str, Agg]]] = {"cold": defaultdict(dict), "adapted": defaultdict(dict)}
     train_rng = random.Random(seed_of(cfg.seed, device, held_out, "order"))
     train = _train_steps(world, held_out, train_rng) if len(world.features) > 1 else []
-    ids = [c.target.id for c in world.case(held_out).candidates]
+    ids = world.case(held_out).column_ids
     n_total = 2 * cfg.test_runs + cfg.adapt_runs
     windows = {"cold": 0, "adapted": cfg.test_runs + cfg.adapt_runs}
     blocks = {s: world.block(held_out, s, "test", n_total) for s in world.scenarios}
     for name in cfg.policies:
         pseed = seed_of(cfg.seed, device, held_out, name) % (2**31)
-        policy = build_policy(name, cfg, pseed)
+        policy = build_policy(name, cfg, pseed, world)
         rng = random.Random(pseed)
         decisions += _train(cfg, name, policy, train, rng, pseed)
         for s in world.scenarios:
@@ -110,7 +110,7 @@ def _test(
         if offline and wname == "cold":
             continue  # measured once, on the adapted window (same model, same distribution)
         if wname == "adapted" and name in ONLINE and cfg.adapt_runs > 0:
-            set_exploration(policy, 0.1 if name in AUTOSCALE else 0.0)
+            set_exploration(policy, 0.1 if name in Q_LEARNERS else 0.0)
             steps = [(block, i) for i in range(cfg.test_runs, cfg.test_runs + cfg.adapt_runs)]
             run_steps(policy, steps, rng, reward_mode=mode, weights=weights, record=False)
             decisions += len(steps)

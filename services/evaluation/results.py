@@ -175,6 +175,28 @@ class Convergence(_Closed):
 # ----------------------------------------------------------------------------- the document
 
 
+class PartitionRow(_Closed):
+    """The partitioning contenders in one scenario or group (services.evaluation.partitioning)."""
+
+    ppw_norm: dict[str, float | None]
+    """policy -> mean PPW normalised to Edge (CPU FP32)"""
+    qos_violation: dict[str, float | None]
+    ratios: dict[str, float | None]
+    """"a/b" -> a's mean normalised PPW over b's"""
+
+
+class PartitionStudy(_Closed):
+    """AutoScale vs NeuroSurgeon and MOSAIC, and AutoScale with split actions, per scenario."""
+
+    paper: dict[str, float]
+    """the paper's PPW ratio of AutoScale over each (Sec. VI-A)"""
+    groups: dict[str, PartitionRow]
+    """static / dynamic / all"""
+    scenarios: dict[str, PartitionRow]
+    networks: dict[str, PartitionRow]
+    """each network over every device and scenario"""
+
+
 class EvaluationResults(_Closed):
     """results.json: the evaluation's configuration, per-case results, summaries and extra studies."""
 
@@ -196,6 +218,8 @@ class EvaluationResults(_Closed):
     """device -> accuracy target ("none", "50", ...) -> policy"""
     accuracy_refused: dict[str, list[str]] | None = None
     """accuracy target -> networks no target can serve at it"""
+    partition: PartitionStudy | None = None
+    """the partitioning contenders, when evaluated"""
     figures: dict[str, str] = Field(default_factory=dict)
     """figure title -> file name beside results.json"""
 

@@ -13,7 +13,10 @@ from services.evaluation.simulator import Block, Trace
 
 
 def category(target_id: str) -> str:
-    """Fig. 13's target category of an action (DVFS steps aggregated)."""
+    """Fig. 13's target category of an action (DVFS steps aggregated); a partitioned plan's is
+    ``plan`` (not one of Fig. 13's)."""
+    if "|" in target_id:
+        return "plan"
     runner, proc, prec = target_id.partition("@")[0].split("/")
     return f"edge-{proc}-{prec}" if runner == "edge" else runner
 
@@ -99,14 +102,15 @@ def noise_floor(block: Block, windows: Sequence[range]) -> dict[str, int]:
     within 1 % of Opt's energy (the paper's tie rule); ``lt_sigma``: within the outcome noise's
     sigma, so that a single measurement of each orders them wrongly with probability > ~25 %."""
     c = block.case
+    t = len(c.candidates)  # Opt's action space: the plans' columns are not in it
     idx = np.array([i for w in windows for i in w], dtype=np.int64)
-    lat, en = block.latency[idx], block.energy[idx]
+    lat, en, acc = block.latency[idx, :t], block.energy[idx, :t], c.accuracy[:t]
     if c.accuracy_min is None:
-        acc_ok = np.ones(len(c.accuracy), dtype=bool)
+        acc_ok = np.ones(len(acc), dtype=bool)
     else:
-        acc_ok = c.accuracy >= c.accuracy_min
+        acc_ok = acc >= c.accuracy_min
         if not acc_ok.any():
-            acc_ok = c.accuracy == c.accuracy.max()
+            acc_ok = acc == acc.max()
     ok = acc_ok[None, :] & (lat < c.qos_s)
     pool = np.where(ok.any(axis=1, keepdims=True), ok, acc_ok[None, :])
     e = np.where(pool, en, np.inf)

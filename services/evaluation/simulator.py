@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from services.core.costmodel import CostTable, Mesh
+from services.core.partition import PlanCostTable
 from services.core.policies.base import (
     BatchPolicy,
     Candidate,
@@ -30,7 +31,7 @@ from services.core.policies.base import (
 from services.core.reward import ACCURACY_MISS_MJ, ACCURACY_MISS_MJ_PER_POINT, RewardWeights
 from services.core.reward import reward as eq5_reward
 from services.core.scenarios import Scenario
-from services.core.schemas import ModelFeatures, Precision, RuntimeConditions, Target
+from services.core.schemas import CutPoint, ModelFeatures, Precision, RuntimeConditions, Target
 from services.core.state import observe
 
 AccuracyFn = Callable[[str, Precision], float | None]
@@ -40,24 +41,37 @@ _FIELDS = ("co_cpu", "co_mem", "rssi_wifi_dbm", "rssi_p2p_dbm")
 
 @dataclass
 class ModelCase:
-    """One network on one mesh: its runnable candidates and their vectorised cost table."""
+    """One network on one mesh: its runnable candidates and their vectorised cost table.
+
+    Partitioned plans some contenders may run (``plans``: NeuroSurgeon's splits, MOSAIC's slicing,
+    AutoScale's split actions) are further columns after the candidates' (``plan_table`` costs
+    them); a context offers the candidates only, and Opt is defined over them (the paper's action
+    space), so a case without plans is exactly what it was before plans existed."""
 
     name: str
     features: ModelFeatures
     candidates: tuple[Candidate, ...]  # one tuple object, reused: the Q-learner memoises by identity
-    accuracy: np.ndarray  # (T,) expected accuracy of each candidate, %
+    accuracy: np.ndarray  # (T + P,) expected accuracy of each candidate, then of each plan, %
     table: CostTable
     qos_s: float
     accuracy_min: float | None
-    index: dict[str, int] = field(default_factory=dict)  # action id -> candidate index
+    index: dict[str, int] = field(default_factory=dict)  # action id -> column
+    plans: tuple[Candidate, ...] = ()
+    plan_table: PlanCostTable | None = None
+    cuts: tuple[CutPoint, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.index:
-            self.index = {c.target.id: j for j, c in enumerate(self.candidates)}
+            self.index = {c.action_id: j for j, c in enumerate((*self.candidates, *self.plans))}
 
     @property
     def targets(self) -> list[Target]:
         return [c.target for c in self.candidates]
+
+    @property
+    def column_ids(self) -> list[str]:
+        """The action id of every column: the candidates', then the plans'."""
+        return [c.action_id for c in (*self.candidates, *self.plans)]
 
 
 def model_case(
@@ -67,8 +81,11 @@ def model_case(
     accuracy_of: AccuracyFn,
     qos_s: float,
     accuracy_min: float | None = None,
+    plans: Sequence[Candidate] = (),
+    cuts: Sequence[CutPoint] = (),
 ) -> ModelCase:
-    """Candidates = the mesh's targets that support the network at a precision it is offered in."""
+    """Candidates = the mesh's targets that support the network at a precision it is offered in;
+    ``plans``: partitioned plans as further columns (``cuts``: the network's cut points)."""
     cands: list[Candidate] = []
     for t in mesh.targets(features):
         acc = accuracy_of(name, Precision(t.precision))
@@ -77,14 +94,18 @@ def model_case(
     if not cands:
         raise ValueError(f"{name}: no target of the mesh can run it")
     targets = [c.target for c in cands]
+    plan_table = PlanCostTable(mesh, features, cuts, [c.plan for c in plans if c.plan is not None]) if plans else None
     return ModelCase(
         name=name,
         features=features,
         candidates=tuple(cands),
-        accuracy=np.array([c.accuracy for c in cands]),
+        accuracy=np.array([c.accuracy for c in (*cands, *plans)]),
         table=CostTable(mesh, features, targets),
         qos_s=qos_s,
         accuracy_min=accuracy_min,
+        plans=tuple(plans),
+        plan_table=plan_table,
+        cuts=tuple(cuts),
     )
 
 
@@ -154,6 +175,7 @@ class Block:
             qos_s=case.qos_s,
             accuracy_min=case.accuracy_min,
             oracle=oracle,
+            cuts=case.cuts,
         )
 
     @property
@@ -181,9 +203,10 @@ class Block:
         a = self._argmax.get(key)
         if a is None:
             c = self.case
-            er = self.expected_rewards(mode, weights)
+            t = len(c.candidates)  # over the paper's action space, as Opt
+            er = self.expected_rewards(mode, weights)[:, :t]
             if c.accuracy_min is not None:  # masking: never a target below the requirement
-                ok = c.accuracy >= c.accuracy_min
+                ok = c.accuracy[:t] >= c.accuracy_min
                 if ok.any():
                     er = np.where(ok[None, :], er, -np.inf)
             a = self._argmax[key] = np.argmax(er, axis=1)
@@ -280,6 +303,7 @@ def make_block(
 ) -> Block:
     series = scenario.conditions_series(n, rng, t0_s)
     costs = case.table.evaluate(*(series[f] for f in _FIELDS))
+    whole = costs  # Opt and the reward's argmax are over the candidates, not the plans
     co_cpu, co_mem, wifi, p2p = series["co_cpu"], series["co_mem"], series["rssi_wifi_dbm"], series["rssi_p2p_dbm"]
     conds = [
         RuntimeConditions.model_construct(
@@ -291,10 +315,15 @@ def make_block(
     t = len(case.candidates)
     # Lognormal with unit mean, so the expected outcome is the modelled one.
     noise = rng.lognormal(-0.5 * noise_sigma**2, noise_sigma, (n, t)) if noise_sigma > 0 else np.ones((n, t))
-    opt = opt_indices(costs["latency_s"], costs["energy_j"], case.accuracy, case.qos_s, case.accuracy_min)
-    best = np.argmax(
-        reward_matrix(costs["energy_j"], costs["latency_s"], case.accuracy, case.qos_s, case.accuracy_min), axis=1
-    )
+    acc = case.accuracy[:t]
+    opt = opt_indices(whole["latency_s"], whole["energy_j"], acc, case.qos_s, case.accuracy_min)
+    best = np.argmax(reward_matrix(whole["energy_j"], whole["latency_s"], acc, case.qos_s, case.accuracy_min), axis=1)
+    if case.plan_table is not None:  # plan columns, their noise drawn after everything above
+        plan_costs = case.plan_table.evaluate(*(series[f] for f in _FIELDS))
+        costs = {k: np.hstack([v, plan_costs[k]]) for k, v in costs.items()}
+        p = len(case.plans)
+        extra = rng.lognormal(-0.5 * noise_sigma**2, noise_sigma, (n, p)) if noise_sigma > 0 else np.ones((n, p))
+        noise = np.hstack([noise, extra])
     return Block(
         case=case,
         scenario=scenario.name,
@@ -435,7 +464,7 @@ def run_steps(
             decision = Decision(case.candidates[j].target, explored=True)
         else:
             decision = pre[k] if pre is not None else policy.decide(ctx, rng)
-            j = case.index[decision.target.id]
+            j = case.index[decision.action_id]
         if learn:
             r = float(block.rewards(reward_mode, weights)[i, j])
             policy.learn(ctx, decision, block.outcome(i, j), r)
@@ -451,7 +480,7 @@ def opt_chooser(block: Block, i: int, rng: random.Random) -> int:
 
 def uniform_chooser(block: Block, i: int, rng: random.Random) -> int:
     """Uniform over the candidates meeting the accuracy requirement (all, if none does)."""
-    acc = block.case.accuracy
+    acc = block.case.accuracy[: len(block.case.candidates)]
     amin = block.case.accuracy_min
     ok = np.flatnonzero(acc >= amin) if amin is not None else np.arange(len(acc))
     if len(ok) == 0:

@@ -11,10 +11,13 @@ import numpy as np
 
 from services.common.accuracy import expected_accuracy
 from services.common.config_files import load_profile, load_scenario
+from services.common.zoo import zoo_cut_points
 from services.core.costmodel import Mesh
+from services.core.policies.base import Candidate
 from services.core.scenarios import Scenario, qos_s
 from services.core.schemas import ModelFeatures, Precision
 from services.evaluation.config import EvalConfig
+from services.evaluation.contenders import PARTITIONING, plan_columns
 from services.evaluation.simulator import Block, ModelCase, make_block, model_case
 
 _FEATURES: dict[str, ModelFeatures] = {}  # extracted once in the parent, handed to the workers
@@ -66,13 +69,28 @@ class DeviceWorld:
     features: dict[str, ModelFeatures]
     cases: dict[tuple[str, float | None], ModelCase] = field(default_factory=dict)
     blocks: dict[tuple[str, str, str, float | None], Block] = field(default_factory=dict)
+    # (network, accuracy_min) -> its candidates and AutoScale's split actions (contenders.SPLITS)
+    offers: dict[tuple[str, float | None], tuple[Candidate, ...]] = field(default_factory=dict)
 
     def case(self, model: str, accuracy_min: float | None = None) -> ModelCase:
         key = (model, accuracy_min)
         if key not in self.cases:
             f = self.features[model]
-            self.cases[key] = model_case(self.mesh, model, f, accuracy_of, qos_s(f), accuracy_min)
+            case = model_case(self.mesh, model, f, accuracy_of, qos_s(f), accuracy_min)
+            if any(p in PARTITIONING for p in self.cfg.policies):  # plans as further columns
+                cuts = zoo_cut_points(model)
+                plans, splits = plan_columns(
+                    self.mesh, self.cfg.policies, f, cuts, case.candidates, case.qos_s, accuracy_min
+                )
+                case = model_case(self.mesh, model, f, accuracy_of, qos_s(f), accuracy_min, plans, cuts)
+                self.offers[key] = (*case.candidates, *splits)
+            self.cases[key] = case
         return self.cases[key]
+
+    def split_offer(self, model: str, accuracy_min: float | None = None) -> tuple[Candidate, ...]:
+        """A network's candidates with AutoScale's split actions (one tuple object per case)."""
+        case = self.case(model, accuracy_min)
+        return self.offers.get((model, accuracy_min), case.candidates)
 
     def block(self, model: str, scenario: str, phase: str, n: int, accuracy_min: float | None = None) -> Block:
         """``phase`` names an independent random stream (train / test / conv)."""

@@ -62,6 +62,7 @@ from services.core.schemas import (
     ModelInfo,
     Output,
     OutputSummary,
+    Partition,
     Precision,
     Processor,
     Readiness,
@@ -71,6 +72,7 @@ from services.core.schemas import (
     TargetInfo,
 )
 from services.runner.metrics import RunnerMetrics
+from services.runner.partition import PartSessions, as_run, effective, part_info, part_key
 from services.runner.registration import Registration, start_registration
 
 log = logging.getLogger("autoscale.runner")
@@ -85,13 +87,15 @@ class RunnerSpec:
 
 
 # A session, its load lock, engine support and last run time are keyed by the model's content
-# (its sha256; a built-in's name, which never changes bytes), the precision and the engine: a model
-# re-pushed under its name with new bytes gets a new session, and nothing of the old one is reused.
-SessionKey = tuple[str, Precision, str]
+# (its sha256; a built-in's name, which never changes bytes), the precision, the engine and the part
+# of the model (``partition.part_key``): a model re-pushed under its name with new bytes gets a new
+# session, and nothing of the old one is reused.
+SessionKey = tuple[str, Precision, str, str]
 
 
-def session_key(info: ModelInfo, target: Target) -> SessionKey:
-    return (info.name if info.builtin or not info.sha256 else info.sha256, target.precision, target.engine)
+def session_key(info: ModelInfo, target: Target, part: Partition | None = None) -> SessionKey:
+    content = info.name if info.builtin or not info.sha256 else info.sha256
+    return (content, target.precision, target.engine, part_key(part))
 
 
 @dataclass
@@ -110,13 +114,14 @@ class RunnerState:
     _infos: dict[str, ModelInfo] | None = None
     _body_limit: int = 0
     _runnable: dict[str, list[str]] = field(default_factory=dict)
-    _synthetic: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    _synthetic: dict[tuple[str, ...], dict[str, np.ndarray]] = field(default_factory=dict)
     session_devices: dict[SessionKey, str] = field(default_factory=dict)  # "cpu" or "cuda", per session
     energy_counter: EnergyCounter | None = None
     # One inference at a time: each engine session already uses every configured thread.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_exec_s: dict[SessionKey, float] = field(default_factory=dict)
+    part_sessions: PartSessions = field(default_factory=PartSessions)
     ready: bool = False
     registration: Registration | None = None  # None: static mode (no registry, or no Redis)
 
@@ -168,7 +173,7 @@ class RunnerState:
                 for key in [k for k in keyed if k[0] not in current]:
                     del keyed[key]
             self._body_limit = infer_body_limit(
-                max((input_bytes(i) for i in infos.values()), default=0),
+                max((max([input_bytes(i), *(c.bytes for c in i.cut_points)]) for i in infos.values()), default=0),
                 self.settings.max_infer_body_bytes,
                 self.settings.max_request_bytes,
             )
@@ -217,9 +222,10 @@ class RunnerState:
 
     def synthetic_feeds(self, info: ModelInfo) -> dict[str, np.ndarray]:
         """Deterministic inputs, generated once per model (they are read-only for the engines)."""
-        feeds = self._synthetic.get(info.name)
+        key = (info.name, *(spec.name for spec in info.inputs))  # a part's inputs are its boundary tensors
+        feeds = self._synthetic.get(key)
         if feeds is None:
-            feeds = self._synthetic[info.name] = {spec.name: synthetic(spec) for spec in info.inputs}
+            feeds = self._synthetic[key] = {spec.name: synthetic(spec) for spec in info.inputs}
         return feeds
 
     def engine_runs(self, name: str, target: Target) -> bool:
@@ -242,23 +248,32 @@ async def get_state(request: Request) -> RunnerState:  # async: a sync dependenc
 StateDep = Annotated[RunnerState, Depends(get_state)]
 
 
-async def _session(state: RunnerState, info: ModelInfo, target: Target) -> LoadedModel:
-    """Load (once) the engine session of a model at a precision; build the file if needed."""
-    key = session_key(info, target)
+async def _session(state: RunnerState, info: ModelInfo, target: Target, part: Partition | None = None) -> LoadedModel:
+    """Load (once) the engine session of a model (or of one part of it) at a precision; build the file if needed."""
+    key = session_key(info, target, part)
     model = info.name
+    if part is not None:
+        for old in state.part_sessions.used(key):  # bounded: a model's parts are many copies of its weights
+            for keyed in (state.sessions, state.load_locks, state.last_exec_s):
+                keyed.pop(old, None)  # type: ignore[call-overload]  # keys are SessionKeys
     if key in state.sessions:
         return state.sessions[key]
     lock = state.load_locks.setdefault(key, asyncio.Lock())
     async with lock:
         if key not in state.sessions:
             engine: Engine = get_engine(target.engine)
-            path = await asyncio.to_thread(state.store.path, model, target.precision)
+            if part is None:
+                path = await asyncio.to_thread(state.store.path, model, target.precision)
+            else:
+                path = await asyncio.to_thread(state.store.part, model, target.precision, part)
             device = "cuda" if target.processor == "gpu" and "cuda" in engine.devices() else "cpu"
             state.sessions[key] = await asyncio.to_thread(
                 engine.load, path, device=device, threads=state.settings.ort_threads
             )
             state.session_devices[key] = device
-            log_event(log, "session loaded", model=model, precision=str(target.precision), engine=target.engine)
+            log_event(
+                log, "session loaded", model=model, precision=str(target.precision), engine=target.engine, part=key[3]
+            )
     return state.sessions[key]
 
 
@@ -408,14 +423,19 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         raise UnknownModel(f"model {req.model!r} is not on this runner; known: {', '.join(state.infos())}")
     if req.model not in state.runnable_models(target):
         raise ApiError(422, "unsupported", f"target {target.id} cannot run {req.model}", field="target")
+    part = effective(req.partition)
+    if part is not None:  # a sub-graph, served as a model of its own (services.runner.partition)
+        info, req = part_info(info, part), as_run(req, part)
     with state.in_flight.slot():
-        return await _execute(req, state, info, target)
+        return await _execute(req, state, info, target, part)
 
 
-async def _execute(req: RunRequest, state: RunnerState, info: ModelInfo, target: Target) -> RunResult:
+async def _execute(
+    req: RunRequest, state: RunnerState, info: ModelInfo, target: Target, part: Partition | None = None
+) -> RunResult:
     feeds = _feeds(state, req, info)
-    key = session_key(info, target)
-    session = await _session(state, info, target)
+    key = session_key(info, target, part)
+    session = await _session(state, info, target, part)
     wanted = _wanted_outputs(req, session.output_names)
     cond = req.conditions
     in_bytes = int(sum(a.nbytes for a in feeds.values()))

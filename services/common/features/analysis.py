@@ -176,15 +176,22 @@ def _params(model: onnx.ModelProto) -> int:
     return total
 
 
-def analyze(model: onnx.ModelProto) -> GraphAnalysis:
-    """Apply the counting rules of this package; per-node detail in ``layers``."""
+def classify(model: onnx.ModelProto) -> tuple[GraphIndex, dict[int, LayerInfo]]:
+    """The inferred graph and every MAC node's verdict, keyed by ``id`` of the node in ``g.nodes``
+    (separable pairs and attention blocks folded): what ``analyze`` counts and cut points split."""
     g = GraphIndex(model)
     layers = _classify(g)
     _merge_separable(g, layers)
     if layers.has_attention:
         _fold_attention_projections(g, layers, _batch_size(g, model))
+    return g, layers.infos
+
+
+def analyze(model: onnx.ModelProto) -> GraphAnalysis:
+    """Apply the counting rules of this package; per-node detail in ``layers``."""
+    g, infos = classify(model)
     out = GraphAnalysis()
-    for info in layers.infos.values():
+    for info in infos.values():
         out.macs += info.macs
         if info.kind == "conv":
             out.conv += 1
@@ -192,7 +199,7 @@ def analyze(model: onnx.ModelProto) -> GraphAnalysis:
             out.fc += 1
         elif info.kind == "rc":
             out.rc += 1
-    out.layers = list(layers.infos.values())
+    out.layers = list(infos.values())
     out.params = _params(model)
     init_names = {t.name for t in model.graph.initializer}
     out.input_bytes = _wire_bytes(g, [i.name for i in model.graph.input if i.name not in init_names])

@@ -19,6 +19,7 @@ API
 ``build_model(name, weights=True)``    the ModelProto in memory (``weights=False``: shape-only
                                        initializers, same nodes - what ``zoo_features`` uses)
 ``zoo_features(name)``                 Table I features without generating weights (memoised)
+``zoo_cut_points(name)``               where the network can be partitioned (same graph walk, memoised)
 ``input_specs(name)``, ``output_specs(name)``, ``task(name)``, ``spec(name)``
 ``synthetic_inputs(name | specs, seed)``   a deterministic, valid feed (token ids < vocab)
 ``calibration_inputs(name | specs, n, seed)``  feeds for static INT8 calibration (real training
@@ -46,7 +47,7 @@ from services.common.files import atomic_write
 from services.common.zoo import bert, digits, inception, layers, mobilenet, resnet, ssd
 from services.common.zoo.layers import GraphBuilder
 from services.core.extras import installed, require
-from services.core.schemas import ModelFeatures, TensorSpec
+from services.core.schemas import CutPoint, ModelFeatures, TensorSpec
 
 # Bump to force every cached zoo model to be rebuilt (e.g. after an onnx upgrade).
 ZOO_FORMAT = "1"
@@ -378,6 +379,18 @@ def _features(name: str) -> ModelFeatures:
 def zoo_features(name: str) -> ModelFeatures:
     """Table I features from the real graph structure, without generating weights (< 0.5 s, memoised)."""
     return _features(name).model_copy()
+
+
+@cache
+def _cut_points(name: str) -> tuple[CutPoint, ...]:
+    from services.common.features.partition import find_cut_points
+
+    return tuple(find_cut_points(build_model(name, weights=False), zoo_features(name).input_bytes))
+
+
+def zoo_cut_points(name: str) -> list[CutPoint]:
+    """The network's cut points (``services.common.features.partition``), without generating weights."""
+    return [c.model_copy(deep=True) for c in _cut_points(name)]
 
 
 def labelled_set(name: str) -> tuple[np.ndarray, np.ndarray] | None:

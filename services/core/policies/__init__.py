@@ -1,6 +1,7 @@
-"""Policies by name: AutoScale's Q-learning, the paper's baselines and comparators, LinUCB.
+"""Policies by name: AutoScale's Q-learning, the paper's baselines and comparators (the
+predictors, NeuroSurgeon and MOSAIC, which partition a network), LinUCB.
 
-    policies = PolicySet(settings, store=qstore)      # the decider holds one
+    policies = PolicySet(settings, store=qstore, mesh=mesh)  # the decider holds one
     policy = policies.get("autoscale")                # UnknownPolicy lists the valid names
     decision = policy.decide(ctx, rng)
     ...
@@ -9,6 +10,8 @@
 A PolicySet builds each policy on first use and keeps it, so learners keep their state
 between requests. ``store`` is the Q table AutoScale reads rows from and learns into: the
 Redis-backed ``QStore`` in the decider, an in-memory ``QTable`` (the default) in the simulator.
+``mesh``: the device profiles NeuroSurgeon fits its regressions on and MOSAIC costs its slices with
+(without one they refuse to decide, naming what they miss).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from services.core.costmodel import Mesh
 from services.core.policies.bandit import LinUCBPolicy
 from services.core.policies.base import (
     BatchPolicy,
@@ -36,6 +40,8 @@ from services.core.policies.baselines import (
     opt_choice,
 )
 from services.core.policies.errors import NoCandidate, OracleUnavailable, PolicyError, UnknownPolicy
+from services.core.policies.mosaic import MosaicPolicy
+from services.core.policies.neurosurgeon import NeuroSurgeonParams, NeuroSurgeonPolicy
 from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, PredictorParams, RegressionPolicy
 from services.core.policies.qlearning import (
     QLearningPolicy,
@@ -93,6 +99,7 @@ def make_policy(
     store: RowSource | None = None,
     seed: int | None = None,
     background_fit: bool | None = None,
+    mesh: Mesh | None = None,
 ) -> Policy:
     """Build one policy.
 
@@ -103,7 +110,7 @@ def make_policy(
     ``store``: AutoScale's Q table (``QStore`` or ``QTable``; default a fresh ``QTable``).
     ``seed`` overrides the settings' seed (initial Q values; GP). ``background_fit``: refit the
     sklearn comparators on a thread (default: automatically when called inside a running event
-    loop).
+    loop). ``mesh``: the device profiles (NeuroSurgeon, MOSAIC).
     """
     p = _qparams(settings_or_params, seed)
     pred = PredictorParams(
@@ -138,6 +145,11 @@ def make_policy(
         )
     if name == "linucb":
         return LinUCBPolicy(accuracy_masking=p.accuracy_masking)
+    if name in ("neurosurgeon", "neurosurgeon-latency"):
+        params = NeuroSurgeonParams(mode="latency" if name == "neurosurgeon-latency" else "energy", seed=p.init_seed)
+        return NeuroSurgeonPolicy(mesh, params, name=name)
+    if name == "mosaic":
+        return MosaicPolicy(mesh)
     raise UnknownPolicy(name)
 
 
@@ -152,6 +164,7 @@ class PolicySet:
         seed: int | None = None,
         background_fit: bool | None = None,
         names: tuple[str, ...] = POLICY_NAMES,
+        mesh: Mesh | None = None,
     ) -> None:
         unknown = [n for n in names if n not in POLICY_NAMES]
         if unknown:
@@ -160,6 +173,7 @@ class PolicySet:
         self.store: RowSource = store if store is not None else QTable()
         self._seed = seed
         self._background_fit = background_fit
+        self.mesh = mesh
         self.names = tuple(names)
         self._policies: dict[str, Policy] = {}
 
@@ -174,6 +188,7 @@ class PolicySet:
                 store=self.store,
                 seed=self._seed,
                 background_fit=self._background_fit,
+                mesh=self.mesh,
             )
             self._policies[name] = p
         return p

@@ -18,15 +18,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from services.core.schemas import ModelFeatures, RuntimeConditions, Target
+from services.core.schemas import CutPoint, ModelFeatures, Plan, RuntimeConditions, Target
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One runnable action for this request, with the model's expected accuracy there."""
+    """One runnable action for this request, with the model's expected accuracy there. A
+    partitioned action also has a ``plan`` (its ``target`` is the first part's)."""
 
     target: Target
     accuracy: float
+    plan: Plan | None = None
+
+    @property
+    def action_id(self) -> str:
+        """The action's key (in the Q table): the target's id, or the plan's."""
+        return self.target.id if self.plan is None else self.plan.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +54,19 @@ class DecisionContext:
     accuracy_min: float | None
     # True cost of a target, where known (simulator, profiled runners): enables `opt`.
     oracle: Callable[[Target], Outcome] | None = None
+    # Where the network can be partitioned (ModelInfo.cut_points): what the partitioning policies plan with.
+    cuts: Sequence[CutPoint] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     target: Target
     explored: bool = False
+    plan: Plan | None = None  # a partitioned action: run these parts (``target`` is the first part's)
+
+    @property
+    def action_id(self) -> str:
+        return self.target.id if self.plan is None else self.plan.id
 
 
 class Policy(Protocol):

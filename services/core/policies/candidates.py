@@ -85,7 +85,7 @@ class _CandidateIds:
         hit = self._memo.get(id(cands))
         if hit is not None and hit.candidates is cands:
             return hit
-        ids = tuple(c.target.id for c in cands)
+        ids = tuple(c.action_id for c in cands)
         info = CandInfo(
             cands,
             ids,

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.evaluation.report import prose, tables
 from services.evaluation.report.explain import explain, notes
+from services.evaluation.report.partition import report_lines as partition_lines
 from services.evaluation.summary import VARIANTS
 
 __all__ = ["render"]
@@ -30,6 +31,7 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
         *prose.definitions(res["config"]),
         *tables.headline_table(res, variants),
         *tables.improvement_tables(s),
+        *partition_lines(res.get("partition")),
         "\n## Why the remaining targets are out of reach\n",
         *explain(res),
         *tables.per_policy(s, variants),

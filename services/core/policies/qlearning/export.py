@@ -18,7 +18,7 @@ from typing import Any
 
 from services.core.errors import AutoScaleError
 from services.core.policies.qlearning.models import PolicyView, QEntry, StatePolicy
-from services.core.schemas import Target
+from services.core.schemas import Plan, Target
 from services.core.state import N_STATES, StateBins
 
 EXPORT_FORMAT_VERSION = 1
@@ -117,8 +117,8 @@ def validate_export(
         f = f"actions[{i}]"
         if not isinstance(a, str):
             raise QTableImportError(f, "action ids are strings")
-        try:
-            if Target.parse(a).id != a:
+        try:  # a target, or a partitioned plan (target|cut|target...)
+            if (Plan.parse(a).id if "|" in a else Target.parse(a).id) != a:
                 raise ValueError("not canonical")
         except Exception:
             raise QTableImportError(f, f"{a!r} is not an action id like 'edge/cpu/int8@3'") from None

@@ -252,8 +252,8 @@ class QLearningPolicy:
         else:
             elig = eligible_indices(info.accuracies, ctx.accuracy_min, True)
         if p.epsilon > 0.0 and rng.random() < p.epsilon:
-            i = elig[rng.randrange(len(elig))]
-            return Decision(ctx.candidates[i].target, explored=True)
+            c = ctx.candidates[elig[rng.randrange(len(elig))]]
+            return Decision(c.target, True, c.plan)
         vals = self._values(ctx.state, info.ids)
         if (p.explore_bonus > 0.0 or p.explore_untried) and p.epsilon > 0.0:
             ns, total = self._visit_counts(ctx.state, info.ids)
@@ -276,7 +276,8 @@ class QLearningPolicy:
         else:
             # max() keeps the first of equal values: ties go to the earlier candidate.
             best_i = max(elig, key=vals.__getitem__)
-        return Decision(ctx.candidates[best_i].target, explored=False)
+        c = ctx.candidates[best_i]
+        return Decision(c.target, False, c.plan)
 
     def learning_rate(self, state: int, action: str) -> float:
         """The learning rate of the next update of Q(state, action) (``lr_schedule``)."""
@@ -294,7 +295,7 @@ class QLearningPolicy:
             info = candidate_ids.get(ctx.candidates)
         s = ctx.state
         s2 = self._next_state(ctx) if self._next_state is not None else s
-        action = decision.target.id
+        action = decision.action_id
         if self._entries() is None:
             init = initial_q(p.init_seed, s, action, p.init_low, p.init_high)
             next_inits = self._inits(s2, info.ids)

@@ -18,7 +18,7 @@ from services.core.policies.base import Candidate, Decision, DecisionContext, Ou
 from services.core.policies.qlearning.params import QParams
 from services.core.policies.qlearning.policy import QLearningPolicy
 from services.core.policies.qlearning.table import QTable
-from services.core.schemas import ModelFeatures, RuntimeConditions, StrictModel, Target
+from services.core.schemas import ModelFeatures, Plan, RuntimeConditions, StrictModel, Target
 
 
 class ReplaySummary(StrictModel):
@@ -57,6 +57,14 @@ def _context(record: DecisionRecord, candidates: tuple[Candidate, ...]) -> Decis
     )
 
 
+def _candidate(action: str, accuracy: float) -> Candidate:
+    """A logged action as a candidate: a target, or a partitioned plan (its id has cuts in it)."""
+    if "|" in action:
+        plan = Plan.parse(action)
+        return Candidate(plan.parts[0].target, accuracy, plan)
+    return Candidate(Target.parse(action), accuracy)
+
+
 class Replayer:
     """Feed records in log order (``feed``), then read ``table`` / ``export()`` / ``summary()``.
 
@@ -72,14 +80,14 @@ class Replayer:
         self._actions: set[str] = set()
         # One Candidate tuple per distinct offer: the policy memoises on the tuple's identity, as
         # it does on the decider's candidate lists (which are memoised per registry version).
-        self._offers: dict[tuple[tuple[str, float], ...], tuple[tuple[Candidate, ...], dict[str, Target]]] = {}
+        self._offers: dict[tuple[tuple[str, float], ...], tuple[tuple[Candidate, ...], dict[str, Candidate]]] = {}
 
-    def _offer(self, candidates: dict[str, float]) -> tuple[tuple[Candidate, ...], dict[str, Target]]:
+    def _offer(self, candidates: dict[str, float]) -> tuple[tuple[Candidate, ...], dict[str, Candidate]]:
         key = tuple(candidates.items())
         hit = self._offers.get(key)
         if hit is None:
-            cands = tuple(Candidate(Target.parse(a), acc) for a, acc in key)
-            hit = self._offers[key] = (cands, {c.target.id: c.target for c in cands})
+            cands = tuple(_candidate(a, acc) for a, acc in key)
+            hit = self._offers[key] = (cands, {c.action_id: c for c in cands})
             self._actions.update(candidates)
         return hit
 
@@ -97,7 +105,8 @@ class Replayer:
         ctx = _context(record, cands)
         o = record.outcome
         outcome = Outcome(latency_s=o.latency_s, energy_j=o.energy_j, accuracy=o.accuracy)
-        self.policy.learn(ctx, Decision(targets[record.action], record.explored), outcome, record.reward)
+        c = targets[record.action]
+        self.policy.learn(ctx, Decision(c.target, record.explored, c.plan), outcome, record.reward)
         self.updates += 1
         return True
 
