@@ -334,6 +334,7 @@ class CostTable:
         co_mem: np.ndarray,
         rssi_wifi: np.ndarray,
         rssi_p2p: np.ndarray,
+        *,
         dev: Deviations | None = None,
     ) -> dict[str, np.ndarray]:
         """Arrays of shape (N, T): inference_s, tx_s, rx_s, latency_s, energy_j, device_energy_j.

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from services.evaluation.config import STATIC, EvalConfig
-from services.evaluation.contenders import build_policy
+from services.evaluation.contenders import REFERENCE_CHOOSERS, build_policy
 from services.evaluation.scoring import Agg
 from services.evaluation.simulator import run_steps, set_exploration
 from services.evaluation.world import seed_of, world_of
@@ -54,8 +54,10 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
                         )
                     set_exploration(policy, 0.0)
                     idx = range(adapt, adapt + cfg.accuracy_test_runs)
+                    steps = [(b, i) for i in idx]
+                    chooser = REFERENCE_CHOOSERS.get(name)
                     aggs[name].add(
-                        run_steps(policy, [(b, i) for i in idx], rng, reward_mode=mode, weights=weights), ids
+                        run_steps(policy, steps, rng, reward_mode=mode, weights=weights, chooser=chooser), ids
                     )
         res["none" if target is None else f"{target:g}"] = {p: a.summary() for p, a in aggs.items()}
     return {"device": world.device, "targets": res, "refused": refused}

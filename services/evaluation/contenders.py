@@ -13,9 +13,13 @@ from services.core.policies import (
 from services.core.policies.base import Policy
 from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, RegressionPolicy
 from services.evaluation.config import AUTOSCALE, EvalConfig
+from services.evaluation.simulator import opt_chooser, static_chooser
 
 PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")
-ONLINE = (*AUTOSCALE, "linucb", "edge-best", "connected-edge")  # keep learning on the held-out network
+ONLINE = (*AUTOSCALE, "linucb")  # keep learning on the held-out network
+# The references an experimenter sets from measurements of the real devices, not deployable
+# policies: they replay choices precomputed from the true costs (no policy is handed those).
+REFERENCE_CHOOSERS = {"opt": opt_chooser, "edge-best": static_chooser("edge"), "connected-edge": static_chooser("peer")}
 
 
 def build_policy(name: str, cfg: EvalConfig, seed: int) -> Policy:

@@ -11,9 +11,9 @@ from typing import Any
 
 from services.core.policies.base import Policy
 from services.evaluation.config import AUTOSCALE, EvalConfig
-from services.evaluation.contenders import ONLINE, PREDICTORS, build_policy, fit_now
+from services.evaluation.contenders import ONLINE, PREDICTORS, REFERENCE_CHOOSERS, build_policy, fit_now
 from services.evaluation.scoring import Agg, noise_floor
-from services.evaluation.simulator import Block, opt_chooser, run_steps, set_exploration, uniform_chooser
+from services.evaluation.simulator import Block, run_steps, set_exploration, uniform_chooser
 from services.evaluation.world import DeviceWorld, seed_of, world_of
 
 
@@ -116,15 +116,15 @@ def _test(
             decisions += len(steps)
         set_exploration(policy, 0.0)
         idx = range(start, start + n_test)
-        # Opt replays the block's precomputed oracle choice (the vectorised opt_choice,
-        # tested equal); offline predictors decide the whole window in one batch.
+        # Opt and the offline-profiled baselines replay choices precomputed from the true costs
+        # (no policy is handed those); offline predictors decide the whole window in one batch.
         tr = run_steps(
             policy,
             [(block, i) for i in idx],
             rng,
             reward_mode=mode,
             weights=weights,
-            chooser=opt_chooser if name == "opt" else None,
+            chooser=REFERENCE_CHOOSERS.get(name),
             batch=offline,
         )
         decisions += n_test
