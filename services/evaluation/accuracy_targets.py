@@ -44,7 +44,7 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
                 learner = name in learners
                 if learner and train:
                     run_steps(policy, train, rng, reward_mode=mode, weights=weights, record=False)
-                adapt = cfg.adapt_runs if learner else 0
+                adapt = max(cfg.curve_runs, default=0) if learner else 0
                 for s in static:
                     b = world.block(k, s, "acc-test", adapt + cfg.accuracy_test_runs, target)
                     if adapt:  # same protocol as the main experiment's adapted window

@@ -1,7 +1,16 @@
-"""The policies an evaluation pits against each other, built fresh for every fold."""
+"""The policies an evaluation pits against each other, built fresh for every fold.
+
+A learner plugs in as a contender by name: any name ``make_policy`` knows that is not one of the
+built-ins below is built with ``make_policy(name, seed=..., mesh=<the device profiles>)`` when
+``make_policy`` takes a ``mesh`` -- the profiles the decider would know, never the simulator's
+hidden world -- and is trained, tested and scored like AutoScale (``--policies NAME``).
+"""
 
 from __future__ import annotations
 
+import inspect
+
+from services.core.costmodel import Mesh
 from services.core.policies import (
     PredictorParams,
     QLearningPolicy,
@@ -22,8 +31,9 @@ ONLINE = (*AUTOSCALE, "linucb")  # keep learning on the held-out network
 REFERENCE_CHOOSERS = {"opt": opt_chooser, "edge-best": static_chooser("edge"), "connected-edge": static_chooser("peer")}
 
 
-def build_policy(name: str, cfg: EvalConfig, seed: int) -> Policy:
-    """A fresh policy; predictors are set up to be fitted once on their training samples."""
+def build_policy(name: str, cfg: EvalConfig, seed: int, mesh: Mesh | None = None) -> Policy:
+    """A fresh policy; predictors are set up to be fitted once on their training samples.
+    ``mesh``: the device profiles, handed to a plugged-in learner that asks for them."""
     never = 10**12  # refit only when we say so: offline-trained predictors
     if name in AUTOSCALE:
         return autoscale_policy(name, cfg, seed)
@@ -42,6 +52,8 @@ def build_policy(name: str, cfg: EvalConfig, seed: int) -> Policy:
                 epsilon=0.0, buffer=min(cfg.predictor_samples, 150), refit_every=never, seed=seed, background_fit=False
             )
         )
+    if mesh is not None and "mesh" in inspect.signature(make_policy).parameters:
+        return make_policy(name, seed=seed, background_fit=False, mesh=mesh)  # type: ignore[call-arg,unused-ignore]
     return make_policy(name, seed=seed, background_fit=False)
 
 

@@ -158,7 +158,7 @@ def run_convergence_and_transfer(cfg: EvalConfig) -> dict[str, Any]:
             v_out["scratch"][name] = {k: v for k, v in c.items() if k != "table"}
             if d == src:
                 src_curve = c
-        if src_curve is not None:
+        if src_curve is not None and cfg.study("transfer"):
             src_actions = [t.id for t in world_of(cfg, src).mesh.targets()]
             exported = validate_export(src_curve["table"].export(src_name, src_actions))
             for name, d in by_name.items():

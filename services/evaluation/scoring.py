@@ -4,7 +4,7 @@ choice was to its runner-up (``noise_floor``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,16 @@ class Agg:
             self.choices[cc] = self.choices.get(cc, 0) + 1
             self.opt_choices[oc] = self.opt_choices.get(oc, 0) + 1
             self.opt_category_match += cc == oc
+
+    def merge(self, other: Agg) -> None:
+        """Add another window's sums (the same case under another seed)."""
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, dict):
+                for k, v in b.items():
+                    a[k] = a.get(k, 0) + v
+            else:
+                setattr(self, f.name, a + b)
 
     def summary(self) -> dict[str, Any]:
         n = max(self.n, 1)

@@ -73,7 +73,7 @@ class DeviceWorld:
         key = (model, accuracy_min)
         if key not in self.cases:
             f = self.features[model]
-            self.cases[key] = model_case(self.mesh, model, f, accuracy_of, qos_s(f), accuracy_min)
+            self.cases[key] = model_case(self.mesh, model, f, accuracy_of, qos_s(f, self.cfg.streaming), accuracy_min)
         return self.cases[key]
 
     def block(self, model: str, scenario: str, phase: str, n: int, accuracy_min: float | None = None) -> Block:
