@@ -50,7 +50,12 @@ class EvalConfig:
     test_runs: int = 50  # measured test inferences per (held-out network, scenario) and window
     curve_runs: list[int] = field(default_factory=lambda: [10, 30, 100])  # online inferences before each later window
     predictor_samples: int = 600  # training observations per fold for each predictor
-    seeds: list[int] = field(default_factory=lambda: list(HELD_OUT_SEEDS))  # the seeds reported
+    # LR/SVR/SVM/KNN/BO are scored on the first of each window's inferences only: an SVM over ~60
+    # target classes costs ~10 ms a prediction batch (one-vs-one), the learners cost microseconds
+    predictor_test_runs: int = 10
+    # The seeds reported: by default the first held-out seed (the 3-minute budget); --seeds 100,101,102
+    # reports all three and their spread.
+    seeds: list[int] = field(default_factory=lambda: list(HELD_OUT_SEEDS[:1]))
     tuning_seeds: list[int] = field(default_factory=lambda: list(TUNING_SEEDS))  # the seeds settings are chosen on
     seed: int = 100  # the seed of one task (each task runs one of ``seeds``)
     streaming: bool = False  # vision QoS 1/30 s (30 FPS, Fig. 10) instead of 50 ms
@@ -84,6 +89,9 @@ class EvalConfig:
     discount: float = 0.1  # "autoscale" only; the paper's variant always uses Algorithm 1's 0.1
     lr_floor: float = 0.05
     qos_penalty: float = 2.0
+    # Algorithm 1's S': "same" = the request's own state (the decider's choice), "observed" = the
+    # next inference's state (the swap table's variant of the published learner)
+    next_state: str = "same"
 
     def study(self, name: str) -> bool:
         return name in self.studies

@@ -22,13 +22,16 @@ from services.core.policies import (
 from services.core.policies.base import Policy
 from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, RegressionPolicy
 from services.evaluation.config import AUTOSCALE, EvalConfig
-from services.evaluation.simulator import opt_chooser, static_chooser
+from services.evaluation.simulator import NEXT_STATE, opt_chooser, static_chooser
 
-PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")
+PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")  # trained on a uniformly explored sample
+SKLEARN = ("lr", "svr", "svm", "knn", "bo")  # the paper's prediction-based comparators (refitted, not online)
 ONLINE = (*AUTOSCALE, "linucb")  # keep learning on the held-out network
+FIXED = ("edge-cpu-fp32", "cloud")  # always the same kind of target: nothing to learn
 # The references an experimenter sets from measurements of the real devices, not deployable
 # policies: they replay choices precomputed from the true costs (no policy is handed those).
 REFERENCE_CHOOSERS = {"opt": opt_chooser, "edge-best": static_chooser("edge"), "connected-edge": static_chooser("peer")}
+KNOWN = (*ONLINE, *FIXED, *PREDICTORS, *REFERENCE_CHOOSERS)  # anything else is a plugged-in learner
 
 
 def build_policy(name: str, cfg: EvalConfig, seed: int, mesh: Mesh | None = None) -> Policy:
@@ -75,7 +78,10 @@ def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1
 
 
 def autoscale_policy(name: str, cfg: EvalConfig, seed: int, table: QTable | None = None) -> QLearningPolicy:
-    return QLearningPolicy(table if table is not None else QTable(), autoscale_params(name, cfg, seed), name=name)
+    hook = NEXT_STATE if cfg.next_state == "observed" and name != "autoscale-paper" else None
+    return QLearningPolicy(
+        table if table is not None else QTable(), autoscale_params(name, cfg, seed), name=name, next_state=hook
+    )
 
 
 def fit_now(policy: Policy) -> None:

@@ -27,8 +27,17 @@ from dataclasses import asdict
 from typing import Any
 
 from services.core.policies.base import BatchPolicy, Decision, Policy, RefittablePolicy
-from services.evaluation.config import AUTOSCALE, EvalConfig
-from services.evaluation.contenders import PREDICTORS, REFERENCE_CHOOSERS, build_policy, fit_now
+from services.evaluation.config import EvalConfig
+from services.evaluation.contenders import (
+    FIXED,
+    KNOWN,
+    ONLINE,
+    PREDICTORS,
+    REFERENCE_CHOOSERS,
+    SKLEARN,
+    build_policy,
+    fit_now,
+)
 from services.evaluation.predictor_errors import prediction_errors
 from services.evaluation.scoring import Agg, noise_floor
 from services.evaluation.simulator import Block, run_steps, set_exploration, uniform_chooser
@@ -77,15 +86,16 @@ def _train(
     if not train or name in REFERENCE_CHOOSERS:
         return 0
     mode, weights = cfg.reward_of(name)
-    if name in PREDICTORS and isinstance(policy, RefittablePolicy):
+    if name in PREDICTORS:
         sample = random.Random(pseed).sample(train, min(cfg.predictor_samples, len(train)))
         run_steps(policy, sample, rng, chooser=uniform_chooser, reward_mode=mode, weights=weights, record=False)
         fit_now(policy)
         return len(sample)
-    if name in AUTOSCALE or name not in PREDICTORS:  # every learner: AutoScale and plugged-in ones
-        run_steps(policy, train, rng, reward_mode=mode, weights=weights, record=False)
-        return len(train)
-    return 0
+    if name in FIXED:
+        return 0
+    # AutoScale and plugged-in learners learn from every training inference, as deployed
+    run_steps(policy, train, rng, reward_mode=mode, weights=weights, record=False)
+    return len(train)
 
 
 def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
@@ -106,7 +116,8 @@ def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
         trained = build_policy(name, cfg, pseed, world.mesh)
         rng = random.Random(pseed)
         decisions += _train(cfg, name, trained, train, rng, pseed)
-        learns = name not in REFERENCE_CHOOSERS and (name not in PREDICTORS or cfg.study("predictors"))
+        # Only a policy that learns in the online inferences needs a fresh copy per scenario.
+        learns = name in ONLINE or (name in SKLEARN and cfg.study("predictors")) or name not in KNOWN
         for s in world.scenarios:
             policy = _copy(trained, world) if learns and cfg.curve_runs and len(world.scenarios) > 1 else trained
             n = _test(cfg, name, policy, blocks[s], (starts, online), ids, rng, out, s, errors)
@@ -127,7 +138,7 @@ def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
 
 def _copy(policy: Policy, world: DeviceWorld) -> Policy:
     """A copy of a trained policy that shares the world's immutable objects (candidates, targets,
-    features: deep-copying their pydantic models is most of a naive copy's cost)."""
+    features: deep-copying their pydantic models was most of a naive copy's cost)."""
     memo: dict[int, Any] = {}
     for case in world.cases.values():
         memo[id(case.candidates)] = case.candidates
@@ -179,13 +190,13 @@ def _test(
     decisions = 0
     batch = isinstance(policy, RefittablePolicy)  # decisions do not depend on the window's outcomes
     for wname, start in starts.items():
-        if wname != "cold" and name in PREDICTORS and not cfg.study("predictors"):
+        if wname != "cold" and name in SKLEARN and not cfg.study("predictors"):
             break  # their refits per window cost seconds each: the online windows are a study
         steps = [(block, i) for i in online[wname]]
         _online(cfg, name, policy, steps, rng)
         decisions += len(steps)
         set_exploration(policy, 0.0)
-        idx = range(start, start + cfg.test_runs)
+        idx = range(start, start + (min(cfg.predictor_test_runs, cfg.test_runs) if name in SKLEARN else cfg.test_runs))
         tr = run_steps(
             policy,
             [(block, i) for i in idx],
@@ -202,7 +213,7 @@ def _test(
         _lat, en = block.measured
         agg.opt_energy_j = float(sum(en[i, block.opt[i]] for i in idx))
         out[wname][scenario][name] = agg
-        if name in PREDICTORS:
+        if name in SKLEARN:
             e = prediction_errors(policy, block, idx, tr.choice, mode, weights)
             if e is not None:
                 acc = errors.setdefault(wname, {}).setdefault(name, [0.0, 0.0])

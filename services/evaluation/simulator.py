@@ -455,6 +455,21 @@ def outcome_of(block: Block, i: int, j: int) -> Outcome:
     return block.outcome(i, j)
 
 
+class NextState:
+    """Algorithm 1's S' when it is "the state observed when the inference ends": in a replayed
+    sequence, the next inference's state. A Q-learning policy built with ``next_state=NEXT_STATE``
+    reads it when it learns; ``run_steps`` sets it before every learn (None: S' = S)."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def __call__(self, ctx: DecisionContext) -> int:
+        return ctx.state if self.value is None else self.value
+
+
+NEXT_STATE = NextState()  # one per process: each worker replays one sequence at a time
+
+
 def run_steps(
     policy: Policy,
     steps: Sequence[tuple[Block, int]],
@@ -491,7 +506,10 @@ def run_steps(
             j = case.index[decision.target.id]
         if learn:
             r = float(block.rewards(reward_mode, weights)[i, j])
+            nb, ni = steps[k + 1] if k + 1 < len(steps) else (block, i)
+            NEXT_STATE.value = int(nb.states[ni])
             policy.learn(ctx, decision, block.outcome(i, j), r)
+            NEXT_STATE.value = None
         if record:
             tr.record(block, i, j, decision.explored, reward_mode, weights)
     return tr

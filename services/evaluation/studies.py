@@ -43,9 +43,11 @@ SWAPS: dict[str, dict[str, Any]] = {
     "paper + nearest-state initial values": {**PAPER_SETTINGS, "q_init": "nearest"},
     "paper + visit-count learning rate": {**PAPER_SETTINGS, "lr_schedule": "visits"},
     "paper + try-untried/UCB exploration": {**PAPER_SETTINGS, "explore_bonus": 0.2, "explore_untried": True},
+    "paper with S' = next observed state": {**PAPER_SETTINGS, "next_state": "observed"},
     "improved + eq. 5 reward": {"reward_mode": "paper"},
     "improved + random initial values": {"q_init": "random"},
     "improved + constant learning rate": {"lr_schedule": "constant"},
+    "improved + S' = next observed state": {"next_state": "observed"},
     "improved": {},
 }
 _SMALL_POLICIES = ["autoscale", "opt", "edge-cpu-fp32"]

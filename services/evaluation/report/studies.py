@@ -79,7 +79,7 @@ def swap_section(st: dict[str, Any]) -> list[str]:
         "\n## Study: swap table (what makes the paper's learner miss)\n",
         "The paper's learner (Algorithm 1: random initial values in [0, 1), constant learning rate 0.9, eq. 5) with "
         "one part turned into the default's, and the default with one part turned back; cold window, held-out "
-        "seeds. Not measured here: Algorithm 1 with S' the next observed state (the learner updates with S' = S).\n",
+        "seeds. S' is the request's own state unless the row says it is the next observed one.\n",
         "| learner | energy gap | QoS gap |",
         "|---|---|---|",
     ]
