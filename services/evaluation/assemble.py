@@ -19,7 +19,7 @@ from services.evaluation.studies import SWAPS, SWEEP, sweep_choice, variant_conf
 from services.evaluation.summary import gaps_to_opt, group_stats, headline, summarise
 from services.evaluation.world import zoo_models
 
-LEARNERS = ("autoscale", "autoscale-paper", "linucb", "lr", "svr", "svm", "knn", "bo")
+NOT_LEARNERS = ("opt", "edge-cpu-fp32", "edge-best", "cloud", "connected-edge")  # fixed or set offline
 PerCase = dict[str, dict[str, dict[str, dict[str, Any]]]]
 
 
@@ -79,7 +79,7 @@ def learning_curve(per_window: dict[str, PerCase], policies: Sequence[str]) -> d
         scen = sorted({s for by_s in pc.values() for s in by_s})
         stats = group_stats(doc, scen)
         for p in policies:
-            if p not in stats or p in ("opt",):
+            if p not in stats or p in NOT_LEARNERS:
                 continue
             g = gaps_to_opt(doc, scen, p)
             out.setdefault(p, []).append(

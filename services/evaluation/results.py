@@ -49,6 +49,8 @@ class AggSummary(_Closed):
     """share of choices within 1 % of Opt's expected energy and QoS-feasible whenever Opt's is"""
     qos_expected_miss: float
     """share of choices missing QoS in expectation where Opt's meets it"""
+    opt_qos_violation: float
+    """Opt's share of QoS violations on the same inferences"""
     expected_energy_mj: float
     opt_expected_energy_mj: float
     choices: dict[str, int]

@@ -38,6 +38,7 @@ class Agg:
     # whenever Opt's does. A separate metric; never replaces the exact match.
     opt_tie_match: int = 0
     qos_expected_miss: int = 0  # choices whose *expected* latency misses QoS while Opt's meets it
+    opt_qos_violations: int = 0  # Opt's measured QoS misses on the same inferences
     expected_energy_j: float = 0.0  # sum of the choices' expected (noise-free) energy
     opt_expected_energy_j: float = 0.0
     choices: dict[str, int] = field(default_factory=dict)  # category -> count
@@ -61,6 +62,7 @@ class Agg:
         feas = a["expected_qos_met"][sl] | ~a["opt_expected_qos_met"][sl]
         self.opt_tie_match += int(((ch == op) | ((ee <= 1.01 * oe) & feas)).sum())
         self.qos_expected_miss += int((~feas).sum())
+        self.opt_qos_violations += int((a["opt_latency_s"][sl] >= a["qos_s"][sl]).sum())
         self.expected_energy_j += float(ee.sum())
         self.opt_expected_energy_j += float(oe.sum())
         for c, o in zip(ch.tolist(), op.tolist(), strict=True):
@@ -94,6 +96,7 @@ class Agg:
             "reward_oracle_is_opt": self.reward_oracle_is_opt / n,
             "tie_accuracy": self.opt_tie_match / n,
             "qos_expected_miss": self.qos_expected_miss / n,
+            "opt_qos_violation": self.opt_qos_violations / n,
             "expected_energy_mj": 1e3 * self.expected_energy_j / n,
             "opt_expected_energy_mj": 1e3 * self.opt_expected_energy_j / n,
             "choices": dict(sorted(self.choices.items())),

@@ -404,6 +404,7 @@ class Trace:
     # expected latency meets QoS (the feasibility Opt is defined on)
     expected_qos_met: list[bool] = field(default_factory=list)
     opt_expected_qos_met: list[bool] = field(default_factory=list)
+    opt_latency_s: list[float] = field(default_factory=list)  # Opt's measured latency on the same inference
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.__dict__.items()}
@@ -428,6 +429,7 @@ class Trace:
         self.opt_expected_energy_j.append(float(block.energy[i, k]))
         self.expected_qos_met.append(bool(block.latency[i, j] < case.qos_s))
         self.opt_expected_qos_met.append(bool(block.latency[i, k] < case.qos_s))
+        self.opt_latency_s.append(float(lat[i, k]))
 
 
 def _reward(

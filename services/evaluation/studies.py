@@ -12,7 +12,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from services.evaluation.config import PAPER_DEVICES, EvalConfig
+from services.evaluation.config import DYNAMIC, PAPER_DEVICES, STATIC, EvalConfig
 
 # The learner settings that matter (README: "what each setting was tuned on"), the values swept,
 # and the fields of EvalConfig they set. The default of each is one of its values.
@@ -76,22 +76,28 @@ def study_variants(cfg: EvalConfig) -> list[str]:
 
 
 def variant_config(cfg: EvalConfig, variant: str) -> EvalConfig:
-    """The configuration of one variant's folds (its ``seeds`` are the seeds it runs)."""
+    """The configuration of one variant's folds (its ``seeds`` are the seeds it runs). The sweep's
+    never include a held-out seed, phone or trace."""
     if variant == "main":
         return cfg
     lean: dict[str, Any] = {"studies": [], "policies": list(_SMALL_POLICIES), "curve_runs": []}
     if variant.startswith("sweep:"):
         # Tuning seeds and the paper's phones only: the held-out seeds and devices never steer a setting.
-        base = replace(cfg, seeds=list(cfg.tuning_seeds), devices=[d for d in cfg.devices if d in PAPER_DEVICES])
+        base = replace(
+            cfg,
+            seeds=list(cfg.tuning_seeds),
+            devices=[d for d in cfg.devices if d in PAPER_DEVICES],
+            scenarios=[s for s in cfg.scenarios if s in STATIC or s in DYNAMIC],
+        )
         spec = variant.removeprefix("sweep:")
         if spec == "default":
             return replace(base, **lean)
         key, value = spec.split("=")
         return replace(base, **lean, **{key: type(getattr(cfg, key))(float(value))})
     if variant == "sigma0":
-        return replace(cfg, **{**lean, "curve_runs": list(cfg.curve_runs)}, world_sigma=0.0, policies=_main_small(cfg))
+        return replace(cfg, **{**lean, "policies": _main_small(cfg)}, world_sigma=0.0)
     if variant == "streaming":
-        return replace(cfg, **lean, streaming=True, policies=_main_small(cfg))
+        return replace(cfg, **{**lean, "policies": _main_small(cfg)}, streaming=True)
     if variant.startswith("swap:"):
         return replace(cfg, **lean, **SWAPS[variant.removeprefix("swap:")])
     raise ValueError(f"unknown variant {variant!r}")

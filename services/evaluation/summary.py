@@ -95,18 +95,21 @@ def group_stats(
 
 
 def gaps_to_opt(res: dict[str, Any], scenarios: Iterable[str], policy: str = "autoscale") -> dict[str, float]:
-    """Mean over (device, scenario) of the energy gap (sum over networks) and the QoS-violation gap."""
+    """Mean over (device, scenario) of the energy gap (sum over networks) and the QoS-violation gap,
+    each against Opt on the very inferences the policy was scored on."""
     e_gaps, q_gaps = [], []
     per_ds: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for dev, s, _m, pol in cases(res, scenarios):
-        if policy in pol and "opt" in pol:
-            per_ds.setdefault((dev, s), []).append(pol)
-    for pols in per_ds.values():
-        e_p = sum(p[policy]["energy_mj"] * p[policy]["n"] for p in pols)
-        e_o = sum(p["opt"]["energy_mj"] * p["opt"]["n"] for p in pols)
-        n = sum(p[policy]["n"] for p in pols)
-        q_p = sum(p[policy]["qos_violation"] * p[policy]["n"] for p in pols) / n
-        q_o = sum(p["opt"]["qos_violation"] * p["opt"]["n"] for p in pols) / n
+        if policy in pol:
+            per_ds.setdefault((dev, s), []).append(pol[policy])
+    for vs in per_ds.values():
+        n = sum(v["n"] for v in vs)
+        e_o = sum(v["opt_energy_mj"] * v["n"] for v in vs)
+        if n == 0 or e_o <= 0:
+            continue
+        e_p = sum(v["energy_mj"] * v["n"] for v in vs)
+        q_p = sum(v["qos_violation"] * v["n"] for v in vs) / n
+        q_o = sum(v["opt_qos_violation"] * v["n"] for v in vs) / n
         e_gaps.append(100.0 * (e_p / e_o - 1.0))
         q_gaps.append(100.0 * (q_p - q_o))
     return {"energy_gap_pct": mean(e_gaps), "qos_gap_pp": mean(q_gaps), "cases": len(e_gaps)}

@@ -75,7 +75,7 @@ def curve_table(res: dict[str, Any]) -> list[str]:
     curve = res.get("learning_curve") or {}
     if not curve:
         return []
-    ks = [r["online_runs"] for r in next(iter(curve.values()))]
+    ks = sorted({r["online_runs"] for rows in curve.values() for r in rows})
     out = [
         "\n## 2. Learning curves: after k online inferences of the held-out network\n",
         "Each window is measured after exactly k of the learner's own online inferences of the held-out network "
@@ -85,9 +85,12 @@ def curve_table(res: dict[str, Any]) -> list[str]:
         "|---|" + "---|" * len(ks),
     ]
     for p in _learners(res):
+        by_k = {r["online_runs"]: r for r in curve[p]}
         cells = [
             f"{num(r['energy_gap_pct'])} % / {num(r['qos_gap_pp'])} pp / {pct(r['category_accuracy'])} %"
-            for r in curve[p]
+            if (r := by_k.get(k))
+            else "- (`--study predictors`)"
+            for k in ks
         ]
         out.append(f"| {_label(p)} | " + " | ".join(cells) + " |")
     r30 = next((r for r in curve.get("autoscale", []) if r["online_runs"] == 30), None)
