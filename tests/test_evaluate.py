@@ -32,6 +32,7 @@ def _run(out: Path, **kw: Any) -> dict[str, Any]:
         "world_sigma": 0.2,
         "study": "convergence,overhead",
         "full": False,
+        "headline_policy": "autoscale",
         "profile": None,
         "scenario_file": None,
         "out": out,

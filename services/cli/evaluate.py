@@ -74,6 +74,9 @@ def evaluate(
         str, typer.Option(help=f"comma-separated studies: {', '.join(STUDIES)} ('none' for none)")
     ] = ",".join(DEFAULT_STUDIES),
     full: Annotated[bool, typer.Option("--full", help="every study")] = False,
+    headline_policy: Annotated[
+        str, typer.Option(help="the learner summary.headline reports (one of --policies)")
+    ] = "autoscale",
     profile: Annotated[
         list[Path] | None,
         typer.Option(
@@ -100,6 +103,9 @@ def evaluate(
     cfg.seeds = _ints(seeds, "--seeds") or [cfg.seed]
     cfg.seed = cfg.seeds[0]
     cfg.studies = list(STUDIES) if full else _studies(study)
+    if headline_policy not in cfg.policies:
+        raise typer.BadParameter(f"{headline_policy!r} is not among --policies", param_hint="--headline-policy")
+    cfg.headline_policy = headline_policy
     try:
         _add_files(cfg, profile or [], scenario_file or [])
         t0 = time.perf_counter()
@@ -213,6 +219,10 @@ def write_outputs(res: dict[str, Any], out: Path) -> None:
 
     results = build_results(res)  # a document that breaks the contract fails here, before any file
     out.mkdir(parents=True, exist_ok=True)
+    sweep = (res.get("studies") or {}).get("sweep")
+    if sweep:  # what services/evaluation/tuning.json records (copy it there to record a new tuning)
+        cmd = "autoscale evaluate --study sweep"
+        (out / "tuning.json").write_text(json.dumps({"command": cmd, **sweep}, indent=1) + "\n")
     figs = make_all(res, out)
     results.figures = figs
     (out / "results.json").write_text(json.dumps(dump_results(results), indent=1))

@@ -219,6 +219,8 @@ class Protocol(_Closed):
     """What is reported on, what is hidden from the policies, what each setting was chosen on."""
 
     headline: str
+    headline_policy: str
+    """the learner ``summary.headline`` reports"""
     seeds: list[int]
     """the held-out seeds reported"""
     tuning_seeds: list[int]
