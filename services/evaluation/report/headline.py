@@ -115,7 +115,7 @@ def groups_table(res: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
     ]
     for dev, g in (allg.get("gaps_by_device") or {}).items():
-        tuned = "no (held-out phone)" if dev in held else "no: leave-one-device-out (chosen on the other two)"
+        tuned = "no (held-out phone)" if dev in held else "leave-one-device-out (settings table)"
         out.append(f"| {dev} | {num(g['energy_gap_pct'])} % | {num(g['qos_gap_pp'])} pp | {tuned} |")
     for label in ("static", "dynamic", "held_out"):
         g = (s.get(label) or {}).get("gaps_by_policy", {}).get("autoscale")
