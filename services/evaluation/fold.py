@@ -214,7 +214,7 @@ def _test(
         agg.opt_energy_j = float(sum(en[i, block.opt[i]] for i in idx))
         out[wname][scenario][name] = agg
         if name in SKLEARN:
-            e = prediction_errors(policy, block, idx, tr.choice, mode, weights)
+            e = prediction_errors(policy, block, idx, mode, weights)
             if e is not None:
                 acc = errors.setdefault(wname, {}).setdefault(name, [0.0, 0.0])
                 acc[0] += e[0]
