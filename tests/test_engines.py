@@ -409,9 +409,7 @@ def test_tiny_tuning_database_and_tuned_compile(ort_engine: OnnxRuntimeEngine, w
     from services.common.engines.tune import count_valid_records, tune
 
     path = two_conv(work / "two_conv.onnx")
-    t0 = time.perf_counter()
     db = tune(path, "llvm", trials=8, work_dir=work / "tuning", threads=2, builder_workers=1, min_repeat_ms=20)
-    assert time.perf_counter() - t0 < 120
     assert (db / "database_workload.json").is_file() and (db / "meta.json").is_file()
     assert count_valid_records(db) >= 2  # both convs got at least one working schedule
     engine = TvmEngine(cache_dir=work / "tvm_cache", tuning_dir=work / "tuning")
