@@ -99,3 +99,22 @@ def test_world_studies_rerun_the_main_grid(name: str) -> None:
     assert vc.seeds == cfg.seeds and vc.devices == cfg.devices
     assert (vc.world_sigma == 0.0) if name == "sigma0" else vc.streaming
     assert "opt" in vc.policies and "lr" not in vc.policies
+
+
+def test_each_phone_is_evaluated_with_what_the_recorded_sweep_chose_without_it() -> None:
+    """A paper phone gets its leave-one-device-out value (chosen on the other two phones), the
+    held-out phone the value best on all three; with use_tuning off the configured values stand."""
+    from services.evaluation.tuning import record, tuned_config
+
+    rec = record()
+    assert rec is not None and not set(rec["seeds"]) & set(HELD_OUT_SEEDS)
+    assert set(rec["devices"]) == set(PAPER_DEVICES)
+    cfg = EvalConfig()
+    for key, s in rec["settings"].items():
+        for r in s["rotations"]:
+            assert r["held_out_device"] not in r["tuned_on"]
+            assert getattr(tuned_config(cfg, r["held_out_device"]), key) == r["chosen"]
+        means = {float(v): sum(d.values()) / len(d) for v, d in s["scores"].items()}
+        assert getattr(tuned_config(cfg, "galaxy_s23"), key) == min(means, key=lambda v: (means[v], v))
+    off = EvalConfig(use_tuning=False, qos_penalty=3.0)
+    assert tuned_config(off, "mi8pro").qos_penalty == 3.0

@@ -9,6 +9,7 @@ from services.evaluation.config import STATIC, EvalConfig
 from services.evaluation.contenders import REFERENCE_CHOOSERS, build_policy
 from services.evaluation.scoring import Agg
 from services.evaluation.simulator import run_steps, set_exploration
+from services.evaluation.tuning import tuned_config
 from services.evaluation.world import seed_of, world_of
 
 
@@ -16,6 +17,7 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
     """Fig. 12: AutoScale (LOO + online adaptation, static scenarios) vs Opt and Edge (CPU FP32) per
     accuracy target; same protocol as the main experiment's adapted window, shorter training."""
     world = world_of(cfg, device)
+    cfg = tuned_config(cfg, world.device)  # after world_of: the world does not depend on learner settings
     static = [s for s in world.scenarios if s in STATIC] or list(world.scenarios)
     learners = ["autoscale"]  # the configured AutoScale (the paper's variant is compared in the main experiment)
     res: dict[str, Any] = {}

@@ -5,10 +5,8 @@ studies' blocks."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from services.core.schemas import RuntimeConditions
@@ -19,6 +17,7 @@ from services.evaluation.overhead import decider_overhead
 from services.evaluation.scoring import Agg
 from services.evaluation.studies import SWAPS, SWEEP, sweep_choice, variant_config
 from services.evaluation.summary import gaps_to_opt, group_stats, headline, summarise
+from services.evaluation.tuning import describe
 from services.evaluation.world import zoo_models
 
 NOT_LEARNERS = ("opt", "edge-cpu-fp32", "edge-best", "cloud", "connected-edge")  # fixed or set offline
@@ -222,34 +221,12 @@ def protocol(cfg: EvalConfig) -> dict[str, Any]:
     }
 
 
-TUNING = Path(__file__).with_name("tuning.json")  # the last sweep's choices, committed with the command
-
-
-def _sweep_record(key: str, value: float) -> str:
-    """What the committed sweep chose for ``key`` per held-out phone, and whether it is ``value``."""
-    if not TUNING.exists():
-        return "no sweep recorded"
-    rec = json.loads(TUNING.read_text())
-    rows = rec["settings"].get(key, {}).get("rotations", [])
-    picks = "; ".join(f"{r['held_out_device']} <- {'+'.join(r['tuned_on'])}: {r['chosen']:g}" for r in rows)
-    agree = all(math.isclose(r["chosen"], value) for r in rows)
-    return f"`{rec['command']}` chose {picks} ({'all equal to the default' if agree else 'NOT all the default'})"
-
-
 def settings_table(cfg: EvalConfig) -> list[dict[str, Any]]:
     """Every learner setting of the configured AutoScale: value, and what it was chosen on."""
-    sweep_note = (
-        f"tuning seeds {', '.join(map(str, cfg.tuning_seeds))}, Table IV scenarios; leave-one-device-out over the "
-        "paper's phones (each phone's value chosen on the other two)"
-    )
-    rows = [
-        {
-            "setting": k,
-            "value": float(getattr(cfg, k)),
-            "chosen_on": f"{sweep_note}: {_sweep_record(k, float(getattr(cfg, k)))}",
-        }
-        for k in SWEEP
-    ]
+    rows: list[dict[str, Any]] = []
+    for k in SWEEP:
+        value, note = describe(k, float(getattr(cfg, k)), cfg.devices) if cfg.use_tuning else (getattr(cfg, k), "")
+        rows.append({"setting": k, "value": value, "chosen_on": note or "the configured value (use_tuning off)"})
     fixed = {
         "reward_mode": "design: the reward Opt is defined by (min energy within QoS); not swept",
         "q_init": "design (transfer across Table I states, paper Sec. VI-C); compared in the swap table",

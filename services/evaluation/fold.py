@@ -41,6 +41,7 @@ from services.evaluation.contenders import (
 from services.evaluation.predictor_errors import prediction_errors
 from services.evaluation.scoring import Agg, noise_floor
 from services.evaluation.simulator import Block, run_steps, set_exploration, uniform_chooser
+from services.evaluation.tuning import tuned_config
 from services.evaluation.world import DeviceWorld, seed_of, world_of
 
 ONLINE_EPSILON = 0.1  # Algorithm 1's exploration while the held-out network runs online
@@ -101,6 +102,7 @@ def _train(
 def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
     """Train on every network but ``held_out``, test every policy on it (module doc). Returns sums."""
     world = world_of(cfg, device)
+    cfg = tuned_config(cfg, world.device)  # after world_of: the world does not depend on learner settings
     t0 = time.perf_counter()
     decisions = 0
     names = window_names(cfg)

@@ -203,6 +203,7 @@ class Convergence(_Closed):
 class SettingRow(_Closed):
     setting: str
     value: float | str | bool | int | None
+    """the value, or per phone the values, the learner was evaluated with"""
     chosen_on: str
 
 
