@@ -23,7 +23,7 @@ def _symexp(y: float) -> float:
     return math.copysign(math.expm1(abs(y)), y)
 
 
-MAX_ROWS = 10  # inferences per window and scenario whose predictions are checked (one sklearn call each)
+MAX_ROWS = 4  # inferences per window and scenario whose predictions are checked (one sklearn call each)
 
 
 def prediction_errors(

@@ -164,7 +164,7 @@ def predictor_table(res: dict[str, Any]) -> list[str]:
         return []
     out = [
         "\n## 5. The prediction-based comparators (same data as AutoScale in every window)\n",
-        "MAPE over every eligible target of the first 10 inferences per window and scenario: LR/SVR predict its "
+        "MAPE over every eligible target of the first 4 inferences per window and scenario: LR/SVR predict its "
         "energy (vs the measured true energy), BO's surrogate its reward. Misclassification (SVM/KNN) = 1 - "
         "exact-action accuracy. The paper's figures are not leave-one-network-out.\n",
         "| comparator | cold | after 30 | energy gap (cold) | paper |",
