@@ -142,7 +142,8 @@ def ppw_table(res: dict[str, Any]) -> list[str]:
             continue
         imp = g["improvement_by_policy"]
         out.append(
-            f"\n| AutoScale over ({label}) | default | paper variant | Opt over it | paper |\n|---|---|---|---|---|"
+            f"\n| AutoScale over ({label}) | default | paper variant | Opt over the same baseline | paper |"
+            "\n|---|---|---|---|---|"
         )
         opt_ppw = g["policies"].get("opt", {}).get("ppw_norm")
         for b, pv in PAPER[key].items():

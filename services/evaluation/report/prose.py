@@ -46,9 +46,9 @@ def protocol(res: dict[str, Any]) -> list[str]:
         "(`tests/test_truth.py`).\n",
         f"- **Held out**: seeds {p['seeds']} (settings were chosen on seeds {p['tuning_seeds']}); the phone(s) "
         f"{', '.join(p['held_out_devices']) or '-'} and the trace(s) {', '.join(p['held_out_scenarios']) or '-'}, "
-        "on which nothing was tuned. For the paper's phones, each swept setting's leave-one-device-out choice "
-        "(chosen on the other two phones, `--study sweep`) is in the table below, which says whether every "
-        "rotation chose the default.\n",
+        "on which nothing was tuned. Each of the paper's phones is evaluated with the swept settings chosen on the "
+        "other two (leave-one-device-out, recorded from `--study sweep`); the table below lists each phone's "
+        "values and how they were chosen.\n",
         "- **Windows**: *cold* = leave-one-network-out with no inference of the held-out network before it is "
         f"scored (the headline); then after {', '.join(str(k) for k in cfg['curve_runs'])} online inferences of it. "
         "Every scenario starts from the same trained state. Every contender gets the same data in every window.\n",
