@@ -22,14 +22,23 @@ from services.evaluation.world import load_device
 MODELS = ["mobilenet_v2", "mobilenet_v3", "resnet50"]
 
 
-def test_plans_are_further_columns_and_leave_the_rest_alone() -> None:
+@pytest.mark.parametrize("sigma", [0.0, 0.2])
+def test_plans_are_further_columns_and_leave_the_rest_alone(sigma: float) -> None:
+    """sigma 0: the true world is the profiles, and a plan's column is ``plan_cost`` exactly;
+    sigma 0.2: the hidden deviations reach the plans' columns too (each part under its target's)."""
     plain = load_device(
-        EvalConfig(devices=["moto_x_force"], scenarios=["s4"], models=MODELS, policies=["autoscale", "opt"]),
+        EvalConfig(
+            devices=["moto_x_force"], scenarios=["s4"], models=MODELS, policies=["autoscale", "opt"], world_sigma=sigma
+        ),
         "moto_x_force",
     )
     world = load_device(
         EvalConfig(
-            devices=["moto_x_force"], scenarios=["s4"], models=MODELS, policies=["autoscale", "opt", *PARTITIONING]
+            devices=["moto_x_force"],
+            scenarios=["s4"],
+            models=MODELS,
+            policies=["autoscale", "opt", *PARTITIONING],
+            world_sigma=sigma,
         ),
         "moto_x_force",
     )
@@ -42,13 +51,18 @@ def test_plans_are_further_columns_and_leave_the_rest_alone() -> None:
         for k in ("latency", "energy", "noise"):
             assert np.array_equal(getattr(b, k)[:, :t], getattr(a, k)), k
         assert np.array_equal(b.opt, a.opt) and np.array_equal(b.reward_argmax("qos"), a.reward_argmax("qos"))
-        # a plan's column is its cost part by part on the block's conditions
+        # a plan's column is its cost part by part on the block's conditions (in the true world)
+        deviate = 0
         for j, c in enumerate(b.case.plans):
             assert c.plan is not None
             for i in (0, 17):
                 pc = plan_cost(world.mesh, b.case.features, b.case.cuts, c.plan, b.conditions[i])
-                assert b.latency[i, t + j] == pytest.approx(pc.latency_s, rel=1e-9)
-                assert b.energy[i, t + j] == pytest.approx(pc.energy_j, rel=1e-9)
+                if sigma == 0.0:
+                    assert b.latency[i, t + j] == pytest.approx(pc.latency_s, rel=1e-9)
+                    assert b.energy[i, t + j] == pytest.approx(pc.energy_j, rel=1e-9)
+                else:
+                    deviate += b.latency[i, t + j] != pytest.approx(pc.latency_s, rel=1e-6)
+        assert sigma == 0.0 or deviate == 2 * len(b.case.plans)
 
 
 @pytest.mark.parametrize("name", [*PARTITIONING])
@@ -76,13 +90,16 @@ def test_partition_study_in_results_and_report(tmp_path: Path) -> None:
         models=",".join(MODELS),
         runs=10,
         test_runs=8,
-        adapt_runs=10,
-        seed=2,
+        curve_runs="10",
+        seeds="102",
+        world_sigma=0.2,
+        study="none",
+        full=False,
+        headline_policy="autoscale",
         profile=None,
         scenario_file=None,
         out=tmp_path,
         workers=1,
-        extras=False,
         policies="autoscale,edge-cpu-fp32,opt,neurosurgeon,mosaic,autoscale-splits",
     )
     res = json.loads((tmp_path / "results.json").read_text())

@@ -20,12 +20,12 @@ equations (tests check they agree).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.core.costmodel import CostTable, Mesh, estimate
+from services.core.costmodel import CostTable, Deviations, Mesh, estimate
 from services.core.errors import AutoScaleError
 from services.core.profiles import DeviceProfile
 from services.core.schemas import (
@@ -37,6 +37,7 @@ from services.core.schemas import (
     Plan,
     PlanPart,
     RuntimeConditions,
+    Target,
 )
 
 
@@ -166,6 +167,7 @@ def plan_cost(
             copy_s, copy_j = copy_cost(mesh.profile_for(part.target.runner), f.input_bytes)
             if part.target.runner != Location.edge:
                 copy_j = 0.0  # another device's memory traffic: not the phone's energy
+            copy_j += mesh.edge.base_w * copy_s  # the phone stays on (base power) while any device copies
         out.append(PartCost(part, f, c.inference_s, c.tx_s, c.rx_s, copy_s, c.energy_j + copy_j))
     return PlanCost(tuple(out))
 
@@ -180,7 +182,9 @@ class PlanCostTable:
     cuts: Sequence[CutPoint]
     plans: list[Plan]
     _tables: list[list[CostTable]] = field(init=False, repr=False)
-    _copy: np.ndarray = field(init=False, repr=False)  # (P, 2): seconds, phone joules of the copies
+    _copy: np.ndarray = field(
+        init=False, repr=False
+    )  # (P, 2): seconds, phone joules (besides base power) of the copies
 
     def __post_init__(self) -> None:
         self._tables = []
@@ -197,17 +201,30 @@ class PlanCostTable:
             self._tables.append(tables)
 
     def evaluate(
-        self, co_cpu: np.ndarray, co_mem: np.ndarray, rssi_wifi: np.ndarray, rssi_p2p: np.ndarray
+        self,
+        co_cpu: np.ndarray,
+        co_mem: np.ndarray,
+        rssi_wifi: np.ndarray,
+        rssi_p2p: np.ndarray,
+        *,
+        dev: Callable[[Sequence[Target]], Deviations] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Arrays of shape (N, P), as ``CostTable.evaluate``: the sums over each plan's parts."""
+        """Arrays of shape (N, P), as ``CostTable.evaluate``: the sums over each plan's parts.
+
+        ``dev``: a world that deviates from the profiles, as the ``Deviations`` of given target
+        columns (None: the profiles); each part is evaluated under its own target's."""
         n = len(np.atleast_1d(co_cpu))
         keys = ("inference_s", "tx_s", "rx_s", "latency_s", "energy_j", "device_energy_j")
         out = {k: np.zeros((n, len(self.plans))) for k in keys}
+        base_w = self.mesh.edge.base_w
         for i, tables in enumerate(self._tables):
+            base_x = 1.0
             for t in tables:
-                part = t.evaluate(co_cpu, co_mem, rssi_wifi, rssi_p2p)
+                d = dev(t.targets) if dev is not None else None
+                base_x = d.base_power if d is not None else 1.0
+                part = t.evaluate(co_cpu, co_mem, rssi_wifi, rssi_p2p, dev=d)
                 for k in keys:
                     out[k][:, i] += part[k][:, 0]
             out["latency_s"][:, i] += self._copy[i, 0]
-            out["energy_j"][:, i] += self._copy[i, 1]
+            out["energy_j"][:, i] += self._copy[i, 1] + base_w * base_x * self._copy[i, 0]
         return out

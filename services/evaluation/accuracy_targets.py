@@ -6,9 +6,10 @@ import random
 from typing import Any
 
 from services.evaluation.config import STATIC, EvalConfig
-from services.evaluation.contenders import build_policy
+from services.evaluation.contenders import REFERENCE_CHOOSERS, build_policy
 from services.evaluation.scoring import Agg
 from services.evaluation.simulator import run_steps, set_exploration
+from services.evaluation.tuning import tuned_config
 from services.evaluation.world import seed_of, world_of
 
 
@@ -16,6 +17,7 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
     """Fig. 12: AutoScale (LOO + online adaptation, static scenarios) vs Opt and Edge (CPU FP32) per
     accuracy target; same protocol as the main experiment's adapted window, shorter training."""
     world = world_of(cfg, device)
+    cfg = tuned_config(cfg, world.device)  # after world_of: the world does not depend on learner settings
     static = [s for s in world.scenarios if s in STATIC] or list(world.scenarios)
     learners = ["autoscale"]  # the configured AutoScale (the paper's variant is compared in the main experiment)
     res: dict[str, Any] = {}
@@ -44,7 +46,7 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
                 learner = name in learners
                 if learner and train:
                     run_steps(policy, train, rng, reward_mode=mode, weights=weights, record=False)
-                adapt = cfg.adapt_runs if learner else 0
+                adapt = max(cfg.curve_runs, default=0) if learner else 0
                 for s in static:
                     b = world.block(k, s, "acc-test", adapt + cfg.accuracy_test_runs, target)
                     if adapt:  # same protocol as the main experiment's adapted window
@@ -54,8 +56,10 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
                         )
                     set_exploration(policy, 0.0)
                     idx = range(adapt, adapt + cfg.accuracy_test_runs)
+                    steps = [(b, i) for i in idx]
+                    chooser = REFERENCE_CHOOSERS.get(name)
                     aggs[name].add(
-                        run_steps(policy, [(b, i) for i in idx], rng, reward_mode=mode, weights=weights), ids
+                        run_steps(policy, steps, rng, reward_mode=mode, weights=weights, chooser=chooser), ids
                     )
         res["none" if target is None else f"{target:g}"] = {p: a.summary() for p, a in aggs.items()}
     return {"device": world.device, "targets": res, "refused": refused}

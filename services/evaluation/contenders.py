@@ -1,5 +1,10 @@
 """The policies an evaluation pits against each other, built fresh for every fold.
 
+A learner plugs in as a contender by name: any name ``make_policy`` knows that is not one of the
+built-ins below is built with ``make_policy(name, seed=..., mesh=<the device profiles>)`` when
+``make_policy`` takes a ``mesh`` -- the profiles the decider would know, never the simulator's
+hidden world -- and is trained, tested and scored like AutoScale (``--policies NAME``).
+
 The partitioning contenders are registered here too (``PARTITIONING``): NeuroSurgeon and MOSAIC
 (the paper's two related works, which split a network at layer granularity) and AutoScale with
 split actions (``autoscale-splits``, beyond the paper). ``plan_columns`` lists the plans any of
@@ -8,6 +13,7 @@ them may run on a network, which the simulator costs as further columns of its b
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -29,13 +35,20 @@ from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, 
 from services.core.policies.splits import split_candidates
 from services.core.schemas import CutPoint, ModelFeatures
 from services.evaluation.config import AUTOSCALE, EvalConfig
+from services.evaluation.simulator import NEXT_STATE, opt_chooser, static_chooser
 
-PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")
+PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")  # trained on a uniformly explored sample
+SKLEARN = ("lr", "svr", "svm", "knn", "bo")  # the paper's prediction-based comparators (refitted, not online)
 SPLITS = "autoscale-splits"  # AutoScale whose action space has the networks' most promising splits
 PLANNERS = ("neurosurgeon", "neurosurgeon-latency", "mosaic")  # plan from the profiles, never adapted
 PARTITIONING = (*PLANNERS, SPLITS)
 Q_LEARNERS = (*AUTOSCALE, SPLITS)  # trained online on the other networks, explore while adapting
-ONLINE = (*Q_LEARNERS, "linucb", "edge-best", "connected-edge")  # keep learning on the held-out network
+ONLINE = (*Q_LEARNERS, "linucb")  # keep learning on the held-out network
+FIXED = ("edge-cpu-fp32", "cloud")  # always the same kind of target: nothing to learn
+# The references an experimenter sets from measurements of the real devices, not deployable
+# policies: they replay choices precomputed from the true costs (no policy is handed those).
+REFERENCE_CHOOSERS = {"opt": opt_chooser, "edge-best": static_chooser("edge"), "connected-edge": static_chooser("peer")}
+KNOWN = (*ONLINE, *FIXED, *PREDICTORS, *PLANNERS, *REFERENCE_CHOOSERS)  # anything else is a plugged-in learner
 SPLITS_PER_LOCATION = 1  # split actions per remote location: 66 + 2 actions stay within the decision budget
 
 # The contexts of a network with its split actions: the extended candidate tuple of a case.
@@ -94,7 +107,8 @@ def plan_columns(
 
 def build_policy(name: str, cfg: EvalConfig, seed: int, world: Any = None) -> Policy:
     """A fresh policy; predictors are set up to be fitted once on their training samples. ``world``
-    (a ``DeviceWorld``): the profiles and cases the partitioning contenders plan with."""
+    (a ``DeviceWorld``): the profiles and cases the partitioning contenders plan with, and the
+    profiles handed to a plugged-in learner that asks for them (never the hidden true world)."""
     never = 10**12  # refit only when we say so: offline-trained predictors
     if name in AUTOSCALE:
         return autoscale_policy(name, cfg, seed)
@@ -119,6 +133,8 @@ def build_policy(name: str, cfg: EvalConfig, seed: int, world: Any = None) -> Po
                 epsilon=0.0, buffer=min(cfg.predictor_samples, 150), refit_every=never, seed=seed, background_fit=False
             )
         )
+    if world is not None and "mesh" in inspect.signature(make_policy).parameters:
+        return make_policy(name, seed=seed, background_fit=False, mesh=world.mesh)  # type: ignore[call-arg,unused-ignore]
     return make_policy(name, seed=seed, background_fit=False)
 
 
@@ -140,7 +156,10 @@ def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1
 
 
 def autoscale_policy(name: str, cfg: EvalConfig, seed: int, table: QTable | None = None) -> QLearningPolicy:
-    return QLearningPolicy(table if table is not None else QTable(), autoscale_params(name, cfg, seed), name=name)
+    hook = NEXT_STATE if cfg.next_state == "observed" and name != "autoscale-paper" else None
+    return QLearningPolicy(
+        table if table is not None else QTable(), autoscale_params(name, cfg, seed), name=name, next_state=hook
+    )
 
 
 def fit_now(policy: Policy) -> None:

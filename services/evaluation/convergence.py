@@ -14,6 +14,7 @@ from services.core.policies.qlearning import transfer_table, validate_export
 from services.evaluation.config import AUTOSCALE, STATIC, EvalConfig
 from services.evaluation.contenders import autoscale_policy
 from services.evaluation.simulator import run_steps, set_exploration
+from services.evaluation.tuning import tuned_config
 from services.evaluation.world import seed_of, world_of
 
 
@@ -46,6 +47,7 @@ def convergence_curve(
       within the tolerance of the final level (mean of the last 10 runs).
     """
     world = world_of(cfg, device)
+    cfg = tuned_config(cfg, world.device)  # after world_of: the world does not depend on learner settings
     qt = table if table is not None else QTable()
     policy = autoscale_policy(variant, cfg, cfg.seed, qt)
     mode, weights = cfg.reward_of(variant)
@@ -158,7 +160,7 @@ def run_convergence_and_transfer(cfg: EvalConfig) -> dict[str, Any]:
             v_out["scratch"][name] = {k: v for k, v in c.items() if k != "table"}
             if d == src:
                 src_curve = c
-        if src_curve is not None:
+        if src_curve is not None and cfg.study("transfer"):
             src_actions = [t.id for t in world_of(cfg, src).mesh.targets()]
             exported = validate_export(src_curve["table"].export(src_name, src_actions))
             for name, d in by_name.items():

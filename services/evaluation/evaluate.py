@@ -1,55 +1,49 @@
-"""The paper's evaluation methodology (Sec. V-C, VI) on the simulator.
+"""The evaluation protocol (README "Evaluation"; paper Sec. V-C, VI) on the simulator.
 
-Per device (phone) and per held-out network k (leave-one-out across the NNs, Sec. V-C):
+Per seed, phone and held-out network k (leave-one-network-out, Sec. V-C), ``fold.run_fold``:
 
-* **train** AutoScale on the other networks: ``runs`` inferences per (network, scenario), in a
-  shuffled order, epsilon-greedy (0.1), learning from every outcome (Algorithm 1);
-* the prediction-based comparators (LR, SVR, SVM, KNN, BO, LinUCB) get ``predictor_samples``
-  uniformly explored observations of the same training inferences (offline profiling data, as
-  the prediction-based approaches are trained in the paper) and are fitted once;
-* **test** every policy on network k: ``test_runs`` consecutive inferences per scenario, exploiting
-  (epsilon 0) while still learning online; the predictors are tested on the first
-  ``predictor_test_runs`` of them (their per-decision cost is milliseconds).
+* **train** every learner on the other networks: ``runs`` inferences per (network, scenario), in
+  a shuffled order, epsilon-greedy (0.1), learning from every observed outcome (Algorithm 1); the
+  prediction-based comparators (LR, SVR, SVM, KNN, BO) fit once on ``predictor_samples``
+  uniformly explored observations of the same training inferences (offline profiling data);
+* **test** on network k per scenario: the *cold* window first (no inference of k before it: the
+  headline), then windows after 10, 30 and 100 online inferences of k (``curve_runs``).
 
-Opt is the oracle of paper fn. 8 on the true (noise-free) costs. All policies see the same
-conditions and the same outcome noise (common random numbers). Besides this main experiment:
-convergence from scratch, transfer learning (Mi8Pro -> others) and the accuracy targets of Fig. 12.
+The world is not the profiles: a hidden ``TrueWorld`` per seed (``truth``) makes every device
+deviate from its profile; Opt (paper fn. 8) and the scores read the truth, policies the profiles
+and the observed outcomes. Reports use the held-out seeds; settings are chosen on the tuning
+seeds (``studies``: the sweep). The studies (``EvalConfig.studies``) add convergence and
+transfer (Fig. 14), the accuracy targets (Fig. 12), the sweep, the profiles' world (sigma 0), the
+streaming use case (Fig. 10), the swap table and the decider's energy overhead.
 
-AutoScale runs twice, side by side: ``autoscale`` as configured (``EvalConfig.reward_mode``,
-``q_init``, ``lr_schedule``, ``explore_bonus``, ``explore_untried``: by default the improved
-learner, ``QParams.improved()`` with the Opt-aligned reward) and ``autoscale-paper`` (Algorithm 1
-and eq. 5 exactly as published). Every other learner gets the configured reward, as in the decider.
+Speed: blocks precompute every candidate's cost, noise and reward matrix (vectorised); Opt and the
+offline-profiled baselines replay precomputed choices; the predictors decide each window in one
+batch (``decide_many``); BLAS runs single-threaded per worker process (parallel over folds).
 
-Speed: blocks precompute every candidate's cost, noise and reward matrix (vectorised); Opt replays
-the precomputed oracle choice; offline-trained predictors decide each test window in one batch
-(``decide_many``); BLAS runs single-threaded per worker process (the parallelism is over folds).
-
-Modules: ``world`` (one device's cases and random blocks), ``contenders`` (the policies),
-``fold`` (the main experiment's leave-one-out fold), ``scoring`` (sums over a test window),
-``convergence`` (Fig. 14), ``accuracy_targets`` (Fig. 12); this one runs them all, over worker
-processes, and assembles results.json.
+Modules: ``world`` (one device's cases and random blocks), ``truth`` (the hidden world),
+``contenders`` (the policies), ``fold`` (one leave-one-out fold), ``scoring`` (sums over a
+window), ``studies`` (the variants), ``assemble`` (results.json), ``convergence`` (Fig. 14),
+``accuracy_targets`` (Fig. 12), ``overhead``; this one runs the tasks over worker processes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
 from multiprocessing import get_context
 from typing import Any
 
-from services.core.schemas import ModelFeatures, RuntimeConditions
-from services.core.state import observe
+from services.core.schemas import ModelFeatures
 from services.evaluation.accuracy_targets import run_accuracy_targets
+from services.evaluation.assemble import assemble
 from services.evaluation.config import EvalConfig
 from services.evaluation.convergence import run_convergence_and_transfer
 from services.evaluation.fold import run_fold
-from services.evaluation.partitioning import partition_summary
-from services.evaluation.scoring import Agg
-from services.evaluation.summary import summarise
+from services.evaluation.studies import study_variants, variant_config
 from services.evaluation.world import known_features, load_device, preload_features, zoo_models
 
 
@@ -74,12 +68,14 @@ def _init_worker(features: dict[str, ModelFeatures]) -> None:
 
 def _task(kind: str, cfg: EvalConfig, arg: Any) -> tuple[str, Any, Any]:
     if kind == "fold":
-        device, model = arg
-        return kind, arg, run_fold(cfg, device, model)
+        variant, seed, device, model = arg
+        vcfg = replace(variant_config(cfg, variant), seed=seed)
+        return kind, arg, run_fold(vcfg, device, model)
+    first = replace(cfg, seed=cfg.seeds[0])  # the studies run on the first reported seed
     if kind == "conv":
-        return kind, arg, run_convergence_and_transfer(cfg)
+        return kind, arg, run_convergence_and_transfer(first)
     if kind == "acc":
-        return kind, arg, run_accuracy_targets(cfg, arg)
+        return kind, arg, run_accuracy_targets(first, arg)
     raise ValueError(kind)
 
 
@@ -98,18 +94,28 @@ def evaluate(cfg: EvalConfig, progress: Callable[[str, int, int], None] | None =
         return _evaluate(cfg, progress)
 
 
+def tasks_of(cfg: EvalConfig, models: list[str]) -> list[tuple[str, Any]]:
+    """Every unit of work: a fold per (variant, seed, device, held-out network), then the studies."""
+    tasks: list[tuple[str, Any]] = []
+    for variant in ["main", *study_variants(cfg)]:
+        vcfg = variant_config(cfg, variant)
+        tasks += [("fold", (variant, s, d, m)) for s in vcfg.seeds for d in vcfg.devices for m in models]
+    if cfg.study("convergence") or cfg.study("transfer"):
+        tasks.append(("conv", None))
+    if cfg.study("accuracy"):
+        tasks += [("acc", d) for d in cfg.devices]
+    # Longest first: the studies' tasks are the longest single ones.
+    tasks.sort(key=lambda t: 0 if t[0] != "fold" else 1)
+    return tasks
+
+
 def _evaluate(cfg: EvalConfig, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     c0 = _cpu_s()
     for d in cfg.devices:  # fail fast, in this process, on bad inputs
         load_device(cfg, d)
     models = list(zoo_models(cfg.models))
-    tasks: list[tuple[str, Any]] = [("fold", (d, m)) for d in cfg.devices for m in models]
-    if cfg.extras:
-        tasks.append(("conv", None))
-        tasks += [("acc", d) for d in cfg.devices]
-    # Longest first: the extras are the longest single tasks.
-    tasks.sort(key=lambda t: 0 if t[0] != "fold" else 1)
+    tasks = tasks_of(cfg, models)
     results: dict[tuple[str, Any], Any] = {}
     done = 0
     if cfg.workers > 1 and len(tasks) > 1:
@@ -137,7 +143,7 @@ def _evaluate(cfg: EvalConfig, progress: Callable[[str, int, int], None] | None)
             if progress:
                 progress(f"{kind} {arg or ''}", done, len(tasks))
     # In task order, not completion order: the sums then run in one order and results.json is
-    # identical run to run for the same seed.
+    # identical run to run for the same seeds.
     results = {(k, _key(a)): results[(k, _key(a))] for k, a in tasks}
     res = assemble(cfg, models, results, time.perf_counter() - t0)
     res["timing"]["cpu_s"] = _cpu_s() - c0  # this process and its (finished) workers
@@ -146,66 +152,6 @@ def _evaluate(cfg: EvalConfig, progress: Callable[[str, int, int], None] | None)
 
 def _key(arg: Any) -> Any:
     return tuple(arg) if isinstance(arg, (list, tuple)) else arg
-
-
-def assemble(cfg: EvalConfig, models: list[str], results: dict[tuple[str, Any], Any], seconds: float) -> dict[str, Any]:
-    """Fold the per-task sums into the results document."""
-    per: dict[str, dict[str, Any]] = {"adapted": {}, "cold": {}}  # window -> device -> scenario -> model -> policy
-    decisions = 0
-    cpu_seconds = 0.0
-    floor: dict[str, dict[str, int]] = {}  # scenario -> sums over devices and networks
-    for (kind, _key), res in results.items():
-        if kind != "fold":
-            continue
-        decisions += res["decisions"]
-        cpu_seconds += res["seconds"]
-        for s, nf in (res.get("noise_floor") or {}).items():
-            acc = floor.setdefault(s, {})
-            for k, v in nf.items():
-                acc[k] = acc.get(k, 0) + v
-        for w, by_s in res["aggs"].items():
-            for s, pol in by_s.items():
-                for p, a in pol.items():
-                    agg = Agg(**a)
-                    summ = agg.summary()
-                    summ["opt_energy_mj"] = 1e3 * agg.opt_energy_j / max(agg.n, 1)
-                    per[w].setdefault(res["device"], {}).setdefault(s, {}).setdefault(res["model"], {})[p] = summ
-    out: dict[str, Any] = {
-        "config": cfg.to_json(),
-        "models": models,
-        "per_case": per["adapted"],
-        "per_case_cold": per["cold"],
-        "timing": {
-            "wall_s": seconds,
-            "fold_cpu_s": cpu_seconds,
-            "decisions": decisions,
-            "decisions_per_s": decisions / seconds if seconds > 0 else math.nan,
-        },
-        "noise_floor": floor,
-    }
-    out["state_sharing"] = state_sharing(models)
-    out["summary"] = summarise(out)
-    out["summary_cold"] = summarise({"per_case": out["per_case_cold"]})
-    part = partition_summary(out)
-    if part is not None:
-        out["partition"] = part
-    conv = results.get(("conv", None))
-    if conv is not None:
-        out["convergence"] = conv
-    acc = {res["device"]: res["targets"] for (kind, key), res in results.items() if kind == "acc"}
-    if acc:
-        out["accuracy_targets"] = acc
-        out["accuracy_refused"] = next(res["refused"] for (kind, _), res in results.items() if kind == "acc")
-    return out
-
-
-def state_sharing(models: Sequence[str]) -> dict[str, list[str]]:
-    """For each network, the others with the same Table I NN bins (CONV, FC, RC, MAC): the only
-    ones whose leave-one-out training fills its Q rows."""
-    feats = zoo_models(models)
-    nn = {m: observe(f, RuntimeConditions()).labels() for m, f in feats.items()}
-    key = {m: tuple(v for k, v in lab.items() if k in ("conv", "fc", "rc", "mac")) for m, lab in nn.items()}
-    return {m: [o for o in feats if o != m and key[o] == key[m]] for m in feats}
 
 
 def cpu_count() -> int:

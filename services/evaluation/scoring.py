@@ -4,7 +4,7 @@ choice was to its runner-up (``noise_floor``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ class Agg:
     # whenever Opt's does. A separate metric; never replaces the exact match.
     opt_tie_match: int = 0
     qos_expected_miss: int = 0  # choices whose *expected* latency misses QoS while Opt's meets it
+    opt_qos_violations: int = 0  # Opt's measured QoS misses on the same inferences
     expected_energy_j: float = 0.0  # sum of the choices' expected (noise-free) energy
     opt_expected_energy_j: float = 0.0
     choices: dict[str, int] = field(default_factory=dict)  # category -> count
@@ -64,6 +65,7 @@ class Agg:
         feas = a["expected_qos_met"][sl] | ~a["opt_expected_qos_met"][sl]
         self.opt_tie_match += int(((ch == op) | ((ee <= 1.01 * oe) & feas)).sum())
         self.qos_expected_miss += int((~feas).sum())
+        self.opt_qos_violations += int((a["opt_latency_s"][sl] >= a["qos_s"][sl]).sum())
         self.expected_energy_j += float(ee.sum())
         self.opt_expected_energy_j += float(oe.sum())
         for c, o in zip(ch.tolist(), op.tolist(), strict=True):
@@ -71,6 +73,16 @@ class Agg:
             self.choices[cc] = self.choices.get(cc, 0) + 1
             self.opt_choices[oc] = self.opt_choices.get(oc, 0) + 1
             self.opt_category_match += cc == oc
+
+    def merge(self, other: Agg) -> None:
+        """Add another window's sums (the same case under another seed)."""
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, dict):
+                for k, v in b.items():
+                    a[k] = a.get(k, 0) + v
+            else:
+                setattr(self, f.name, a + b)
 
     def summary(self) -> dict[str, Any]:
         n = max(self.n, 1)
@@ -87,6 +99,7 @@ class Agg:
             "reward_oracle_is_opt": self.reward_oracle_is_opt / n,
             "tie_accuracy": self.opt_tie_match / n,
             "qos_expected_miss": self.qos_expected_miss / n,
+            "opt_qos_violation": self.opt_qos_violations / n,
             "expected_energy_mj": 1e3 * self.expected_energy_j / n,
             "opt_expected_energy_mj": 1e3 * self.opt_expected_energy_j / n,
             "choices": dict(sorted(self.choices.items())),

@@ -95,18 +95,21 @@ def group_stats(
 
 
 def gaps_to_opt(res: dict[str, Any], scenarios: Iterable[str], policy: str = "autoscale") -> dict[str, float]:
-    """Mean over (device, scenario) of the energy gap (sum over networks) and the QoS-violation gap."""
+    """Mean over (device, scenario) of the energy gap (sum over networks) and the QoS-violation gap,
+    each against Opt on the very inferences the policy was scored on."""
     e_gaps, q_gaps = [], []
     per_ds: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for dev, s, _m, pol in cases(res, scenarios):
-        if policy in pol and "opt" in pol:
-            per_ds.setdefault((dev, s), []).append(pol)
-    for pols in per_ds.values():
-        e_p = sum(p[policy]["energy_mj"] * p[policy]["n"] for p in pols)
-        e_o = sum(p["opt"]["energy_mj"] * p["opt"]["n"] for p in pols)
-        n = sum(p[policy]["n"] for p in pols)
-        q_p = sum(p[policy]["qos_violation"] * p[policy]["n"] for p in pols) / n
-        q_o = sum(p["opt"]["qos_violation"] * p["opt"]["n"] for p in pols) / n
+        if policy in pol:
+            per_ds.setdefault((dev, s), []).append(pol[policy])
+    for vs in per_ds.values():
+        n = sum(v["n"] for v in vs)
+        e_o = sum(v["opt_energy_mj"] * v["n"] for v in vs)
+        if n == 0 or e_o <= 0:
+            continue
+        e_p = sum(v["energy_mj"] * v["n"] for v in vs)
+        q_p = sum(v["qos_violation"] * v["n"] for v in vs) / n
+        q_o = sum(v["opt_qos_violation"] * v["n"] for v in vs) / n
         e_gaps.append(100.0 * (e_p / e_o - 1.0))
         q_gaps.append(100.0 * (q_p - q_o))
     return {"energy_gap_pct": mean(e_gaps), "qos_gap_pp": mean(q_gaps), "cases": len(e_gaps)}
@@ -135,14 +138,16 @@ def selection_shares(
 
 
 def summarise(res: dict[str, Any]) -> dict[str, Any]:
+    """Per scenario group (static: Table IV S1-S5, dynamic: D1-D4, held-out: every other trace,
+    all): per-policy stats, gaps to Opt (overall and per device) and PPW ratios over the baselines."""
     devices = list(res["per_case"])
     scen = {s for by_s in res["per_case"].values() for s in by_s}
     static = [s for s in STATIC if s in scen]
     dynamic = [s for s in DYNAMIC if s in scen]
-    others = sorted(scen - set(STATIC) - set(DYNAMIC))
-    static = static + others  # users' own scenarios count as static unless named d*
-    out: dict[str, Any] = {"static_scenarios": static, "dynamic_scenarios": dynamic}
-    for label, group in (("static", static), ("dynamic", dynamic), ("all", static + dynamic)):
+    held_out = sorted(scen - set(STATIC) - set(DYNAMIC))
+    out: dict[str, Any] = {"static_scenarios": static, "dynamic_scenarios": dynamic, "held_out_scenarios": held_out}
+    groups = (("static", static), ("dynamic", dynamic), ("held_out", held_out), ("all", static + dynamic + held_out))
+    for label, group in groups:
         if not group:
             continue
         g = group_stats(res, group)
@@ -150,7 +155,8 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             "policies": g,
             "per_device": {d: group_stats(res, group, d) for d in devices},
             "gaps": gaps_to_opt(res, group),
-            "gaps_by_policy": {v: gaps_to_opt(res, group, v) for v in VARIANTS if v in g},
+            "gaps_by_policy": {v: gaps_to_opt(res, group, v) for v in g if v != "opt"},
+            "gaps_by_device": {d: gaps_to_opt({"per_case": {d: res["per_case"][d]}}, group) for d in devices},
             "improvement_by_policy": {},
         }
         for v in VARIANTS:
@@ -158,12 +164,31 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
                 continue
             a = g[v].get("ppw_norm", math.nan)
             out[label]["improvement_by_policy"][v] = {
-                b: a / g[b]["ppw_norm"] for b in BASELINES if b in g and g[b]["ppw_norm"] > 0
+                b: a / g[b]["ppw_norm"] for b in (*BASELINES, "opt") if b in g and g[b]["ppw_norm"] > 0
             }
         out[label]["improvement"] = out[label]["improvement_by_policy"].get("autoscale", {})
-    out["selection_static"] = selection_shares(res, static or dynamic)
+    out["selection_static"] = selection_shares(res, static or dynamic or held_out)
     out["selection_dynamic"] = selection_shares(res, dynamic) if dynamic else {}
     return out
+
+
+def headline(res: dict[str, Any], policy: str = "autoscale") -> dict[str, Any]:
+    """``summary.headline``: AutoScale's default on cold leave-one-out over every reported case
+    (no inference of the held-out network before scoring); runs to converge from the convergence
+    study (mean over phones, null when a phone did not converge or the study did not run)."""
+    allg = res["summary"].get("all") or {}
+    g = allg.get("gaps_by_policy", {}).get(policy, {})
+    st = allg.get("policies", {}).get(policy, {})
+    conv = ((res.get("convergence") or {}).get("variants") or {}).get(policy) or {}
+    rtc = [v.get("runs_to_converge") for v in (conv.get("scratch") or {}).values()]
+    return {
+        "protocol": "cold-loo",
+        "energy_gap_pct": g.get("energy_gap_pct"),
+        "qos_gap_pp": g.get("qos_gap_pp"),
+        "exact_action_accuracy": st.get("prediction_accuracy"),
+        "category_accuracy": st.get("category_accuracy"),
+        "runs_to_converge": mean([float(r) for r in rtc]) if rtc and all(r is not None for r in rtc) else None,
+    }
 
 
 def transfer_saving(res: dict[str, Any], variant: str | None = None) -> dict[str, Any]:
@@ -180,49 +205,3 @@ def transfer_saving(res: dict[str, Any], variant: str | None = None) -> dict[str
         rows[dev] = {"scratch": s, "transfer": r, "saving_pct": saving}
     savings = [v["saving_pct"] for v in rows.values() if v["saving_pct"] is not None]
     return {"per_device": rows, "mean_saving_pct": mean(savings) if savings else None}
-
-
-def variant_headlines(res: dict[str, Any], variant: str) -> dict[str, Any]:
-    """The headline numbers of one AutoScale variant (None where it was not evaluated)."""
-    s = res["summary"]
-    allg = s.get("all", {})
-    pa = allg.get("policies", {}).get(variant)
-    if not pa:
-        return {}
-    gaps = allg.get("gaps_by_policy", {}).get(variant, {})
-    cold = (res.get("summary_cold") or {}).get("all", {})
-    cgaps = cold.get("gaps_by_policy", {}).get(variant, {})
-    cpa = cold.get("policies", {}).get(variant, {})
-    conv = ((res.get("convergence") or {}).get("variants") or {}).get(variant) or {}
-    scratch = conv.get("scratch") or {}
-    rtc = [v.get("runs_to_converge") for v in scratch.values()]
-    out = {
-        "energy_gap_pct": gaps.get("energy_gap_pct"),
-        "qos_gap_pp": gaps.get("qos_gap_pp"),
-        "energy_gap_static_pct": s.get("static", {}).get("gaps_by_policy", {}).get(variant, {}).get("energy_gap_pct"),
-        "energy_gap_dynamic_pct": s.get("dynamic", {}).get("gaps_by_policy", {}).get(variant, {}).get("energy_gap_pct"),
-        "qos_gap_static_pp": s.get("static", {}).get("gaps_by_policy", {}).get(variant, {}).get("qos_gap_pp"),
-        "qos_gap_dynamic_pp": s.get("dynamic", {}).get("gaps_by_policy", {}).get(variant, {}).get("qos_gap_pp"),
-        "cold_energy_gap_pct": cgaps.get("energy_gap_pct"),
-        "cold_qos_gap_pp": cgaps.get("qos_gap_pp"),
-        "prediction_accuracy": pa["prediction_accuracy"],
-        "category_accuracy": pa["category_accuracy"],
-        "tie_accuracy": pa.get("tie_accuracy"),
-        "cold_prediction_accuracy": cpa.get("prediction_accuracy"),
-        "reward_oracle_accuracy": pa.get("reward_oracle_accuracy"),
-        "reward_oracle_is_opt": pa.get("reward_oracle_is_opt"),
-        "runs_to_converge": {d: v.get("runs_to_converge") for d, v in scratch.items()},
-        "runs_to_converge_mean": (mean([float(r) for r in rtc]) if rtc and all(r is not None for r in rtc) else None),
-        "transfer_saving_pct": transfer_saving(res, variant).get("mean_saving_pct"),
-    }
-    ee = eo = n = qm = 0.0
-    for _dev, _s, _m, pol in cases(res, s.get("static_scenarios", []) + s.get("dynamic_scenarios", [])):
-        v = pol.get(variant)
-        if v and "expected_energy_mj" in v:
-            ee += v["expected_energy_mj"] * v["n"]
-            eo += v["opt_expected_energy_mj"] * v["n"]
-            qm += v.get("qos_expected_miss", 0.0) * v["n"]
-            n += v["n"]
-    out["expected_energy_excess_pct"] = 100.0 * (ee / eo - 1.0) if eo > 0 else None
-    out["qos_expected_miss"] = qm / n if n else None
-    return out

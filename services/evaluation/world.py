@@ -19,6 +19,7 @@ from services.core.schemas import ModelFeatures, Precision
 from services.evaluation.config import EvalConfig
 from services.evaluation.contenders import PARTITIONING, plan_columns
 from services.evaluation.simulator import Block, ModelCase, make_block, model_case
+from services.evaluation.truth import TrueWorld
 
 _FEATURES: dict[str, ModelFeatures] = {}  # extracted once in the parent, handed to the workers
 
@@ -64,9 +65,10 @@ class DeviceWorld:
 
     cfg: EvalConfig
     device: str
-    mesh: Mesh
+    mesh: Mesh  # the profiles: what the decider knows, and all a policy may be given
     scenarios: dict[str, Scenario]
     features: dict[str, ModelFeatures]
+    truth: TrueWorld  # the hidden deviations of the real devices from ``mesh`` (never a policy's)
     cases: dict[tuple[str, float | None], ModelCase] = field(default_factory=dict)
     blocks: dict[tuple[str, str, str, float | None], Block] = field(default_factory=dict)
     # (network, accuracy_min) -> its candidates and AutoScale's split actions (contenders.SPLITS)
@@ -76,13 +78,15 @@ class DeviceWorld:
         key = (model, accuracy_min)
         if key not in self.cases:
             f = self.features[model]
-            case = model_case(self.mesh, model, f, accuracy_of, qos_s(f), accuracy_min)
+            case = model_case(self.mesh, model, f, accuracy_of, qos_s(f, self.cfg.streaming), accuracy_min)
             if any(p in PARTITIONING for p in self.cfg.policies):  # plans as further columns
                 cuts = zoo_cut_points(model)
                 plans, splits = plan_columns(
                     self.mesh, self.cfg.policies, f, cuts, case.candidates, case.qos_s, accuracy_min
                 )
-                case = model_case(self.mesh, model, f, accuracy_of, qos_s(f), accuracy_min, plans, cuts)
+                case = model_case(
+                    self.mesh, model, f, accuracy_of, qos_s(f, self.cfg.streaming), accuracy_min, plans, cuts
+                )
                 self.offers[key] = (*case.candidates, *splits)
             self.cases[key] = case
         return self.cases[key]
@@ -99,7 +103,9 @@ class DeviceWorld:
         if b is None or b.n < n:
             # Conditions and noise do not depend on accuracy_min: same stream for every target.
             rng = np.random.default_rng(seed_of(self.cfg.seed, self.device, model, scenario, phase))
-            b = make_block(self.case(model, accuracy_min), self.scenarios[scenario], n, rng, self.cfg.noise_sigma)
+            b = make_block(
+                self.case(model, accuracy_min), self.scenarios[scenario], n, rng, self.cfg.noise_sigma, truth=self.truth
+            )
             self.blocks[key] = b
         return b
 
@@ -112,7 +118,13 @@ def load_device(cfg: EvalConfig, device: str) -> DeviceWorld:
         edge=edge, peer=load_profile(cfg.peer, cfg.profiles_dir), cloud=load_profile(cfg.cloud, cfg.profiles_dir)
     )
     scen = {s: load_scenario(s, cfg.scenarios_dir) for s in cfg.scenarios}
-    return DeviceWorld(cfg, edge.name, mesh, {v.name: v for v in scen.values()}, zoo_models(cfg.models))
+    truth = TrueWorld(mesh, world_seed(cfg.seed), cfg.world_sigma, cfg.estimator_sigma if cfg.world_sigma > 0 else 0.0)
+    return DeviceWorld(cfg, edge.name, mesh, {v.name: v for v in scen.values()}, zoo_models(cfg.models), truth)
+
+
+def world_seed(seed: int) -> int:
+    """The seed of the hidden deviations, derived from the run's seed (one world per seed)."""
+    return seed_of("true-world", seed)
 
 
 _WORLDS: dict[tuple[str, str], DeviceWorld] = {}

@@ -163,6 +163,17 @@ class _OnlineLearner(ABC):
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copyable (the simulator copies a trained policy per scenario): the fitted model and
+        observations travel; the lock, the fit thread and a fit in flight do not."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _executor=None, _pending=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # --- subclass hooks ------------------------------------------------------------------
     @abstractmethod
     def _fit(self, data: list[Observation]) -> Any:

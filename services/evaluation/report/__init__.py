@@ -1,16 +1,17 @@
-"""report.md: an evaluation's numbers set beside the paper's, section by section.
+"""report.md: the protocol's honest figures first, then everything beside the paper's.
 
-``prose`` writes the opening (what was run, the variants, the definitions), ``tables`` the
-tables, ``explain`` why a target or a paper ratio is missed; ``paper`` holds the paper's numbers
-and ``fmt`` how a number is written. The numbers themselves come from ``services.evaluation.summary``.
+``headline`` writes the leading tables (cold leave-one-out first, then the learning curves, the
+phones and groups, PPW, the comparators), ``prose`` what was run, simulated, hidden and tuned,
+``tables`` the per-policy, selection, accuracy-target and convergence tables, ``studies`` the
+sections of the studies behind ``--study``; ``paper`` holds the paper's numbers and the targets,
+``fmt`` how a number is written. The numbers come from ``services.evaluation.summary``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.evaluation.report import prose, tables
-from services.evaluation.report.explain import explain, notes
+from services.evaluation.report import headline, prose, studies, tables
 from services.evaluation.report.partition import report_lines as partition_lines
 from services.evaluation.summary import VARIANTS
 
@@ -18,28 +19,36 @@ __all__ = ["render"]
 
 
 def _figures(figures: dict[str, str]) -> list[str]:
-    return ["\n## Figures\n", *(f"- {key}: ![{key}]({path})" for key, path in figures.items())]
+    return [
+        "\n## Figures\n",
+        "Produced by the command above (`autoscale evaluate`), beside this report.\n",
+        *(f"- {key}: ![{key}]({path})" for key, path in figures.items()),
+    ]
 
 
 def render(res: dict[str, Any], figures: dict[str, str]) -> str:
     """The whole report as markdown, from results.json's document and the figures' paths."""
     s = res["summary"]
     variants = [v for v in VARIANTS if v in s.get("all", {}).get("policies", {})]
+    st = res.get("studies") or {}
     lines = [
         *prose.setup(res),
-        *prose.variants(res["config"]),
-        *prose.definitions(res["config"]),
-        *tables.headline_table(res, variants),
-        *tables.improvement_tables(s),
+        *headline.headline_table(res),
+        *headline.curve_table(res),
+        *headline.groups_table(res),
+        *headline.ppw_table(res),
+        *headline.predictor_table(res),
         *partition_lines(res.get("partition")),
-        "\n## Why the remaining targets are out of reach\n",
-        *explain(res),
+        *prose.protocol(res),
+        *prose.definitions(),
         *tables.per_policy(s, variants),
         *tables.selection_table(s),
-        *tables.accuracy_targets_table(res),
         *tables.convergence_table(res),
+        *tables.accuracy_targets_table(res),
+        *studies.sweep_section(st),
+        *studies.world_sections(st, s),
+        *studies.swap_section(st),
+        *studies.overhead_section(st),
         *_figures(figures),
-        "\n## Notes on the paper's ratios\n",
-        *notes(res),
     ]
     return "\n".join(lines) + "\n"

@@ -43,9 +43,19 @@ PAPER: dict[str, Any] = {
         },
     },
 }
+PAPER_PREDICTORS: dict[str, str] = {  # Sec. III-C: MAPE without / with runtime variance; misclassification
+    "lr": "MAPE 13.6 % / 24.6 %",
+    "svr": "MAPE 10.8 % / 21.1 %",
+    "bo": "MAPE 9.2 % / 15.7 %",
+    "svm": "misclassification 12.7 %",
+    "knn": "misclassification 14.3 %",
+}
+PAPER_OVERHEAD = {"train_pct": 1.0, "exploit_pct": 0.2}  # Sec. VI-C: share of the system energy
+# The targets for AutoScale's default on this protocol (#12 part 2), checked, never assumed.
 TARGETS: dict[str, float] = {
-    "energy_gap_pct": 1.0,
-    "qos_gap_pp": 1.0,
-    "prediction_accuracy_pct": 99.0,
-    "runs_to_converge": 30,
+    "energy_gap_pct": 3.0,  # cold
+    "qos_gap_pp": 1.5,
+    "energy_gap_30_pct": 1.0,  # after 30 online inferences
+    "qos_gap_30_pp": 0.5,
+    "category_accuracy_pct": 98.0,
 }

@@ -22,7 +22,9 @@ def report_lines(part: dict[str, Any] | None) -> list[str]:
         "AutoScale whose action space also holds each network's most promising split actions (one per "
         "remote location). Each plan's latency and energy are the simulator's cost of every part (eqs. 1-4 "
         "on the part's MACs and layers, the boundary bytes over the link, copies between processors) with "
-        "the same outcome noise as any target. Opt stays the paper's (whole networks).\n",
+        "the same outcome noise and hidden deviations from the profiles as any target (each part under its own "
+        "target's). Scored on the cold leave-one-out window, like the headline; Opt stays the paper's "
+        "(whole networks).\n",
         "| AutoScale vs | ours (all scenarios) | paper | difference |",
         "|---|---|---|---|",
     ]

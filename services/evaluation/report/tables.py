@@ -1,6 +1,5 @@
-"""The report's tables: headline numbers beside the paper's, improvements over the baselines,
-per-policy averages, target selection (Fig. 13), accuracy targets (Fig. 12) and convergence
-(Fig. 14)."""
+"""The report's later tables: per-policy averages, target selection (Fig. 13), accuracy targets
+(Fig. 12) and convergence and transfer (Fig. 14)."""
 
 from __future__ import annotations
 
@@ -8,9 +7,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from services.evaluation.report.fmt import diff, num, pct, runs, verdict
-from services.evaluation.report.paper import PAPER, TARGETS
-from services.evaluation.summary import CATEGORY_LABELS, VARIANT_LABELS, transfer_saving, variant_headlines
+from services.evaluation.report.fmt import num, pct, runs
+from services.evaluation.report.paper import PAPER
+from services.evaluation.summary import CATEGORY_LABELS, VARIANT_LABELS, transfer_saving
 
 Fmt = Callable[[Any], str]
 
@@ -31,132 +30,6 @@ def _saving_of(x: float | None) -> str:
     return "n/a (did not converge)" if x is None else f"{num(x, '{:.1f}')} %"
 
 
-# (label, headline key, format, paper, target) of the untested rows that follow the convergence row
-_LATER_ROWS: tuple[tuple[str, str, Fmt, str, str], ...] = (
-    ("energy gap, static scenarios", "energy_gap_static_pct", _pct_of, f"{PAPER['energy_gap_to_opt_pct']} %", "-"),
-    ("energy gap, dynamic scenarios", "energy_gap_dynamic_pct", _pct_of, "-", "-"),
-    ("QoS-violation gap, static", "qos_gap_static_pp", _pp_of, "-", "-"),
-    ("QoS-violation gap, dynamic", "qos_gap_dynamic_pp", _pp_of, "-", "-"),
-)
-
-
-class _Headlines:
-    """The headline table, a row per metric and a column per AutoScale variant."""
-
-    def __init__(self, res: dict[str, Any], variants: list[str]) -> None:
-        self.variants = variants
-        self.cfg = res["config"]
-        self.h = {v: variant_headlines(res, v) for v in variants}
-        self.lines: list[str] = []
-
-    def row(
-        self, label: str, key: str, fmt: Fmt, paper: str, target: str, pred: Callable[[float], bool] | None
-    ) -> None:
-        cells = [fmt(self.h[v].get(key)) for v in self.variants]
-        status = " / ".join(verdict(self.h[v].get(key), pred) for v in self.variants) if pred else "-"
-        self.lines.append(f"| {label} | " + " | ".join(cells) + f" | {paper} | {target} | {status} |")
-
-    def convergence_row(self) -> None:
-        """Runs to converge per device, met when every device is within the target."""
-        limit = TARGETS["runs_to_converge"]
-        cells, status = [], []
-        for v in self.variants:
-            per_device = self.h[v].get("runs_to_converge") or {}
-            cells.append(
-                ", ".join(
-                    f"{d}: {r if r is not None else 'not within ' + str(self.cfg.get('convergence_runs', 100))}"
-                    for d, r in per_device.items()
-                )
-                or "n/a"
-            )
-            if not per_device:
-                status.append("n/a")
-            else:
-                status.append("met" if all(r is not None and r <= limit for r in per_device.values()) else "NOT met")
-        self.lines.append(
-            "| runs to converge (from scratch; definition below) | "
-            + " | ".join(cells)
-            + f" | {PAPER['runs_to_converge']} | <= {limit} | "
-            + " / ".join(status)
-            + " |"
-        )
-
-
-def headline_table(res: dict[str, Any], variants: list[str]) -> list[str]:
-    """Ours beside the paper's and the targets, for each AutoScale variant."""
-    t = _Headlines(res, variants)
-    cols = " | ".join(VARIANT_LABELS[v] for v in variants)
-    statuses = " / ".join(VARIANT_LABELS[v].split(" ")[1] for v in variants)
-    t.lines += ["## Headline numbers\n", f"| metric | {cols} | paper | target | status ({statuses}) |"]
-    t.lines.append("|---|" + "---|" * len(variants) + "---|---|---|")
-    t.row(
-        "energy gap to Opt (all scenarios)",
-        "energy_gap_pct",
-        _pct_of,
-        f"{PAPER['energy_gap_to_opt_pct']} %",
-        f"<= {TARGETS['energy_gap_pct']} % (abs.)",
-        lambda x: abs(x) <= TARGETS["energy_gap_pct"],
-    )
-    t.row(
-        "QoS-violation gap to Opt (all scenarios)",
-        "qos_gap_pp",
-        _pp_of,
-        f"{PAPER['qos_gap_to_opt_pp']} pp",
-        f"<= {TARGETS['qos_gap_pp']} pp",
-        lambda x: x <= TARGETS["qos_gap_pp"],
-    )
-    t.row(
-        "prediction accuracy (exact action)",
-        "prediction_accuracy",
-        _share_of,
-        f"{PAPER['prediction_accuracy_pct']} %",
-        f">= {TARGETS['prediction_accuracy_pct']} %",
-        lambda x: 100 * x >= TARGETS["prediction_accuracy_pct"],
-    )
-    t.convergence_row()
-    for label, key, fmt, paper, target in _LATER_ROWS:
-        t.row(label, key, fmt, paper, target, None)
-    cold = f"first {res['config']['test_runs']} test inferences"
-    t.row(f"energy gap, cold start ({cold})", "cold_energy_gap_pct", _pct_of, "-", "-", None)
-    t.row("QoS-violation gap, cold start", "cold_qos_gap_pp", _pp_of, "-", "-", None)
-    t.row("prediction accuracy, cold start (exact)", "cold_prediction_accuracy", _share_of, "-", "-", None)
-    paper_acc = f"{PAPER['prediction_accuracy_pct']} %"
-    t.row("prediction accuracy (Fig. 13 category)", "category_accuracy", _share_of, paper_acc, "-", None)
-    t.row(
-        "tie-rule accuracy (Opt, or within 1 % of its energy; separate metric)",
-        "tie_accuracy",
-        _share_of,
-        "97.9 % (the paper's misses are all < 1 %)",
-        "-",
-        None,
-    )
-    t.row("decisions = the perfect learner of its own reward", "reward_oracle_accuracy", _share_of, "-", "-", None)
-    t.row("ceiling: perfect learner of its reward = Opt", "reward_oracle_is_opt", _share_of, "-", "-", None)
-    paper_saving = f"{PAPER['transfer_saving_pct']} %"
-    t.row("transfer-learning saving (runs to converge)", "transfer_saving_pct", _saving_of, paper_saving, "-", None)
-    return t.lines
-
-
-def improvement_tables(s: dict[str, Any]) -> list[str]:
-    """AutoScale's PPW over each baseline's, beside the paper's ratio."""
-    out = [
-        "\n### Improvement over the baselines (PPW ratio)\n",
-        "*ours* = AutoScale as configured (improved); the last column is AutoScale (paper).\n",
-    ]
-    for label, key in (("static", "static_improvement"), ("dynamic", "dynamic_improvement")):
-        g = s.get(label)
-        if not g:
-            continue
-        out.append(
-            f"\n| AutoScale vs | ours ({label}) | paper | difference | AutoScale (paper) |\n|---|---|---|---|---|"
-        )
-        for b, pv in PAPER[key].items():
-            o = g["improvement_by_policy"].get("autoscale", {}).get(b)
-            op = g["improvement_by_policy"].get("autoscale-paper", {}).get(b)
-            out.append(f"| {b} | {num(o)}x | {pv}x | {diff(o, pv)}x | {num(op)}x |")
-    return out
-
-
 def _ppw_order(kv: tuple[str, dict[str, Any]]) -> float:
     """Highest normalised PPW first; a policy without one (NaN) sorts as 0."""
     ppw: float = kv[1]["ppw_norm"]
@@ -165,12 +38,12 @@ def _ppw_order(kv: tuple[str, dict[str, Any]]) -> float:
 
 def per_policy(s: dict[str, Any], variants: list[str]) -> list[str]:
     """Every policy's averages per scenario group, and each AutoScale variant's gaps to Opt there."""
-    out = ["\n## Per-policy averages\n"]
-    for label in ("static", "dynamic"):
+    out = ["\n## Per-policy averages (cold)\n"]
+    for label in ("static", "dynamic", "held_out"):
         g = s.get(label)
         if not g:
             continue
-        out.append(f"\n### {label.capitalize()} scenarios ({', '.join(s[label + '_scenarios'])})\n")
+        out.append(f"\n### {label.replace('_', '-').capitalize()} scenarios ({', '.join(s[label + '_scenarios'])})\n")
         out.append(
             "| policy | PPW / Edge CPU FP32 | QoS violation | energy/inference | prediction acc. | category acc. "
             "| tie-rule acc. |\n|---|---|---|---|---|---|---|"
@@ -192,7 +65,7 @@ def per_policy(s: dict[str, Any], variants: list[str]) -> list[str]:
 
 def selection_table(s: dict[str, Any]) -> list[str]:
     """Fig. 13: the share of each target category, Opt's and AutoScale's, beside the paper's."""
-    out = ["\n## Target selection (Fig. 13, static scenarios, AutoScale as configured)\n"]
+    out = ["\n## Target selection (Fig. 13, static scenarios, AutoScale default, cold)\n"]
     sel = s.get("selection_static", {})
     if not sel:
         return out
