@@ -226,6 +226,7 @@ class PlanExecutor:
             if k and needs_copy(results[k - 1][0], part):
                 copy_s, copy_j = copy_cost(self.mesh.profile_for(part.target.runner), res.input_bytes)
                 copy_j = copy_j if part.target.runner == Location.edge else 0.0
+                copy_j += self.mesh.edge.base_w * copy_s  # the phone stays on while any device copies
             if part.target.runner == Location.edge:
                 e = res.device_energy_j
                 sources.add(res.energy_source)
