@@ -174,14 +174,15 @@ def load_device(cfg: EvalConfig, device: str) -> DeviceWorld:
 # ----------------------------------------------------------------------------- policies
 
 
-def build_policy(name: str, cfg: EvalConfig, seed: int) -> Any:
-    """A fresh policy; predictors are set up to be fitted once on their training samples."""
+def build_policy(name: str, cfg: EvalConfig, seed: int, mesh: Mesh | None = None) -> Any:
+    """A fresh policy; predictors are set up to be fitted once on their training samples. ``mesh``:
+    the device's profiles, which the prior learner (``EvalConfig.learner``) is given."""
     from services.core.policies import make_policy
     from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, PredictorParams, RegressionPolicy
 
     never = 10**12  # refit only when we say so: offline-trained predictors
     if name in AUTOSCALE:
-        return autoscale_policy(name, cfg, seed)
+        return autoscale_policy(name, cfg, seed, mesh=mesh)
     if name in ("lr", "svr"):
         return RegressionPolicy(
             name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed, background_fit=False)
@@ -219,9 +220,14 @@ def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1
     )
 
 
-def autoscale_policy(name: str, cfg: EvalConfig, seed: int, table: Any | None = None) -> Any:
+def autoscale_policy(name: str, cfg: EvalConfig, seed: int, table: Any | None = None, mesh: Mesh | None = None) -> Any:
     from services.core.policies import QLearningPolicy, QTable
 
+    if name == "autoscale" and cfg.learner == "prior" and mesh is not None:
+        from services.core.policies.prior import PriorParams, PriorPolicy
+
+        params = PriorParams(init_seed=seed, reward_mode=cfg.reward_mode, weights=cfg.weights())
+        return PriorPolicy(table if table is not None else QTable(), mesh, params, name=name)
     return QLearningPolicy(table if table is not None else QTable(), autoscale_params(name, cfg, seed), name=name)
 
 
@@ -371,7 +377,7 @@ def run_fold(cfg: EvalConfig, device: str, held_out: str) -> dict[str, Any]:
     blocks = {s: world.block(held_out, s, "test", n_total) for s in world.scenarios}
     for name in cfg.policies:
         pseed = _seed(cfg.seed, device, held_out, name) % (2**31)
-        policy = build_policy(name, cfg, pseed)
+        policy = build_policy(name, cfg, pseed, world.mesh)
         rng = random.Random(pseed)
         mode, weights = cfg.reward_of(name)
         if name in AUTOSCALE and train:
@@ -493,7 +499,7 @@ def convergence_curve(
       within the tolerance of the final level (mean of the last 10 runs).
     """
     world = _world(cfg, device)
-    policy = autoscale_policy(variant, cfg, cfg.seed, table)
+    policy = autoscale_policy(variant, cfg, cfg.seed, table, mesh=world.mesh)
     qt = policy.source
     mode, weights = cfg.reward_of(variant)
     rng = random.Random(_seed(cfg.seed, device, tag))
@@ -655,7 +661,7 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
             ids = [c.target.id for c in world.case(k, target).candidates]
             for name in aggs:
                 # the configured AutoScale keeps its historical seed stream
-                policy = build_policy(name, cfg, _seed(cfg.seed, device, k, name, target) % (2**31))
+                policy = build_policy(name, cfg, _seed(cfg.seed, device, k, name, target) % (2**31), world.mesh)
                 rng = random.Random(_seed(cfg.seed, device, k, name, "acc"))
                 mode, weights = cfg.reward_of(name)
                 learner = name in learners
