@@ -96,7 +96,6 @@ class DeviatedWorld(ev.DeviceWorld):
     dev: Deviation
 
     def truth(self, model: str) -> Mesh:
-        base = np.random.default_rng(_seed("dev", self.dev.seed, self.device))
         net = np.random.default_rng(_seed("net", self.dev.seed, self.device, model))
         meshes = []
         for role, prof in (("edge", self.mesh.edge), ("peer", self.mesh.peer), ("cloud", self.mesh.cloud)):
@@ -245,7 +244,9 @@ def main() -> None:
             for p in pols:
                 label = {"autoscale-paper": "paper"}.get(p, learner)
                 rows.append((seed, label, headline(res, p), time.perf_counter() - t0))
-    print(f"deviation {args.deviation} (interaction {args.interaction}, energy bias {args.energy_bias}); devices {args.devices}")
+    print(
+        f"deviation {args.deviation} (interaction {args.interaction}, energy bias {args.energy_bias}); devices {args.devices}"
+    )
     print("| seed | learner | window | energy gap % | QoS gap pp | exact % | category % |")
     print("|---:|---|---|---:|---:|---:|---:|")
     for seed, label, h, _t in rows:

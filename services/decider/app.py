@@ -76,7 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             url = embedded.url
             log_event(log, "no REDIS_URL: started an embedded redis", url=url)
         redis = aioredis.Redis.from_url(url)
-        qstore = QStore(redis, device=s.edge_device, learning_rate=s.learning_rate, discount=s.discount, seed=s.seed)
+        qstore = QStore(
+            redis,
+            device=s.edge_device,
+            learning_rate=s.learning_rate,
+            discount=s.discount,
+            seed=s.seed,
+            actions=[t.id for t in mesh.targets()],  # the record layout in the device's action order
+        )
         await qstore.start()
         runners = _runner_registry(s)
         telemetry = TelemetryCache(
@@ -87,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runners.start()
         telemetry.start()
         app.state.qstore = qstore
-        app.state.policies = PolicySet(s, store=qstore)
+        app.state.policies = PolicySet(s, store=qstore, mesh=mesh)
         app.state.decider = Decider(
             settings=s,
             models=ModelCatalog(store),

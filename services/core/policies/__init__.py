@@ -9,12 +9,15 @@
 A PolicySet builds each policy on first use and keeps it, so learners keep their state
 between requests. ``store`` is the Q table AutoScale reads rows from and learns into: the
 Redis-backed ``QStore`` in the decider, an in-memory ``QTable`` (the default) in the simulator.
+``mesh``: the device profiles the decider was configured with; AutoScale's default learner
+(``Settings.learner = "prior"``, ``PriorPolicy``) needs them, and without them AutoScale is the
+Q-table learner the settings describe (``QLearningPolicy``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.core.policies.bandit import LinUCBPolicy
 from services.core.policies.base import (
@@ -36,6 +39,7 @@ from services.core.policies.baselines import (
 )
 from services.core.policies.errors import NoCandidate, OracleUnavailable, PolicyError, UnknownPolicy
 from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, PredictorParams, RegressionPolicy
+from services.core.policies.prior import PriorParams, PriorPolicy
 from services.core.policies.qlearning import (
     QLearningPolicy,
     QParams,
@@ -45,6 +49,9 @@ from services.core.policies.qlearning import (
     RowSource,
 )
 from services.core.schemas import POLICY_NAMES
+
+if TYPE_CHECKING:
+    from services.core.costmodel import Mesh
 
 __all__ = [
     "POLICY_NAMES",
@@ -60,6 +67,8 @@ __all__ = [
     "PolicyError",
     "PolicySet",
     "PredictorParams",
+    "PriorParams",
+    "PriorPolicy",
     "QLearningPolicy",
     "QParams",
     "QTable",
@@ -84,6 +93,17 @@ def _qparams(settings_or_params: Any, seed: int | None) -> QParams:
     return QParams.from_settings(settings_or_params, seed)
 
 
+def _prior_params(settings_or_params: Any, seed: int | None) -> PriorParams | None:
+    """The prior learner's parameters, or None when the table learner was asked for."""
+    if isinstance(settings_or_params, PriorParams):
+        return settings_or_params
+    if settings_or_params is None or isinstance(settings_or_params, QParams):
+        return None
+    if getattr(settings_or_params, "learner", "table") != "prior":
+        return None
+    return PriorParams.from_settings(settings_or_params, seed)
+
+
 def make_policy(
     name: str,
     *,
@@ -91,6 +111,7 @@ def make_policy(
     store: RowSource | None = None,
     seed: int | None = None,
     background_fit: bool | None = None,
+    mesh: Mesh | None = None,
 ) -> Policy:
     """Build one policy.
 
@@ -101,8 +122,19 @@ def make_policy(
     ``store``: AutoScale's Q table (``QStore`` or ``QTable``; default a fresh ``QTable``).
     ``seed`` overrides the settings' seed (initial Q values; GP). ``background_fit``: refit the
     sklearn comparators on a thread (default: automatically when called inside a running event
-    loop).
+    loop). ``mesh``: the device profiles; with them, "autoscale" is the prior learner when the
+    settings say ``learner="prior"`` (the default) or ``settings_or_params`` is a ``PriorParams``.
     """
+    if name == "autoscale" and mesh is not None:
+        prior = _prior_params(settings_or_params, seed)
+        if prior is not None:
+            return PriorPolicy(store if store is not None else QTable(), mesh, prior)
+    if isinstance(settings_or_params, PriorParams):
+        settings_or_params = QParams(
+            epsilon=settings_or_params.epsilon,
+            accuracy_masking=settings_or_params.accuracy_masking,
+            init_seed=settings_or_params.init_seed,
+        )
     p = _qparams(settings_or_params, seed)
     pred = PredictorParams(
         epsilon=p.epsilon, accuracy_masking=p.accuracy_masking, seed=p.init_seed, background_fit=background_fit
@@ -150,6 +182,7 @@ class PolicySet:
         seed: int | None = None,
         background_fit: bool | None = None,
         names: tuple[str, ...] = POLICY_NAMES,
+        mesh: Mesh | None = None,
     ) -> None:
         unknown = [n for n in names if n not in POLICY_NAMES]
         if unknown:
@@ -158,6 +191,7 @@ class PolicySet:
         self.store: RowSource = store if store is not None else QTable()
         self._seed = seed
         self._background_fit = background_fit
+        self.mesh = mesh
         self.names = tuple(names)
         self._policies: dict[str, Policy] = {}
 
@@ -172,6 +206,7 @@ class PolicySet:
                 store=self.store,
                 seed=self._seed,
                 background_fit=self._background_fit,
+                mesh=self.mesh,
             )
             self._policies[name] = p
         return p

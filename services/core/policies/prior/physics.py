@@ -32,7 +32,7 @@ def family_of(target: Target, weak_link: bool = False) -> str:
     """The family of an action: runner/processor/precision, a remote one split by its link's
     Table I signal bin (goodput and radio power errors of a weak link differ from a regular one's)."""
     base = f"{target.runner}/{target.processor}/{target.precision}"
-    return base + "|weak" if weak_link else base
+    return base + ":weak" if weak_link else base
 
 
 @dataclass(slots=True)
@@ -77,7 +77,12 @@ class PhysicsPrior:
         return c
 
     def predict(
-        self, model: str, features: ModelFeatures, targets: Sequence[Target], ids: tuple[str, ...], cond: RuntimeConditions
+        self,
+        model: str,
+        features: ModelFeatures,
+        targets: Sequence[Target],
+        ids: tuple[str, ...],
+        cond: RuntimeConditions,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
         """(latency s, phone energy J, known mask, family per candidate) under ``cond``; NaN where
         the profile cannot cost a candidate."""
@@ -87,7 +92,10 @@ class PhysicsPrior:
         en = np.full(n, np.nan)
         if c.table is not None:
             r = c.table.evaluate(
-                np.array([cond.co_cpu]), np.array([cond.co_mem]), cond.rssi_wifi_dbm, cond.rssi_p2p_dbm
+                np.array([cond.co_cpu]),
+                np.array([cond.co_mem]),
+                np.array([cond.rssi_wifi_dbm]),
+                np.array([cond.rssi_p2p_dbm]),
             )
             lat = np.where(c.known, r["latency_s"][0][c.cols], np.nan)
             en = np.where(c.known, r["energy_j"][0][c.cols], np.nan)
@@ -97,7 +105,7 @@ class PhysicsPrior:
             weak_w = cond.rssi_wifi_dbm <= WEAK_RSSI_DBM
             if weak_p or weak_w:
                 fams = tuple(
-                    b + "|weak" if (code == 1 and weak_p) or (code == 2 and weak_w) else b
+                    b + ":weak" if (code == 1 and weak_p) or (code == 2 and weak_w) else b
                     for b, code in zip(c.bases, c.remote.tolist(), strict=True)
                 )
         return lat, en, c.known, fams

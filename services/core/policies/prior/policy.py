@@ -90,13 +90,13 @@ class PriorPolicy:
     name = "autoscale"
 
     def __init__(
-        self, source: RowSource | None, mesh: Mesh, params: PriorParams = PriorParams(), *, name: str = "autoscale"
+        self, source: RowSource | None, mesh: Mesh, params: PriorParams | None = None, *, name: str = "autoscale"
     ) -> None:
         self.source: RowSource = source if source is not None else QTable()
-        self.params = params
+        self.params = params if params is not None else PriorParams()
         self.name = name
-        self.physics = PhysicsPrior(mesh, split_links=params.split_links)
-        self.source.corrections.refresh = params.refresh
+        self.physics = PhysicsPrior(mesh, split_links=self.params.split_links)
+        self.source.corrections.refresh = self.params.refresh
         self._memo: dict[tuple[str, int, tuple[int, int, int, int], int], _Entry] = {}
         self._cond: RuntimeConditions | None = None
         self._cell: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -227,7 +227,11 @@ class PriorPolicy:
         x_res = 0.0
         if outcome.latency_s > 0.0 and outcome.energy_j > 0.0 and lat > 0.0 and en > 0.0:
             obs = CorrectionObs(
-                e.fams[i], math.log(outcome.latency_s / lat), math.log(outcome.energy_j / en), p.corr_lr_floor, ctx.model
+                e.fams[i],
+                math.log(outcome.latency_s / lat),
+                math.log(outcome.energy_j / en),
+                p.corr_lr_floor,
+                ctx.model,
             )
             x_res = math.log(outcome.latency_s / cl)
         n = self.source.visits(ctx.state).get(action, 0)

@@ -48,7 +48,7 @@ class CorrectionObs:
     lr_floor: float = 0.02
     model: str | None = None
 
-    def keys(self) -> tuple[str, ...]:
+    def stat_keys(self) -> tuple[str, ...]:
         """The statistics this observation updates."""
         return (self.family,) if self.model is None else (self.family, model_key(self.model, self.family))
 
@@ -101,7 +101,7 @@ class Corrections:
         self.epoch = 0
 
     def learn(self, obs: CorrectionObs) -> None:
-        for key in obs.keys():
+        for key in obs.stat_keys():
             new = correction_step(self.stats.get(key, ZERO), obs)
             self.stats[key] = new
             self._maybe_publish(key, new)

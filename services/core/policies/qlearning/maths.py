@@ -37,6 +37,8 @@ def f32(x: float) -> float:
     """``x`` rounded to the nearest float32 (round half to even, as C's cast): what a packed row
     stores. The Lua script packs the same double with ``struct.pack('<f')``."""
     return float(_F32.unpack(_F32.pack(x))[0])
+
+
 _INV_SQRT = [1.0 / math.sqrt(n + 1) for n in range(_N_INV)]
 
 

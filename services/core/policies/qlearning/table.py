@@ -32,8 +32,9 @@ class RowSource(Protocol):
     ``row`` and ``visits`` must be cheap and free of I/O (they are on the decision path); the
     mappings may lack actions never stored for that state, and callers must not mutate them.
     ``writes`` changes whenever any row may have changed (the policy memoises the last row it
-    read on it), ``row_version(state)`` whenever that state's row may have; ``entries`` indexes the entries held (``q_init="nearest"``); ``corrections`` are the
-    learned profile corrections (the prior learner's). ``learn`` must not block (the Redis store
+    read on it), ``row_version(state)`` whenever that state's row may have; ``entries`` indexes
+    the entries held (``q_init="nearest"``); ``corrections`` are the learned profile corrections
+    (the prior learner's). ``learn`` must not block (the Redis store
     applies its update in the background).
     """
 
