@@ -100,7 +100,7 @@ class DeviatedWorld(ev.DeviceWorld):
         meshes = []
         for role, prof in (("edge", self.mesh.edge), ("peer", self.mesh.peer), ("cloud", self.mesh.cloud)):
             r = np.random.default_rng(_seed("dev", self.dev.seed, self.device, role))
-            inter = {k: _lognormal(net, self.dev.interaction) for k in sorted(prof.processors)}
+            inter = {str(k): _lognormal(net, self.dev.interaction) for k in sorted(prof.processors)}
             meshes.append(_perturb(prof, r, self.dev.sigma, inter))
 
         return Mesh(edge=meshes[0], peer=meshes[1], cloud=meshes[2])
@@ -134,7 +134,7 @@ class BiasedObserver:
         return self.inner.source
 
     def decide(self, ctx: DecisionContext, rng: Any) -> Decision:
-        return self.inner.decide(ctx, rng)  # type: ignore[no-any-return]
+        return self.inner.decide(ctx, rng)
 
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome, reward: float) -> None:
         b = self.bias[str(decision.target.runner)]
@@ -170,8 +170,8 @@ def _install(dev: Deviation | None) -> None:
         bias = {k: _lognormal(r, dev.energy_bias) for k in ("edge", "peer", "cloud")}
         return BiasedObserver(pol, bias, cfg.reward_of(name)[0])
 
-    ev.load_device = load_device  # type: ignore[assignment]
-    ev.build_policy = build_policy  # type: ignore[assignment]
+    ev.load_device = load_device
+    ev.build_policy = build_policy
 
 
 def _fold(cfg: EvalConfig, device: str, model: str) -> dict[str, Any]:
@@ -191,10 +191,14 @@ def run(cfg: EvalConfig, dev: Deviation | None, workers: int) -> dict[str, Any]:
     return ev.assemble(cfg, models, results, time.perf_counter() - t0)
 
 
-def headline(res: dict[str, Any], policy: str) -> dict[str, dict[str, float]]:
+def headline(res: dict[str, Any], policy: str, device: str | None = None) -> dict[str, dict[str, float]]:
+    """Cold and adapted energy gap, QoS gap, exact and category accuracy (all devices, or one)."""
+    from services.evaluation.report import summarise
+
     out = {}
-    for window, key in (("cold", "summary_cold"), ("adapted", "summary")):
-        s = res[key]["all"]
+    for window, key in (("cold", "per_case_cold"), ("adapted", "per_case")):
+        cases = res[key] if device is None else {device: res[key][device]}
+        s = summarise({"per_case": cases})["all"]
         g, p = s["gaps_by_policy"][policy], s["policies"][policy]
         out[window] = {
             "energy_gap_pct": g["energy_gap_pct"],
@@ -205,8 +209,17 @@ def headline(res: dict[str, Any], policy: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _config(args: argparse.Namespace, learner: str, policies: list[str]) -> EvalConfig:
+    cfg = EvalConfig(devices=args.devices.split(","), policies=[*policies, "opt", "edge-cpu-fp32"], extras=False)
+    cfg.learner = learner
+    cfg.adapt_runs = args.adapt_runs
+    if args.scenarios:
+        cfg.scenarios = args.scenarios.split(",")
+    return cfg
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--deviation", type=float, default=0.0, help="log-sd of the hidden profile deviations")
     ap.add_argument("--interaction", type=float, default=None, help="network x processor log-sd (default s / 2)")
     ap.add_argument("--energy-bias", type=float, default=0.07, help="per-runner energy-estimation bias log-sd")
@@ -219,40 +232,35 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write each run's results here (JSON)")
     args = ap.parse_args()
     learners = args.learners.split(",")
+    # (learner setting, policies evaluated under it): the paper's variant rides along with the first run
+    runs = [(lr, ["autoscale"]) for lr in ("prior", "table") if lr in learners]
+    if "paper" in learners:
+        if runs:
+            runs[0][1].append("autoscale-paper")
+        else:
+            runs = [("table", ["autoscale-paper"])]
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         dev = None
         if args.deviation > 0:
             inter = args.interaction if args.interaction is not None else args.deviation / 2
             dev = Deviation(args.deviation, inter, args.energy_bias, seed)
-        for learner in [lr for lr in ("prior", "table") if lr in learners] or ["prior"]:
-            pols = ["autoscale"] if learner in learners else []
-            if "paper" in learners and learner == (["prior", "table"] if "prior" in learners else ["table"])[0]:
-                pols.append("autoscale-paper")
-            if not pols:
-                continue
-            cfg = EvalConfig(devices=args.devices.split(","), policies=[*pols, "opt", "edge-cpu-fp32"], extras=False)
-            cfg.learner = learner
-            cfg.adapt_runs = args.adapt_runs
-            if args.scenarios:
-                cfg.scenarios = args.scenarios.split(",")
-            t0 = time.perf_counter()
-            res = run(cfg, dev, args.workers)
+        for learner, pols in runs:
+            res = run(_config(args, learner, pols), dev, args.workers)
             if args.out:
                 args.out.mkdir(parents=True, exist_ok=True)
                 (args.out / f"results_{seed}_{learner}.json").write_text(json.dumps(res, default=str))
             for p in pols:
-                label = {"autoscale-paper": "paper"}.get(p, learner)
-                rows.append((seed, label, headline(res, p), time.perf_counter() - t0))
-    print(
-        f"deviation {args.deviation} (interaction {args.interaction}, energy bias {args.energy_bias}); devices {args.devices}"
-    )
-    print("| seed | learner | window | energy gap % | QoS gap pp | exact % | category % |")
-    print("|---:|---|---|---:|---:|---:|---:|")
-    for seed, label, h, _t in rows:
+                label = "paper" if p == "autoscale-paper" else learner
+                for d in [None, *res["per_case_cold"]]:
+                    rows.append((seed, label, d or "all", headline(res, p, d)))
+    print(f"deviation {args.deviation} (interaction {args.interaction}, energy bias {args.energy_bias})")
+    print("| seed | learner | device | window | energy gap % | QoS gap pp | exact % | category % |")
+    print("|---:|---|---|---|---:|---:|---:|---:|")
+    for seed, label, d, h in rows:
         for w, v in h.items():
             print(
-                f"| {seed} | {label} | {w} | {v['energy_gap_pct']:.2f} | {v['qos_gap_pp']:.2f} | "
+                f"| {seed} | {label} | {d} | {w} | {v['energy_gap_pct']:.2f} | {v['qos_gap_pp']:.2f} | "
                 f"{v['exact_pct']:.1f} | {v['category_pct']:.1f} |"
             )
 
