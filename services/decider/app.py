@@ -56,6 +56,15 @@ def _runner_registry(s: Settings) -> RunnerRegistry:
     )
 
 
+def _qstore(s: Settings, redis: aioredis.Redis, mesh: costmodel.Mesh) -> QStore:
+    """The device's Q table; every action the profiles offer gets its slot in the packed records up
+    front (in one layout, instead of growing the records as targets first appear)."""
+    actions = [t.id for t in mesh.targets()]
+    return QStore(
+        redis, device=s.edge_device, learning_rate=s.learning_rate, discount=s.discount, seed=s.seed, actions=actions
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     configure_logging(s.log_level, "decider")
@@ -76,14 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             url = embedded.url
             log_event(log, "no REDIS_URL: started an embedded redis", url=url)
         redis = aioredis.Redis.from_url(url)
-        qstore = QStore(
-            redis,
-            device=s.edge_device,
-            learning_rate=s.learning_rate,
-            discount=s.discount,
-            seed=s.seed,
-            actions=[t.id for t in mesh.targets()],  # the record layout in the device's action order
-        )
+        qstore = _qstore(s, redis, mesh)
         await qstore.start()
         runners = _runner_registry(s)
         telemetry = TelemetryCache(

@@ -1,0 +1,117 @@
+"""The prior learner's rows of ``bench/bench_decision.py``: decide and training step through the Redis
+store, with a trained row, on the Mi8Pro mesh (every target of its profiles)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from services.common.config_files import load_profile
+from services.core import costmodel
+from services.core.costmodel import Mesh
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.prior import PriorParams, PriorPolicy
+from services.core.reward import RewardWeights, reward
+from services.core.schemas import ModelFeatures, RuntimeConditions
+from services.core.state import state_index
+from services.decider.qstore import QStore
+
+Timer = Callable[..., Awaitable[dict[str, dict[str, float]]]]
+
+
+def mi8pro_mesh() -> Mesh:
+    return Mesh(edge=load_profile("mi8pro"), peer=load_profile("galaxy_tab_s6"), cloud=load_profile("cloud_p100"))
+
+
+async def prior_rows(
+    url: str, n: int, features: ModelFeatures, cond: RuntimeConditions, timer: Timer
+) -> dict[str, Any]:
+    """Decide (greedy on a trained row, after another write to the row, epsilon 0.1), learn, and the
+    training step (bin + decide + qos reward + learn), interleaved by ``timer`` like the other rows."""
+    mesh = mi8pro_mesh()
+    cands = tuple(Candidate(t, 70.0) for t in mesh.targets(features))
+    store = QStore(url, "bench-prior", actions=[c.target.id for c in cands], queue_max=10 * n + 10)
+    await store.start()
+    state = state_index(features, cond)
+    ctx = DecisionContext("mobilenet_v1", features, cond, state, cands, 0.05, None)
+    cost = {c.target.id: costmodel.estimate(mesh, features, c.target, cond) for c in cands}
+    rng = random.Random(0)
+
+    def outcome(d: Decision) -> Outcome:
+        c = cost[d.target.id]
+        f = rng.lognormvariate(0.0, 0.07)
+        return Outcome(c.latency_s * 1.1 * f, c.energy_j * 0.9 * f, 70.0)
+
+    trainer = PriorPolicy(store, mesh, PriorParams(epsilon=1.0))
+    for _ in range(2000):  # a trained row: every target tried, the corrections learnt
+        d = trainer.decide(ctx, rng)
+        trainer.learn(ctx, d, outcome(d), 0.0)
+    await store.flush(120)
+    greedy = PriorPolicy(store, mesh, PriorParams(epsilon=0.0))
+    explore = PriorPolicy(store, mesh, PriorParams(epsilon=0.1))
+    d0 = greedy.decide(ctx, rng)
+    o0 = outcome(d0)
+
+    def observe_and_decide() -> Decision:
+        state_index(features, cond)  # what the decider does per request (Table I binning)
+        return greedy.decide(ctx, rng)
+
+    def decide_after_other_write() -> Decision:
+        store._touch(state)  # as if another process's update of this row had landed: values rebuilt
+        return greedy.decide(ctx, rng)
+
+    def step(pol: PriorPolicy) -> None:
+        state_index(features, cond)  # the binning is part of the step; the context is reused
+        d = pol.decide(ctx, rng)
+        o = outcome(d)
+        r = reward(
+            energy_mj=o.energy_j * 1e3,
+            latency_ms=o.latency_s * 1e3,
+            accuracy=o.accuracy,
+            qos_ms=50.0,
+            accuracy_min=None,
+            weights=RewardWeights(),
+            mode="qos",
+        )
+        pol.learn(ctx, d, o, r)
+
+    async def drain() -> None:
+        await store.flush(120)
+
+    out: dict[str, Any] = dict(
+        await timer(
+            {
+                "prior_decide_greedy": lambda: greedy.decide(ctx, rng),
+                "prior_decide_reread": decide_after_other_write,
+                "prior_observe_decide": observe_and_decide,
+                "prior_decide_eps0.1": lambda: explore.decide(ctx, rng),
+                "prior_learn_qstore": lambda: greedy.learn(ctx, d0, o0, -30.0),
+                "prior_training_step_greedy": lambda: step(greedy),
+                "prior_training_step_eps0.1": lambda: step(explore),
+            },
+            n // 2,
+            drain,
+            rounds=60,
+        )
+    )
+    out["prior_flushed"] = await store.flush(120)
+    out["prior_corrections"] = len(store.corrections)
+    await store.reset()
+    await store.stop()
+    return out
+
+
+ROWS = [
+    ("prior learner: decide, greedy (trained row)", "prior_decide_greedy", "decision"),
+    ("prior learner: decide, greedy, row rebuilt (another write landed)", "prior_decide_reread", "decision"),
+    ("prior learner: Table I binning + greedy decide", "prior_observe_decide", "decision"),
+    ("prior learner: decide, epsilon 0.1", "prior_decide_eps0.1", "decision"),
+    (
+        "prior learner: training step, greedy: bin + decide + reward + learn (Redis)",
+        "prior_training_step_greedy",
+        "training",
+    ),
+    ("prior learner: training step, epsilon 0.1 (Redis store)", "prior_training_step_eps0.1", "training"),
+    ("prior learner: learn only (residual + corrections, cache + enqueue)", "prior_learn_qstore", None),
+]
