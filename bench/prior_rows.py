@@ -57,8 +57,17 @@ async def prior_rows(
         state_index(features, cond)  # what the decider does per request (Table I binning)
         return greedy.decide(ctx, rng)
 
+    other = cands[len(cands) // 2].target.id
+    flip = [1.0]
+
     def decide_after_other_write() -> Decision:
-        store._touch(state)  # as if another process's update of this row had landed: values rebuilt
+        # Another process's update of one entry of this row arrives (as CacheSync applies it): patched.
+        flip[0] = -flip[0]
+        store.set_entry(state, other, store.row(state).get(other, 0.0) + flip[0] * 1e-3, 5)
+        return greedy.decide(ctx, rng)
+
+    def decide_after_reload() -> Decision:
+        store._touch(state)  # the whole row replaced (a refetch or a reload): values rebuilt
         return greedy.decide(ctx, rng)
 
     def step(pol: PriorPolicy) -> None:
@@ -84,6 +93,7 @@ async def prior_rows(
             {
                 "prior_decide_greedy": lambda: greedy.decide(ctx, rng),
                 "prior_decide_reread": decide_after_other_write,
+                "prior_decide_rebuilt": decide_after_reload,
                 "prior_observe_decide": observe_and_decide,
                 "prior_decide_eps0.1": lambda: explore.decide(ctx, rng),
                 "prior_learn_qstore": lambda: greedy.learn(ctx, d0, o0, -30.0),
@@ -104,7 +114,8 @@ async def prior_rows(
 
 ROWS = [
     ("prior learner: decide, greedy (trained row)", "prior_decide_greedy", "decision"),
-    ("prior learner: decide, greedy, row rebuilt (another write landed)", "prior_decide_reread", "decision"),
+    ("prior learner: decide, greedy, another process updated an entry of the row", "prior_decide_reread", "decision"),
+    ("prior learner: decide, greedy, whole row reloaded (values rebuilt)", "prior_decide_rebuilt", "decision"),
     ("prior learner: Table I binning + greedy decide", "prior_observe_decide", "decision"),
     ("prior learner: decide, epsilon 0.1", "prior_decide_eps0.1", "decision"),
     (

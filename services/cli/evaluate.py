@@ -59,13 +59,23 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results"),
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = min(2, cpu_count()),
     extras: Annotated[bool, typer.Option(help="convergence, transfer and accuracy-target studies")] = True,
+    learner: Annotated[
+        str,
+        typer.Option(
+            help="\"autoscale\"'s learner: prior (Q-learning over the profile's corrected physics) or table "
+            "(the Q table alone, QParams.improved())"
+        ),
+    ] = "prior",
 ) -> None:
     """Evaluate AutoScale and the baselines (paper Sec. V-VI) on the simulated mesh; write
     results.json, report.md and the figures to OUT."""
     from rich.console import Console
 
     console = Console(stderr=True)
+    if learner not in ("prior", "table"):
+        raise typer.BadParameter("must be prior or table", param_hint="--learner")
     cfg = EvalConfig(seed=seed, runs=runs, test_runs=test_runs, adapt_runs=adapt_runs, workers=workers, extras=extras)
+    cfg.learner = learner
     cfg.devices = _split(devices) or []
     cfg.scenarios = _split(scenarios) or []
     cfg.models = _split(models)

@@ -111,40 +111,27 @@ class PhysicsPrior:
         return lat, en, c.known, fams
 
 
-def corrected(
-    lat: np.ndarray,
-    en: np.ndarray,
-    fams: Sequence[str],
-    stats: Mapping[str, FamilyStats],
-    model: str,
-    params: PriorParams,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predictions times each family's learned factor, and the log-sd of the latency to expect.
+def family_factors(
+    family: str, model: str, stats: Mapping[str, FamilyStats], params: PriorParams
+) -> tuple[float, float, float]:
+    """(latency factor, energy factor, log-sd of the latency) of one family for one network.
 
     The factor is the family's mean log ratio, moved toward the network's own (its departure from
     the family) as the network's observations outweigh ``model_weight`` pseudo-observations. The
     spread: the family's observed one (noise plus the spread between networks) shrunk toward
     ``sigma0`` by ``prior_weight`` pseudo-observations, then toward the network's own spread (noise
     only) as its observations accumulate; never below ``sigma_min``."""
-    memo: dict[str, tuple[float, float, float]] = {}
-    fl, fe, sd = np.empty(len(fams)), np.empty(len(fams)), np.empty(len(fams))
-    pw, mw = params.prior_weight, params.model_weight
-    s0 = pw * params.sigma0 * params.sigma0
-    for i, f in enumerate(fams):
-        v = memo.get(f)
-        if v is None:
-            s = stats.get(f, ZERO)
-            m_lat, m_en = s.m_lat, s.m_energy
-            var = (s.n * s.v_lat + s0) / (s.n + pw)
-            own = stats.get(model_key(model, f))
-            if own is not None and own.n > 0:
-                w = own.n / (own.n + mw)
-                m_lat += w * (own.m_lat - m_lat)
-                m_en += w * (own.m_energy - m_en)
-                var += w * (own.v_lat - var) if own.n > 1 else 0.0
-            v = memo[f] = (math.exp(m_lat), math.exp(m_en), max(params.sigma_min, math.sqrt(max(var, 0.0))))
-        fl[i], fe[i], sd[i] = v
-    return lat * fl, en * fe, sd
+    s = stats.get(family, ZERO)
+    pw = params.prior_weight
+    m_lat, m_en = s.m_lat, s.m_energy
+    var = (s.n * s.v_lat + pw * params.sigma0 * params.sigma0) / (s.n + pw)
+    own = stats.get(model_key(model, family))
+    if own is not None and own.n > 0:
+        w = own.n / (own.n + params.model_weight)
+        m_lat += w * (own.m_lat - m_lat)
+        m_en += w * (own.m_energy - m_en)
+        var += w * (own.v_lat - var) if own.n > 1 else 0.0
+    return math.exp(m_lat), math.exp(m_en), max(params.sigma_min, math.sqrt(max(var, 0.0)))
 
 
 def expected_rewards(

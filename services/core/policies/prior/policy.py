@@ -29,10 +29,12 @@ predicted just under the QoS budget its probability of missing it.
 
 Every outcome teaches both, in one ``QUpdate`` (``correction``) applied atomically by the table.
 
-Cost: the prior row is memoised per (network, state, conditions rounded to a small grid) and
-recomputed only when the published corrections moved (``Corrections.epoch``); the values are
-recomputed when the state's row changed (``row_version``), and ``learn`` patches the one entry it
-changed. The hot path is a dict lookup and an argmax.
+Cost: the prediction row is memoised per (network, state, conditions rounded to a small grid).
+Everything derived from it is kept current incrementally: a family whose published correction moved
+(``Corrections.pub_versions``) has its candidates recomputed, a change of one entry of the row (this
+process's update or another's, ``RowSource.last_change``) moves its family's pooled residual, and
+the family's candidates are recomputed only if that moved by more than ``refresh``. The hot path is
+a dict lookup and an argmax.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ from services.core.policies.base import Decision, DecisionContext, Outcome
 from services.core.policies.candidates import CandInfo, candidate_ids, eligible_indices
 from services.core.policies.errors import NoCandidate
 from services.core.policies.prior.params import PriorParams
-from services.core.policies.prior.physics import PhysicsPrior, corrected, expected_rewards
-from services.core.policies.qlearning.corrections import CorrectionObs
+from services.core.policies.prior.physics import PhysicsPrior, expected_rewards, family_factors
+from services.core.policies.qlearning.corrections import CorrectionObs, model_key
 from services.core.policies.qlearning.maths import QUpdate
 from services.core.policies.qlearning.table import QTable, RowSource
 from services.core.schemas import RuntimeConditions
@@ -59,22 +61,37 @@ _MEMO_MAX = 65_536
 
 @dataclass(slots=True)
 class _Entry:
-    """The prior row of one (network, state, conditions cell) and the values built on it."""
+    """One (network, state, conditions cell): predictions, corrections, pooled residuals, values.
+
+    Per candidate: ``lat``/``energy`` (the profile's, uncorrected), ``cl``/``ce``/``sd`` (corrected,
+    and the latency's log-sd), ``fidx`` (its family), ``q``/``n`` (the row's entry as pooled).
+    Per family: ``members``, ``fver`` (publication versions of the family's and the network's
+    correction used), ``psum``/``pw`` (visit-weighted sum of the entries and the weights) and
+    ``rused`` (the pooled residual the values were computed with)."""
 
     info: CandInfo
-    epoch: int  # Corrections.epoch the prior was computed at
-    lat: list[float]  # the profile's latency per candidate (uncorrected), s
-    energy: list[float]  # the profile's phone energy per candidate (uncorrected), J
+    model: str
+    qos_s: float
+    accuracy_min: float | None
+    lat: np.ndarray
+    energy: np.ndarray
+    known: np.ndarray
     fams: tuple[str, ...]
-    cl: np.ndarray  # corrected latency, s
-    ce: np.ndarray  # corrected energy, J
-    sd: np.ndarray  # log-sd of the latency
+    flist: list[str]
+    fidx: np.ndarray
+    members: list[np.ndarray]
     acc: np.ndarray
-    prior: list[float]  # expected reward with Q = 0
-    members: dict[str, np.ndarray]  # family -> indices of its candidates
-    pool: dict[str, list[float]] | None = None  # family -> [sum of n * Q, sum of n] over the row
-    used: dict[str, float] | None = None  # family -> residual the values were built with
-    version: tuple[int, int] = (-1, -1)  # RowSource.row_version the values were built at
+    cl: np.ndarray
+    ce: np.ndarray
+    sd: np.ndarray
+    fver: list[tuple[int, int]]
+    epoch: int = -1
+    q: list[float | None] | None = None
+    n: list[int] | None = None
+    psum: list[float] | None = None
+    pw: list[float] | None = None
+    rused: list[float] | None = None
+    version: tuple[int, int] = (-1, -1)
     vals: list[float] | None = None
     best: int = -1  # first index of the highest value; -1: not known yet
 
@@ -101,7 +118,7 @@ class PriorPolicy:
         self._cond: RuntimeConditions | None = None
         self._cell: tuple[int, int, int, int] = (0, 0, 0, 0)
 
-    # --- the prior ---------------------------------------------------------------------------
+    # --- building an entry ---------------------------------------------------------------------
     def _cell_of(self, cond: RuntimeConditions) -> tuple[int, int, int, int]:
         """Conditions rounded to the memo's grid (the decider reuses one snapshot object)."""
         if cond is self._cond:
@@ -116,78 +133,138 @@ class PriorPolicy:
         self._cond, self._cell = cond, cell
         return cell
 
-    def _compute(self, ctx: DecisionContext, info: CandInfo, epoch: int) -> _Entry:
-        p = self.params
+    def _build(self, ctx: DecisionContext, info: CandInfo) -> _Entry:
         targets = [c.target for c in ctx.candidates]
         lat, en, known, fams = self.physics.predict(ctx.model, ctx.features, targets, info.ids, ctx.conditions)
-        cl, ce, sd = corrected(lat, en, fams, self.source.corrections.published, ctx.model, p)
-        if not known.all():
+        flist = list(dict.fromkeys(fams))
+        pos = {f: j for j, f in enumerate(flist)}
+        fidx = np.array([pos[f] for f in fams], dtype=np.int64)
+        members = [np.flatnonzero(fidx == j) for j in range(len(flist))]
+        n = len(fams)
+        e = _Entry(
+            info, ctx.model, ctx.qos_s, ctx.accuracy_min, lat, en, known, fams, flist, fidx, members,
+            np.asarray(info.accuracies, dtype=float), np.empty(n), np.empty(n), np.empty(n), [(-1, -1)] * len(flist),
+        )  # fmt: skip
+        self._corrections(e, all_families=True)
+        return e
+
+    def _corrections(self, e: _Entry, all_families: bool = False) -> list[int]:
+        """Bring the corrected predictions in line with the published corrections; returns the
+        families whose candidates changed."""
+        c = self.source.corrections
+        e.epoch = c.epoch
+        pv, pub, p = c.pub_versions, c.published, self.params
+        changed = []
+        for j, f in enumerate(e.flist):
+            v = (pv.get(f, 0), pv.get(model_key(e.model, f), 0))
+            if v == e.fver[j] and not all_families:
+                continue
+            e.fver[j] = v
+            fl, fe, sd = family_factors(f, e.model, pub, p)
+            ix = e.members[j]
+            e.cl[ix], e.ce[ix], e.sd[ix] = e.lat[ix] * fl, e.energy[ix] * fe, sd
+            changed.append(j)
+        if not e.known.all():
             # A candidate the profile cannot cost: a latency over any budget and the energy of the
             # dearest costed one, so it ranks below them (exploration still tries it).
-            cl = np.where(known, cl, 1e6)
-            ce = np.where(known, ce, float(np.nanmax(ce)) if known.any() else 1.0)
-        acc = np.asarray(info.accuracies, dtype=float)
-        prior = expected_rewards(cl, ce, acc, ctx.qos_s, ctx.accuracy_min, sd, p.reward_mode, p.weights)
-        groups: dict[str, list[int]] = {}
-        for i, f in enumerate(fams):
-            groups.setdefault(f, []).append(i)
-        members = {f: np.array(ix, dtype=np.int64) for f, ix in groups.items()}
-        return _Entry(info, epoch, lat.tolist(), en.tolist(), fams, cl, ce, sd, acc, prior.tolist(), members)
+            e.cl[~e.known] = 1e6
+            e.ce[~e.known] = float(np.nanmax(e.ce[e.known])) if e.known.any() else 1.0
+            e.sd[~e.known] = self.params.sigma_min
+        return changed
 
-    def _residual(self, e: _Entry, fam: str) -> float:
-        """The family's pooled residual in the row (shrunk toward 0)."""
-        assert e.pool is not None
-        sq, sn = e.pool.get(fam, (0.0, 0.0))
-        return sq / (sn + self.params.residual_weight) if sn > 0.0 else 0.0
-
-    def _family_values(self, e: _Entry, fam: str, r: float, ctx: DecisionContext) -> None:
-        """Recompute the values of one family's candidates with residual ``r``."""
-        assert e.vals is not None and e.used is not None
-        ix = e.members[fam]
-        f = math.exp(r)
+    def _values_of(self, e: _Entry, ix: np.ndarray, r: np.ndarray | float) -> np.ndarray:
+        f = np.exp(r)
         p = self.params
-        v = expected_rewards(
-            e.cl[ix] * f, e.ce[ix] * f, e.acc[ix], ctx.qos_s, ctx.accuracy_min, e.sd[ix], p.reward_mode, p.weights
+        return expected_rewards(
+            e.cl[ix] * f, e.ce[ix] * f, e.acc[ix], e.qos_s, e.accuracy_min, e.sd[ix], p.reward_mode, p.weights
         )
+
+    def _pool(self, e: _Entry, state: int) -> None:
+        """Rebuild the pooled residuals and every value from the row."""
+        row, nrow = self.source.row(state), self.source.visits(state)
+        ids = e.info.ids
+        e.q = [row.get(a) for a in ids]
+        e.n = [nrow.get(a, 0) for a in ids]
+        k = len(e.flist)
+        psum, pw = [0.0] * k, [0.0] * k
+        for j, q, n in zip(e.fidx.tolist(), e.q, e.n, strict=True):
+            if q is not None:
+                w = float(max(n, 1))
+                psum[j] += w * q
+                pw[j] += w
+        rw = self.params.residual_weight
+        e.psum, e.pw = psum, pw
+        e.rused = [ps / (w + rw) if w > 0.0 else 0.0 for ps, w in zip(psum, pw, strict=True)]
+        r = np.asarray(e.rused)[e.fidx]
+        e.vals = self._values_of(e, np.arange(len(ids)), r).tolist()
+        e.best = -1
+
+    def _refamily(self, e: _Entry, families: list[int]) -> None:
+        """Recompute the values of some families' candidates (their residual or correction moved)."""
+        assert e.vals is not None and e.rused is not None
         vals = e.vals
-        for j, x in zip(ix.tolist(), v.tolist(), strict=True):
-            vals[j] = x
-        e.used[fam] = r
+        for j in families:
+            ix = e.members[j]
+            for i, v in zip(ix.tolist(), self._values_of(e, ix, e.rused[j]).tolist(), strict=True):
+                vals[i] = v
+        if families:
+            e.best = -1
+
+    def _patch(self, e: _Entry, state: int, action: str) -> None:
+        """One entry of the row changed: move its family's pool, and its values if that moved enough."""
+        assert e.q is not None and e.n is not None and e.psum is not None and e.pw is not None
+        assert e.rused is not None
+        i = e.info.index.get(action)
+        if i is None:
+            return  # an action not offered here
+        j = int(e.fidx[i])
+        old = e.q[i]
+        if old is not None:
+            w = float(max(e.n[i], 1))
+            e.psum[j] -= w * old
+            e.pw[j] -= w
+        q = self.source.row(state).get(action)
+        n = self.source.visits(state).get(action, 0)
+        e.q[i], e.n[i] = q, n
+        if q is not None:
+            w = float(max(n, 1))
+            e.psum[j] += w * q
+            e.pw[j] += w
+        r = e.psum[j] / (e.pw[j] + self.params.residual_weight) if e.pw[j] > 0.0 else 0.0
+        if abs(r - e.rused[j]) > self.params.refresh:
+            e.rused[j] = r
+            self._refamily(e, [j])
 
     def _entry(self, ctx: DecisionContext, info: CandInfo) -> _Entry:
-        """The memoised prior row of this request, with its current values."""
+        """The memoised entry of this request, brought up to date."""
         key = (ctx.model, ctx.state, self._cell_of(ctx.conditions), id(info))
         e = self._memo.get(key)
-        epoch = self.source.corrections.epoch
-        if e is None or e.epoch != epoch or e.info is not info:
-            e = self._compute(ctx, info, epoch)
+        if e is None or e.info is not info or e.qos_s != ctx.qos_s or e.accuracy_min != ctx.accuracy_min:
+            e = self._build(ctx, info)
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
             self._memo[key] = e
-        version = self.source.row_version(ctx.state)
-        if e.vals is None or e.version != version:
-            row = self.source.row(ctx.state)
-            nrow = self.source.visits(ctx.state)
-            pool: dict[str, list[float]] = {}
-            for a, fam in zip(info.ids, e.fams, strict=True):
-                q = row.get(a)
-                if q is not None:
-                    w = float(max(nrow.get(a, 0), 1))
-                    acc = pool.setdefault(fam, [0.0, 0.0])
-                    acc[0] += w * q
-                    acc[1] += w
-            e.pool, e.used, e.vals = pool, {}, list(e.prior)
-            for fam in pool:
-                r = self._residual(e, fam)
-                if r != 0.0:
-                    self._family_values(e, fam, r, ctx)
-            e.version, e.best = version, -1
+        src = self.source
+        version = src.row_version(ctx.state)
+        if e.vals is None:
+            self._pool(e, ctx.state)
+        elif version != e.version:
+            action = src.last_change(ctx.state)
+            if version[0] == e.version[0] and version[1] == e.version[1] + 1 and action is not None:
+                self._patch(e, ctx.state, action)  # exactly one entry changed since
+            else:
+                self._pool(e, ctx.state)
+        e.version = version
+        if e.epoch != src.corrections.epoch:
+            self._refamily(e, self._corrections(e))
         return e
 
     def prior_row(self, ctx: DecisionContext) -> dict[str, float]:
-        """The corrected-physics value of every candidate (what a state never visited decides on)."""
+        """The corrected-physics value of every candidate with no residual (a state never visited)."""
         info = candidate_ids.get(ctx.candidates)
-        return dict(zip(info.ids, self._entry(ctx, info).prior, strict=True))
+        e = self._entry(ctx, info)
+        v = self._values_of(e, np.arange(len(info.ids)), 0.0)
+        return dict(zip(info.ids, v.tolist(), strict=True))
 
     # --- Policy protocol ---------------------------------------------------------------------
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
@@ -222,7 +299,7 @@ class PriorPolicy:
         action = decision.target.id
         i = info.index[action]
         p = self.params
-        lat, en, cl = e.lat[i], e.energy[i], float(e.cl[i])
+        lat, en, cl = float(e.lat[i]), float(e.energy[i]), float(e.cl[i])
         obs = None
         x_res = 0.0
         if outcome.latency_s > 0.0 and outcome.energy_j > 0.0 and lat > 0.0 and en > 0.0:
@@ -249,32 +326,6 @@ class PriorPolicy:
         )
 
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome, reward: float) -> None:
-        u = self.make_update(ctx, decision, outcome, reward)
-        info = candidate_ids.get(ctx.candidates)
-        e = self._entry(ctx, info)
-        before = self.source.row_version(ctx.state)
-        epoch = self.source.corrections.epoch
-        old_q = self.source.row(u.state).get(u.action)
-        old_n = self.source.visits(u.state).get(u.action, 0)
-        self.source.learn(u)
-        # Keep the values in step without rebuilding them, if this update was the only change of the
-        # row since they were built and its correction did not republish (else they are rebuilt).
-        after = self.source.row_version(ctx.state)
-        if e.version != before or after != (before[0], before[1] + 1) or e.pool is None or e.used is None:
-            return
-        if self.source.corrections.epoch != epoch:
-            return
-        fam = e.fams[info.index[u.action]]
-        acc = e.pool.setdefault(fam, [0.0, 0.0])
-        if old_q is not None:
-            w = float(max(old_n, 1))
-            acc[0] -= w * old_q
-            acc[1] -= w
-        w = float(max(self.source.visits(u.state).get(u.action, 0), 1))
-        acc[0] += w * self.source.row(u.state)[u.action]
-        acc[1] += w
-        e.version = after
-        r = self._residual(e, fam)
-        if abs(r - e.used.get(fam, 0.0)) > self.params.refresh:
-            self._family_values(e, fam, r, ctx)
-            e.best = -1
+        # The entry catches up with this change (one entry of the row, maybe one correction) on the
+        # next decision: a patch, not a rebuild.
+        self.source.learn(self.make_update(ctx, decision, outcome, reward))

@@ -16,8 +16,9 @@ exponentially weighted one that pairs with that mean (West 1979).
 
 ``Corrections`` holds the statistics of every family and a *published* snapshot: a family is
 republished only when its correction moved by more than ``refresh`` (log units) or while it has few
-observations, and ``epoch`` counts publications. A policy memoises what it derives from the
-published values per ``epoch``, so a correction that barely moves costs nothing on the decision path.
+observations; ``epoch`` counts publications and ``pub_versions`` says when each key was last
+published. A policy memoises what it derives from the published values per key, so a correction
+that barely moves costs nothing on the decision path.
 """
 
 from __future__ import annotations
@@ -91,11 +92,12 @@ class Corrections:
     e.g. by Redis); ``versions`` holds, per family, the version of the write last installed by ``set``.
     """
 
-    __slots__ = ("epoch", "published", "refresh", "stats", "versions")
+    __slots__ = ("epoch", "pub_versions", "published", "refresh", "stats", "versions")
 
     def __init__(self, refresh: float = 0.005) -> None:
         self.stats: dict[str, FamilyStats] = {}
         self.published: dict[str, FamilyStats] = {}
+        self.pub_versions: dict[str, int] = {}  # key -> the epoch it was last published at
         self.versions: dict[str, int] = {}
         self.refresh = refresh
         self.epoch = 0
@@ -122,6 +124,7 @@ class Corrections:
         self.published = dict(stats)
         self.versions = dict(versions or {})
         self.epoch += 1
+        self.pub_versions = dict.fromkeys(stats, self.epoch)
 
     def _maybe_publish(self, family: str, new: FamilyStats) -> None:
         old = self.published.get(family)
@@ -135,6 +138,7 @@ class Corrections:
         ):
             self.published[family] = new
             self.epoch += 1
+            self.pub_versions[family] = self.epoch
 
     def __len__(self) -> int:
         return len(self.stats)

@@ -32,7 +32,8 @@ class RowSource(Protocol):
     ``row`` and ``visits`` must be cheap and free of I/O (they are on the decision path); the
     mappings may lack actions never stored for that state, and callers must not mutate them.
     ``writes`` changes whenever any row may have changed (the policy memoises the last row it
-    read on it), ``row_version(state)`` whenever that state's row may have; ``entries`` indexes
+    read on it), ``row_version(state)`` whenever that state's row may have (``last_change``: the
+    action whose entry that last change wrote, None after a change of the whole row); ``entries`` indexes
     the entries held (``q_init="nearest"``); ``corrections`` are the learned profile corrections
     (the prior learner's). ``learn`` must not block (the Redis store
     applies its update in the background).
@@ -50,6 +51,8 @@ class RowSource(Protocol):
     def row(self, state: int) -> Mapping[str, float]: ...
 
     def row_version(self, state: int) -> tuple[int, int]: ...
+
+    def last_change(self, state: int) -> str | None: ...
 
     def visits(self, state: int) -> Mapping[str, int]: ...
 
@@ -76,6 +79,7 @@ class RowCache:
         self.writes = 0  # bumped on every change (the policy's memo key)
         # Per-row change counters, and a generation bumped by changes of many rows at once.
         self._row_writes: dict[int, int] = {}
+        self._last: dict[int, str | None] = {}
         self._generation = 0
         if self.q:
             self.entries.rebuild(self.q)
@@ -91,8 +95,13 @@ class RowCache:
         """Changes whenever ``state``'s row may have changed (a cheaper memo key than ``writes``)."""
         return self._generation, self._row_writes.get(state, 0)
 
-    def _touch(self, state: int) -> None:
+    def last_change(self, state: int) -> str | None:
+        """The action whose entry the row's last change wrote (None: the whole row may have changed)."""
+        return self._last.get(state)
+
+    def _touch(self, state: int, action: str | None = None) -> None:
         self._row_writes[state] = self._row_writes.get(state, 0) + 1
+        self._last[state] = action
         self.writes += 1
 
     def _touch_all(self) -> None:
@@ -114,7 +123,7 @@ class RowCache:
         nrow[update.action] = min(nrow.get(update.action, 0) + 1, VISITS_MAX)
         if update.correction is not None:
             self.corrections.learn(update.correction)
-        self._touch(update.state)
+        self._touch(update.state, update.action)
 
     def set_entry(self, state: int, action: str, q: float, n: int) -> bool:
         """Store Q(state, action) = q with n visits (a value confirmed elsewhere, e.g. by Redis).
@@ -127,7 +136,7 @@ class RowCache:
             return False
         row[action] = q
         nrow[action] = n
-        self._touch(state)
+        self._touch(state, action)
         return True
 
     def set_row(self, state: int, row: dict[str, float], visits: dict[str, int]) -> None:
