@@ -263,7 +263,12 @@ def test_exploration_and_masking(mesh: Mesh) -> None:
     rng = random.Random(0)
     picks = [pol.decide(cx, rng) for _ in range(200)]
     assert all(d.explored and d.target.precision != "int8" for d in picks)
-    assert len({d.target.id for d in picks}) > 10
+    # exploring draws a family, then plays its best member: every eligible family, one member each
+    eligible = {family_of(x.target) for x in c if x.target.precision != "int8"}
+    assert {family_of(d.target) for d in picks} == eligible
+    assert len({d.target.id for d in picks}) == len(eligible)
+    uniform = PriorPolicy(QTable(), mesh, PriorParams(epsilon=1.0, explore_families=False))
+    assert len({uniform.decide(cx, rng).target.id for _ in range(200)}) > 20  # the paper's: any action
     pol.params = PriorParams(epsilon=0.0)
     d = pol.decide(cx, rng)
     assert not d.explored and d.target.precision != "int8"

@@ -29,7 +29,7 @@ class PriorParams:
     # that keeps tracking): the first visit replaces the prior's error outright.
     lr_floor: float = RESIDUAL_LR_FLOOR
     # Family corrections: a plain mean of the first 1 / corr_lr_floor observations, then exponential.
-    corr_lr_floor: float = 0.02
+    corr_lr_floor: float = 0.005
     # How far (log-sd) the profile is trusted before anything is observed, and how many observations
     # that belief is worth; the spread never drops below sigma_min.
     sigma0: float = 0.25
@@ -43,6 +43,9 @@ class PriorParams:
     residual_weight: float = 1.0
     # Republish a family's correction (and recompute memoised priors) when it moved by more (log).
     refresh: float = 0.005
+    # While exploring: a family drawn uniformly and its best member (True), or any action uniformly
+    # (False: the paper's epsilon-greedy).
+    explore_families: bool = True
     # Remote families split by the link's Table I signal bin.
     split_links: bool = True
     # Conditions are rounded to this grid for the prior memo (utilisation ratio, dBm).

@@ -276,12 +276,21 @@ class PriorPolicy:
             elig: tuple[int, ...] | list[int] = info.all_idx
         else:
             elig = eligible_indices(info.accuracies, ctx.accuracy_min, True)
-        if p.epsilon > 0.0 and rng.random() < p.epsilon:
+        explore = p.epsilon > 0.0 and rng.random() < p.epsilon
+        if explore and not p.explore_families:
             i = elig[rng.randrange(len(elig))]
             return Decision(ctx.candidates[i].target, explored=True)
         e = self._entry(ctx, info)
         vals = e.vals
         assert vals is not None
+        if explore:
+            # A family drawn uniformly, then its best eligible member: what is learnt is the family's
+            # correction, and its best member is the one a decision would use.
+            ok = set(elig)
+            fams = sorted({int(e.fidx[i]) for i in elig})
+            j = fams[rng.randrange(len(fams))]
+            best_i = max((i for i in e.members[j].tolist() if i in ok), key=vals.__getitem__)
+            return Decision(ctx.candidates[best_i].target, explored=True)
         if elig is info.all_idx:
             if e.best < 0:
                 e.best = vals.index(max(vals))
