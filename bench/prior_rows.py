@@ -24,19 +24,17 @@ def mi8pro_mesh() -> Mesh:
     return Mesh(edge=load_profile("mi8pro"), peer=load_profile("galaxy_tab_s6"), cloud=load_profile("cloud_p100"))
 
 
-async def prior_rows(
-    url: str, n: int, features: ModelFeatures, cond: RuntimeConditions, timer: Timer
-) -> dict[str, Any]:
-    """Decide (greedy on a trained row, after another write to the row, epsilon 0.1), learn, and the
-    training step (bin + decide + qos reward + learn), interleaved by ``timer`` like the other rows."""
+async def _trained(
+    url: str, n: int, features: ModelFeatures, cond: RuntimeConditions, rng: random.Random
+) -> tuple[QStore, Mesh, DecisionContext, Callable[[Decision], Outcome]]:
+    """A Redis store whose row for this request is trained (every target tried, corrections learnt),
+    and the outcome of a target: the profile's cost, 1.1x slower, 0.9x the energy, 7 % noise."""
     mesh = mi8pro_mesh()
     cands = tuple(Candidate(t, 70.0) for t in mesh.targets(features))
     store = QStore(url, "bench-prior", actions=[c.target.id for c in cands], queue_max=10 * n + 10)
     await store.start()
-    state = state_index(features, cond)
-    ctx = DecisionContext("mobilenet_v1", features, cond, state, cands, 0.05, None)
+    ctx = DecisionContext("mobilenet_v1", features, cond, state_index(features, cond), cands, 0.05, None)
     cost = {c.target.id: costmodel.estimate(mesh, features, c.target, cond) for c in cands}
-    rng = random.Random(0)
 
     def outcome(d: Decision) -> Outcome:
         c = cost[d.target.id]
@@ -44,10 +42,21 @@ async def prior_rows(
         return Outcome(c.latency_s * 1.1 * f, c.energy_j * 0.9 * f, 70.0)
 
     trainer = PriorPolicy(store, mesh, PriorParams(epsilon=1.0))
-    for _ in range(2000):  # a trained row: every target tried, the corrections learnt
+    for _ in range(2000):
         d = trainer.decide(ctx, rng)
         trainer.learn(ctx, d, outcome(d), 0.0)
     await store.flush(120)
+    return store, mesh, ctx, outcome
+
+
+async def prior_rows(
+    url: str, n: int, features: ModelFeatures, cond: RuntimeConditions, timer: Timer
+) -> dict[str, Any]:
+    """Decide (greedy on a trained row, after another write to the row, epsilon 0.1), learn, and the
+    training step (bin + decide + qos reward + learn), interleaved by ``timer`` like the other rows."""
+    rng = random.Random(0)
+    store, mesh, ctx, outcome = await _trained(url, n, features, cond, rng)
+    cands, state = ctx.candidates, ctx.state
     greedy = PriorPolicy(store, mesh, PriorParams(epsilon=0.0))
     explore = PriorPolicy(store, mesh, PriorParams(epsilon=0.1))
     d0 = greedy.decide(ctx, rng)

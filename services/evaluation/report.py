@@ -341,6 +341,13 @@ def render(res: dict[str, Any], figures: dict[str, str]) -> str:
         "every headline metric below; `reward_mode=paper`, `q_init=random`, `lr_schedule=constant`, "
         "`explore_bonus=0`, `explore_untried=false` restore Algorithm 1 as published.\n"
     )
+    if cfg.get("learner") == "prior":
+        L.append(
+            "- **In this run `autoscale` is the prior learner** (`learner=prior`, the default; "
+            "`services/core/policies/prior`): Q-learning of a log-latency residual per (state, action) over the "
+            "device profile's cost model (eqs. 1-4), corrected online per target family and per (network, family); "
+            "what is labelled *improved* below is that learner. `--learner table` evaluates the table learner above.\n"
+        )
     L.append("## Definitions\n")
     L.append(
         "- **PPW** (performance per watt) = inferences per joule = 1 / (the phone's energy per inference, eqs. 1-4). "
