@@ -28,6 +28,9 @@ predicted just under the QoS budget its probability of missing it.
   recomputed from it (measured: see ``scripts/measure_learner.py``).
 
 Every outcome teaches both, in one ``QUpdate`` (``correction``) applied atomically by the table.
+Exploration (epsilon) draws a target family uniformly and plays its best member: what is learnt is
+the family's correction, and a uniform draw over ~66 actions would try a single-action family (the
+DSP) once in hundreds of explorations (``explore_families=False``: the paper's uniform draw).
 
 Cost: the prediction row is memoised per (network, state, conditions rounded to a small grid).
 Everything derived from it is kept current incrementally: a family whose published correction moved
