@@ -65,7 +65,7 @@ def test_the_policy_holds_the_profiles_and_its_table_only(mesh: Mesh) -> None:
     simulator, no oracle, no true costs. A decision never calls the context's oracle."""
     table = QTable()
     pol = PriorPolicy(table, mesh, PriorParams(epsilon=0.0))
-    assert set(vars(pol)) == {"source", "params", "name", "physics", "_memo", "_cond", "_cell"}
+    assert set(vars(pol)) == {"source", "params", "name", "physics", "_memo", "_cond", "_cell", "_last"}
     assert pol.source is table and isinstance(pol.params, PriorParams)
     assert isinstance(pol.physics, PhysicsPrior)
     assert set(vars(pol.physics)) == {"mesh", "split_links", "_cases"}

@@ -43,6 +43,9 @@ class PriorParams:
     residual_weight: float = 1.0
     # Republish a family's correction (and recompute memoised priors) when it moved by more (log).
     refresh: float = 0.005
+    # Recompute a family's values when its pooled residual in the row moved by more (log): below the
+    # pooled residual's own noise (~0.07 / sqrt(15)), so nothing measurable is lost.
+    residual_refresh: float = 0.01
     # While exploring: a family drawn uniformly and its best member (True), or any action uniformly
     # (False: the paper's epsilon-greedy).
     explore_families: bool = True
@@ -68,8 +71,10 @@ class PriorParams:
                 raise ValueError(f"{name} must be finite and > 0, got {v}")
         if not (math.isfinite(self.residual_weight) and self.residual_weight >= 0.0):
             raise ValueError(f"residual_weight must be finite and >= 0, got {self.residual_weight}")
-        if not (math.isfinite(self.refresh) and self.refresh >= 0.0):
-            raise ValueError(f"refresh must be finite and >= 0, got {self.refresh}")
+        for name in ("refresh", "residual_refresh"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0.0):
+                raise ValueError(f"{name} must be finite and >= 0, got {v}")
 
     @classmethod
     def from_settings(cls, settings: Any, seed: int | None = None) -> PriorParams:

@@ -36,8 +36,8 @@ Cost: the prediction row is memoised per (network, state, conditions rounded to 
 Everything derived from it is kept current incrementally: a family whose published correction moved
 (``Corrections.pub_versions``) has its candidates recomputed, a change of one entry of the row (this
 process's update or another's, ``RowSource.last_change``) moves its family's pooled residual, and
-the family's candidates are recomputed only if that moved by more than ``refresh``. The hot path is
-a dict lookup and an argmax.
+the family's candidates are recomputed only if that moved by more than ``residual_refresh``. The hot
+path is a dict lookup and an argmax.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class PriorPolicy:
         self._memo: dict[tuple[str, int, tuple[int, int, int, int], int], _Entry] = {}
         self._cond: RuntimeConditions | None = None
         self._cell: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self._last: tuple[DecisionContext, _Entry] | None = None
 
     # --- building an entry ---------------------------------------------------------------------
     def _cell_of(self, cond: RuntimeConditions) -> tuple[int, int, int, int]:
@@ -234,12 +235,20 @@ class PriorPolicy:
             e.psum[j] += w * q
             e.pw[j] += w
         r = e.psum[j] / (e.pw[j] + self.params.residual_weight) if e.pw[j] > 0.0 else 0.0
-        if abs(r - e.rused[j]) > self.params.refresh:
+        if abs(r - e.rused[j]) > self.params.residual_refresh:
             e.rused[j] = r
             self._refamily(e, [j])
 
     def _entry(self, ctx: DecisionContext, info: CandInfo) -> _Entry:
         """The memoised entry of this request, brought up to date."""
+        last = self._last
+        if (
+            last is not None
+            and last[0] is ctx
+            and last[1].version == self.source.row_version(ctx.state)
+            and last[1].epoch == self.source.corrections.epoch
+        ):
+            return last[1]  # the same request again (its update follows its decision): nothing moved
         key = (ctx.model, ctx.state, self._cell_of(ctx.conditions), id(info))
         e = self._memo.get(key)
         if e is None or e.info is not info or e.qos_s != ctx.qos_s or e.accuracy_min != ctx.accuracy_min:
@@ -260,6 +269,7 @@ class PriorPolicy:
         e.version = version
         if e.epoch != src.corrections.epoch:
             self._refamily(e, self._corrections(e))
+        self._last = (ctx, e)
         return e
 
     def prior_row(self, ctx: DecisionContext) -> dict[str, float]:
