@@ -1,6 +1,6 @@
 """Decision and Q-update overheads vs the paper (Sec. VI-C), and Redis-backed update throughput.
 
-    .venv/bin/python bench/bench_decision.py [--quick]
+    .venv/bin/python -m bench.bench_decision [--quick]   (from the repository root)
 
 Measures, on this machine:
   * decision: state -> action from the cached Q row (what the decider does per request),
@@ -12,7 +12,8 @@ Measures, on this machine:
     Redis (exact visit counts checked afterwards);
   * the memory of a full table (3,072 states x 66 actions) in Redis and in the process cache,
     against the paper's 0.4 MB and the 1 MB target (MB = 10^6 bytes);
-  * the prior learner (``services.core.policies.prior``): its decide and training step (``prior_rows``).
+  * the prior learner (``services.core.policies.prior``, the decider's default): its decide and
+    training step (``bench/prior_rows.py``).
 Writes bench/decision.json and bench/decision.md.
 
 The paper's figures are for a C implementation on a phone CPU; ours are Python on a shared
@@ -34,21 +35,20 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypedDict
+
+from bench.prior_rows import ROWS as PRIOR_ROWS
+from bench.prior_rows import prior_rows
+from services.common.redis_embed import EmbeddedRedis
+from services.common.settings import Settings
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.qlearning import QLearningPolicy, QParams, QTable, RowCache
+from services.core.reward import reward
+from services.core.schemas import ModelFeatures, RuntimeConditions, Target
+from services.core.state import N_STATES, state_index
+from services.decider.qstore import PAPER_MEMORY_BYTES, QStore
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run as a script: the imports below need the repository root
-
-from bench.prior_rows import ROWS as PRIOR_ROWS  # noqa: E402
-from bench.prior_rows import prior_rows  # noqa: E402
-from services.common.redis_embed import EmbeddedRedis  # noqa: E402
-from services.common.settings import Settings  # noqa: E402
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome  # noqa: E402
-from services.core.policies.qlearning import QLearningPolicy, QParams, QTable  # noqa: E402
-from services.core.reward import reward  # noqa: E402
-from services.core.schemas import ModelFeatures, RuntimeConditions, Target  # noqa: E402
-from services.core.state import N_STATES, state_index  # noqa: E402
-from services.decider.qstore import PAPER_MEMORY_BYTES, QStore  # noqa: E402
 
 PAPER_DECISION_US = 7.3
 PAPER_TRAINING_US = 25.4
@@ -64,6 +64,7 @@ ACTIONS: list[str] = (
 CANDS = tuple(Candidate(Target.parse(a), 70.0) for a in ACTIONS)
 FEATURES = ModelFeatures(conv=14, fc=1, rc=0, macs=569_000_000, input_bytes=602_112, output_bytes=4_000)
 CONDS = RuntimeConditions(co_cpu=0.1, co_mem=0.3, rssi_wifi_dbm=-60, rssi_p2p_dbm=-55)
+OUTCOME = Outcome(latency_s=0.012, energy_j=0.035, accuracy=70.6)
 
 
 def ctx_for(state: int) -> DecisionContext:
@@ -78,7 +79,69 @@ def ctx_for(state: int) -> DecisionContext:
     )
 
 
-def _summary(samples: list[float], calls: int) -> dict[str, float]:
+class Timing(TypedDict):
+    """Per-call time of one operation (us): over batches, the mean per call of each batch."""
+
+    median_us: float
+    p90_us: float
+    min_us: float
+    calls: int
+
+
+class InProcess(TypedDict):
+    timings: dict[str, Timing]
+    flushed: bool  # every queued update reached Redis
+    flushed_default: bool
+
+
+class Memory(TypedDict):
+    states: int
+    entries: int
+    redis_memory_bytes: int
+    redis_table_bytes: int
+    cache_bytes: int
+    paper_bytes: int
+    import_s: float
+    redis_vs_paper: float
+    cache_vs_paper: float
+
+
+class ChildRun(TypedDict):
+    """What one decider-like process reports (as a JSON line on stdout)."""
+
+    n: int
+    submit_s: float
+    total_s: float
+    applied: int
+    dropped: int
+    flushed: bool
+
+
+class Throughput(TypedDict):
+    processes: int
+    updates_per_process: int
+    applied: int
+    dropped: int
+    visits_in_redis: int  # updates Redis counted (the device's version)
+    exact: bool
+    slowest_process_s: float
+    updates_per_s: float
+    per_process: list[ChildRun]
+    wall_with_startup_s: float
+
+
+class BenchResult(TypedDict):
+    machine: str
+    python: str
+    actions: int
+    paper: dict[str, float]
+    in_process: InProcess
+    memory: Memory
+    throughput: list[Throughput]
+    measured_at: str
+
+
+def _summary(samples: list[float], calls: int) -> Timing:
     samples = sorted(samples)
     return {
         "median_us": statistics.median(samples),
@@ -88,7 +151,7 @@ def _summary(samples: list[float], calls: int) -> dict[str, float]:
     }
 
 
-def per_call_us(fn, n: int, batches: int = 30) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def per_call_us(fn: Callable[[], object], n: int, batches: int = 30) -> Timing:
     """Median and p90 over batches of the mean per-call time (us)."""
     per = max(1, n // batches)
     for _ in range(per):  # warm-up: caches, allocator
@@ -104,7 +167,7 @@ def per_call_us(fn, n: int, batches: int = 30) -> dict[str, float]:  # type: ign
 
 async def interleaved_us(
     fns: dict[str, Callable[[], object]], n: int, between: Callable[[], Awaitable[object]], rounds: int = 30
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Timing]:
     """Like ``per_call_us`` for several functions at once, in round-robin batches: a noisy
     neighbour slows every function alike instead of whichever ran at the time. ``between`` runs
     untimed after each round (the Redis worker drains what the updates queued, as a server's
@@ -129,33 +192,33 @@ async def interleaved_us(
 COST_MJ = {a: random.Random(a).uniform(5, 500) for a in ACTIONS}
 
 
-def populate(table_row_source, state: int) -> None:  # type: ignore[no-untyped-def]
+def populate(table: RowCache, state: int) -> None:
     """A trained row: every action has a value and has been tried."""
     rng = random.Random(state)
     row = {a: -COST_MJ[a] * rng.uniform(0.9, 1.1) for a in ACTIONS}
     visits = {a: rng.randrange(1, 50) for a in ACTIONS}
     # QTable, or QStore: install as a cached row (what a synced cache holds)
-    table_row_source.set_row(state, row, visits)
+    table.set_row(state, row, visits)
 
 
-async def in_process(r: EmbeddedRedis, n: int) -> dict[str, object]:
-    store = QStore(r.url, "bench-inproc", queue_max=10 * n + 10)
+async def _started_store(r: EmbeddedRedis, device: str, n: int, state: int) -> QStore:
+    """A Redis-backed store with ``state``'s row trained and cached."""
+    store = QStore(r.url, device, queue_max=10 * n + 10)
     await store.start()
-    state = state_index(FEATURES, CONDS)
     populate(store, state)
+    return store
+
+
+async def _request_path(
+    store: QStore, store_default: QStore, paper: QLearningPolicy, ctx: DecisionContext, d: Decision, n: int
+) -> dict[str, Timing]:
+    """Decisions, updates and training steps as the decider runs them, timed round-robin."""
     rng = random.Random(0)
     greedy = QLearningPolicy(store, QParams(epsilon=0.0))
-    paper = QLearningPolicy(store, QParams())  # Algorithm 1 as published, epsilon 0.1
-    # The decider's default configuration (QParams.improved(): UCB-style exploration bonus,
-    # nearest-state initial values, visit-count learning rate), from its settings.
-    store_default = QStore(r.url, "bench-inproc-default", queue_max=10 * n + 10)
-    await store_default.start()
-    populate(store_default, state)
+    # The table learner as the settings configure it (QParams.improved(): UCB-style exploration
+    # bonus, nearest-state initial values, visit-count learning rate; learner="table").
     default = QLearningPolicy(store_default, QParams.from_settings(Settings(_env_file=None)))
-    ctx = ctx_for(state)
-    ctx_for_state = {state: ctx}
-    outcome = Outcome(latency_s=0.012, energy_j=0.035, accuracy=70.6)
-    d = greedy.decide(ctx, rng)
+    ctx_for_state = {ctx.state: ctx}
 
     def observe_and_decide() -> Decision:
         s = state_index(FEATURES, CONDS)  # what the decider does per request (Table I binning)
@@ -167,12 +230,12 @@ async def in_process(r: EmbeddedRedis, n: int) -> dict[str, object]:
         dd = pol.decide(c, rng)
         rr = reward(
             energy_mj=COST_MJ[dd.target.id] * rng.uniform(0.95, 1.05),
-            latency_ms=outcome.latency_s * 1e3,
-            accuracy=outcome.accuracy,
+            latency_ms=OUTCOME.latency_s * 1e3,
+            accuracy=OUTCOME.accuracy,
             qos_ms=50.0,
             accuracy_min=None,
         )
-        pol.learn(c, dd, outcome, rr)
+        pol.learn(c, dd, OUTCOME, rr)
 
     async def drain() -> None:
         await store.flush(120)
@@ -182,49 +245,60 @@ async def in_process(r: EmbeddedRedis, n: int) -> dict[str, object]:
         store.writes += 1  # as if another request's update had landed: the policy re-reads the row
         return greedy.decide(ctx, rng)
 
-    out: dict[str, object] = dict(
-        await interleaved_us(
-            {
-                "decide_greedy": lambda: greedy.decide(ctx, rng),
-                "decide_greedy_cold": decide_after_other_write,
-                "observe_decide": observe_and_decide,
-                "decide_eps0.1": lambda: paper.decide(ctx, rng),
-                "decide_default_eps0.1": lambda: default.decide(ctx, rng),
-                "learn_qstore": lambda: paper.learn(ctx, d, outcome, -30.0),
-                "learn_qstore_default": lambda: default.learn(ctx, d, outcome, -30.0),
-                "training_step_qstore": lambda: step(paper),
-                "training_step_default": lambda: step(default),
-            },
-            n // 2,
-            drain,
-            rounds=60,
-        )
+    return await interleaved_us(
+        {
+            "decide_greedy": lambda: greedy.decide(ctx, rng),
+            "decide_greedy_cold": decide_after_other_write,
+            "observe_decide": observe_and_decide,
+            "decide_eps0.1": lambda: paper.decide(ctx, rng),
+            "decide_default_eps0.1": lambda: default.decide(ctx, rng),
+            "learn_qstore": lambda: paper.learn(ctx, d, OUTCOME, -30.0),
+            "learn_qstore_default": lambda: default.learn(ctx, d, OUTCOME, -30.0),
+            "training_step_qstore": lambda: step(paper),
+            "training_step_default": lambda: step(default),
+        },
+        n // 2,
+        drain,
+        rounds=60,
     )
-    out["flushed_default"] = await store_default.flush(120)
-    await store_default.reset()
-    await store_default.stop()
-    flushed = await store.flush(120)
-    out["flushed"] = flushed
 
-    table = QTable()
-    populate(table, state)
-    mem = QLearningPolicy(table, QParams())
-    out["learn_qtable"] = per_call_us(lambda: mem.learn(ctx, d, outcome, -30.0), n // 2)
 
-    # One Lua update awaited on its own: the round trip the worker keeps off the request path.
+async def _lua_roundtrip(store: QStore, paper: QLearningPolicy, ctx: DecisionContext, d: Decision) -> Timing:
+    """One Lua update awaited on its own: the round trip the worker keeps off the request path."""
     u = paper.make_update(ctx, d, -30.0)
     lat = []
     for i in range(2000):
         t0 = time.perf_counter_ns()
         await store.writer.apply_batch("bench-rtt", [i + 1], [u])
         lat.append((time.perf_counter_ns() - t0) / 1e3)
-    out["redis_update_roundtrip"] = _summary(lat, len(lat))
+    return _summary(lat, len(lat))
+
+
+async def in_process(r: EmbeddedRedis, n: int) -> InProcess:
+    state = state_index(FEATURES, CONDS)
+    store = await _started_store(r, "bench-inproc", n, state)
+    store_default = await _started_store(r, "bench-inproc-default", n, state)
+    paper = QLearningPolicy(store, QParams())  # Algorithm 1 as published, epsilon 0.1
+    ctx = ctx_for(state)
+    d = QLearningPolicy(store, QParams(epsilon=0.0)).decide(ctx, random.Random(0))
+    timings = await _request_path(store, store_default, paper, ctx, d, n)
+    flushed_default = await store_default.flush(120)
+    await store_default.reset()
+    await store_default.stop()
+    flushed = await store.flush(120)
+
+    table = QTable()
+    populate(table, state)
+    mem = QLearningPolicy(table, QParams())
+    timings["learn_qtable"] = per_call_us(lambda: mem.learn(ctx, d, OUTCOME, -30.0), n // 2)
+    timings["redis_update_roundtrip"] = await _lua_roundtrip(store, paper, ctx, d)
     await store.reset()
     await store.stop()
-    return out
+    timings.update(await prior_rows(r.url, n, FEATURES, CONDS, interleaved_us))
+    return {"timings": timings, "flushed": flushed, "flushed_default": flushed_default}
 
 
-async def memory(r: EmbeddedRedis) -> dict[str, object]:
+async def memory(r: EmbeddedRedis) -> Memory:
     """A full table: every state x every action."""
     store = QStore(r.url, "bench-mem", actions=ACTIONS)
     await store.start()
@@ -260,12 +334,11 @@ async def memory(r: EmbeddedRedis) -> dict[str, object]:
 # ----------------------------------------------------------------------------- throughput
 
 
-async def child(url: str, device: str, n: int, seed: int) -> dict[str, object]:
+async def child(url: str, device: str, n: int, seed: int) -> ChildRun:
     store = QStore(url, device, queue_max=n + 10)
     await store.start()
     pol = QLearningPolicy(store, QParams(init_seed=0))
     rng = random.Random(seed)
-    outcome = Outcome(latency_s=0.012, energy_j=0.035, accuracy=70.6)
     states = [
         state_index(FEATURES, RuntimeConditions(co_cpu=c, co_mem=m, rssi_wifi_dbm=w))
         for c in (0.0, 0.1, 0.5, 0.9)
@@ -277,13 +350,13 @@ async def child(url: str, device: str, n: int, seed: int) -> dict[str, object]:
     for i in range(n):
         ctx = ctxs[i % len(ctxs)]
         d = pol.decide(ctx, rng)
-        pol.learn(ctx, d, outcome, -rng.uniform(10, 100))
+        pol.learn(ctx, d, OUTCOME, -rng.uniform(10, 100))
         if i % 64 == 63:
             await asyncio.sleep(0)  # let the worker drain (a server yields between requests)
     t_submit = time.perf_counter() - t0
     ok = await store.flush(300)
     t_all = time.perf_counter() - t0
-    res = {
+    res: ChildRun = {
         "n": n,
         "submit_s": t_submit,
         "total_s": t_all,
@@ -295,14 +368,14 @@ async def child(url: str, device: str, n: int, seed: int) -> dict[str, object]:
     return res
 
 
-def run_children(url: str, procs: int, n: int, device: str) -> dict[str, object]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", url, device, str(n)]
+def run_children(url: str, procs: int, n: int, device: str) -> Throughput:
+    cmd = [sys.executable, "-m", "bench.bench_decision", "--child", url, device, str(n)]  # run from ROOT
     t0 = time.perf_counter()
     ps = [
         subprocess.Popen([*cmd, str(i)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(procs)
     ]
-    outs = []
+    outs: list[ChildRun] = []
     for p in ps:
         o, e = p.communicate(timeout=900)
         if p.returncode != 0:
@@ -315,13 +388,13 @@ def run_children(url: str, procs: int, n: int, device: str) -> dict[str, object]
     # Every applied update bumps the device's version once (visit counts saturate in packed rows).
     visits = int(c.get(f"autoscale:{{{device}}}:version") or 0)
     c.close()
-    total = sum(int(o["applied"]) for o in outs)
-    slowest = max(float(o["total_s"]) for o in outs)
+    total = sum(o["applied"] for o in outs)
+    slowest = max(o["total_s"] for o in outs)
     return {
         "processes": procs,
         "updates_per_process": n,
         "applied": total,
-        "dropped": sum(int(o["dropped"]) for o in outs),
+        "dropped": sum(o["dropped"] for o in outs),
         "visits_in_redis": visits,
         "exact": visits == procs * n,
         "slowest_process_s": slowest,
@@ -338,11 +411,17 @@ def ratio(x: float, anchor: float) -> float:
     return x / anchor
 
 
-def write_report(res: dict[str, object], out_dir: Path) -> None:
-    (out_dir / "decision.json").write_text(json.dumps(res, indent=2))
-    ip = res["in_process"]  # type: ignore[index]
-    mem = res["memory"]  # type: ignore[index]
-    tp = res["throughput"]  # type: ignore[index]
+def write_report(res: BenchResult, out_dir: Path) -> None:
+    ip = res["in_process"]["timings"]
+    mem = res["memory"]
+    tp = res["throughput"]
+    # decision.json keeps its flat layout: the timings and the two flush flags side by side.
+    flat: dict[str, object] = {
+        **ip,
+        "flushed_default": res["in_process"]["flushed_default"],
+        "flushed": res["in_process"]["flushed"],
+    }
+    (out_dir / "decision.json").write_text(json.dumps({**res, "in_process": flat}, indent=2))
     lines = [
         "# Decision and Q-update overheads",
         "",
@@ -363,26 +442,26 @@ def write_report(res: dict[str, object], out_dir: Path) -> None:
         ("decide, greedy, row re-read (another update landed since)", "decide_greedy_cold", PAPER_DECISION_US),
         ("Table I binning + greedy decide (exploiting a trained table)", "observe_decide", PAPER_DECISION_US),
         ("decide, epsilon 0.1 (Algorithm 1)", "decide_eps0.1", PAPER_DECISION_US),
-        ("decide, decider default (epsilon 0.1 + UCB bonus)", "decide_default_eps0.1", PAPER_DECISION_US),
+        ("decide, improved table learner (epsilon 0.1 + UCB bonus)", "decide_default_eps0.1", PAPER_DECISION_US),
         (
             "training step, Algorithm 1: bin + decide + eq. 5 + learn (Redis store)",
             "training_step_qstore",
             PAPER_TRAINING_US,
         ),
         (
-            "training step, decider default: bin + decide + reward + learn (Redis store)",
+            "training step, improved table learner: bin + decide + reward + learn (Redis store)",
             "training_step_default",
             PAPER_TRAINING_US,
         ),
         ("learn only, Algorithm 1 (cache update + enqueue)", "learn_qstore", None),
-        ("learn only, decider default (cache update + enqueue)", "learn_qstore_default", None),
+        ("learn only, improved table learner (cache update + enqueue)", "learn_qstore_default", None),
         ("learn only (in-memory table, simulator)", "learn_qtable", None),
         ("one Redis Lua update, awaited (off the request path)", "redis_update_roundtrip", None),
     ]
     for label, key, kind in PRIOR_ROWS:
         rows.append((label, key, {"decision": PAPER_DECISION_US, "training": PAPER_TRAINING_US}.get(kind or "")))
     for label, key, anchor in rows:
-        m = ip[key]  # type: ignore[index]
+        m = ip[key]
         vs = f"{ratio(m['median_us'], anchor):.2f}x of {anchor} us" if anchor else "-"
         vb = f"{ratio(m['min_us'], anchor):.2f}x" if anchor else "-"
         lines.append(f"| {label} | {m['median_us']:.1f} | {m['p90_us']:.1f} | {m['min_us']:.1f} | {vs} | {vb} |")
@@ -393,7 +472,7 @@ def write_report(res: dict[str, object], out_dir: Path) -> None:
         "| processes | updates | applied | dropped | Redis count exact | slowest process (s) | updates/s |",
         "|---:|---:|---:|---:|---|---:|---:|",
     ]
-    for t in tp:  # type: ignore[union-attr]
+    for t in tp:
         lines.append(
             f"| {t['processes']} | {t['processes'] * t['updates_per_process']} | {t['applied']} | {t['dropped']} | "
             f"{t['exact']} | {t['slowest_process_s']:.2f} | {t['updates_per_s']:.0f} |"
@@ -415,13 +494,12 @@ def write_report(res: dict[str, object], out_dir: Path) -> None:
     (out_dir / "decision.md").write_text("\n".join(lines))
 
 
-async def main_async(quick: bool) -> dict[str, object]:
+async def main_async(quick: bool) -> BenchResult:
     n = 20_000 if quick else 100_000
     with tempfile.TemporaryDirectory() as tmp:
         r = EmbeddedRedis(Path(tmp) / "redis").start()
         try:
             ip = await in_process(r, n)
-            ip.update(await prior_rows(r.url, n, FEATURES, CONDS, interleaved_us))
             mem = await memory(r)
             per = 5_000 if quick else 20_000
             tp = [run_children(r.url, procs, per, f"bench-tp{procs}") for procs in (1, 2)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TypeVar
 
 from services.common.config_files import load_profile
 from services.core import costmodel
@@ -17,7 +17,8 @@ from services.core.schemas import ModelFeatures, RuntimeConditions
 from services.core.state import state_index
 from services.decider.qstore import QStore
 
-Timer = Callable[..., Awaitable[dict[str, dict[str, float]]]]
+T = TypeVar("T")  # what the timer reports per row (bench_decision.Timing)
+Timer = Callable[..., Awaitable[dict[str, T]]]
 
 
 def mi8pro_mesh() -> Mesh:
@@ -49,9 +50,7 @@ async def _trained(
     return store, mesh, ctx, outcome
 
 
-async def prior_rows(
-    url: str, n: int, features: ModelFeatures, cond: RuntimeConditions, timer: Timer
-) -> dict[str, Any]:
+async def prior_rows(url: str, n: int, features: ModelFeatures, cond: RuntimeConditions, timer: Timer) -> dict[str, T]:
     """Decide (greedy on a trained row, after another write to the row, epsilon 0.1), learn, and the
     training step (bin + decide + qos reward + learn), interleaved by ``timer`` like the other rows."""
     rng = random.Random(0)
@@ -97,7 +96,7 @@ async def prior_rows(
     async def drain() -> None:
         await store.flush(120)
 
-    out: dict[str, Any] = dict(
+    out = dict(
         await timer(
             {
                 "prior_decide_greedy": lambda: greedy.decide(ctx, rng),
@@ -114,8 +113,8 @@ async def prior_rows(
             rounds=60,
         )
     )
-    out["prior_flushed"] = await store.flush(120)
-    out["prior_corrections"] = len(store.corrections)
+    if not await store.flush(120):
+        raise RuntimeError("the prior learner's updates did not all reach Redis")
     await store.reset()
     await store.stop()
     return out

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real mesh (uvicorn processes on free loopback ports + embedded Redis)."""
+"""Shared fixtures: the real mesh (uvicorn processes on free loopback ports + embedded Redis), and a
+redis-server with a Redis-backed Q table on it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import httpx
 import pytest
 
 from services.cli.launcher import Mesh
-from services.common.redis_embed import free_port
+from services.common.redis_embed import EmbeddedRedis, free_port
 from services.common.settings import Settings
+from services.decider.qstore import QStore
+from tests.qstore_cases import dev
 
 ROOT = Path(__file__).resolve().parents[1]
 # Built models are content-addressed, so a cache shared between runs is safe and saves minutes.
@@ -77,3 +80,24 @@ def wait_until_ready(
         if time.monotonic() > deadline:
             pytest.fail(f"{name} not ready in {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}")
         time.sleep(poll_s)
+
+
+@pytest.fixture(scope="module")
+def rs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A redis-server of its own for each test module that asks for one."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def store(rs: EmbeddedRedis) -> AsyncIterator[QStore]:
+    """A started Redis-backed Q table for a device no other test uses."""
+    s = QStore(rs.url, dev(), sync_interval_s=0.2)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()

@@ -10,12 +10,14 @@ import pytest
 
 from services.common.config_files import load_profile
 from services.core import costmodel as cm
-from services.core.profiles import DeviceProfile, parse_profile
+from services.core.profiles import DeviceProfile, ProfileError, parse_profile
 from services.core.schemas import Location, ModelFeatures, Precision, Processor, RuntimeConditions, Target
 
+BASE_W = 0.3  # the tiny phone's base power (SoC + display idle), charged over every latency
 TINY = {
     "name": "tiny",
     "kind": "phone",
+    "base_power_w": BASE_W,
     "processors": {
         "cpu": {
             "name": "c",
@@ -84,8 +86,9 @@ def test_cpu_eq1_by_hand(tiny: DeviceProfile) -> None:
     # work 1 s MACs + (3*1 + 1*2) ms layers = 1.005 s; at half frequency with 50 % memory-bound:
     # x (0.5 + 0.5 / 0.5) = 1.5 -> 1.5075 s, + 10 ms launch
     assert cm.inference_time(tiny, F, t, IDLE) == pytest.approx(1.5175)
-    # eq. 1 over 2 cores: each busy 50 % at 1.0/2 W, idle 50 % at 0.2/2 W -> 2*(0.25+0.05) = 0.6 W
-    assert cm.device_energy(tiny, t, 2.0, IDLE) == pytest.approx(1.2)
+    # eq. 1 over 2 cores: each busy 50 % at 1.0/2 W, idle 50 % at 0.2/2 W -> 2*(0.25+0.05) = 0.6 W,
+    # plus the phone's base power over the 2 s
+    assert cm.device_energy(tiny, t, 2.0, IDLE) == pytest.approx(1.2 + BASE_W * 2.0)
     # co-runners: x (1 + 1.0*0.5 + 0.5*0.4) = 1.7
     cond = RuntimeConditions(co_cpu=0.5, co_mem=0.4)
     assert cm.inference_time(tiny, F, t, cond) == pytest.approx(1.5175 * 1.7)
@@ -94,10 +97,10 @@ def test_cpu_eq1_by_hand(tiny: DeviceProfile) -> None:
 def test_gpu_eq2_and_dsp_eq3(tiny: DeviceProfile) -> None:
     g = Target(runner=Location.edge, processor=Processor.gpu, precision=Precision.fp16, dvfs=0)
     assert cm.inference_time(tiny, F, g, IDLE) == pytest.approx(0.125)
-    assert cm.device_energy(tiny, g, 0.125, IDLE) == pytest.approx(0.25)  # 2 W x 0.125 s
+    assert cm.device_energy(tiny, g, 0.125, IDLE) == pytest.approx(0.25 + BASE_W * 0.125)  # 2 W x 0.125 s + base
     d = Target(runner=Location.edge, processor=Processor.dsp, precision=Precision.int8)
     assert cm.inference_time(tiny, F, d, IDLE) == pytest.approx(0.1)
-    assert cm.device_energy(tiny, d, 0.1, IDLE) == pytest.approx(0.15)  # eq. 3: 1.5 W x latency
+    assert cm.device_energy(tiny, d, 0.1, IDLE) == pytest.approx(0.15 + BASE_W * 0.1)  # eq. 3: 1.5 W x latency + base
 
 
 def test_remote_eq4_by_hand(tiny: DeviceProfile, server: DeviceProfile) -> None:
@@ -107,8 +110,9 @@ def test_remote_eq4_by_hand(tiny: DeviceProfile, server: DeviceProfile) -> None:
     assert tx == pytest.approx(0.005 + 1e6 / 100e6) and rx == pytest.approx(0.005 + 2e5 / 200e6)
     c = cm.estimate(mesh, F, t, IDLE)
     assert c.inference_s == pytest.approx(0.001) and c.latency_s == pytest.approx(tx + 0.001 + rx)
-    # eq. 4: P_tx t_tx + P_rx t_rx + P_idle (latency - t_tx - t_rx)
-    assert c.energy_j == pytest.approx(1.0 * tx + 0.5 * rx + 0.1 * 0.001)
+    # eq. 4: P_tx t_tx + P_rx t_rx + P_idle (latency - t_tx - t_rx), plus the phone's base power
+    # over the whole latency (the phone waits, screen on, for the remote result)
+    assert c.energy_j == pytest.approx(1.0 * tx + 0.5 * rx + 0.1 * 0.001 + BASE_W * c.latency_s)
     # the server's own energy: 100 W x 50 % + 20 W x 50 % over 1 ms
     assert c.device_energy_j == pytest.approx(60.0 * 0.001)
     # interpolation: at -70 dBm, goodput is the geometric mean (log-linear), power the mean
@@ -116,7 +120,7 @@ def test_remote_eq4_by_hand(tiny: DeviceProfile, server: DeviceProfile) -> None:
     tx70, _ = cm.link_times(tiny, "cloud", F.input_bytes, 0, mid)
     assert tx70 == pytest.approx(0.005 + 1e6 / 10e6)
     e70 = cm.phone_energy(tiny, t, 0.0, tx70, 0.0, mid)
-    assert e70 == pytest.approx(1.5 * tx70)
+    assert e70 == pytest.approx((1.5 + BASE_W) * tx70)
 
 
 def test_local_has_no_link_and_phone_energy_is_device_energy(tiny: DeviceProfile) -> None:
@@ -227,3 +231,47 @@ def test_scalar_path_is_fast() -> None:
         cm.estimate(mesh, MNV1, t, IDLE)
     per_call = (time.perf_counter() - t0) / 2000
     assert per_call < 200e-6 and math.isfinite(per_call)
+
+
+def test_base_power_is_charged_over_every_targets_latency() -> None:
+    """Every target, local or remote, costs the phone base_power_w x its whole latency on top of
+    eqs. 1-4: the same mesh with the base power zeroed differs by exactly that."""
+    tab, srv = load_profile("galaxy_tab_s6"), load_profile("cloud_p100")
+    mesh = cm.Mesh(MI8, tab, srv)
+    bare = cm.Mesh(MI8.model_copy(update={"base_power_w": 0.0}), tab, srv)
+    assert MI8.base_power_w is not None and MI8.base_power_w > 0
+    cond = RuntimeConditions(co_cpu=0.3, rssi_wifi_dbm=-82)
+    for t in mesh.targets(MNV1):
+        with_base, without = cm.estimate(mesh, MNV1, t, cond), cm.estimate(bare, MNV1, t, cond)
+        assert with_base.latency_s == without.latency_s
+        assert with_base.energy_j - without.energy_j == pytest.approx(MI8.base_power_w * with_base.latency_s), t.id
+
+
+def test_a_phone_without_base_power_is_refused() -> None:
+    data = {k: v for k, v in TINY.items() if k != "base_power_w"}
+    with pytest.raises(ProfileError, match="base_power_w"):
+        parse_profile(data, "nobase.yaml")
+
+
+def test_deviations_scale_the_terms_they_name() -> None:
+    """``Deviations``: none = the profiles; latency x2 doubles inference time; goodput x2 halves
+    the transfer beyond the round trip; base power x2 doubles the base term."""
+    mesh = cm.Mesh(MI8, load_profile("galaxy_tab_s6"), load_profile("cloud_p100"))
+    targets = mesh.targets(MNV1)
+    table = cm.CostTable(mesh, MNV1, targets)
+    x = (np.array([0.2]), np.array([0.1]), np.array([-60.0]), np.array([-55.0]))
+    plain = table.evaluate(*x)
+    none = table.evaluate(*x, dev=cm.Deviations.none(len(targets)))
+    for k in plain:
+        assert np.array_equal(plain[k], none[k])
+    n = len(targets)
+    dev = cm.Deviations(2 * np.ones(n), np.ones(n), {"wifi": 2.0, "p2p": 1.0}, {}, 2.0)
+    d = table.evaluate(*x, dev=dev)
+    assert np.allclose(d["inference_s"], 2 * plain["inference_s"])
+    cloud = [j for j, t in enumerate(targets) if t.runner == Location.cloud]
+    half_rtt = MI8.radio.wifi.rtt_ms / 2e3 if MI8.radio else 0.0
+    assert np.allclose(d["tx_s"][0, cloud] - half_rtt, (plain["tx_s"][0, cloud] - half_rtt) / 2)
+    local = [j for j, t in enumerate(targets) if t.runner == Location.edge]
+    base = MI8.base_w
+    proc_e = plain["energy_j"][0, local] - base * plain["latency_s"][0, local]
+    assert np.allclose(d["energy_j"][0, local], 2 * proc_e + 2 * base * d["latency_s"][0, local])

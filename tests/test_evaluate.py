@@ -12,71 +12,99 @@ import pytest
 
 from services.cli.evaluate import evaluate
 from services.core.reward import reward
-from services.evaluation.evaluate import EvalConfig, load_device
+from services.evaluation.config import EvalConfig
 from services.evaluation.results import EvaluationResults, dump_results
 from services.evaluation.simulator import reward_matrix, run_steps
+from services.evaluation.world import load_device
 
 MODELS = "mobilenet_v1,resnet50,mobilebert"
 
 
+def _run(out: Path, **kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "devices": "mi8pro,galaxy_s23",
+        "scenarios": "s1,s4,d3,commute",
+        "models": MODELS,
+        "runs": 10,
+        "test_runs": 6,
+        "curve_runs": "10,30",
+        "seeds": "100,101",
+        "world_sigma": 0.2,
+        "study": "convergence,overhead",
+        "full": False,
+        "profile": None,
+        "scenario_file": None,
+        "out": out,
+        "workers": 1,
+        "policies": "autoscale,autoscale-paper,edge-cpu-fp32,edge-best,cloud,connected-edge,opt,lr,knn,linucb",
+    }
+    args.update(kw)
+    evaluate(**args)
+    res: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return res
+
+
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short CI evaluation: the protocol's structure, not its numbers."""
     d = tmp_path_factory.mktemp("eval")
-    evaluate(
-        devices="mi8pro,moto_x_force",
-        scenarios="s1,s4,d3",
-        models=MODELS,
-        runs=20,
-        test_runs=15,
-        adapt_runs=100,
-        seed=3,
-        profile=None,
-        scenario_file=None,
-        out=d,
-        workers=1,
-        extras=True,
-        policies="autoscale,autoscale-paper,edge-cpu-fp32,edge-best,cloud,connected-edge,opt,lr,knn,linucb",
-    )
+    _run(d)
     return d
+
+
+def test_the_headline_is_cold_leave_one_out_with_the_issues_keys(out: Path) -> None:
+    res = json.loads((out / "results.json").read_text())
+    h = res["summary"]["headline"]
+    assert set(h) == {
+        "protocol",
+        "energy_gap_pct",
+        "qos_gap_pp",
+        "exact_action_accuracy",
+        "category_accuracy",
+        "runs_to_converge",
+    }
+    assert h["protocol"] == "cold-loo" == res["protocol"]["headline"]
+    g = res["summary"]["all"]["gaps_by_policy"]["autoscale"]
+    assert h["energy_gap_pct"] == g["energy_gap_pct"] and h["qos_gap_pp"] == g["qos_gap_pp"]
+    # the headline's per-case scores are the cold window's; later windows come after online inferences
+    assert res["protocol"]["windows"] == ["cold", "online_10", "online_30"]
+    assert set(res["per_case_online"]) == {"10", "30"}
+    assert [p["online_runs"] for p in res["learning_curve"]["autoscale"]] == [0, 10, 30]
+    assert res["learning_curve"]["autoscale"][0]["energy_gap_pct"] == h["energy_gap_pct"]
+    report = (out / "report.md").read_text()
+    first_table = report.index("\n| ")
+    assert report.index("## 1. Headline: cold leave-one-network-out") < first_table < report.index("## 2.")
+
+
+def test_held_out_seeds_devices_and_trace_differ_from_the_tuning_ones(out: Path) -> None:
+    res = json.loads((out / "results.json").read_text())
+    p = res["protocol"]
+    assert p["seeds"] == [100, 101] and not set(p["seeds"]) & set(p["tuning_seeds"])
+    assert p["held_out_devices"] == ["galaxy_s23"] and "galaxy_s23" not in p["tuning_devices"]
+    assert p["held_out_scenarios"] == ["commute"] and res["summary"]["held_out_scenarios"] == ["commute"]
+    assert set(p["headline_by_seed"]) == {"100", "101"}
+    assert {r["setting"] for r in p["settings"]} >= {"qos_penalty", "lr_floor", "discount", "explore_bonus"}
+    assert all(r["chosen_on"] for r in p["settings"])
+    assert p["world"]["sigma"] == 0.2 and p["world"]["estimator_sigma"] > 0
 
 
 def test_outputs(out: Path) -> None:
     res = json.loads((out / "results.json").read_text())
-    for key in (
-        "config",
-        "models",
-        "per_case",
-        "per_case_cold",
-        "summary",
-        "summary_cold",
-        "timing",
-        "convergence",
-        "accuracy_targets",
-        "figures",
-    ):
-        assert key in res, key
-    assert set(res["per_case"]) == {"mi8pro", "moto_x_force"}
+    assert set(res["per_case"]) == {"mi8pro", "galaxy_s23"}
     case = res["per_case"]["mi8pro"]["s1"]["resnet50"]
     assert {"autoscale", "opt", "edge-cpu-fp32", "lr"} <= set(case)
     assert {"energy_mj", "latency_ms", "qos_violation", "prediction_accuracy", "choices"} <= set(case["autoscale"])
-    assert res["timing"]["decisions"] > 0 and res["timing"]["decisions_per_s"] > 0
+    assert case["autoscale"]["n"] == 6 * 2  # test_runs x seeds, merged
+    assert res["timing"]["decisions"] > 0 and res["timing"]["cpu_s"] > 0
+    assert res["predictor_errors"]["cold"]["lr"]["n"] > 0
+    ov = res["studies"]["overhead"]["per_device"]["mi8pro"]
+    assert ov["exploit_uj"] > 0 and ov["train_uj"] > ov["exploit_uj"]
     for name in res["figures"].values():
         f = out / name
         assert f.exists() and f.stat().st_size > 5_000, name
-    assert {
-        "fig9_ppw.png",
-        "fig11_qos.png",
-        "fig12_dynamic.png",
-        "fig13_selection.png",
-        "fig14_prediction_accuracy.png",
-        "convergence.png",
-        "transfer.png",
-    } <= set(res["figures"].values())
     report = (out / "report.md").read_text()
-    assert "| AutoScale vs | ours (static) | paper | difference |" in report
-    assert "| edge-cpu-fp32 |" in report and "9.8x" in report
-    assert "| prediction accuracy (exact action) |" in report and "decisions/s" in report
-    assert "PPW" in report and "inferences per joule" in report
+    for text in ("## 2. Learning curves", "9.8x", "inferences per joule", "CPU-seconds", "What each learner setting"):
+        assert text in report, text
 
 
 def test_results_json_is_the_published_contract(out: Path) -> None:
@@ -84,37 +112,38 @@ def test_results_json_is_the_published_contract(out: Path) -> None:
     text = (out / "results.json").read_text()
     results = EvaluationResults.model_validate_json(text)
     assert dump_results(results) == json.loads(text)
-    assert results.config.devices == ["mi8pro", "moto_x_force"] and results.convergence is not None
+    assert results.config.devices == ["mi8pro", "galaxy_s23"] and results.convergence is not None
 
 
-def test_results_without_extras_leave_the_studies_out(tmp_path: Path) -> None:
-    evaluate(
+def test_without_studies_the_study_blocks_are_absent(tmp_path: Path) -> None:
+    res = _run(
+        tmp_path,
         devices="galaxy_s10e",
         scenarios="s2",
         models="mobilenet_v1,mobilenet_v2",
         runs=5,
         test_runs=5,
-        adapt_runs=5,
-        seed=1,
-        profile=None,
-        scenario_file=None,
-        out=tmp_path,
-        workers=1,
-        extras=False,
+        curve_runs="10",
+        seeds="100",
+        study="none",
         policies="autoscale,edge-cpu-fp32,opt",
     )
-    res = json.loads((tmp_path / "results.json").read_text())
-    assert not {"convergence", "accuracy_targets", "accuracy_refused"} & set(res)
+    assert not {"convergence", "accuracy_targets", "accuracy_refused", "studies"} & set(res)
     assert "dynamic" not in res["summary"] and res["summary"]["dynamic_scenarios"] == []
+    assert res["summary"]["headline"]["runs_to_converge"] is None
     assert EvaluationResults.model_validate(res).summary.static is not None
 
 
-def test_autoscale_beats_cpu_and_lands_near_opt(out: Path) -> None:
+def test_both_autoscale_variants_are_reported(out: Path) -> None:
     res = json.loads((out / "results.json").read_text())
-    st = res["summary"]["static"]["policies"]
-    assert st["autoscale"]["ppw_norm"] > 3 * st["edge-cpu-fp32"]["ppw_norm"]
-    assert st["autoscale"]["ppw_norm"] > 0.7 * st["opt"]["ppw_norm"]
-    assert st["autoscale"]["category_accuracy"] > 0.6
+    case = res["per_case"]["mi8pro"]["s1"]["resnet50"]
+    assert {"autoscale", "autoscale-paper"} <= set(case)
+    allg = res["summary"]["all"]
+    assert {"autoscale", "autoscale-paper", "linucb", "lr"} <= set(allg["gaps_by_policy"])
+    conv = res["convergence"]["variants"]
+    assert set(conv) == {"autoscale", "autoscale-paper"}
+    assert res["convergence"]["transfer"] == {}  # transfer is its own study
+    assert res["noise_floor"] and all(v["n"] > 0 for v in res["noise_floor"].values())
 
 
 def test_reward_matrix_matches_eq5() -> None:
@@ -141,38 +170,6 @@ def test_simulation_is_deterministic() -> None:
         return run_steps(make_policy("autoscale", seed=1), [(b, i) for i in range(30)], random.Random(1)).reward
 
     assert once() == once()
-
-
-def test_both_autoscale_variants_are_reported(out: Path) -> None:
-    res = json.loads((out / "results.json").read_text())
-    case = res["per_case"]["mi8pro"]["s1"]["resnet50"]
-    assert {"autoscale", "autoscale-paper"} <= set(case)
-    assert {"tie_accuracy", "reward_oracle_is_opt"} <= set(case["autoscale"])
-    allg = res["summary"]["all"]
-    assert set(allg["gaps_by_policy"]) == {"autoscale", "autoscale-paper"}
-    conv = res["convergence"]["variants"]
-    assert set(conv) == {"autoscale", "autoscale-paper"}
-    for v in conv.values():
-        for c in v["scratch"].values():
-            assert {"energy_gap", "qos_miss", "gap", "runs_to_converge", "runs_to_converge_strict"} <= set(c)
-    assert res["noise_floor"] and all(v["n"] > 0 for v in res["noise_floor"].values())
-    report = (out / "report.md").read_text()
-    for text in (
-        "AutoScale (improved)",
-        "AutoScale (paper)",
-        "tie-rule accuracy",
-        "Why the remaining targets",
-        "Runs to converge",
-        "CPU-seconds",
-    ):
-        assert text in report, text
-
-
-def test_improved_autoscale_is_closer_to_opt_than_the_papers(out: Path) -> None:
-    res = json.loads((out / "results.json").read_text())
-    g = res["summary"]["all"]["gaps_by_policy"]
-    assert abs(g["autoscale"]["energy_gap_pct"]) < abs(g["autoscale-paper"]["energy_gap_pct"])
-    assert g["autoscale"]["qos_gap_pp"] < g["autoscale-paper"]["qos_gap_pp"]
 
 
 @pytest.mark.parametrize("mode", ["paper", "qos"])
@@ -210,16 +207,19 @@ def test_opt_fast_path_equals_opt_choice() -> None:
         for amin in (None, 60.0):
             b = w.block(m, "d2", "test", 40, amin)
             for i in range(b.n):
-                c, _ = opt_choice(b.context(i))
+                c, _ = opt_choice(b.truth_context(i))
                 assert b.case.index[c.target.id] == int(b.opt[i])
 
 
 def test_noise_floor_counts_near_ties() -> None:
-    from services.evaluation.evaluate import noise_floor
+    from services.evaluation.scoring import noise_floor
 
     cfg = EvalConfig(devices=["mi8pro"], scenarios=["s1"], models=["mobilenet_v1"], workers=1)
+    cfg.world_sigma = 0.0  # the profiles' world: the near-tie below is a property of the profile
     b = load_device(cfg, "mi8pro").block("mobilenet_v1", "s1", "test", 20)
     nf = noise_floor(b, [range(10), range(10, 20)])
     assert nf["n"] == 20 and 0 <= nf["lt1"] <= nf["lt_half_sigma"] <= nf["lt_sigma"] <= 20
-    # mobilenet_v1 on the Mi8Pro GPU FP16 @ step 0 vs the DSP: ~6.5 % apart, inside one sigma of noise
-    assert nf["lt_sigma"] == 20 and nf["lt1"] == 0
+    # mobilenet_v1 on the Mi8Pro: the DSP (~6 ms) vs GPU FP16 at a low DVFS step (~13 ms). Before the
+    # phone's base power was charged they were ~6.5 % apart, inside one sigma of noise; the base power
+    # over the GPU's longer latency now puts them ~40 % apart: no near-tie at all.
+    assert nf["lt_sigma"] == 0 and nf["lt1"] == 0

@@ -13,10 +13,12 @@ from services.core.policies import (
     ExploringPolicy,
     NoCandidate,
     OracleUnavailable,
+    Policy,
     PolicySet,
     QLearningPolicy,
     QParams,
     QTable,
+    RefittablePolicy,
     UnknownPolicy,
     make_policy,
 )
@@ -114,7 +116,7 @@ def make_ctx(
     )
 
 
-def simulate(policy, steps: int, seed: int = 0, tail: int = 150) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def simulate(policy: Policy, steps: int, seed: int = 0, tail: int = 150) -> tuple[float, float]:
     """Online run; returns (mean true energy, fraction of optimal picks) over the last ``tail`` steps."""
     rng = random.Random(seed)
     noise = random.Random(seed + 100)
@@ -349,10 +351,12 @@ def test_policy_set_uses_the_settings_and_store() -> None:
             explore_untried=False,
         )
     )
-    assert paper.get("autoscale").params == QParams(
+    p = paper.get("autoscale")
+    assert isinstance(p, QLearningPolicy)
+    assert p.params == QParams(
         learning_rate=0.5,
         discount=0.2,
-        epsilon=0.0,  # type: ignore[attr-defined]
+        epsilon=0.0,
         accuracy_masking=False,
         init_seed=9,
     )
@@ -379,7 +383,8 @@ def test_every_policy_decides_on_the_synthetic_mesh() -> None:
         p = ps.get(name)
         ctx = make_ctx("big", CONDS[1], oracle=True)
         d = p.decide(ctx, random.Random(0))
-        assert isinstance(d, Decision) and d.target in {c.target for c in CANDS}
+        assert isinstance(d, Decision)
+        assert d.target in {c.target for c in CANDS}
         e, lat = true_cost("big", CONDS[1], d.target)
         p.learn(ctx, d, Outcome(lat / 1e3, e / 1e3, 70.0), -e)
 
@@ -411,19 +416,31 @@ def test_capabilities_are_declared_types() -> None:
     assert exploring == batch | {"autoscale"}
 
 
+def test_offline_predictors_fit_when_told() -> None:
+    """RefittablePolicy.fit_now fits on the buffered samples at once, whatever the refit schedule."""
+    refittable = {n for n in POLICY_NAMES if isinstance(make_policy(n, seed=0, background_fit=False), RefittablePolicy)}
+    assert refittable == {"lr", "svr", "svm", "knn", "bo"}
+    p = RegressionPolicy("lr", PredictorParams(refit_every=10**12, seed=0, background_fit=False))
+    simulate(p, 25, seed=3, tail=1)
+    assert p.fits == 0  # below the warm-up and never due on its own schedule
+    p.fit_now()
+    assert p.fits == 1 and p.model is not None
+
+
 @pytest.mark.parametrize("name", ["lr", "svr", "svm", "knn", "bo"])
 def test_decide_many_equals_one_decision_at_a_time(name: str) -> None:
     """The evaluation scores offline-trained predictors in one batch: same answers as decide()."""
     from dataclasses import replace
 
     p = make_policy(name, seed=0, background_fit=False)
+    assert isinstance(p, RegressionPolicy | ClassifierPolicy | BayesOptPolicy)
     simulate(p, 200 if name == "bo" else 300, seed=9, tail=1)
     assert p.model is not None
-    p.params = replace(p.params, epsilon=0.0)  # type: ignore[attr-defined]
+    p.params = replace(p.params, epsilon=0.0)
     acc_cands = tuple(Candidate(c.target, 50.0 if c.target.processor.value == "dsp" else 70.0) for c in CANDS)
     ctxs = [make_ctx(m, c) for m in MODELS for c in CONDS] + [
         make_ctx(m, c, accuracy_min=60.0, cands=acc_cands) for m in MODELS for c in CONDS
     ]
-    many = p.decide_many(ctxs, random.Random(0))  # type: ignore[attr-defined]
+    many = p.decide_many(ctxs, random.Random(0))
     one = [p.decide(c, random.Random(0)) for c in ctxs]
     assert [d.target for d in many] == [d.target for d in one]

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
@@ -340,7 +341,7 @@ def test_scenario_errors_name_the_field(host: httpx.Client, body: dict[str, Any]
 
 def test_admin_token_from_the_launcher_guards_scenario_switches(tmp_path: Path) -> None:
     """The token travels as the launcher passes it (Settings.child_env) and is never logged."""
-    env = Settings(admin_token="t0k3n-xyz").child_env()
+    env = Settings(admin_token=SecretStr("t0k3n-xyz")).child_env()
     with run_telemetry(tmp_path, AUTOSCALE_ADMIN_TOKEN=env["AUTOSCALE_ADMIN_TOKEN"]) as client:
         refused = client.put("/scenario", json={"name": "S2"})
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"

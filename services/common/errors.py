@@ -42,17 +42,17 @@ def error_body(code: str, message: str, field: str | None = None, **extra: objec
     return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 
-def _field_path(loc: tuple[object, ...] | list[object]) -> str:
+def _field_path(loc: Sequence[object]) -> str:
     # Drop the "body"/"query" prefix so the field reads as the client wrote it.
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
 
 
 def _validation_message(err: Mapping[str, Any]) -> str:
-    field = _field_path(err.get("loc", ()))  # type: ignore[arg-type]
+    field = _field_path(err.get("loc", ()))
     msg = str(err.get("msg", "invalid value"))
     if err.get("type") == "json_invalid":
-        return f"request body is not valid JSON: {err.get('ctx', {}).get('error', msg)}"  # type: ignore[union-attr]
+        return f"request body is not valid JSON: {err.get('ctx', {}).get('error', msg)}"
     return f"{field}: {msg}"
 
 
@@ -63,7 +63,7 @@ def api_error_body(exc: AutoScaleError) -> dict[str, object]:
 
 def validation_error_body(errors: Sequence[Mapping[str, Any]]) -> dict[str, object]:
     """The 422 body for pydantic/FastAPI validation errors: the first one names the field."""
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    first: Mapping[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     field = _field_path(first.get("loc", ()))
     code = "invalid_json" if first.get("type") == "json_invalid" else "validation_error"
     details = [{"field": _field_path(e.get("loc", ())), "message": str(e.get("msg"))} for e in errors[:20]]

@@ -146,7 +146,7 @@ class ModelStore:
 
         Raises :class:`ModelValidationError` (``field="name"`` for a bad or clashing name,
         ``field="file"`` for the model itself)."""
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not NAME_RE.match(name):
             raise ModelValidationError(
                 "model name must match ^[a-z0-9][a-z0-9_.-]{0,63}$ (lower-case letters, digits, '_', '.', '-')",
                 field="name",

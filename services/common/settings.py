@@ -84,13 +84,22 @@ class MeshSettings(_Section):
 
     def port(self, role: str) -> int:
         """The port a service listens on, by role (decider, edge, peer, cloud, telemetry)."""
-        return int(getattr(self, f"{role}_port"))
+        ports = {
+            "decider": self.decider_port,
+            "edge": self.edge_port,
+            "peer": self.peer_port,
+            "cloud": self.cloud_port,
+            "telemetry": self.telemetry_port,
+        }
+        return ports[role]
 
     def url(self, role: str) -> str:
         """Base URL of a service by role (decider, edge, peer, cloud, telemetry)."""
-        explicit = getattr(self, f"{role}_url", "")
+        # The decider has no URL field: nothing dispatches to it.
+        urls = {"edge": self.edge_url, "peer": self.peer_url, "cloud": self.cloud_url, "telemetry": self.telemetry_url}
+        explicit = urls.get(role, "")
         if explicit:
-            return str(explicit).rstrip("/")
+            return explicit.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port(role)}"
 
@@ -98,8 +107,12 @@ class MeshSettings(_Section):
 class RedisSettings(_Section):
     """The Q-table store (the decider; the launcher starts an embedded one when this is empty)."""
 
+    # ``Settings(redis_url=...)`` sets the field by name besides its environment aliases; saying so
+    # lets the pydantic mypy plugin type that argument.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_by_name=True)
+
     redis_url: SecretStr = Field(
-        SecretStr(""),
+        default=SecretStr(""),
         validation_alias=AliasChoices("REDIS_URL", "AUTOSCALE_REDIS_URL"),
         description="external Redis (may carry a password); empty = embedded redis-server under data_dir",
     )

@@ -49,7 +49,10 @@ class TensorTooLarge(TensorError):
 
 def encode(array: np.ndarray) -> TensorPayload:
     arr = np.ascontiguousarray(array)
-    return TensorPayload(dtype=str(arr.dtype), shape=list(arr.shape), data_b64=base64.b64encode(arr.tobytes()).decode())  # type: ignore[arg-type]
+    # model_validate: the dtype is checked against the wire's (a Literal) at run time, as the constructor would.
+    return TensorPayload.model_validate(
+        {"dtype": str(arr.dtype), "shape": list(arr.shape), "data_b64": base64.b64encode(arr.tobytes()).decode()}
+    )
 
 
 def spec_text(spec: TensorSpec) -> str:

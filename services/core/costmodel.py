@@ -7,7 +7,9 @@ Latency of a network on a processor (why each term: see ``profiles.ProcessorProf
 
 Energy: eq. 1 (CPU) / eq. 2 (GPU): busy power at the step x busy time + idle power x idle time,
 summed over the cores used; eq. 3 (DSP): constant power x latency; eq. 4 (remote, the phone's
-radio): P_tx(S) t_tx + P_rx(S) t_rx + P_idle (latency - t_tx - t_rx).
+radio): P_tx(S) t_tx + P_rx(S) t_rx + P_idle (latency - t_tx - t_rx). On top of each, the phone's
+base power (SoC + display idle, ``DeviceProfile.base_power_w``) over the whole latency: the paper
+measured the whole phone, so every target pays it for as long as the phone waits for the result.
 
 Scalar functions serve the runners and the decider (microseconds each); ``CostTable`` evaluates
 every target of a mesh under many conditions at once for the simulator.
@@ -156,10 +158,10 @@ def _avg_power(proc: ProcessorProfile, step: int | None) -> float:
 
 
 def device_energy(profile: DeviceProfile, target: Target, inference_s: float, cond: RuntimeConditions) -> float:
-    """Joules the executing device spends on ``inference_s`` of inference (eqs. 1-3)."""
+    """Joules the executing device spends on ``inference_s`` of inference (eqs. 1-3 plus its base power)."""
     del cond  # the co-runner's own power is not charged to the inference
     proc = _proc(profile, target)
-    return _avg_power(proc, target.dvfs) * inference_s
+    return (_avg_power(proc, target.dvfs) + profile.base_w) * inference_s
 
 
 def _link(edge: DeviceProfile, location: Location) -> LinkProfile:
@@ -230,13 +232,15 @@ def link_times(
 def phone_energy(
     edge: DeviceProfile, target: Target, inference_s: float, tx_s: float, rx_s: float, cond: RuntimeConditions
 ) -> float:
-    """The phone's joules for one inference: eqs. 1-3 on the phone, eq. 4 (its radio) for remote."""
+    """The phone's joules for one inference: eqs. 1-3 on the phone, eq. 4 (its radio) for remote,
+    each with the phone's base power over the whole latency."""
     location = Location(target.runner)
     if location is Location.edge:
         return device_energy(edge, target, inference_s, cond)
     ls = link_state(_link(edge, location), _rssi(location, cond))
     # eq. 4: latency - t_tx - t_rx is the time the phone idles waiting for the remote result.
-    return ls.tx_w * tx_s + ls.rx_w * rx_s + ls.idle_w * inference_s
+    radio = ls.tx_w * tx_s + ls.rx_w * rx_s + ls.idle_w * inference_s
+    return radio + edge.base_w * (tx_s + inference_s + rx_s)
 
 
 def estimate(mesh: Mesh, features: ModelFeatures, target: Target, cond: RuntimeConditions) -> Cost:
@@ -263,11 +267,35 @@ def _link_arrays(link: LinkProfile) -> tuple[np.ndarray, ...]:
     )
 
 
+@dataclass(frozen=True)
+class Deviations:
+    """How a real mesh differs from its profiles, as multipliers of a ``CostTable``'s terms.
+
+    The simulator draws one per (device, seed) and keeps it hidden from the policies; all ones
+    (``none``) is the profiles themselves. ``latency`` / ``power``: per target column, the
+    inference time and the executing processor's power; ``goodput`` / ``radio_power``: per link
+    (``"p2p"``, ``"wifi"``); ``base_power``: the phone's base power."""
+
+    latency: np.ndarray
+    power: np.ndarray
+    goodput: dict[str, float]
+    radio_power: dict[str, float]
+    base_power: float = 1.0
+
+    @staticmethod
+    def none(n_targets: int) -> Deviations:
+        return Deviations(np.ones(n_targets), np.ones(n_targets), {}, {}, 1.0)
+
+
+_LINK_CODES = {1: "p2p", 2: "wifi"}
+
+
 @dataclass
 class CostTable:
     """Every target of one network on a mesh, evaluated under N conditions at once.
 
-    Same equations as the scalar path (tests check they agree); used by the simulator."""
+    Same equations as the scalar path (tests check they agree); used by the simulator, which also
+    evaluates it under hidden ``Deviations`` (its true world)."""
 
     mesh: Mesh
     features: ModelFeatures
@@ -275,7 +303,6 @@ class CostTable:
     _base: np.ndarray = field(init=False, repr=False)
     _sens_cpu: np.ndarray = field(init=False, repr=False)
     _sens_mem: np.ndarray = field(init=False, repr=False)
-    _p_phone: np.ndarray = field(init=False, repr=False)
     _p_device: np.ndarray = field(init=False, repr=False)
     _loc: np.ndarray = field(init=False, repr=False)  # 0 edge, 1 peer, 2 cloud
 
@@ -283,16 +310,18 @@ class CostTable:
         n = len(self.targets)
         self._base, self._sens_cpu, self._sens_mem = np.zeros(n), np.zeros(n), np.zeros(n)
         self._p_device, self._loc = np.zeros(n), np.zeros(n, dtype=np.int8)
+        self._base_w_device = np.zeros(n)
         codes = {Location.edge: 0, Location.peer: 1, Location.cloud: 2}
         for i, t in enumerate(self.targets):
             loc = Location(t.runner)
-            proc = _proc(self.mesh.profile_for(loc), t)
+            prof = self.mesh.profile_for(loc)
+            proc = _proc(prof, t)
             self._base[i] = _nominal_time(proc, self.features, t)
             if loc is Location.edge:
                 self._sens_cpu[i], self._sens_mem[i] = proc.interference.cpu, proc.interference.mem
             self._p_device[i] = _avg_power(proc, t.dvfs)
+            self._base_w_device[i] = prof.base_w
             self._loc[i] = codes[loc]
-        self._p_phone = np.where(self._loc == 0, self._p_device, 0.0)
         self._links: dict[int, tuple[LinkProfile, tuple[np.ndarray, ...]]] = {}
         for code, loc in ((1, Location.peer), (2, Location.cloud)):
             if np.any(self._loc == code):
@@ -300,34 +329,47 @@ class CostTable:
                 self._links[code] = (lp, _link_arrays(lp))
 
     def evaluate(
-        self, co_cpu: np.ndarray, co_mem: np.ndarray, rssi_wifi: np.ndarray, rssi_p2p: np.ndarray
+        self,
+        co_cpu: np.ndarray,
+        co_mem: np.ndarray,
+        rssi_wifi: np.ndarray,
+        rssi_p2p: np.ndarray,
+        *,
+        dev: Deviations | None = None,
     ) -> dict[str, np.ndarray]:
-        """Arrays of shape (N, T): inference_s, tx_s, rx_s, latency_s, energy_j, device_energy_j."""
+        """Arrays of shape (N, T): inference_s, tx_s, rx_s, latency_s, energy_j, device_energy_j.
+
+        ``dev``: evaluate a world that deviates from the profiles (None: the profiles)."""
+        d = dev if dev is not None else Deviations.none(len(self.targets))
         co_cpu, co_mem = np.atleast_1d(co_cpu)[:, None], np.atleast_1d(co_mem)[:, None]
-        t_inf = self._base * (1.0 + self._sens_cpu * co_cpu + self._sens_mem * co_mem)
+        t_inf = self._base * d.latency * (1.0 + self._sens_cpu * co_cpu + self._sens_mem * co_mem)
         n = t_inf.shape[0]
         tx, rx = np.zeros_like(t_inf), np.zeros_like(t_inf)
-        energy = self._p_phone * t_inf
+        p_device = self._p_device * d.power
+        energy = np.where(self._loc == 0, p_device, 0.0) * t_inf
         for code, (lp, (xs, log_up, log_down, txw, rxw)) in self._links.items():
+            g, pr = d.goodput.get(_LINK_CODES[code], 1.0), d.radio_power.get(_LINK_CODES[code], 1.0)
             rssi = np.broadcast_to(np.atleast_1d(rssi_p2p if code == 1 else rssi_wifi), (n,))
-            up, down = np.exp(np.interp(rssi, xs, log_up)), np.exp(np.interp(rssi, xs, log_down))
+            up, down = g * np.exp(np.interp(rssi, xs, log_up)), g * np.exp(np.interp(rssi, xs, log_down))
             half = lp.rtt_ms / 2e3
             cols = self._loc == code
             t_tx = (half + self.features.input_bytes * 8.0 / up)[:, None]
             t_rx = (half + self.features.output_bytes * 8.0 / down)[:, None]
             tx[:, cols], rx[:, cols] = t_tx, t_rx
-            energy[:, cols] = (
+            energy[:, cols] = pr * (
                 np.interp(rssi, xs, txw)[:, None] * t_tx
                 + np.interp(rssi, xs, rxw)[:, None] * t_rx
                 + lp.idle_w * t_inf[:, cols]
             )
-        dev = self._p_device * t_inf
-        dev = np.where(self._loc == 0, energy, dev)
+        latency = tx + t_inf + rx
+        energy += self.mesh.edge.base_w * d.base_power * latency
+        dev_e = (p_device + self._base_w_device) * t_inf
+        dev_e = np.where(self._loc == 0, energy, dev_e)
         return {
             "inference_s": t_inf,
             "tx_s": tx,
             "rx_s": rx,
-            "latency_s": tx + t_inf + rx,
+            "latency_s": latency,
             "energy_j": energy,
-            "device_energy_j": dev,
+            "device_energy_j": dev_e,
         }

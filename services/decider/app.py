@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_exception_handler(RedisError, _redis_down)  # type: ignore[arg-type]
+    app.exception_handler(RedisError)(_redis_down)
 
     app.include_router(health.router)
     app.include_router(infer.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -13,9 +13,11 @@ from services.common.auth import check_admin
 from services.common.model_store import ModelStore, UnknownModel
 from services.common.settings import Settings
 from services.core import costmodel
+from services.core.policies import PolicySet
 from services.core.policies.base import Candidate, Outcome
 from services.core.reward import RewardWeights
 from services.core.schemas import ModelFeatures, ModelInfo, RuntimeConditions, Target
+from services.decider.qstore import QStore
 from services.decider.runners import RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
 
@@ -51,8 +53,8 @@ class Decider:
     models: ModelCatalog
     runners: RunnerRegistry
     telemetry: TelemetryCache
-    policies: Any  # services.core.policies.PolicySet
-    qstore: Any  # services.decider.qstore.QStore
+    policies: PolicySet
+    qstore: QStore
     mesh: costmodel.Mesh
     rng: random.Random
 

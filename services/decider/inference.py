@@ -26,6 +26,7 @@ from services.core.policies.base import Decision, DecisionContext, Outcome, Poli
 from services.core.reward import reward
 from services.core.schemas import (
     STREAMING_QOS_MS,
+    EnergySource,
     InferRequest,
     InferResponse,
     Location,
@@ -89,7 +90,7 @@ class _Assessment:
     """What the served placement cost the phone and what it is worth (eq. 5)."""
 
     energy_j: float
-    energy_source: str
+    energy_source: EnergySource
     latency_s: float  # the target's: inference + transfers
     accuracy: float
     reward: float
@@ -262,7 +263,7 @@ class InferenceService:
         accuracy_met = req.accuracy_min is None or accuracy >= req.accuracy_min
         return _Assessment(energy_j, energy_source, latency_s, accuracy, r, latency_s * 1e3 < qos_ms, accuracy_met)
 
-    def phone_energy(self, result: RunResult, snap: TelemetrySnapshot) -> tuple[float, str]:
+    def phone_energy(self, result: RunResult, snap: TelemetrySnapshot) -> tuple[float, EnergySource]:
         """The phone's energy: the edge runner's own figure for local targets, eq. 4 for remote ones."""
         if result.target.runner == Location.edge:
             return result.device_energy_j, result.energy_source
@@ -315,7 +316,7 @@ class InferenceService:
             transfer_ms=(result.tx_s + result.rx_s) * 1e3,
             host_exec_ms=result.host_exec_s * 1e3,
             energy_mj=a.energy_j * 1e3,
-            energy_source=a.energy_source,  # type: ignore[arg-type]
+            energy_source=a.energy_source,
             accuracy=a.accuracy,
             accuracy_source=info.precisions[decision.target.precision].source,
             qos_ms=qos_ms,
@@ -351,7 +352,7 @@ def state_view(bins: StateBins, snap: TelemetrySnapshot, info: ModelInfo) -> Sta
 
 
 async def get_inference(request: Request) -> InferenceService:  # async: a sync dependency costs a threadpool hop
-    return request.app.state.inference  # type: ignore[no-any-return]
+    return request.app.state.inference
 
 
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]

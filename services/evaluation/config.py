@@ -15,10 +15,21 @@ from pydantic import ConfigDict, with_config
 from services.core.reward import RewardWeights
 from services.core.schemas import POLICY_NAMES
 
-DEFAULT_DEVICES = ("mi8pro", "galaxy_s10e", "moto_x_force")
+# The protocol's split (README "Evaluation"). Every learner setting is chosen on the tuning seeds
+# and, leave-one-device-out, on two of the paper's phones; reports use the held-out seeds, and the
+# held-out phone and trace, on which nothing was ever tuned.
+PAPER_DEVICES = ("mi8pro", "galaxy_s10e", "moto_x_force")
+HELD_OUT_DEVICES = ("galaxy_s23",)
+DEFAULT_DEVICES = PAPER_DEVICES + HELD_OUT_DEVICES
 STATIC = ("s1", "s2", "s3", "s4", "s5")
 DYNAMIC = ("d1", "d2", "d3", "d4")
-DEFAULT_SCENARIOS = STATIC + DYNAMIC
+HELD_OUT_SCENARIOS = ("commute",)
+DEFAULT_SCENARIOS = STATIC + DYNAMIC + HELD_OUT_SCENARIOS
+TUNING_SEEDS = (0, 1, 2)
+HELD_OUT_SEEDS = (100, 101, 102)
+# Studies beyond the default report, each behind ``--study`` (``--full``: all of them).
+STUDIES = ("convergence", "transfer", "sweep", "sigma0", "streaming", "swap", "overhead", "accuracy", "predictors")
+DEFAULT_STUDIES = ("convergence", "overhead")
 # AutoScale as configured (EvalConfig.reward_mode / q_init / lr_schedule) and as published
 # (eq. 5, random initial values, constant learning rate), evaluated side by side.
 AUTOSCALE = ("autoscale", "autoscale-paper")
@@ -37,11 +48,22 @@ class EvalConfig:
     policies: list[str] = field(default_factory=lambda: list(EVAL_POLICIES))
     runs: int = 100  # training inferences per (network, scenario)
     test_runs: int = 50  # measured test inferences per (held-out network, scenario) and window
-    adapt_runs: int = 100  # online inferences of the held-out network between the cold and adapted windows
+    curve_runs: list[int] = field(default_factory=lambda: [10, 30, 100])  # online inferences before each later window
     predictor_samples: int = 600  # training observations per fold for each predictor
-    predictor_test_runs: int = 5
-    seed: int = 0
-    noise_sigma: float = 0.07  # lognormal sigma of measured latency/energy around the model
+    # LR/SVR/SVM/KNN/BO are scored on the first of each window's inferences only: an SVM over ~60
+    # target classes costs ~10 ms a prediction batch (one-vs-one), the learners cost microseconds
+    predictor_test_runs: int = 10
+    # The seeds reported: by default the first held-out seed (the 3-minute budget); --seeds 100,101,102
+    # reports all three and their spread.
+    seeds: list[int] = field(default_factory=lambda: list(HELD_OUT_SEEDS[:1]))
+    tuning_seeds: list[int] = field(default_factory=lambda: list(TUNING_SEEDS))  # the seeds settings are chosen on
+    seed: int = 100  # the seed of one task (each task runs one of ``seeds``)
+    streaming: bool = False  # vision QoS 1/30 s (30 FPS, Fig. 10) instead of 50 ms
+    noise_sigma: float = 0.07  # lognormal sigma of one run's latency/energy around the true expected cost
+    # The hidden true world (services.evaluation.truth): log-sd of each device's deviations from its
+    # profile, and of the phone's energy estimator's bias (MAPE 7.3 %, paper Sec. IV-A). 0: the profiles.
+    world_sigma: float = 0.2
+    estimator_sigma: float = 0.0915
     peer: str = "galaxy_tab_s6"
     cloud: str = "cloud_p100"
     profiles_dir: Path | None = None
@@ -53,8 +75,8 @@ class EvalConfig:
     accuracy_runs: int = 20  # training runs per (network, scenario) of the accuracy-target study
     accuracy_test_runs: int = 20  # test inferences per (held-out network, static scenario) of that study
     workers: int = 2
-    extras: bool = True  # convergence, transfer and accuracy-target studies
-    # "autoscale"'s learner: "prior" (Q-learning of the residual over the device profile's corrected
+    studies: list[str] = field(default_factory=lambda: list(DEFAULT_STUDIES))
+    # "autoscale"'s learner: "prior" (Q-learning of a residual over the device profile's corrected
     # physics, services.core.policies.prior) or "table" (the Q table alone, configured below:
     # QParams.improved() by default).
     learner: str = "prior"
@@ -71,6 +93,12 @@ class EvalConfig:
     discount: float = 0.1  # "autoscale" only; the paper's variant always uses Algorithm 1's 0.1
     lr_floor: float = 0.05
     qos_penalty: float = 2.0
+    # Algorithm 1's S': "same" = the request's own state (the decider's choice), "observed" = the
+    # next inference's state (the swap table's variant of the published learner)
+    next_state: str = "same"
+
+    def study(self, name: str) -> bool:
+        return name in self.studies
 
     def weights(self) -> RewardWeights:
         return RewardWeights(qos_penalty=self.qos_penalty)

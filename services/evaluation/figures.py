@@ -12,7 +12,8 @@ matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt
 import numpy as np
 
-from services.evaluation.report import BASELINES, CATEGORY_LABELS, PREDICTORS, group_stats, norm_ppw, transfer_saving
+from services.evaluation.contenders import PREDICTORS
+from services.evaluation.summary import BASELINES, CATEGORY_LABELS, group_stats, norm_ppw, transfer_saving
 
 MAIN = ("edge-cpu-fp32", "edge-best", "cloud", "connected-edge", "autoscale-paper", "autoscale", "opt")
 COLORS = {
@@ -159,7 +160,7 @@ def fig13_selection(res: dict[str, Any], out: Path) -> str:
 
 def fig14_prediction(res: dict[str, Any], out: Path) -> str:
     g = res["summary"]["all"]["policies"]
-    pols = [p for p in ("autoscale", "autoscale-paper") + PREDICTORS + BASELINES if p in g]
+    pols = [p for p in ("autoscale", "autoscale-paper", *PREDICTORS, *BASELINES) if p in g]
     fig, ax = plt.subplots(figsize=(9, 4))
     x = np.arange(len(pols))
     ax.bar(x - 0.2, [100 * g[p]["prediction_accuracy"] for p in pols], 0.4, label="exact action", color="#d32f2f")
@@ -231,9 +232,35 @@ def transfer(res: dict[str, Any], out: Path) -> str | None:
     return _save(fig, out / "transfer.png")
 
 
+def learning_curves(res: dict[str, Any], out: Path) -> str | None:
+    """The protocol's curves: energy and QoS gaps to Opt after 0 (cold), 10, 30, 100 online inferences."""
+    curve = res.get("learning_curve") or {}
+    if not curve:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, rows in curve.items():
+        if len(rows) < 2:
+            continue
+        k = [r["online_runs"] for r in rows]
+        for ax, key in zip(axes, ("energy_gap_pct", "qos_gap_pp"), strict=True):
+            y = [math.nan if r[key] is None else r[key] for r in rows]
+            ax.plot(k, y, marker="o", label=name, color=COLORS.get(name))
+    axes[0].set_ylabel("energy gap to Opt (%)")
+    axes[1].set_ylabel("QoS-violation gap (pp)")
+    for ax in axes:
+        ax.set_xlabel("online inferences of the held-out network (0 = cold)")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.axhline(0.0, color="#212121", lw=0.8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Leave-one-network-out, hidden true world, held-out seeds")
+    return _save(fig, out / "learning_curves.png")
+
+
 def make_all(res: dict[str, Any], out: Path) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     figs: dict[str, str | None] = {
+        "Learning curves (cold, then after 10/30/100 online inferences)": learning_curves(res, out),
         "Fig. 9 (PPW)": fig9_ppw(res, out),
         "Fig. 11 (QoS violations)": fig11_qos(res, out),
         "Fig. 12 (dynamic scenarios)": fig12_dynamic(res, out),

@@ -49,6 +49,8 @@ class AggSummary(_Closed):
     """share of choices within 1 % of Opt's expected energy and QoS-feasible whenever Opt's is"""
     qos_expected_miss: float
     """share of choices missing QoS in expectation where Opt's meets it"""
+    opt_qos_violation: float
+    """Opt's share of QoS violations on the same inferences"""
     expected_energy_mj: float
     opt_expected_energy_mj: float
     choices: dict[str, int]
@@ -90,7 +92,7 @@ class NoiseFloor(_Closed):
 
 
 class PolicyStats(_Closed):
-    """A policy over a group of cases (services.evaluation.report.group_stats)."""
+    """A policy over a group of cases (services.evaluation.summary.group_stats)."""
 
     ppw_norm: float | None
     """mean performance per watt normalised to Edge (CPU FP32)"""
@@ -122,14 +124,37 @@ class GroupSummary(_Closed):
     """AutoScale variant -> baseline -> PPW ratio"""
     improvement: dict[str, float | None]
     """the configured AutoScale's PPW ratio over each baseline"""
+    gaps_by_device: dict[str, Gaps]
+    """the configured AutoScale's gaps on each phone"""
+
+
+class Headline(_Closed):
+    """AutoScale's default on the protocol's headline: cold leave-one-network-out (no inference of
+    the held-out network before scoring), held-out seeds, every reported phone and scenario."""
+
+    protocol: str
+    """always "cold-loo\""""
+    energy_gap_pct: float | None
+    qos_gap_pp: float | None
+    exact_action_accuracy: float | None
+    """share of decisions equal to Opt's (DVFS step included)"""
+    category_accuracy: float | None
+    """share of decisions in Opt's Fig. 13 category"""
+    runs_to_converge: float | None
+    """from scratch, mean over phones (convergence study); null if not run or a phone did not converge"""
 
 
 class Summary(_Closed):
     static_scenarios: list[str]
     dynamic_scenarios: list[str]
+    held_out_scenarios: list[str]
+    """scenarios outside Table IV (the held-out trace, users' files)"""
     static: GroupSummary | None = None
     dynamic: GroupSummary | None = None
+    held_out: GroupSummary | None = None
     all: GroupSummary | None = None
+    headline: Headline | None = None
+    """the main window's summary only"""
     selection_static: dict[str, dict[str, dict[str, float]]]
     """Fig. 13: device -> policy -> target category -> share (%)"""
     selection_dynamic: dict[str, dict[str, dict[str, float]]]
@@ -139,7 +164,7 @@ class Summary(_Closed):
 
 
 class ConvergenceCurve(_Closed):
-    """Fig. 14: one device learnt run by run (services.evaluation.evaluate.convergence_curve)."""
+    """Fig. 14: one device learnt run by run (services.evaluation.convergence.convergence_curve)."""
 
     reward: list[float]
     gap: list[float]
@@ -172,6 +197,114 @@ class Convergence(_Closed):
     transfer: dict[str, TransferCurve]
 
 
+# ----------------------------------------------------------------------------- protocol and studies
+
+
+class SettingRow(_Closed):
+    setting: str
+    value: float | str | bool | int | None
+    chosen_on: str
+
+
+class WorldSpec(_Closed):
+    sigma: float
+    """log-sd of every device's hidden deviations from its profile"""
+    estimator_sigma: float
+    """log-sd of the phone energy estimator's hidden bias"""
+    noise_sigma: float
+    """log-sd of one run's noise around the true expected cost"""
+
+
+class Protocol(_Closed):
+    """What is reported on, what is hidden from the policies, what each setting was chosen on."""
+
+    headline: str
+    seeds: list[int]
+    """the held-out seeds reported"""
+    tuning_seeds: list[int]
+    tuning_devices: list[str]
+    held_out_devices: list[str]
+    held_out_scenarios: list[str]
+    windows: list[str]
+    world: WorldSpec
+    settings: list[SettingRow]
+    headline_by_seed: dict[str, Gaps]
+    """the headline's gaps on each seed alone"""
+
+
+class CurvePoint(_Closed):
+    online_runs: int
+    energy_gap_pct: float | None
+    qos_gap_pp: float | None
+    exact_action_accuracy: float | None
+    category_accuracy: float | None
+
+
+class PredictorError(_Closed):
+    mape_pct: float | None
+    n: float
+
+
+class WindowSummaries(_Closed):
+    summary: Summary
+    summary_online: dict[str, Summary] | None = None
+
+
+class SweepRotation(_Closed):
+    held_out_device: str
+    tuned_on: list[str]
+    chosen: float
+    tuning_score: float | None
+    held_out_score: float | None
+
+
+class SweepSetting(_Closed):
+    values: list[float]
+    default: float
+    scores: dict[str, dict[str, float | None]]
+    """value -> tuning device -> energy gap (%) + QoS gap (pp)"""
+    rotations: list[SweepRotation]
+
+
+class Sweep(_Closed):
+    seeds: list[int]
+    devices: list[str]
+    criterion: str
+    settings: dict[str, SweepSetting]
+
+
+class SwapRow(_Closed):
+    energy_gap_pct: float | None
+    qos_gap_pp: float | None
+
+
+class OverheadDevice(_Closed):
+    core_power_w: float
+    inference_energy_mj: float | None
+    exploit_uj: float
+    train_uj: float
+    exploit_share_pct: float | None
+    train_share_pct: float | None
+
+
+class Overhead(_Closed):
+    source: str
+    per_device: dict[str, OverheadDevice]
+
+
+class Studies(_Closed):
+    """The studies behind ``--study`` (each optional)."""
+
+    sigma0: WindowSummaries | None = None
+    """the same grid in the profiles' own world (no hidden deviations)"""
+    streaming: WindowSummaries | None = None
+    """vision QoS 1/30 s (30 FPS, Fig. 10)"""
+    sweep: Sweep | None = None
+    swap: dict[str, SwapRow] | None = None
+    """learner variant -> cold gaps (the paper's learner with one part swapped, and the reverse)"""
+    overhead: Overhead | None = None
+
+
 # ----------------------------------------------------------------------------- the document
 
 
@@ -180,22 +313,29 @@ class EvaluationResults(_Closed):
 
     config: EvalConfig
     models: list[str]
+    protocol: Protocol
     per_case: PerCase
-    """the adapted test window"""
-    per_case_cold: PerCase
-    """the cold-start test window"""
+    """the cold window (the headline), merged over the held-out seeds"""
+    per_case_online: dict[str, PerCase]
+    """online inferences of the held-out network before the window ("10", "30", "100") -> per case"""
     timing: Timing
     noise_floor: dict[str, NoiseFloor]
     """scenario -> sums over devices and networks"""
     state_sharing: dict[str, list[str]]
     """network -> the others with the same Table I NN bins"""
     summary: Summary
-    summary_cold: Summary
+    """the cold window's"""
+    summary_online: dict[str, Summary] | None = None
+    learning_curve: dict[str, list[CurvePoint]]
+    """learner -> its gaps and accuracies after 0, 10, 30, 100 online inferences"""
+    predictor_errors: dict[str, dict[str, PredictorError]]
+    """window -> LR/SVR/BO -> MAPE of their predictions"""
     convergence: Convergence | None = None
     accuracy_targets: dict[str, dict[str, dict[str, AggSummary]]] | None = None
     """device -> accuracy target ("none", "50", ...) -> policy"""
     accuracy_refused: dict[str, list[str]] | None = None
     """accuracy target -> networks no target can serve at it"""
+    studies: Studies | None = None
     figures: dict[str, str] = Field(default_factory=dict)
     """figure title -> file name beside results.json"""
 

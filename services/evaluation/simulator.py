@@ -1,11 +1,23 @@
-"""The mesh simulator: scenario -> conditions -> Table I state -> policy -> modelled outcome -> reward.
+"""The mesh simulator: scenario -> conditions -> Table I state -> policy -> outcome -> reward.
 
 Everything a policy is evaluated on is precomputed per *block* (one network, one scenario, a
 number of consecutive inferences): the conditions, the states, the true (expected) cost of every
-candidate from the vectorised cost model, a multiplicative lognormal noise per (inference,
-target), and Opt's choice. Every policy then replays the same block, so policies are compared on
-common random numbers: two policies that pick the same target at the same inference observe the
-same outcome.
+candidate -- the vectorised cost model under the hidden ``TrueWorld`` deviations
+(``services.evaluation.truth``), not the profiles -- a multiplicative lognormal run-to-run noise
+per (inference, target), the phone estimator's bias per target, and Opt's choice. Every policy
+then replays the same block, so policies are compared on common random numbers: two policies that
+pick the same target at the same inference observe the same outcome.
+
+Three views of one inference's cost, kept apart on purpose:
+
+* ``latency`` / ``energy``: the true expected cost. Opt is defined on it (paper fn. 8).
+* ``measured``: what really happened (true cost x the run's noise). Every score sums it.
+* ``observed``: what the phone can know and a policy is told (``Outcome``) -- the measured latency
+  (a clock reads it) and the energy *estimate* (eqs. 1-4 on that latency with the phone's power
+  table, which errs by the hidden estimator bias). Every reward is computed from it.
+
+Policies receive only ``DecisionContext``s (no oracle: Opt and the offline-profiled baselines
+replay choices precomputed here) and observed ``Outcome``s.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from services.core.reward import reward as eq5_reward
 from services.core.scenarios import Scenario
 from services.core.schemas import ModelFeatures, Precision, RuntimeConditions, Target
 from services.core.state import observe
+from services.evaluation.truth import TrueWorld
 
 AccuracyFn = Callable[[str, Precision], float | None]
 
@@ -121,6 +134,10 @@ class Block:
     opt: np.ndarray  # (n,) Opt's candidate index per inference
     best_reward: np.ndarray  # (n,) index maximising the expected eq. 5 reward (noise-free)
     noise_sigma: float = 0.0
+    # (T,) the phone's energy estimate / the true energy per target (hidden; 1 = exact estimator)
+    est_bias: np.ndarray | None = field(default=None, repr=False)
+    _observed: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    static_choice: dict[str, int] = field(default_factory=dict, repr=False)  # offline-profiled baselines
     _contexts: list[DecisionContext] | None = field(default=None, repr=False)
     _measured: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _rewards: dict[tuple[str, RewardWeights], np.ndarray] = field(default_factory=dict, repr=False)
@@ -137,14 +154,8 @@ class Block:
         return self._contexts[i]
 
     def _make_context(self, i: int) -> DecisionContext:
+        # No oracle: what a deployed decider knows about an inference before running it.
         case = self.case
-        lat, en, acc = self.latency[i], self.energy[i], case.accuracy
-        index = case.index
-
-        def oracle(t: Target) -> Outcome:  # Opt's (and profiling baselines') true expected cost
-            j = index[t.id]
-            return Outcome(latency_s=float(lat[j]), energy_j=float(en[j]), accuracy=float(acc[j]))
-
         return DecisionContext(
             model=case.name,
             features=case.features,
@@ -153,22 +164,45 @@ class Block:
             candidates=case.candidates,
             qos_s=case.qos_s,
             accuracy_min=case.accuracy_min,
-            oracle=oracle,
         )
+
+    def truth_context(self, i: int) -> DecisionContext:
+        """Inference ``i``'s context *with* an oracle of the true expected costs: for checking Opt's
+        fast path against ``opt_choice``; never handed to a policy."""
+        lat, en, acc, index = self.latency[i], self.energy[i], self.case.accuracy, self.case.index
+
+        def oracle(t: Target) -> Outcome:
+            j = index[t.id]
+            return Outcome(latency_s=float(lat[j]), energy_j=float(en[j]), accuracy=float(acc[j]))
+
+        return replace(self.context(i), oracle=oracle)
 
     @property
     def measured(self) -> tuple[np.ndarray, np.ndarray]:
-        """(latency_s, energy_j) as measured: the expected cost x the noise, (n, T) each."""
+        """(latency_s, energy_j) as they really were: the true expected cost x the noise, (n, T) each."""
         if self._measured is None:
             self._measured = (self.latency * self.noise, self.energy * self.noise)
         return self._measured
 
+    @property
+    def estimated_energy(self) -> np.ndarray:
+        """(n, T) expected energy as the phone's estimator reports it (true x its bias)."""
+        return self.energy if self.est_bias is None else self.energy * self.est_bias
+
+    @property
+    def observed(self) -> tuple[np.ndarray, np.ndarray]:
+        """(latency_s, energy_j) as a policy is told: measured latency, estimated energy, (n, T) each."""
+        if self._observed is None:
+            lat, en = self.measured
+            self._observed = (lat, en if self.est_bias is None else en * self.est_bias)
+        return self._observed
+
     def rewards(self, mode: str = "paper", weights: RewardWeights = RewardWeights()) -> np.ndarray:
-        """(n, T) reward of every measured outcome under ``mode``."""
+        """(n, T) reward of every observed outcome under ``mode``."""
         key = (mode, weights)
         r = self._rewards.get(key)
         if r is None:
-            lat, en = self.measured
+            lat, en = self.observed
             r = self._rewards[key] = reward_matrix(
                 en, lat, self.case.accuracy, self.case.qos_s, self.case.accuracy_min, weights, mode
             )
@@ -190,18 +224,26 @@ class Block:
         return a
 
     def expected_rewards(self, mode: str = "paper", weights: RewardWeights = RewardWeights()) -> np.ndarray:
-        """(n, T) expectation of each candidate's reward under this block's outcome noise."""
+        """(n, T) expectation of each candidate's reward (on observed outcomes) under this block's noise."""
         key = (mode, weights)
         er = self._expected.get(key)
         if er is None:
             c = self.case
             er = self._expected[key] = expected_reward_matrix(
-                self.energy, self.latency, c.accuracy, c.qos_s, c.accuracy_min, self.noise_sigma, weights, mode
+                self.estimated_energy,
+                self.latency,
+                c.accuracy,
+                c.qos_s,
+                c.accuracy_min,
+                self.noise_sigma,
+                weights,
+                mode,
             )
         return er
 
     def outcome(self, i: int, j: int) -> Outcome:
-        lat, en = self.measured
+        """What a policy is told about candidate ``j`` at inference ``i`` (observed, not true)."""
+        lat, en = self.observed
         return Outcome(latency_s=float(lat[i, j]), energy_j=float(en[i, j]), accuracy=float(self.case.accuracy[j]))
 
 
@@ -276,18 +318,34 @@ def expected_reward_matrix(
 
 
 def make_block(
-    case: ModelCase, scenario: Scenario, n: int, rng: np.random.Generator, noise_sigma: float, t0_s: float = 0.0
+    case: ModelCase,
+    scenario: Scenario,
+    n: int,
+    rng: np.random.Generator,
+    noise_sigma: float,
+    t0_s: float = 0.0,
+    truth: TrueWorld | None = None,
 ) -> Block:
+    """``n`` inferences of ``case`` in ``scenario``; ``truth``: the hidden world (None: the profiles)."""
     series = scenario.conditions_series(n, rng, t0_s)
-    costs = case.table.evaluate(*(series[f] for f in _FIELDS))
-    conds = [RuntimeConditions.model_construct(**{f: float(series[f][i]) for f in _FIELDS}) for i in range(n)]
+    dev = truth.deviations(case.name, case.targets) if truth is not None else None
+    est_bias = truth.estimator_bias(case.targets) if truth is not None else None
+    costs = case.table.evaluate(*(series[f] for f in _FIELDS), dev=dev)
+    co_cpu, co_mem, wifi, p2p = series["co_cpu"], series["co_mem"], series["rssi_wifi_dbm"], series["rssi_p2p_dbm"]
+    conds = [
+        RuntimeConditions.model_construct(
+            co_cpu=float(co_cpu[i]), co_mem=float(co_mem[i]), rssi_wifi_dbm=float(wifi[i]), rssi_p2p_dbm=float(p2p[i])
+        )
+        for i in range(n)
+    ]
     states = _observe_states(case.features, series)
     t = len(case.candidates)
     # Lognormal with unit mean, so the expected outcome is the modelled one.
     noise = rng.lognormal(-0.5 * noise_sigma**2, noise_sigma, (n, t)) if noise_sigma > 0 else np.ones((n, t))
     opt = opt_indices(costs["latency_s"], costs["energy_j"], case.accuracy, case.qos_s, case.accuracy_min)
+    est_energy = costs["energy_j"] if est_bias is None else costs["energy_j"] * est_bias
     best = np.argmax(
-        reward_matrix(costs["energy_j"], costs["latency_s"], case.accuracy, case.qos_s, case.accuracy_min), axis=1
+        reward_matrix(est_energy, costs["latency_s"], case.accuracy, case.qos_s, case.accuracy_min), axis=1
     )
     return Block(
         case=case,
@@ -301,6 +359,7 @@ def make_block(
         opt=opt,
         best_reward=best,
         noise_sigma=noise_sigma,
+        est_bias=est_bias,
     )
 
 
@@ -345,6 +404,7 @@ class Trace:
     # expected latency meets QoS (the feasibility Opt is defined on)
     expected_qos_met: list[bool] = field(default_factory=list)
     opt_expected_qos_met: list[bool] = field(default_factory=list)
+    opt_latency_s: list[float] = field(default_factory=list)  # Opt's measured latency on the same inference
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.__dict__.items()}
@@ -369,6 +429,7 @@ class Trace:
         self.opt_expected_energy_j.append(float(block.energy[i, k]))
         self.expected_qos_met.append(bool(block.latency[i, j] < case.qos_s))
         self.opt_expected_qos_met.append(bool(block.latency[i, k] < case.qos_s))
+        self.opt_latency_s.append(float(lat[i, k]))
 
 
 def _reward(
@@ -392,8 +453,23 @@ def _reward(
 
 
 def outcome_of(block: Block, i: int, j: int) -> Outcome:
-    """The measured outcome of candidate ``j`` at inference ``i`` (expected cost x noise)."""
+    """The observed outcome of candidate ``j`` at inference ``i`` (what a policy is told)."""
     return block.outcome(i, j)
+
+
+class NextState:
+    """Algorithm 1's S' when it is "the state observed when the inference ends": in a replayed
+    sequence, the next inference's state. A Q-learning policy built with ``next_state=NEXT_STATE``
+    reads it when it learns; ``run_steps`` sets it before every learn (None: S' = S)."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def __call__(self, ctx: DecisionContext) -> int:
+        return ctx.state if self.value is None else self.value
+
+
+NEXT_STATE = NextState()  # one per process: each worker replays one sequence at a time
 
 
 def run_steps(
@@ -432,7 +508,10 @@ def run_steps(
             j = case.index[decision.target.id]
         if learn:
             r = float(block.rewards(reward_mode, weights)[i, j])
+            nb, ni = steps[k + 1] if k + 1 < len(steps) else (block, i)
+            NEXT_STATE.value = int(nb.states[ni])
             policy.learn(ctx, decision, block.outcome(i, j), r)
+            NEXT_STATE.value = None
         if record:
             tr.record(block, i, j, decision.explored, reward_mode, weights)
     return tr
@@ -441,6 +520,40 @@ def run_steps(
 def opt_chooser(block: Block, i: int, rng: random.Random) -> int:
     """Opt's choice, precomputed for the block (``opt_indices``, the vectorised ``opt_choice``)."""
     return int(block.opt[i])
+
+
+def static_best_index(block: Block, location: str) -> int:
+    """Edge (Best) / Connected Edge as the paper defines them (Sec. V-A): the one target of
+    ``location`` with the highest energy efficiency for this network in this scenario -- the lowest
+    true mean energy among the targets meeting QoS on most of the block's inferences, else the one
+    meeting it most often -- chosen offline from the true costs (the paper set its baselines by
+    measurement) and held for the whole block. Targets below the accuracy requirement are left out
+    while any meets it."""
+    key = f"static:{location}"
+    hit = block.static_choice.get(key)
+    if hit is not None:
+        return hit
+    c = block.case
+    cols = np.array([j for j, cand in enumerate(c.candidates) if cand.target.runner == location], dtype=np.int64)
+    if len(cols) == 0:
+        raise ValueError(f"{c.name}: no {location} target to choose from")
+    if c.accuracy_min is not None and (c.accuracy[cols] >= c.accuracy_min).any():
+        cols = cols[c.accuracy[cols] >= c.accuracy_min]
+    qos_share = (block.latency[:, cols] < c.qos_s).mean(axis=0)
+    energy = block.energy[:, cols].mean(axis=0)
+    ok = qos_share >= 0.5
+    pick = int(cols[np.argmin(np.where(ok, energy, np.inf))]) if ok.any() else int(cols[np.argmax(qos_share)])
+    block.static_choice[key] = pick
+    return pick
+
+
+def static_chooser(location: str) -> Callable[[Block, int, random.Random], int]:
+    """A chooser replaying ``static_best_index`` (Edge Best: "edge", Connected Edge: "peer")."""
+
+    def choose(block: Block, i: int, rng: random.Random) -> int:
+        return static_best_index(block, location)
+
+    return choose
 
 
 def uniform_chooser(block: Block, i: int, rng: random.Random) -> int:

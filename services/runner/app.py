@@ -40,6 +40,7 @@ from services.core.errors import AutoScaleError
 from services.core.profiles import DeviceProfile
 from services.core.schemas import (
     AccuracyEntry,
+    EnergySource,
     Liveness,
     Location,
     ModelInfo,
@@ -377,7 +378,7 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
     if measured:
         inference_s = host_exec_s
         energy_j = costmodel.device_energy(state.profile, target, inference_s, cond)
-    latency_source = "measured" if measured else "modelled"
+    latency_source: EnergySource = "measured" if measured else "modelled"
     # Built from values this function made: no need to validate them again.
     return RunResult.model_construct(
         model=req.model,
@@ -390,7 +391,7 @@ async def _run(req: RunRequest, state: RunnerState) -> RunResult:
         host_exec_s=host_exec_s,
         device_energy_j=energy_j,
         energy_source="modelled",  # no power sensor on the execution path yet: eqs. 1-3 from the profile
-        latency_source=latency_source,  # type: ignore[arg-type]
+        latency_source=latency_source,
         input_bytes=in_bytes,
         output_bytes=out_bytes,
     )

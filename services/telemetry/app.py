@@ -118,7 +118,7 @@ def build_hub(settings: Settings, options: TelemetryOptions, extra_sources: Sequ
 
 
 async def _hub(request: Request) -> Hub:  # async: a sync dependency costs a threadpool hop
-    return request.app.state.hub  # type: ignore[no-any-return]
+    return request.app.state.hub
 
 
 HubDep = Annotated[Hub, Depends(_hub)]

@@ -134,7 +134,7 @@ def input_specs(model: onnx.ModelProto, dim_values: dict[str, int] | None = None
                 shape.append(dim_values[sym] if dim_values and sym in dim_values else sym)
         dtype = np_dtype_name(tt.elem_type)
         try:
-            specs.append(TensorSpec(name=vi.name, dtype=dtype, shape=shape))  # type: ignore[arg-type]
+            specs.append(TensorSpec.model_validate({"name": vi.name, "dtype": dtype, "shape": shape}))
         except ValueError as e:  # pydantic: dtype outside the wire contract (bool, float64...)
             raise EngineError(f"input {vi.name!r} has dtype {dtype}, which the mesh cannot carry") from e
     return specs

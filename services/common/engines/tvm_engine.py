@@ -195,12 +195,18 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path | 
 
 # ----------------------------------------------------------------------------- loaded model
 
-# config_threadpool acts on the calling thread's pool; remember what each thread was set to.
-_pool_conf = threading.local()
+
+class _PoolConf(threading.local):
+    """config_threadpool acts on the calling thread's pool: what each thread's was set to (None: not yet)."""
+
+    n: int | None = None
+
+
+_pool_conf = _PoolConf()
 
 
 def _ensure_threads(n: int) -> None:
-    if getattr(_pool_conf, "n", None) != n:
+    if _pool_conf.n != n:
         tvm.get_global_func("runtime.config_threadpool")(1, n)  # 1 = all (big) cores, n workers
         _pool_conf.n = n
 
@@ -247,7 +253,7 @@ class TvmLoadedModel:
                 out = self._main(*args)
             except Exception as e:
                 raise EngineError(f"TVM run failed: {_last_line(e)}") from e
-        outs = list(out) if not hasattr(out, "numpy") else [out]  # a tuple for multi-output graphs
+        outs = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)  # a tuple for multi-output graphs
         return [o.numpy() for o in outs]
 
     def summarize(self, feeds: dict[str, np.ndarray], top_k: int) -> list[OutputSummary]:

@@ -28,6 +28,7 @@ from services.core.policies.base import (
     ExploringPolicy,
     Outcome,
     Policy,
+    RefittablePolicy,
 )
 from services.core.policies.baselines import (
     OptPolicy,
@@ -74,6 +75,7 @@ __all__ = [
     "QTable",
     "QTableImportError",
     "QUpdate",
+    "RefittablePolicy",
     "RowSource",
     "UnknownPolicy",
     "make_policy",

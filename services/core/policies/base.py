@@ -6,8 +6,9 @@ Decision; after the inference it is told the Outcome and the eq. 5 reward so tha
 What some policies can do beyond that is declared here as protocols, so that callers check a
 type instead of probing attributes: ``BatchPolicy`` decides many contexts at once (the offline
 predictors), ``ExploringPolicy`` explores with a probability ``params.epsilon`` that a caller may
-change (Q-learning, the predictors). The Q table a Q-learning policy reads is a ``RowSource``
-(``services.core.policies.qlearning.table``).
+change (Q-learning, the predictors), ``RefittablePolicy`` learns by refitting a model on the
+observations it holds and can be told to refit now (the predictors). The Q table a Q-learning
+policy reads is a ``RowSource`` (``services.core.policies.qlearning.table``).
 """
 
 from __future__ import annotations
@@ -87,3 +88,12 @@ class ExploringPolicy(Policy, Protocol):
 
     @property
     def params(self) -> ExplorationParams: ...
+
+
+@runtime_checkable
+class RefittablePolicy(Policy, Protocol):
+    """A policy that learns by refitting a model on the observations it holds, on a schedule of
+    its own; ``fit_now`` refits on them at once, inline (offline training: fit once, after the
+    profiling samples)."""
+
+    def fit_now(self) -> None: ...

@@ -157,6 +157,17 @@ class _OnlineLearner(ABC):
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copyable (the simulator copies a trained policy per scenario): the fitted model and
+        observations travel; the lock, the fit thread and a fit in flight do not."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _executor=None, _pending=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # --- subclass hooks ------------------------------------------------------------------
     @abstractmethod
     def _fit(self, data: list[Observation]) -> Any:
@@ -206,7 +217,7 @@ class _OnlineLearner(ABC):
         model = self.model
         if model is None or (self._explores_with_epsilon() and self.params.epsilon > 0):
             return [self.decide(c, rng) for c in ctxs]
-        out: list[Decision | None] = [None] * len(ctxs)
+        decided: dict[int, Decision] = {}
         groups: dict[tuple[int, float | None], list[int]] = {}
         for k, c in enumerate(ctxs):
             if not c.candidates:
@@ -220,8 +231,8 @@ class _OnlineLearner(ABC):
             sub = [ctxs[k] for k in members]
             vecs = np.array([context_vector(c.features, c.conditions) for c in sub], dtype=float)
             for k, j in zip(members, self._choose_many(model, sub, pool, vecs), strict=True):
-                out[k] = Decision(pool[j].target)
-        return out  # type: ignore[return-value]
+                decided[k] = Decision(pool[j].target)
+        return [decided[k] for k in range(len(ctxs))]
 
     def _choose_many(
         self, model: Any, ctxs: Sequence[DecisionContext], pool: list[Candidate], vecs: np.ndarray
@@ -285,11 +296,15 @@ class _OnlineLearner(ABC):
             )
             return None
 
+    def fit_now(self) -> None:
+        """Refit on the buffered observations now, on this thread (``RefittablePolicy``)."""
+        self._install(self._safe_fit(list(self.buffer)))
+
     def _refit(self) -> None:
-        data = list(self.buffer)
         if not self._background():
-            self._install(self._safe_fit(data))
+            self.fit_now()
             return
+        data = list(self.buffer)
         if self._pending is not None and not self._pending.done():
             return  # one fit at a time; the next learn() tries again
         if self._executor is None:
@@ -397,7 +412,7 @@ class RegressionPolicy(_OnlineLearner):
         qos = np.array([c.qos_s * 1e3 for c in ctxs])[:, None]
         meets = lat < qos
         e = np.where(meets.any(axis=1, keepdims=True) & ~meets, np.inf, e)
-        return np.argmin(e, axis=1).tolist()
+        return [int(j) for j in np.argmin(e, axis=1)]
 
 
 # ============================================================================ classification: SVM, KNN
@@ -499,7 +514,7 @@ class ClassifierPolicy(_OnlineLearner):
         for j, i in enumerate(idx):
             if i >= 0:
                 scores[:, j] = raw[:, i]
-        return np.argmax(scores, axis=1).tolist()  # first of equal scores, like _choose
+        return [int(j) for j in np.argmax(scores, axis=1)]  # first of equal scores, like _choose
 
 
 # ============================================================================ Bayesian optimisation
@@ -582,4 +597,4 @@ class BayesOptPolicy(_OnlineLearner):
         f_best = np.where(np.isnan(f_best), mu.max(axis=1), f_best)[:, None]
         z = (mu - f_best - self.xi) / sd
         ei = (mu - f_best - self.xi) * norm.cdf(z) + sd * norm.pdf(z)
-        return np.argmax(ei, axis=1).tolist()
+        return [int(j) for j in np.argmax(ei, axis=1)]

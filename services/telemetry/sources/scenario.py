@@ -30,7 +30,7 @@ log = logging.getLogger("autoscale.telemetry.scenario")
 
 
 def scenario_label(scenario: Scenario, fallback: str) -> str:
-    return str(getattr(scenario, "name", "") or fallback)
+    return scenario.name or fallback
 
 
 class ScenarioSource(Source):

@@ -148,7 +148,7 @@ class QLearningPolicy:
         if entries is None:
             return [inits[i] if v is None else v for i, v in enumerate(vals)]
         hrows, close = self._holder_rows(entries, state, ids)
-        out: list[float] = list(vals)  # type: ignore[arg-type]
+        out = [0.0 if v is None else v for v in vals]  # every missing entry is set below
         missing: list[int] = []
         ratios: list[float] = []
         for i, v in enumerate(vals):
@@ -172,7 +172,8 @@ class QLearningPolicy:
             else:
                 out[i] = sd * (neg if sd < 0.0 else pos)
         if far:
-            known = [v for v in out if v is not None]
+            unset = set(far)
+            known = [v for i, v in enumerate(out) if i not in unset]
             if known:
                 # No state within near_radius holds the action: a far state's cost (a network
                 # ten times lighter, another signal) says little about it here. Rank it below
@@ -221,7 +222,7 @@ class QLearningPolicy:
             out = self._fill(state, ids, vals)
             best = -1
         else:
-            out, best = vals, vals.index(top)  # type: ignore[assignment]
+            out, best = vals, vals.index(top)  # type: ignore[assignment]  # max() met no None: all floats
         self._memo = _RowMemo(writes, state, ids, out, top is not None, best=best)
         return out
 

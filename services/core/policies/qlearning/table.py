@@ -203,7 +203,7 @@ class QTable(RowCache):
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return (self.q, self.n) == (other.q, other.n)  # type: ignore[attr-defined]
+        return (self.q, self.n) == (other.q, other.n)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
