@@ -281,3 +281,24 @@ def test_a_candidate_the_profile_cannot_cost_ranks_last(mesh: Mesh) -> None:
     pol = PriorPolicy(QTable(), mesh, PriorParams(epsilon=0.0))
     row = pol.prior_row(ctx(c))
     assert row[odd.target.id] < min(v for a, v in row.items() if a != odd.target.id)
+
+
+def test_a_copy_decides_like_the_original_and_learns_on_its_own(mesh: Mesh) -> None:
+    """The evaluation copies a trained learner per scenario: the copy shares the profiles'
+    predictions, holds its own table and corrections, and decides exactly as the original."""
+    import copy
+
+    pol = PriorPolicy(QTable(), mesh, PriorParams(epsilon=0.0))
+    c = cands(mesh)
+    cx = ctx(c)
+    for _ in range(20):
+        d = pol.decide(cx, random.Random(0))
+        true = costmodel.estimate(mesh, FEAT, d.target, COND)
+        pol.learn(cx, d, Outcome(true.latency_s * 1.2, true.energy_j, 70.0), 0.0)
+    twin = copy.deepcopy(pol)
+    assert twin.physics is pol.physics and twin.source is not pol.source
+    assert twin.decide(cx, random.Random(0)) == pol.decide(cx, random.Random(0))
+    assert twin.prior_row(cx) == pol.prior_row(cx)
+    d = twin.decide(cx, random.Random(0))
+    twin.learn(cx, d, Outcome(1.0, 1.0, 70.0), 0.0)
+    assert twin.source.corrections.stats != pol.source.corrections.stats

@@ -55,6 +55,10 @@ class PhysicsPrior:
         self.split_links = split_links
         self._cases: dict[tuple[str, tuple[str, ...]], _Case] = {}
 
+    def __deepcopy__(self, memo: dict[int, object]) -> PhysicsPrior:
+        """Shared, not copied: everything it holds is a function of the (immutable) profiles."""
+        return self
+
     def _case(self, model: str, features: ModelFeatures, targets: Sequence[Target], ids: tuple[str, ...]) -> _Case:
         key = (model, ids)
         c = self._cases.get(key)

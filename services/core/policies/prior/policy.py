@@ -122,6 +122,15 @@ class PriorPolicy:
         self._cell: tuple[int, int, int, int] = (0, 0, 0, 0)
         self._last: tuple[DecisionContext, _Entry] | None = None
 
+    def __deepcopy__(self, memo: dict[int, object]) -> PriorPolicy:
+        """A copy that learns on its own (the table and its corrections copied), sharing the profiles'
+        predictions and starting with an empty memo (rebuilt from the copied table on first use)."""
+        import copy
+
+        twin = PriorPolicy(copy.deepcopy(self.source, memo), self.physics.mesh, self.params, name=self.name)
+        twin.physics = self.physics
+        return twin
+
     # --- building an entry ---------------------------------------------------------------------
     def _cell_of(self, cond: RuntimeConditions) -> tuple[int, int, int, int]:
         """Conditions rounded to the memo's grid (the decider reuses one snapshot object)."""
