@@ -19,6 +19,13 @@ class PriorParams:
 
     ``reward_mode`` / ``weights`` must be the decider's (``Settings.reward_mode``): the prior is the
     reward that mode would give, so that the residual Q table learns in the same units.
+
+    What each setting was chosen on: ``corr_lr_floor`` (0.02 -> 0.005) and ``explore_families``
+    (uniform -> by family) by their cold and after-30 energy gaps on a stand-in hidden world
+    (Mi8Pro only, deviation seed 0; ``scripts/measure_learner.py`` at commit 9aa7a25), before the
+    evaluation's own hidden world existed; the rest was set a priori and never tuned (``sigma0``:
+    the ~20 % a profile misses a real phone by; ``refresh`` / ``residual_refresh``: below the
+    estimates' own noise).
     """
 
     epsilon: float = 0.1

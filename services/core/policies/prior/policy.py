@@ -25,7 +25,8 @@ predicted just under the QoS budget its probability of missing it.
   It learns the latency ratio rather than the reward's residual because a reward carries a QoS miss
   as a jump of 2x the energy: one unlucky miss would bury a good target for good under greedy
   exploitation, while the latency ratio has the measurement noise only, and the expected reward is
-  recomputed from it (measured: see ``scripts/measure_learner.py``).
+  recomputed from it (measured on a stand-in hidden world before the evaluation's own existed:
+  ``scripts/measure_learner.py`` at commit 9aa7a25).
 
 Every outcome teaches both, in one ``QUpdate`` (``correction``) applied atomically by the table.
 Exploration (epsilon) draws a target family uniformly and plays its best member: what is learnt is
