@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PAPER_DECISION_US = 7.3
 PAPER_TRAINING_US = 25.4
+ANCHORS = {"decision": PAPER_DECISION_US, "training": PAPER_TRAINING_US}
 
 # Mi8Pro-like action set of the paper (Sec. V-C): ~66 actions.
 ACTIONS: list[str] = (
@@ -458,8 +459,7 @@ def write_report(res: BenchResult, out_dir: Path) -> None:
         ("learn only (in-memory table, simulator)", "learn_qtable", None),
         ("one Redis Lua update, awaited (off the request path)", "redis_update_roundtrip", None),
     ]
-    for label, key, kind in PRIOR_ROWS:
-        rows.append((label, key, {"decision": PAPER_DECISION_US, "training": PAPER_TRAINING_US}.get(kind or "")))
+    rows += [(label, key, ANCHORS.get(kind or "")) for label, key, kind in PRIOR_ROWS]
     for label, key, anchor in rows:
         m = ip[key]
         vs = f"{ratio(m['median_us'], anchor):.2f}x of {anchor} us" if anchor else "-"

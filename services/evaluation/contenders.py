@@ -9,6 +9,7 @@ hidden world -- and is trained, tested and scored like AutoScale (``--policies N
 from __future__ import annotations
 
 import inspect
+from typing import overload
 
 from services.core.costmodel import Mesh
 from services.core.policies import (
@@ -77,6 +78,18 @@ def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1
         lr_floor=cfg.lr_floor,
         near_radius=cfg.near_radius,
     )
+
+
+@overload
+def autoscale_policy(
+    name: str, cfg: EvalConfig, seed: int, table: QTable | None = None, mesh: None = None
+) -> QLearningPolicy: ...
+
+
+@overload
+def autoscale_policy(
+    name: str, cfg: EvalConfig, seed: int, table: QTable | None = None, *, mesh: Mesh | None
+) -> QLearningPolicy | PriorPolicy: ...
 
 
 def autoscale_policy(
