@@ -72,14 +72,15 @@ ZERO = FamilyStats()
 def correction_step(s: FamilyStats, obs: CorrectionObs) -> FamilyStats:
     """The statistics after one more observation. Keep the expression order: the Lua script
     (``services.decider.qstore.keys``) mirrors it term for term."""
-    n = min(s.n + 1.0, N_CAP)
+    n, m_lat, v_lat, m_energy, v_energy = s
+    n = min(n + 1.0, N_CAP)
     lr = max(obs.lr_floor, 1.0 / n)
-    d = obs.x_lat - s.m_lat
-    m_lat = s.m_lat + lr * d
-    v_lat = (1.0 - lr) * (s.v_lat + lr * d * d)
-    e = obs.x_energy - s.m_energy
-    m_energy = s.m_energy + lr * e
-    v_energy = (1.0 - lr) * (s.v_energy + lr * e * e)
+    d = obs.x_lat - m_lat
+    m_lat = m_lat + lr * d
+    v_lat = (1.0 - lr) * (v_lat + lr * d * d)
+    e = obs.x_energy - m_energy
+    m_energy = m_energy + lr * e
+    v_energy = (1.0 - lr) * (v_energy + lr * e * e)
     return FamilyStats(n, m_lat, v_lat, m_energy, v_energy)
 
 
@@ -127,12 +128,15 @@ class Corrections:
     def _maybe_publish(self, family: str, new: FamilyStats) -> None:
         old = self.published.get(family)
         thr = self.refresh
+        if old is not None:  # unpacked: this runs twice per observation on the training path
+            on, oml, ovl, ome, _ = old
+            _, nml, nvl, nme, _ = new
         if (
             old is None
-            or old.n < EARLY
-            or abs(new.m_lat - old.m_lat) > thr
-            or abs(new.m_energy - old.m_energy) > thr
-            or abs(math.sqrt(new.v_lat) - math.sqrt(old.v_lat)) > thr
+            or on < EARLY
+            or abs(nml - oml) > thr
+            or abs(nme - ome) > thr
+            or abs(math.sqrt(nvl) - math.sqrt(ovl)) > thr
         ):
             self.published[family] = new
             self.epoch += 1
