@@ -60,7 +60,7 @@ from services.core.policies.qlearning.maths import QUpdate
 from services.core.policies.qlearning.table import QTable, RowSource
 from services.core.schemas import RuntimeConditions
 
-_MEMO_MAX = 65_536
+_MEMO_MAX = 4_096  # entries of ~10 KB (66-candidate rows): at most ~40 MB in a long-running decider
 
 
 @dataclass(slots=True)
