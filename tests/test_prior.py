@@ -302,3 +302,24 @@ def test_a_copy_decides_like_the_original_and_learns_on_its_own(mesh: Mesh) -> N
     d = twin.decide(cx, random.Random(0))
     twin.learn(cx, d, Outcome(1.0, 1.0, 70.0), 0.0)
     assert twin.source.corrections.stats != pol.source.corrections.stats
+
+
+def test_a_table_lists_the_changes_of_a_row_since_a_version() -> None:
+    """What lets the learner patch its memo instead of rebuilding it: the actions changed since."""
+    from services.core.policies.qlearning import QUpdate
+
+    t = QTable()
+    v0 = t.row_version(3)
+    for a in ("edge/dsp/int8", "cloud/gpu/fp32", "edge/dsp/int8"):
+        t.learn(QUpdate(3, a, -1.0, 3, (), 0.0, (), 1.0, 0.0))
+    assert t.changes_since(3, v0) == ["edge/dsp/int8", "cloud/gpu/fp32"]
+    assert t.changes_since(3, t.row_version(3)) == []
+    v1 = t.row_version(3)
+    t.set_row(3, {"edge/dsp/int8": -2.0}, {"edge/dsp/int8": 1})  # the whole row replaced
+    assert t.changes_since(3, v1) is None
+    v2 = t.row_version(3)
+    for _ in range(40):  # more than it keeps
+        t.learn(QUpdate(3, "edge/dsp/int8", -1.0, 3, (), 0.0, (), 1.0, 0.0))
+    assert t.changes_since(3, v2) is None
+    t.forget_all()
+    assert t.changes_since(3, v2) is None

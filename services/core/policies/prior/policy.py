@@ -36,7 +36,7 @@ DSP) once in hundreds of explorations (``explore_families=False``: the paper's u
 Cost: the prediction row is memoised per (network, state, conditions rounded to a small grid).
 Everything derived from it is kept current incrementally: a family whose published correction moved
 (``Corrections.pub_versions``) has its candidates recomputed, a change of one entry of the row (this
-process's update or another's, ``RowSource.last_change``) moves its family's pooled residual, and
+process's update or another's, ``RowSource.changes_since``) moves its family's pooled residual, and
 the family's candidates are recomputed only if that moved by more than ``residual_refresh``. The hot
 path is a dict lookup and an argmax.
 """
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,7 @@ class _Entry:
     ce: np.ndarray
     sd: np.ndarray
     fver: list[tuple[int, int]]
+    keyidx: dict[str, int]  # correction key (the family's, the network's) -> family index
     epoch: int = -1
     q: list[float | None] | None = None
     n: list[int] | None = None
@@ -155,9 +157,11 @@ class PriorPolicy:
         fidx = np.array([pos[f] for f in fams], dtype=np.int64)
         members = [np.flatnonzero(fidx == j) for j in range(len(flist))]
         n = len(fams)
+        keyidx = {f: j for j, f in enumerate(flist)} | {model_key(ctx.model, f): j for j, f in enumerate(flist)}
         e = _Entry(
             info, ctx.model, ctx.qos_s, ctx.accuracy_min, lat, en, known, fams, flist, fidx, members,
             np.asarray(info.accuracies, dtype=float), np.empty(n), np.empty(n), np.empty(n), [(-1, -1)] * len(flist),
+            keyidx,
         )  # fmt: skip
         self._corrections(e, all_families=True)
         return e
@@ -166,10 +170,15 @@ class PriorPolicy:
         """Bring the corrected predictions in line with the published corrections; returns the
         families whose candidates changed."""
         c = self.source.corrections
+        since = None if all_families else c.published_since(e.epoch)
         e.epoch = c.epoch
         pv, pub, p = c.pub_versions, c.published, self.params
+        families: Iterable[int] = range(len(e.flist))
+        if since is not None:  # only the families of this entry whose corrections were published since
+            families = sorted({j for k in since if (j := e.keyidx.get(k)) is not None})
         changed = []
-        for j, f in enumerate(e.flist):
+        for j in families:
+            f = e.flist[j]
             v = (pv.get(f, 0), pv.get(model_key(e.model, f), 0))
             if v == e.fver[j] and not all_families:
                 continue
@@ -216,13 +225,14 @@ class PriorPolicy:
     def _refamily(self, e: _Entry, families: list[int]) -> None:
         """Recompute the values of some families' candidates (their residual or correction moved)."""
         assert e.vals is not None and e.rused is not None
+        if not families:
+            return
+        ix = e.members[families[0]] if len(families) == 1 else np.concatenate([e.members[j] for j in families])
+        r = np.asarray(e.rused)[e.fidx[ix]]
         vals = e.vals
-        for j in families:
-            ix = e.members[j]
-            for i, v in zip(ix.tolist(), self._values_of(e, ix, e.rused[j]).tolist(), strict=True):
-                vals[i] = v
-        if families:
-            e.best = -1
+        for i, v in zip(ix.tolist(), self._values_of(e, ix, r).tolist(), strict=True):
+            vals[i] = v
+        e.best = -1
 
     def _patch(self, e: _Entry, state: int, action: str) -> None:
         """One entry of the row changed: move its family's pool, and its values if that moved enough."""
@@ -271,11 +281,12 @@ class PriorPolicy:
         if e.vals is None:
             self._pool(e, ctx.state)
         elif version != e.version:
-            action = src.last_change(ctx.state)
-            if version[0] == e.version[0] and version[1] == e.version[1] + 1 and action is not None:
-                self._patch(e, ctx.state, action)  # exactly one entry changed since
-            else:
+            changed = src.changes_since(ctx.state, e.version)
+            if changed is None or len(changed) > 8:
                 self._pool(e, ctx.state)
+            else:  # a few entries changed since: patch them
+                for action in changed:
+                    self._patch(e, ctx.state, action)
         e.version = version
         if e.epoch != src.corrections.epoch:
             self._refamily(e, self._corrections(e))

@@ -91,7 +91,7 @@ class Corrections:
     e.g. by Redis); ``versions`` holds, per family, the version of the write last installed by ``set``.
     """
 
-    __slots__ = ("epoch", "pub_versions", "published", "refresh", "stats", "versions")
+    __slots__ = ("_log", "_log_start", "epoch", "pub_versions", "published", "refresh", "stats", "versions")
 
     def __init__(self, refresh: float = 0.005) -> None:
         self.stats: dict[str, FamilyStats] = {}
@@ -100,6 +100,8 @@ class Corrections:
         self.versions: dict[str, int] = {}
         self.refresh = refresh
         self.epoch = 0
+        self._log: list[str] = []  # the key of each publication after epoch _log_start
+        self._log_start = 0
 
     def learn(self, obs: CorrectionObs) -> None:
         for key in obs.stat_keys():
@@ -124,6 +126,7 @@ class Corrections:
         self.versions = dict(versions or {})
         self.epoch += 1
         self.pub_versions = dict.fromkeys(stats, self.epoch)
+        self._log, self._log_start = [], self.epoch
 
     def _maybe_publish(self, family: str, new: FamilyStats) -> None:
         old = self.published.get(family)
@@ -141,6 +144,16 @@ class Corrections:
             self.published[family] = new
             self.epoch += 1
             self.pub_versions[family] = self.epoch
+            self._log.append(family)
+            if len(self._log) > 4096:  # keep the recent ones
+                self._log_start += 2048
+                del self._log[:2048]
+
+    def published_since(self, epoch: int) -> list[str] | None:
+        """The keys published after ``epoch`` (None: too long ago, or a reload since)."""
+        if epoch < self._log_start:
+            return None
+        return self._log[epoch - self._log_start :]
 
     def __len__(self) -> int:
         return len(self.stats)

@@ -24,6 +24,7 @@ from services.core.policies.qlearning.maths import VISITS_MAX, QUpdate, apply_up
 from services.core.policies.qlearning.models import TableCounts
 
 _EMPTY: Mapping[str, float] = {}
+_LOG = 16  # changes per row a reader can catch up with one by one (``changes_since``)
 
 
 class RowSource(Protocol):
@@ -32,8 +33,9 @@ class RowSource(Protocol):
     ``row`` and ``visits`` must be cheap and free of I/O (they are on the decision path); the
     mappings may lack actions never stored for that state, and callers must not mutate them.
     ``writes`` changes whenever any row may have changed (the policy memoises the last row it
-    read on it), ``row_version(state)`` whenever that state's row may have (``last_change``: the
-    action whose entry that last change wrote, None after a change of the whole row); ``entries`` indexes
+    read on it), ``row_version(state)`` whenever that state's row may have (``changes_since``: the
+    actions whose entries the changes after a version wrote, None when a change of the whole row is
+    among them or they are too old to say); ``entries`` indexes
     the entries held (``q_init="nearest"``); ``corrections`` are the learned profile corrections
     (the prior learner's). ``learn`` must not block (the Redis store
     applies its update in the background).
@@ -52,7 +54,7 @@ class RowSource(Protocol):
 
     def row_version(self, state: int) -> tuple[int, int]: ...
 
-    def last_change(self, state: int) -> str | None: ...
+    def changes_since(self, state: int, version: tuple[int, int]) -> list[str] | None: ...
 
     def visits(self, state: int) -> Mapping[str, int]: ...
 
@@ -79,7 +81,7 @@ class RowCache:
         self.writes = 0  # bumped on every change (the policy's memo key)
         # Per-row change counters, and a generation bumped by changes of many rows at once.
         self._row_writes: dict[int, int] = {}
-        self._last: dict[int, str | None] = {}
+        self._log: dict[int, list[str | None]] = {}  # per state: the actions of its last changes
         self._generation = 0
         if self.q:
             self.entries.rebuild(self.q)
@@ -95,13 +97,29 @@ class RowCache:
         """Changes whenever ``state``'s row may have changed (a cheaper memo key than ``writes``)."""
         return self._generation, self._row_writes.get(state, 0)
 
-    def last_change(self, state: int) -> str | None:
-        """The action whose entry the row's last change wrote (None: the whole row may have changed)."""
-        return self._last.get(state)
+    def changes_since(self, state: int, version: tuple[int, int]) -> list[str] | None:
+        """The distinct actions whose entries changed in ``state``'s row after ``version`` (a
+        ``row_version``); None if the whole row may have changed or the changes are too many to list."""
+        gen, n = self.row_version(state)
+        if version[0] != gen or not 0 <= n - version[1] <= _LOG:
+            return None
+        log = self._log.get(state, [])
+        k = n - version[1]
+        out: list[str] = []
+        for a in log[len(log) - k :] if k else ():
+            if a is None:
+                return None
+            out.append(a)
+        return list(dict.fromkeys(out))
 
     def _touch(self, state: int, action: str | None = None) -> None:
         self._row_writes[state] = self._row_writes.get(state, 0) + 1
-        self._last[state] = action
+        log = self._log.get(state)
+        if log is None:
+            log = self._log[state] = []
+        log.append(action)
+        if len(log) > 2 * _LOG:
+            del log[:_LOG]
         self.writes += 1
 
     def _touch_all(self) -> None:
