@@ -66,7 +66,7 @@ bench-engines: install
 	$(PY) bench/bench_engines.py
 
 bench-decision: install
-	$(PY) bench/bench_decision.py
+	$(PY) -m bench.bench_decision
 
 bench-mesh: install
 	$(PY) -m bench.bench_mesh

@@ -14,7 +14,8 @@ from services.cli.evaluate import evaluate
 from services.core.reward import reward
 from services.evaluation.config import EvalConfig
 from services.evaluation.results import EvaluationResults, dump_results
-from services.evaluation.simulator import reward_matrix, run_steps
+from services.evaluation.reward_matrix import reward_matrix
+from services.evaluation.simulator import run_steps
 from services.evaluation.world import load_device
 
 MODELS = "mobilenet_v1,resnet50,mobilebert"
@@ -176,7 +177,7 @@ def test_simulation_is_deterministic() -> None:
 @pytest.mark.parametrize("mode", ["paper", "qos"])
 def test_reward_matrices_match_the_scalar_rewards(mode: str) -> None:
     from services.core.reward import RewardWeights, reward_expected
-    from services.evaluation.simulator import expected_reward_matrix
+    from services.evaluation.reward_matrix import expected_reward_matrix
 
     rng = np.random.default_rng(1)
     e, lat, acc = rng.uniform(0, 0.5, (4, 6)), rng.uniform(0, 0.1, (4, 6)), rng.uniform(10, 90, 6)

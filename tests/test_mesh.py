@@ -15,6 +15,8 @@ import redis
 
 from services.cli.launcher import Mesh
 from services.core.schemas import POLICY_NAMES, InferResponse, OutputSummary
+from services.decider.qstore import Keys
+from services.decider.qstore.codec import decode_table, queue_table_read
 from tests.conftest import MESH_MODELS
 
 TIMEOUT = httpx.Timeout(120.0)
@@ -97,22 +99,29 @@ def test_every_policy_answers(client: httpx.Client) -> None:
         assert resp.json()["policy"] == policy
 
 
+def _tables(red: redis.Redis) -> dict[str, dict[int, tuple[dict[str, float], dict[str, int]]]]:
+    """Every device's packed table in this Redis, decoded as the admin export reads it."""
+    out = {}
+    for key in red.scan_iter(match="autoscale:*:cap", count=1000):
+        device = key.decode().partition("{")[2].partition("}")[0]
+        pipe = red.pipeline(transaction=True)
+        n = queue_table_read(pipe, Keys(device))  # type: ignore[arg-type]  # the sync pipeline has the same calls
+        out[device], _ = decode_table(pipe.execute()[:n])
+    return out
+
+
 def test_q_table_entries_appear_in_redis(client: httpx.Client, mesh: Mesh) -> None:
     r = client.post("/infer", json={"model": "mobilenet_v1", "synthetic": True}).json()
     red = redis.Redis.from_url(mesh.redis_url)
     deadline = time.monotonic() + 10
-    keys: list[bytes] = []
-    while time.monotonic() < deadline:
-        keys = list(red.scan_iter(match=f"*{r['state']['index']}*", count=1000))
-        if keys:
-            break
-        time.sleep(0.1)
-    assert keys, "no Q-table entry for the visited state appeared in Redis"
     found = False
-    for k in keys:
-        if red.type(k) == b"hash" and red.hget(k, r["target_id"]) is not None:
-            found = True
-    assert found, f"no hash field for {r['target_id']} under {keys}"
+    while not found and time.monotonic() < deadline:
+        tables = _tables(red)
+        found = any(r["target_id"] in t.get(r["state"]["index"], ({}, {}))[0] for t in tables.values())
+        if not found:
+            time.sleep(0.1)
+    red.close()
+    assert found, f"no Q-table entry for state {r['state']['index']} / {r['target_id']} appeared in Redis"
 
 
 def test_catalog_and_health(client: httpx.Client, mesh: Mesh) -> None:

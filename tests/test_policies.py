@@ -24,12 +24,12 @@ from services.core.policies import (
 )
 from services.core.policies.bandit import LinUCBPolicy
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.featurise import context_vector
 from services.core.policies.predictors import (
     BayesOptPolicy,
     ClassifierPolicy,
     PredictorParams,
     RegressionPolicy,
-    context_vector,
 )
 from services.core.reward import reward
 from services.core.schemas import POLICY_NAMES, ModelFeatures, RuntimeConditions, Target
@@ -311,7 +311,7 @@ async def test_refit_runs_in_background_inside_an_event_loop() -> None:
 
 
 def test_context_vector_dimension() -> None:
-    from services.core.policies.predictors import CONTEXT_DIM
+    from services.core.policies.featurise import CONTEXT_DIM
 
     assert len(context_vector(MODELS["big"], CONDS[0])) == CONTEXT_DIM
 

@@ -17,6 +17,7 @@ from services.core.policies.qlearning import (
     QTable,
     QUpdate,
     apply_update,
+    f32,
     initial_q,
     q_learning_target,
     ucb_argmax,
@@ -208,7 +209,7 @@ def test_nearest_updates_ship_the_initial_values_they_used() -> None:
     u = pol.make_update(ctx(cands, state=here), Decision(Target.parse(b)), -25.0)
     view = pol.row_view(here, [a, b])
     assert u.init == view[b] and u.next_inits == (view[a], view[b])
-    assert apply_update({}, {}, u) == q_learning_target(view[b], -25.0, max(view.values()), 0.9, 0.1)
+    assert apply_update({}, {}, u) == f32(q_learning_target(view[b], -25.0, max(view.values()), 0.9, 0.1))
 
 
 def test_qtable_keeps_its_entry_index_in_step() -> None:

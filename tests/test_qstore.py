@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import random
+import struct
 import subprocess
 import sys
 import time
@@ -20,11 +21,14 @@ from services.core.policies.qlearning import (
     QLearningPolicy,
     QParams,
     QTable,
+    f32,
     initial_q,
     q_learning_target,
 )
 from services.core.schemas import ModelFeatures, RuntimeConditions, Target
 from services.decider.qstore import Keys, QStore
+from services.decider.qstore.codec import put_row_args
+from services.decider.qstore.keys import PUT_ROW_LUA
 from tests.qstore_cases import dev, seed_store, strip, upd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +70,7 @@ async def test_redis_update_is_bit_identical_to_the_in_memory_table(store: QStor
 def expected_q(n: int, reward: float, next_max: float, init: float, lr: float = 0.9, d: float = 0.1) -> float:
     q = init
     for _ in range(n):
-        q = q_learning_target(q, reward, next_max, lr, d)
+        q = f32(q_learning_target(q, reward, next_max, lr, d))  # a packed row stores float32
     return q
 
 
@@ -75,21 +79,24 @@ async def test_concurrent_updates_within_a_process_are_all_applied(rs: EmbeddedR
     stores = [QStore(rs.url, device, workers=3, batch_max=16) for _ in range(2)]
     for s in stores:
         await s.start()
-    u = upd(10, "edge/cpu/fp32@2", -37.25, 11, ("cloud/gpu/fp32",))
+    # Visit counts saturate at VISITS_MAX (a 4-bit field of the packed row): 1,000 updates spread
+    # over 100 entries, 10 each, so that a lost update shows in an exact count.
+    us = [upd(100 + k, "edge/cpu/fp32@2", -37.25, 3000, ("cloud/gpu/fp32",)) for k in range(100)]
 
     async def client(i: int) -> None:
         for j in range(25):
-            stores[(i + j) % 2].submit(u)
+            stores[(i + j) % 2].submit(us[(i * 25 + j) % 100])
             await asyncio.sleep(0)
 
     await asyncio.gather(*(client(i) for i in range(40)))
     for s in stores:
         assert await s.flush(20)
     data = (await stores[0].export()).model_dump()
-    entry = data["states"]["10"]["edge/cpu/fp32@2"]
-    assert entry["n"] == 1000
-    # S' = 11 is never written, so every interleaving yields the same value: f^1000(init)
-    assert entry["q"] == expected_q(1000, -37.25, initial_q(0, 11, "cloud/gpu/fp32"), u.init)
+    for u in us:
+        entry = data["states"][str(u.state)]["edge/cpu/fp32@2"]
+        assert entry["n"] == 10
+        # S' = 3000 is never written, so every interleaving yields the same value: f^10(init)
+        assert entry["q"] == expected_q(10, -37.25, initial_q(0, 3000, "cloud/gpu/fp32"), u.init)
     assert sum(s.applied_total for s in stores) == 1000 and sum(s.dropped_total for s in stores) == 0
     for s in stores:
         await s.stop()
@@ -100,27 +107,31 @@ import asyncio, json, sys, time
 from services.decider.qstore import QStore
 from services.core.policies.qlearning import QUpdate, initial_q
 
-async def main(url, device, n, reward, action):
+async def main(url, device, n, reward, action, states):
     st = QStore(url, device, workers=2, batch_max=32)
     await st.start()
-    u = QUpdate(state=10, action=action, reward=reward, next_state=11,
-                next_actions=("cloud/gpu/fp32",), init=initial_q(0, 10, action),
-                next_inits=(initial_q(0, 11, "cloud/gpu/fp32"),), learning_rate=0.9, discount=0.1)
+    us = [QUpdate(state=s, action=action, reward=reward, next_state=3000,
+                  next_actions=("cloud/gpu/fp32",), init=initial_q(0, s, action),
+                  next_inits=(initial_q(0, 3000, "cloud/gpu/fp32"),), learning_rate=0.9, discount=0.1)
+          for s in states]
     for i in range(n):
-        st.submit(u)
+        st.submit(us[i % len(us)])
         if i % 20 == 0:
             await asyncio.sleep(0)
     ok = await st.flush(60)
     print(json.dumps({"ok": ok, "applied": st.applied_total, "dropped": st.dropped_total, "t": time.time()}))
     await st.stop()
 
-asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5],
+                 [int(x) for x in sys.argv[6].split(",")]))
 """
 
 
-def spawn(url: str, device: str, n: int, reward: float, action: str = "edge/cpu/fp32@2") -> subprocess.Popen[str]:
+def spawn(
+    url: str, device: str, n: int, reward: float, action: str = "edge/cpu/fp32@2", states: tuple[int, ...] = (10,)
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, device, str(n), repr(reward), action],
+        [sys.executable, "-c", CHILD, url, device, str(n), repr(reward), action, ",".join(map(str, states))],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -143,16 +154,29 @@ def _text(reply: bytes | str | None) -> str:
 def test_two_decider_processes_apply_every_update(rs: EmbeddedRedis) -> None:
     device = dev()
     n = 1500
-    procs = [spawn(rs.url, device, n, -12.5) for _ in range(2)]
+    # 300 entries, 5 updates each per process: exact counts stay below VISITS_MAX (saturating)
+    states = tuple(range(100, 400))
+    procs = [spawn(rs.url, device, n, -12.5, states=states) for _ in range(2)]
     results = [collect(p) for p in procs]
     assert all(r["ok"] and r["applied"] == n and r["dropped"] == 0 for r in results)
+    data = asyncio.run(_export(rs.url, device))
+    for s in states:
+        entry = data["states"][str(s)]["edge/cpu/fp32@2"]
+        assert entry["n"] == 10  # exact visit count: no lost update
+        init = initial_q(0, s, "edge/cpu/fp32@2")
+        assert entry["q"] == expected_q(10, -12.5, initial_q(0, 3000, "cloud/gpu/fp32"), init)
     client = redis.Redis.from_url(rs.url, decode_responses=True)
-    k = Keys(device)
-    assert int(_text(client.hget(k.n(10), "edge/cpu/fp32@2"))) == 2 * n  # exact visit count
-    q = float(_text(client.hget(k.q(10), "edge/cpu/fp32@2")))
-    assert q == expected_q(2 * n, -12.5, initial_q(0, 11, "cloud/gpu/fp32"), initial_q(0, 10, "edge/cpu/fp32@2"))
-    assert int(_text(client.get(k.version))) == 2 * n
+    assert int(_text(client.get(Keys(device).version))) == 2 * n
     client.close()
+
+
+async def _export(url: str, device: str) -> dict:
+    st = QStore(url, device)
+    await st.start()
+    try:
+        return (await st.export()).model_dump()
+    finally:
+        await st.stop()
 
 
 # --------------------------------------------------------------------------- cache freshness
@@ -209,9 +233,9 @@ async def test_periodic_version_check_catches_a_missed_message(rs: EmbeddedRedis
     c = redis.Redis.from_url(rs.url)
     # A write that publishes nothing (as if the message were lost).
     v = c.incr(k.version)
-    c.hset(k.q(42), "edge/dsp/int8", "-3.5")
-    c.hset(k.n(42), "edge/dsp/int8", 1)
-    c.hset(k.ver, 42, v)
+    ks, args = put_row_args(k, 42, {"edge/dsp/int8": (-3.5, 1)})
+    c.eval(PUT_ROW_LUA, len(ks), *ks, *args)
+    c.setrange(k.vers, 42 * 8, struct.pack("<d", v))
     c.close()
     deadline = time.monotonic() + 2.0
     while "edge/dsp/int8" not in a.row(42) and time.monotonic() < deadline:  # noqa: ASYNC110  # polls what the background tasks do, bounded
@@ -224,7 +248,7 @@ async def test_periodic_version_check_catches_a_missed_message(rs: EmbeddedRedis
 async def test_learn_updates_the_cache_immediately(store: QStore) -> None:
     u = upd(3, "edge/gpu/fp16", -20.0, 3, ("edge/gpu/fp16",))
     store.learn(u)  # no await: the next decision must already see it
-    expected = u.init + 0.9 * (-20.0 + 0.1 * u.init - u.init)
+    expected = f32(u.init + 0.9 * (-20.0 + 0.1 * u.init - u.init))  # packed rows hold float32
     assert store.row(3)["edge/gpu/fp16"] == expected
     assert await store.flush(5)
     assert await store.wait_synced()

@@ -88,10 +88,19 @@ def evaluate(
     scenario_file: Annotated[list[Path] | None, typer.Option(help="your own scenario YAML (repeatable)")] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results"),
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = min(2, cpu_count()),
+    learner: Annotated[
+        str,
+        typer.Option(
+            help="\"autoscale\"'s learner: prior (Q-learning over the profile's corrected physics) or table "
+            "(the Q table alone, QParams.improved())"
+        ),
+    ] = "prior",
 ) -> None:
     """Evaluate AutoScale and the baselines on the simulated mesh with the honest protocol (cold
     leave-one-out headline, hidden true world, held-out seeds and devices); write results.json,
-    report.md and the figures to OUT."""
+    report.md and the figures to OUT.
+
+    Long because typer declares every command-line option as a parameter of this function."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -101,7 +110,10 @@ def evaluate(
     except MissingExtra as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    if learner not in ("prior", "table"):
+        raise typer.BadParameter("must be prior or table", param_hint="--learner")
     cfg = EvalConfig(runs=runs, test_runs=test_runs, workers=workers, world_sigma=world_sigma)
+    cfg.learner = learner
     cfg.devices = _split(devices) or []
     cfg.scenarios = _split(scenarios) or []
     cfg.models = _split(models)

@@ -376,6 +376,12 @@ class LearnerSettings(_Section):
     """
 
     policy: PolicyName = "autoscale"
+    learner: Literal["prior", "table"] = Field(
+        "prior",
+        description='"autoscale"\'s learner: "prior" = Q-learning over the device profile\'s cost model '
+        'corrected online (services.core.policies.prior); "table" = the Q table alone, configured by '
+        "q_init, lr_schedule, explore_bonus and explore_untried below (paper or improved)",
+    )
     learning_rate: float = Field(0.9, gt=0, le=1)
     discount: float = Field(0.1, ge=0, le=1)
     epsilon: float = Field(0.1, ge=0, le=1)

@@ -97,20 +97,6 @@ async def _watch_registry(
     return watcher
 
 
-def _qstore(s: Settings, redis: aioredis.Redis) -> QStore:
-    """The Q-table store: its write-behind buffer rides out Redis outages (see ``qstore.writer``)."""
-    return QStore(
-        redis,
-        device=s.edge_device,
-        learning_rate=s.learning_rate,
-        discount=s.discount,
-        seed=s.seed,
-        queue_max=s.qtable_buffer_max,
-        retry_max_wait_s=s.qtable_retry_max_s,
-        replay_window_s=s.qtable_replay_window_s,
-    )
-
-
 def _telemetry_cache(s: Settings, token: str) -> TelemetryCache:
     """The telemetry snapshot, refreshed in the background with the mesh token; stale after a few refreshes."""
     return TelemetryCache(
@@ -156,6 +142,24 @@ async def _close(
     await redis.aclose()
 
 
+def _qstore(s: Settings, redis: aioredis.Redis, mesh: costmodel.Mesh) -> QStore:
+    """The device's Q table; every action the profiles offer gets its slot in the packed records up
+    front (in one layout, instead of growing the records as targets first appear)."""
+    actions = [t.id for t in mesh.targets()]
+    # Its write-behind buffer rides out Redis outages (see ``qstore.writer``).
+    return QStore(
+        redis,
+        device=s.edge_device,
+        learning_rate=s.learning_rate,
+        discount=s.discount,
+        seed=s.seed,
+        actions=actions,
+        queue_max=s.qtable_buffer_max,
+        retry_max_wait_s=s.qtable_retry_max_s,
+        replay_window_s=s.qtable_replay_window_s,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     configure_logging(s.log_level, "decider")
@@ -178,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log_event(log, "no REDIS_URL: started an embedded redis", url=url)
         # A socket timeout: a hung (not dead) Redis must fail a call, which the writer then retries.
         redis = aioredis.Redis.from_url(url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0)
-        qstore = _qstore(s, redis)
+        qstore = _qstore(s, redis, mesh)
         await qstore.start()
         runners, client_for = _runner_registry(s, auth.mesh_token(), catalog)
         telemetry = _telemetry_cache(s, auth.mesh_token())

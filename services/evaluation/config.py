@@ -81,6 +81,10 @@ class EvalConfig:
     accuracy_test_runs: int = 20  # test inferences per (held-out network, static scenario) of that study
     workers: int = 2
     studies: list[str] = field(default_factory=lambda: list(DEFAULT_STUDIES))
+    # "autoscale"'s learner: "prior" (Q-learning of a residual over the device profile's corrected
+    # physics, services.core.policies.prior) or "table" (the Q table alone, configured below:
+    # QParams.improved() by default).
+    learner: str = "prior"
     # AutoScale as configured ("autoscale"); "autoscale-paper" always uses eq. 5, random initial
     # values and the constant learning rate. Every other learner gets reward_mode's reward too
     # (as in the decider, which computes one reward per inference).

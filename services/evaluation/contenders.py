@@ -17,11 +17,13 @@ import inspect
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, overload
 
 from services.core.costmodel import Mesh
 from services.core.policies import (
     PredictorParams,
+    PriorParams,
+    PriorPolicy,
     QLearningPolicy,
     QParams,
     QTable,
@@ -56,20 +58,20 @@ SplitOffer = Callable[[DecisionContext], tuple[Candidate, ...]]
 
 
 class WithSplits:
-    """A Q-learner that sees each network's split actions beside its whole-network candidates
+    """AutoScale's learner seeing each network's split actions beside its whole-network candidates
     (the decider does the same for ``autoscale`` with ``AUTOSCALE_PARTITION_ACTIONS``)."""
 
-    def __init__(self, inner: QLearningPolicy, offer: SplitOffer) -> None:
+    def __init__(self, inner: QLearningPolicy | PriorPolicy, offer: SplitOffer) -> None:
         self.inner = inner
         self.name = SPLITS
         self._offer = offer
 
     @property
-    def params(self) -> QParams:
+    def params(self) -> QParams | PriorParams:
         return self.inner.params
 
     @params.setter
-    def params(self, value: QParams) -> None:
+    def params(self, value: QParams | PriorParams) -> None:
         self.inner.params = value
 
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
@@ -110,11 +112,13 @@ def build_policy(name: str, cfg: EvalConfig, seed: int, world: Any = None) -> Po
     (a ``DeviceWorld``): the profiles and cases the partitioning contenders plan with, and the
     profiles handed to a plugged-in learner that asks for them (never the hidden true world)."""
     never = 10**12  # refit only when we say so: offline-trained predictors
+    profiles = world.mesh if world is not None else None
     if name in AUTOSCALE:
-        return autoscale_policy(name, cfg, seed)
-    if name == SPLITS:
+        return autoscale_policy(name, cfg, seed, mesh=profiles)
+    if name == SPLITS:  # the default learner, its action space extended
         return WithSplits(
-            autoscale_policy("autoscale", cfg, seed), lambda ctx: world.split_offer(ctx.model, ctx.accuracy_min)
+            autoscale_policy("autoscale", cfg, seed, mesh=profiles),
+            lambda ctx: world.split_offer(ctx.model, ctx.accuracy_min),
         )
     if name in PLANNERS:
         return make_policy(name, seed=seed, background_fit=False, mesh=world.mesh)
@@ -155,7 +159,26 @@ def autoscale_params(name: str, cfg: EvalConfig, seed: int, epsilon: float = 0.1
     )
 
 
-def autoscale_policy(name: str, cfg: EvalConfig, seed: int, table: QTable | None = None) -> QLearningPolicy:
+@overload
+def autoscale_policy(
+    name: str, cfg: EvalConfig, seed: int, table: QTable | None = None, mesh: None = None
+) -> QLearningPolicy: ...
+
+
+@overload
+def autoscale_policy(
+    name: str, cfg: EvalConfig, seed: int, table: QTable | None = None, *, mesh: Mesh | None
+) -> QLearningPolicy | PriorPolicy: ...
+
+
+def autoscale_policy(
+    name: str, cfg: EvalConfig, seed: int, table: QTable | None = None, mesh: Mesh | None = None
+) -> QLearningPolicy | PriorPolicy:
+    """AutoScale as configured (``cfg.learner``: the prior learner, given the device profiles, or the
+    Q table alone) or as published (``autoscale-paper``)."""
+    if name == "autoscale" and cfg.learner == "prior" and mesh is not None:
+        params = PriorParams(init_seed=seed, reward_mode=cfg.reward_mode, weights=cfg.weights())
+        return PriorPolicy(table if table is not None else QTable(), mesh, params, name=name)
     hook = NEXT_STATE if cfg.next_state == "observed" and name != "autoscale-paper" else None
     return QLearningPolicy(
         table if table is not None else QTable(), autoscale_params(name, cfg, seed), name=name, next_state=hook

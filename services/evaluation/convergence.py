@@ -49,7 +49,7 @@ def convergence_curve(
     world = world_of(cfg, device)
     cfg = tuned_config(cfg, world.device)  # after world_of: the world does not depend on learner settings
     qt = table if table is not None else QTable()
-    policy = autoscale_policy(variant, cfg, cfg.seed, qt)
+    policy = autoscale_policy(variant, cfg, cfg.seed, qt, mesh=world.mesh)
     mode, weights = cfg.reward_of(variant)
     rng = random.Random(seed_of(cfg.seed, device, tag))
     n = cfg.convergence_runs

@@ -19,7 +19,11 @@ from services.core.schemas import Processor
 from services.evaluation.config import EvalConfig
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "decision.json"
-_EXPLOIT, _TRAIN = "observe_decide", "training_step_default"
+# The rows of the configured AutoScale learner (cfg.learner): the prior learner's, or the table's.
+_ROWS = {
+    "prior": ("prior_observe_decide", "prior_training_step_eps0.1"),
+    "table": ("observe_decide", "training_step_default"),
+}
 
 
 def decider_overhead(cfg: EvalConfig, results: dict[tuple[str, Any], Any]) -> dict[str, Any]:
@@ -30,7 +34,10 @@ def decider_overhead(cfg: EvalConfig, results: dict[tuple[str, Any], Any]) -> di
     if not BENCH.exists():
         return {"source": f"{BENCH.name} missing: run `make bench-decision`", "per_device": {}}
     bench = json.loads(BENCH.read_text())["in_process"]
-    t_exploit, t_train = bench[_EXPLOIT]["median_us"] * 1e-6, bench[_TRAIN]["median_us"] * 1e-6
+    exploit, train = _ROWS.get(cfg.learner, _ROWS["table"])
+    if exploit not in bench:  # a decision.json written before the prior learner's rows
+        exploit, train = _ROWS["table"]
+    t_exploit, t_train = bench[exploit]["median_us"] * 1e-6, bench[train]["median_us"] * 1e-6
     cold = merge_variant(results, "main")["per_case"].get("cold", {})
     per_device: dict[str, Any] = {}
     for device in cfg.devices:
@@ -53,7 +60,7 @@ def decider_overhead(cfg: EvalConfig, results: dict[tuple[str, Any], Any]) -> di
             "train_share_pct": 100.0 * t_train * p_core / e_inf,
         }
     return {
-        "source": f"host medians from bench/decision.json ({_EXPLOIT} {1e6 * t_exploit:.1f} us, "
-        f"{_TRAIN} {1e6 * t_train:.1f} us; {json.loads(BENCH.read_text()).get('machine', '?')})",
+        "source": f"host medians from bench/decision.json ({exploit} {1e6 * t_exploit:.1f} us, "
+        f"{train} {1e6 * t_train:.1f} us; {json.loads(BENCH.read_text()).get('machine', '?')})",
         "per_device": per_device,
     }

@@ -14,7 +14,8 @@ import math
 
 from services.core.policies.base import Policy
 from services.core.policies.candidates import eligible_indices
-from services.core.policies.predictors import BayesOptPolicy, RegressionPolicy, context_vector
+from services.core.policies.featurise import context_vector
+from services.core.policies.predictors import BayesOptPolicy, RegressionPolicy
 from services.core.reward import RewardWeights
 from services.evaluation.simulator import Block
 

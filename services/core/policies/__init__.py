@@ -10,14 +10,16 @@ predictors, NeuroSurgeon and MOSAIC, which partition a network), LinUCB.
 A PolicySet builds each policy on first use and keeps it, so learners keep their state
 between requests. ``store`` is the Q table AutoScale reads rows from and learns into: the
 Redis-backed ``QStore`` in the decider, an in-memory ``QTable`` (the default) in the simulator.
-``mesh``: the device profiles NeuroSurgeon fits its regressions on and MOSAIC costs its slices with
-(without one they refuse to decide, naming what they miss).
+``mesh``: the device profiles the decider was configured with. AutoScale's default learner
+(``Settings.learner = "prior"``, ``PriorPolicy``) needs them (without them AutoScale is the Q-table
+learner the settings describe, ``QLearningPolicy``); NeuroSurgeon fits its regressions on them and
+MOSAIC costs its slices with them (without them they refuse to decide, naming what they miss).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.core.costmodel import Mesh
 from services.core.policies.bandit import LinUCBPolicy
@@ -43,6 +45,7 @@ from services.core.policies.errors import NoCandidate, OracleUnavailable, Policy
 from services.core.policies.mosaic import MosaicPolicy
 from services.core.policies.neurosurgeon import NeuroSurgeonParams, NeuroSurgeonPolicy
 from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, PredictorParams, RegressionPolicy
+from services.core.policies.prior import PriorParams, PriorPolicy
 from services.core.policies.qlearning import (
     QLearningPolicy,
     QParams,
@@ -52,6 +55,9 @@ from services.core.policies.qlearning import (
     RowSource,
 )
 from services.core.schemas import POLICY_NAMES
+
+if TYPE_CHECKING:
+    from services.core.costmodel import Mesh
 
 __all__ = [
     "POLICY_NAMES",
@@ -67,6 +73,8 @@ __all__ = [
     "PolicyError",
     "PolicySet",
     "PredictorParams",
+    "PriorParams",
+    "PriorPolicy",
     "QLearningPolicy",
     "QParams",
     "QTable",
@@ -92,6 +100,17 @@ def _qparams(settings_or_params: Any, seed: int | None) -> QParams:
     return QParams.from_settings(settings_or_params, seed)
 
 
+def _prior_params(settings_or_params: Any, seed: int | None) -> PriorParams | None:
+    """The prior learner's parameters, or None when the table learner was asked for."""
+    if isinstance(settings_or_params, PriorParams):
+        return settings_or_params
+    if settings_or_params is None or isinstance(settings_or_params, QParams):
+        return None
+    if getattr(settings_or_params, "learner", "table") != "prior":
+        return None
+    return PriorParams.from_settings(settings_or_params, seed)
+
+
 def make_policy(
     name: str,
     *,
@@ -110,8 +129,20 @@ def make_policy(
     ``store``: AutoScale's Q table (``QStore`` or ``QTable``; default a fresh ``QTable``).
     ``seed`` overrides the settings' seed (initial Q values; GP). ``background_fit``: refit the
     sklearn comparators on a thread (default: automatically when called inside a running event
-    loop). ``mesh``: the device profiles (NeuroSurgeon, MOSAIC).
+    loop). ``mesh``: the device profiles (NeuroSurgeon, MOSAIC); with them, "autoscale" is the prior
+    learner when the settings say ``learner="prior"`` (the default) or ``settings_or_params`` is a
+    ``PriorParams``.
     """
+    if name == "autoscale" and mesh is not None:
+        prior = _prior_params(settings_or_params, seed)
+        if prior is not None:
+            return PriorPolicy(store if store is not None else QTable(), mesh, prior)
+    if isinstance(settings_or_params, PriorParams):
+        settings_or_params = QParams(
+            epsilon=settings_or_params.epsilon,
+            accuracy_masking=settings_or_params.accuracy_masking,
+            init_seed=settings_or_params.init_seed,
+        )
     p = _qparams(settings_or_params, seed)
     pred = PredictorParams(
         epsilon=p.epsilon, accuracy_masking=p.accuracy_masking, seed=p.init_seed, background_fit=background_fit

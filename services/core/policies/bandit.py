@@ -19,7 +19,7 @@ import numpy as np
 from services.core.policies.base import Decision, DecisionContext, Outcome
 from services.core.policies.candidates import candidate_ids, eligible_indices
 from services.core.policies.errors import NoCandidate
-from services.core.policies.predictors import CONTEXT_DIM, context_vector, symlog
+from services.core.policies.featurise import CONTEXT_DIM, context_vector, symlog
 
 
 class LinUCBPolicy:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-from services.decider.qstore.keys import Keys
+from services.decider.qstore.keys import REGISTER_LUA, Keys
 
 
 class ActionSet:
@@ -28,8 +28,10 @@ class ActionSet:
         return bool(self.known - self.synced)
 
     async def sync(self, r: aioredis.Redis, keys: Keys) -> None:
-        """Add the actions Redis does not list yet."""
+        """Add the actions Redis does not list yet, and give them a slot in the packed records
+        (in sorted order: the records are laid out once for the whole set, not grown one by one)."""
         new = sorted(self.known - self.synced)
         if new:
             await r.sadd(keys.actions, *new)
+            await r.eval(REGISTER_LUA, 2, keys.aidx, keys.cap, keys.prefix, *new)
             self.synced.update(new)

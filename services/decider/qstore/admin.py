@@ -1,8 +1,12 @@
 """Bulk operations on a device's table in Redis: export, import, reset, transfer, policy view.
 
-Each validates fully first, then writes in one MULTI/EXEC that ends with ``BUMP_LUA`` (one new
-version for every touched state and one "reload" message), and reloads this process's cache
-before it returns (``reload``); other processes follow the message.
+Each validates fully first, then writes in one MULTI/EXEC (``PUT_ROW_LUA`` per row, packing the
+entries into the device's layout) that ends with ``BUMP_LUA`` (one new version for every touched
+state and one "reload" message), and reloads this process's cache before it returns (``reload``);
+other processes follow the message. Q values are stored as float32 and visit counts saturate at
+``VISITS_MAX``: an export shows what the packed table holds. The learned corrections are not part
+of the export format (they describe this device's profile): a reset clears them, an import or a
+transfer keeps them.
 """
 
 from __future__ import annotations
@@ -25,19 +29,9 @@ from services.core.policies.qlearning import (
     validate_export,
 )
 from services.decider.qstore.actions import ActionSet
-from services.decider.qstore.codec import (
-    ROW_READ_REPLIES,
-    ROWS_PER_TX,
-    as_str,
-    decode_row,
-    queue_row_read,
-    queue_row_write,
-)
-from services.decider.qstore.keys import BUMP_LUA, CLEAR_LUA, Keys
+from services.decider.qstore.codec import Rows, as_rows, as_str, decode_table, put_row_args, queue_table_read
+from services.decider.qstore.keys import BUMP_LUA, CLEAR_LUA, PUT_ROW_LUA, Keys
 from services.decider.qstore.models import ImportResult, ResetResult, TransferResult
-
-# state -> action -> (Q, visits)
-Rows = dict[int, dict[str, tuple[float, int]]]
 
 
 class TableAdmin:
@@ -61,30 +55,18 @@ class TableAdmin:
         self._reload = reload
         self._clear_script = r.register_script(CLEAR_LUA)
         self._bump_script = r.register_script(BUMP_LUA)
+        self._put_script = r.register_script(PUT_ROW_LUA)
 
     # ------------------------------------------------------------------ reads
     async def read_table(self, keys: Keys | None = None) -> tuple[Rows, set[str]]:
         """Every row of a device's table (default: this one) and its recorded action ids."""
         keys = keys or self.keys
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hkeys(keys.ver)
+        async with self._r.pipeline(transaction=True) as pipe:  # one consistent snapshot
+            n = queue_table_read(pipe, keys)
             pipe.smembers(keys.actions)
-            states_raw, acts_raw = await pipe.execute()
-        states = sorted(int(as_str(s)) for s in states_raw)
-        out: Rows = {}
-        per = ROW_READ_REPLIES
-        for i in range(0, len(states), ROWS_PER_TX):
-            chunk = states[i : i + ROWS_PER_TX]
-            async with self._r.pipeline(transaction=True) as pipe:
-                for s in chunk:
-                    queue_row_read(pipe, keys, s)
-                res = await pipe.execute()
-            for j, s in enumerate(chunk):
-                qrow, nrow = decode_row(res[per * j : per * (j + 1)])
-                row = {a: (q, nrow.get(a, 0)) for a, q in qrow.items()}
-                if row:
-                    out[s] = row
-        return out, {as_str(a) for a in acts_raw}
+            res = await pipe.execute()
+        table, _ = decode_table(res[:n])
+        return dict(sorted(as_rows(table).items())), {as_str(a) for a in res[n]}
 
     async def device_actions(self, device: str) -> set[str]:
         if device == self.device:
@@ -149,26 +131,27 @@ class TableAdmin:
 
     async def _write_table(self, keys: Keys, table: ValidatedTable, mode: str) -> int:
         async with self._r.pipeline(transaction=True) as pipe:
-            if mode == "replace":
-                await self._clear_script(keys=[keys.ver], args=[keys.prefix], client=pipe)
-            for s, row in table.states.items():
-                queue_row_write(pipe, keys, s, row)
+            if mode == "replace":  # the rows only: the learned corrections stay
+                await self._clear_script(keys=[keys.vers, keys.corr], args=[keys.prefix, "0"], client=pipe)
+            for s, row in sorted(table.states.items()):
+                ks, args = put_row_args(keys, s, row)
+                await self._put_script(keys=ks, args=args, client=pipe)
             if table.actions:
                 pipe.sadd(keys.actions, *table.actions)
             await self._bump_script(
-                keys=[keys.ver, keys.version], args=[keys.channel, *sorted(table.states)], client=pipe
+                keys=[keys.vers, keys.version], args=[keys.channel, *sorted(table.states)], client=pipe
             )
             res = await pipe.execute()
         return int(res[-1])
 
     async def reset(self) -> ResetResult:
-        """Forget everything learned on this device (the action set is kept)."""
+        """Forget everything learned on this device, corrections included (the action set is kept)."""
         k = self.keys
         async with self._r.pipeline(transaction=True) as pipe:
             # The applied-sequence hash stays: the writers' gap check must not read a reset as
             # lost updates (and replay them into the cleared table).
-            await self._clear_script(keys=[k.ver], args=[k.prefix], client=pipe)
-            await self._bump_script(keys=[k.ver, k.version], args=[k.channel], client=pipe)
+            await self._clear_script(keys=[k.vers, k.corr], args=[k.prefix, "1"], client=pipe)
+            await self._bump_script(keys=[k.vers, k.version], args=[k.channel], client=pipe)
             res = await pipe.execute()
         await self._reload()
         return ResetResult(device=self.device, states_cleared=int(res[0]), version=int(res[-1]))

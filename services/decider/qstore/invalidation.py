@@ -7,7 +7,9 @@ the row's previous version, so most invalidations are applied in place with no r
 is refetched. A gap in the versions seen on the channel (a lost message, a reconnect) leaves
 ``version_seen`` behind the global version, which the periodic check notices and answers with
 a reconcile against the per-state versions. A bulk write (import, reset, transfer) publishes
-one message and every process reloads.
+one message and every process reloads. The learned corrections (the prior learner's) travel the same
+way: the update script publishes each one it changed with the update's version, and a reconcile
+reloads them all.
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ import redis.asyncio as aioredis
 from services.common.logging import log_event
 from services.core.policies.qlearning import QUpdate, RowCache
 from services.decider.qstore.codec import (
-    ROW_READ_REPLIES,
     ROWS_PER_TX,
+    CorrWrite,
     as_str,
+    decode_corrections,
     decode_message,
-    decode_row,
-    queue_row_read,
+    decode_read_rows,
+    decode_versions,
+    read_rows_args,
 )
-from services.decider.qstore.keys import Keys
+from services.decider.qstore.keys import READ_ROWS_LUA, Keys
 
 if TYPE_CHECKING:
     from services.decider.metrics import QStoreMetrics
@@ -73,6 +77,7 @@ class CacheSync:
         self.ready = asyncio.Event()  # subscribed
         self.live = False
         self._names: dict[str, str] = {}
+        self._read_rows = r.register_script(READ_ROWS_LUA)
         self.reconciles_total = 0
         self.refetches_total = 0
         self.sync_failures = 0  # consecutive
@@ -158,6 +163,9 @@ class CacheSync:
         if isinstance(msg, tuple):
             s, a, q, n, ver, prev = msg
             self.apply(s, a, q, n, ver, prev, from_channel=True)
+        elif isinstance(msg, CorrWrite):
+            self._note_version(msg.version)
+            self.cache.corrections.set(msg.key, msg.stats, msg.version)
         elif msg is not None:  # a bulk write (import, reset, transfer): reload
             self._note_version(msg)
             self._full_reload = True
@@ -249,14 +257,18 @@ class CacheSync:
         k = self.keys
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.get(k.version)
-            pipe.hgetall(k.ver)
-            g_raw, vers_raw = await pipe.execute()
+            pipe.get(k.vers)
+            pipe.hgetall(k.corr)
+            g_raw, vers_raw, corr_raw = await pipe.execute()
         g = int(g_raw or 0)
         if g < self._contig:  # the namespace was wiped under us (FLUSHALL): start over
             self.forget_all()
             self._ahead.clear()
         self._set_contig(g)
-        vers = {int(as_str(s)): int(v) for s, v in vers_raw.items()}
+        stats, cver = decode_corrections(corr_raw)
+        if cver != self.cache.corrections.versions:
+            self.cache.corrections.replace_all(stats, cver)
+        vers = decode_versions(vers_raw)
         for s in [s for s in self.versions if s not in vers]:  # rows deleted (reset, replace)
             self._forget(s)
         changed = [s for s, v in vers.items() if self.versions.get(s) != v]
@@ -271,30 +283,23 @@ class CacheSync:
         await self.reconcile()
 
     async def _fetch_rows(self, states: Iterable[int]) -> None:
-        """Refetch rows atomically (row + its version); never install data older than we hold."""
+        """Refetch rows atomically (row + its version, in one script); never install data older
+        than we hold."""
         k = self.keys
         states = sorted(states)
-        per = ROW_READ_REPLIES + 1
         for i in range(0, len(states), ROWS_PER_TX):
             chunk = states[i : i + ROWS_PER_TX]
-            async with self._r.pipeline(transaction=True) as pipe:
-                for s in chunk:
-                    queue_row_read(pipe, k, s)
-                    pipe.hget(k.ver, s)
-                res = await pipe.execute()
-            for j, s in enumerate(chunk):
-                replies = res[per * j : per * (j + 1)]
-                vraw = replies[-1]
+            ks, args = read_rows_args(k, chunk)
+            res = await self._read_rows(keys=ks, args=args)
+            for s, (row, visits, v) in decode_read_rows(res, chunk, self.name).items():
                 self.refetches_total += 1
-                if vraw is None:
+                if v == 0:
                     if s in self.versions:
                         self._forget(s)
                     continue
-                v = int(vraw)
                 cur = self.versions.get(s)
                 if cur is not None and cur >= v:
                     continue
-                row, visits = decode_row(replies[:-1], self.name)
                 self.cache.set_row(s, row, visits)
                 self.versions[s] = v
 

@@ -50,6 +50,13 @@ from then on every process reads the stored value. An initial value is only a pr
 orders exploration; the first update replaces it (entirely with ``lr_schedule="visits"``).
 """
 
+from services.core.policies.qlearning.corrections import (
+    CorrectionObs,
+    Corrections,
+    FamilyStats,
+    correction_step,
+    model_key,
+)
 from services.core.policies.qlearning.entries import EntryIndex
 from services.core.policies.qlearning.export import (
     EXPORT_FORMAT_VERSION,
@@ -60,8 +67,10 @@ from services.core.policies.qlearning.export import (
     validate_export,
 )
 from services.core.policies.qlearning.maths import (
+    VISITS_MAX,
     QUpdate,
     apply_update,
+    f32,
     initial_q,
     q_learning_target,
     ucb_argmax,
@@ -86,7 +95,11 @@ __all__ = [
     "EXPORT_FORMAT_VERSION",
     "LR_SCHEDULES",
     "Q_INITS",
+    "VISITS_MAX",
+    "CorrectionObs",
+    "Corrections",
     "EntryIndex",
+    "FamilyStats",
     "PolicyView",
     "QEntry",
     "QLearningPolicy",
@@ -106,7 +119,10 @@ __all__ = [
     "TransferReport",
     "ValidatedTable",
     "apply_update",
+    "correction_step",
+    "f32",
     "initial_q",
+    "model_key",
     "policy_view",
     "q_learning_target",
     "transfer_mapping",

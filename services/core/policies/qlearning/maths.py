@@ -6,7 +6,10 @@
 * ``q_learning_target``: Q(S,A) <- Q + lr [R + discount * max_a' Q(S',a') - Q]. The Redis Lua
   script in ``services.decider.qstore`` evaluates exactly this expression in the same order,
   so an in-memory table and the Redis table produce bit-identical values.
-* ``QUpdate`` / ``apply_update``: one self-describing update and the new value it gives.
+* ``QUpdate`` / ``apply_update``: one self-describing update and the new value it gives,
+  rounded to float32 (``f32``): a table stores rows packed, one float32 per entry, and the Redis
+  script rounds the same double to the same float32.
+* ``VISITS_MAX``: visit counts saturate there (a 4-bit field of the packed row, 0 = no entry).
 * ``ucb_score`` / ``ucb_argmax``: the exploration bonus (``QParams.explore_bonus``) and the
   argmax under it.
 """
@@ -15,13 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from services.core.policies.qlearning.corrections import CorrectionObs
 from services.core.state import N_STATES
 
 _N_INV = 4096
+# Visits of an entry saturate here: the packed row keeps them in 4 bits (0 = no entry, k = k - 1
+# visits). The visit-count learning rate 1 / (n + 1) therefore bottoms out at 1 / 15.
+VISITS_MAX = 14
+_F32 = struct.Struct("<f")
+
+
+def f32(x: float) -> float:
+    """``x`` rounded to the nearest float32 (round half to even, as C's cast): what a packed row
+    stores. The Lua script packs the same double with ``struct.pack('<f')``."""
+    return float(_F32.unpack(_F32.pack(x))[0])
+
+
 _INV_SQRT = [1.0 / math.sqrt(n + 1) for n in range(_N_INV)]
 
 
@@ -51,6 +68,8 @@ class QUpdate:
 
     ``init`` is Q(S,A)'s initial value if the entry does not exist yet; ``next_inits`` are the
     initial values of S' row entries, aligned with ``next_actions`` (the actions available now).
+    ``correction``: an observation of the action's family for the table's learned profile
+    corrections (the prior learner), applied in the same atomic step.
     """
 
     state: int
@@ -62,6 +81,7 @@ class QUpdate:
     next_inits: tuple[float, ...]
     learning_rate: float
     discount: float
+    correction: CorrectionObs | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.state < N_STATES or not 0 <= self.next_state < N_STATES:
@@ -75,7 +95,8 @@ class QUpdate:
 def apply_update(
     row: Mapping[str, float], next_row: Mapping[str, float], u: QUpdate, next_max: float | None = None
 ) -> float:
-    """New Q(S,A) given the current S row and S' row (both read *before* the write).
+    """New Q(S,A) given the current S row and S' row (both read *before* the write), as the
+    float32 a packed row stores.
 
     ``next_max``: max over the S' row of ``u.next_actions`` when the caller already knows it (the
     policy's memo of that row); computed here otherwise."""
@@ -94,7 +115,7 @@ def apply_update(
             next_max = max([u.next_inits[i] if v is None else v for i, v in enumerate(vals)])
     else:
         next_max = 0.0  # no action available after S: treat as terminal
-    return q_learning_target(q_sa, u.reward, next_max, u.learning_rate, u.discount)
+    return f32(q_learning_target(q_sa, u.reward, next_max, u.learning_rate, u.discount))
 
 
 def ucb_score(v: float, n: int, k: float) -> float:

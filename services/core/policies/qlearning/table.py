@@ -17,12 +17,14 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from services.core.policies.qlearning.corrections import Corrections
 from services.core.policies.qlearning.entries import EntryIndex
 from services.core.policies.qlearning.export import EXPORT_FORMAT_VERSION, ValidatedTable
-from services.core.policies.qlearning.maths import QUpdate, apply_update
+from services.core.policies.qlearning.maths import VISITS_MAX, QUpdate, apply_update, f32
 from services.core.policies.qlearning.models import TableCounts
 
 _EMPTY: Mapping[str, float] = {}
+_LOG = 16  # changes per row a reader can catch up with one by one (``changes_since``)
 
 
 class RowSource(Protocol):
@@ -31,8 +33,12 @@ class RowSource(Protocol):
     ``row`` and ``visits`` must be cheap and free of I/O (they are on the decision path); the
     mappings may lack actions never stored for that state, and callers must not mutate them.
     ``writes`` changes whenever any row may have changed (the policy memoises the last row it
-    read on it); ``entries`` indexes the entries held (``q_init="nearest"``). ``learn`` must not
-    block (the Redis store applies its update in the background).
+    read on it), ``row_version(state)`` whenever that state's row may have (``changes_since``: the
+    actions whose entries the changes after a version wrote, None when a change of the whole row is
+    among them or they are too old to say); ``entries`` indexes
+    the entries held (``q_init="nearest"``); ``corrections`` are the learned profile corrections
+    (the prior learner's). ``learn`` must not block (the Redis store
+    applies its update in the background).
     """
 
     @property
@@ -41,7 +47,14 @@ class RowSource(Protocol):
     @property
     def entries(self) -> EntryIndex: ...
 
+    @property
+    def corrections(self) -> Corrections: ...
+
     def row(self, state: int) -> Mapping[str, float]: ...
+
+    def row_version(self, state: int) -> tuple[int, int]: ...
+
+    def changes_since(self, state: int, version: tuple[int, int]) -> list[str] | None: ...
 
     def visits(self, state: int) -> Mapping[str, int]: ...
 
@@ -53,7 +66,9 @@ class RowCache:
     the methods below so that the index and the counter never drift from the rows.
 
     ``q`` and ``n`` are plain dicts, readable directly; code that edits them directly calls
-    ``sync_entries`` afterwards.
+    ``sync_entries`` afterwards. Values are what a packed row holds: float32 Q values (``f32``) and
+    visit counts saturating at ``VISITS_MAX``. ``corrections``: the family corrections of the prior
+    learner (``Corrections``), changed by updates that carry an observation.
     """
 
     def __init__(
@@ -62,7 +77,12 @@ class RowCache:
         self.q: dict[int, dict[str, float]] = q if q is not None else {}
         self.n: dict[int, dict[str, int]] = n if n is not None else {}
         self.entries = EntryIndex()
+        self.corrections = Corrections()
         self.writes = 0  # bumped on every change (the policy's memo key)
+        # Per-row change counters, and a generation bumped by changes of many rows at once.
+        self._row_writes: dict[int, int] = {}
+        self._log: dict[int, list[str | None]] = {}  # per state: the actions of its last changes
+        self._generation = 0
         if self.q:
             self.entries.rebuild(self.q)
 
@@ -72,6 +92,39 @@ class RowCache:
 
     def visits(self, state: int) -> Mapping[str, int]:
         return self.n.get(state, {})
+
+    def row_version(self, state: int) -> tuple[int, int]:
+        """Changes whenever ``state``'s row may have changed (a cheaper memo key than ``writes``)."""
+        return self._generation, self._row_writes.get(state, 0)
+
+    def changes_since(self, state: int, version: tuple[int, int]) -> list[str] | None:
+        """The distinct actions whose entries changed in ``state``'s row after ``version`` (a
+        ``row_version``); None if the whole row may have changed or the changes are too many to list."""
+        gen, n = self.row_version(state)
+        if version[0] != gen or not 0 <= n - version[1] <= _LOG:
+            return None
+        log = self._log.get(state, [])
+        k = n - version[1]
+        out: list[str] = []
+        for a in log[len(log) - k :] if k else ():
+            if a is None:
+                return None
+            out.append(a)
+        return list(dict.fromkeys(out))
+
+    def _touch(self, state: int, action: str | None = None) -> None:
+        self._row_writes[state] = self._row_writes.get(state, 0) + 1
+        log = self._log.get(state)
+        if log is None:
+            log = self._log[state] = []
+        log.append(action)
+        if len(log) > 2 * _LOG:
+            del log[:_LOG]
+        self.writes += 1
+
+    def _touch_all(self) -> None:
+        self._generation += 1
+        self.writes += 1
 
     # --- changes -------------------------------------------------------------------------
     def learn(self, update: QUpdate, next_max: float | None = None) -> None:
@@ -85,8 +138,10 @@ class RowCache:
             self.entries.add(update.state, update.action)
         row[update.action] = new
         nrow = self.n.setdefault(update.state, {})
-        nrow[update.action] = nrow.get(update.action, 0) + 1
-        self.writes += 1
+        nrow[update.action] = min(nrow.get(update.action, 0) + 1, VISITS_MAX)
+        if update.correction is not None:
+            self.corrections.learn(update.correction)
+        self._touch(update.state, update.action)
 
     def set_entry(self, state: int, action: str, q: float, n: int) -> bool:
         """Store Q(state, action) = q with n visits (a value confirmed elsewhere, e.g. by Redis).
@@ -99,7 +154,7 @@ class RowCache:
             return False
         row[action] = q
         nrow[action] = n
-        self.writes += 1
+        self._touch(state, action)
         return True
 
     def set_row(self, state: int, row: dict[str, float], visits: dict[str, int]) -> None:
@@ -107,21 +162,22 @@ class RowCache:
         self.q[state] = row
         self.n[state] = visits
         self.entries.set_row(state, row)
-        self.writes += 1
+        self._touch(state)
 
     def forget_state(self, state: int) -> None:
         """Drop a state's row and visit counts (deleted elsewhere)."""
         self.q.pop(state, None)
         self.n.pop(state, None)
         self.entries.discard_state(state)
-        self.writes += 1
+        self._touch(state)
 
     def forget_all(self) -> None:
-        """Forget every row."""
+        """Forget every row and every correction."""
         self.q.clear()
         self.n.clear()
         self.entries.clear()
-        self.writes += 1
+        self.corrections.replace_all({})
+        self._touch_all()
 
     def load(self, table: ValidatedTable, mode: str = "replace") -> None:
         """Install a validated table: ``replace`` the rows, or ``merge`` (overwrite the given entries)."""
@@ -133,15 +189,15 @@ class RowCache:
             qrow = self.q.setdefault(s, {})
             nrow = self.n.setdefault(s, {})
             for a, (qv, nv) in row.items():
-                qrow[a] = qv
-                nrow[a] = nv
+                qrow[a] = f32(qv)  # as a packed row stores it
+                nrow[a] = min(nv, VISITS_MAX)
         self.entries.rebuild(self.q)
-        self.writes += 1
+        self._touch_all()
 
     def sync_entries(self) -> None:
         """Re-derive the entry index after ``q`` was edited directly."""
         self.entries.rebuild(self.q)
-        self.writes += 1
+        self._touch_all()
 
     # --- introspection -------------------------------------------------------------------
     def cache_bytes(self) -> int:
