@@ -85,12 +85,12 @@ async def split_load(urls: list[str], concurrency: int, total: int, max_s: float
 
 
 def visits(url: str) -> dict[str, int]:
-    """The Q-table's visit count once this decider holds no update back (bounded wait)."""
+    """The Q-table's write counter once this decider holds no update back (bounded wait)."""
     deadline = time.monotonic() + 60
     while True:
         stats = httpx.get(f"{url}/qtable/stats", timeout=30, trust_env=False).json()
         if stats["queue_depth"] == 0 or time.monotonic() > deadline:
-            return {"visits_total": int(stats["visits_total"]), "queue_depth": int(stats["queue_depth"])}
+            return {"version": int(stats["version"]), "queue_depth": int(stats["queue_depth"])}
         time.sleep(0.2)
 
 
@@ -135,8 +135,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "two_req_per_s": statistics.median(r["req_per_s"] for r in two),
             "errors": sum(r["errors"] for r in one + two),
             "answered": answered,
-            "visits_added": after[0]["visits_total"] - before["visits_total"],
-            "visits_agree": after[0]["visits_total"] == after[1]["visits_total"],
+            "updates_added": after[0]["version"] - before["version"],
+            "updates_agree": after[0]["version"] == after[1]["version"],
         }
     finally:
         if proc is not None:
@@ -187,9 +187,9 @@ def main() -> None:
         f"| **median** | **{report['one_req_per_s']:.0f}** | **{report['two_req_per_s']:.0f}** "
         f"(**{report['two_over_one']:.2f}x**) |",
         "",
-        f"Failed requests: {report['errors']}. Q-table visits added: {report['visits_added']} for "
+        f"Failed requests: {report['errors']}. Q-table updates added: {report['updates_added']} for "
         f"{report['answered']} answers (every update applied once); both deciders read the same table: "
-        f"{report['visits_agree']}.",
+        f"{report['updates_agree']}.",
         "",
     ]
     (OUT / "deciders.md").write_text("\n".join(md))

@@ -1,4 +1,4 @@
-"""The serving core alone: a mesh whose processes have none of the extras (scikit-learn, SciPy, matplotlib,
+"""The serving core alone: a mesh whose processes have none of the extras (scikit-learn, matplotlib,
 TVM) starts and serves, and each feature that needs an extra says which one instead of failing.
 
 The extras are hidden from the mesh's processes by tests/fixtures/no_extras/sitecustomize.py on their
@@ -37,7 +37,7 @@ def core_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 def test_the_fixture_hides_the_extras() -> None:
-    code = "import importlib.util as u; print([m for m in ('sklearn', 'scipy', 'matplotlib', 'tvm') if u.find_spec(m)])"
+    code = "import importlib.util as u; print([m for m in ('sklearn', 'matplotlib', 'tvm') if u.find_spec(m)])"
     res = subprocess.run(
         [sys.executable, "-c", code], env=os.environ | CORE_ENV, capture_output=True, text=True, timeout=60
     )
@@ -117,7 +117,6 @@ def test_missing_extra_error() -> None:
     assert exc.value.extra == {"install": "surely_not_installed_module"}
     assert set(EXTRA_OF.values()) == {
         ("scikit-learn", "eval"),
-        ("scipy", "eval"),
         ("matplotlib", "eval"),
         ("apache-tvm", "tvm"),
     }

@@ -255,7 +255,8 @@ def test_redis_hung_then_killed_loses_no_learning(mesh: Mesh) -> None:
     )
     after = _flushed(mesh)
     learned = sum(1 for r in results if not r.stale)
-    assert after["visits_total"] - before["visits_total"] == learned, (before, after, learned)
+    # one write-counter step per update Redis holds (visit counts saturate at VISITS_MAX)
+    assert after["version"] - before["version"] == learned, (before, after, learned)
     assert after["dropped_total"] == before["dropped_total"] and after["lost_total"] == 0
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from services.cli.main import app as cli
 from services.core.decision_log import DecisionRecord
+from services.core.policies.qlearning import VISITS_MAX
 from services.core.state import StateBins
 from services.decider.decision_log import DecisionLog
 from tests.conftest import ObservedMesh, digit_body
@@ -133,10 +134,25 @@ def _wait(what: str, check: Any, timeout_s: float = 60.0) -> Any:
         time.sleep(0.1)
 
 
+def table_differences(a: dict[str, Any], b: dict[str, Any], tol: float = 5e-3) -> list[str]:
+    """Where two exported tables differ: entries, visits, or values beyond ``tol``. The default
+    (prior) learner's predictions come from a memo on a grid of conditions, so the decider, whose
+    memo also saw its own decisions' contexts, can differ from a replay by that grid's rounding
+    (measured up to 1.5e-3 in log latency here)."""
+    out = [f"state {s}: only in one" for s in a.keys() ^ b.keys()]
+    for s in a.keys() & b.keys():
+        out += [f"{s}/{x}: only in one" for x in a[s].keys() ^ b[s].keys()]
+        for x in a[s].keys() & b[s].keys():
+            if a[s][x]["n"] != b[s][x]["n"] or abs(a[s][x]["q"] - b[s][x]["q"]) > tol:
+                out.append(f"{s}/{x}: {a[s][x]} != {b[s][x]}")
+    return out
+
+
 def test_traffic_replayed_offline_reproduces_the_live_table(observed_mesh: ObservedMesh, tmp_path: Path) -> None:
     mesh = observed_mesh.mesh
     client = httpx.Client(base_url=mesh.url("decider"), timeout=60.0, trust_env=False)
     assert client.post("/qtable/reset").status_code == 200
+    version0 = client.get("/qtable/stats").json()["version"]
     ids = [f"replay-{i}" for i in range(N_REQUESTS)]
     for i, rid in enumerate(ids):  # sequential: each update lands before the next decision, as offline
         body = digit_body(i % 7) if i % 2 else {"model": "digits", "synthetic": True, "accuracy_min": 90.0}
@@ -148,14 +164,11 @@ def test_traffic_replayed_offline_reproduces_the_live_table(observed_mesh: Obser
         return ours if len(ours) == N_REQUESTS else []
 
     lines = _wait("the decision log", logged)
-    live = _wait(
-        "the Q updates to land in Redis",
-        lambda: (
-            (t := client.get("/qtable/export").json())
-            and sum(e["n"] for row in t["states"].values() for e in row.values()) == N_REQUESTS
-            and t
-        ),
+    # every update in Redis: the write counter moved once per request since the reset (visit counts saturate)
+    _wait(
+        "the Q updates to land in Redis", lambda: client.get("/qtable/stats").json()["version"] == version0 + N_REQUESTS
     )
+    live = client.get("/qtable/export").json()
     records = [DecisionRecord.model_validate_json(line) for line in lines]
     assert [r.request_id for r in records] == ids  # one line per inference, in order
     assert all(r.device == "mi8pro" and r.policy == "autoscale" and r.ts <= datetime.now(UTC) for r in records)
@@ -171,9 +184,10 @@ def test_traffic_replayed_offline_reproduces_the_live_table(observed_mesh: Obser
     assert f"replayed {N_REQUESTS} lines: {N_REQUESTS} updates" in result.output
     replayed = json.loads(out.read_text())
 
-    # The decider learned these requests from an empty table, in this order: offline, the same update gives
-    # the same table, value for value.
-    assert replayed["states"] == live["states"]
+    # The decider learned these requests from an empty table, in this order: offline, the same learner
+    # (the prior, with the deployment's profiles) gives the same table, up to its memo's grid.
+    diff = table_differences(replayed["states"], live["states"])
+    assert not diff, diff
 
     # Import the replayed table: the decider now holds exactly what replaying produced.
     assert client.post("/qtable/reset").status_code == 200
@@ -181,10 +195,10 @@ def test_traffic_replayed_offline_reproduces_the_live_table(observed_mesh: Obser
     assert imported.status_code == 200, imported.text
     assert client.get("/qtable/export").json()["states"] == replayed["states"]
 
-    # A visited state/action has one visit per logged inference that took it.
+    # A visited state/action has one visit per logged inference that took it (up to the packed rows' VISITS_MAX).
     visits = Counter((r.state.index, r.action) for r in records)
     (state, action), n = visits.most_common(1)[0]
-    assert replayed["states"][str(state)][action]["n"] == n
+    assert replayed["states"][str(state)][action]["n"] == min(n, VISITS_MAX)
 
     # The same table straight into Redis (--redis), no HTTP involved.
     assert client.post("/qtable/reset").status_code == 200

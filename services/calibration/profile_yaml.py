@@ -64,6 +64,7 @@ class ProfileText:
     threads_note: str
     radio: RadioProfile | None = None
     radio_note: str = ""
+    base_power_w: float | None = None  # a phone's whole-device base power (not measured here)
 
     def render(self) -> str:
         lines = [
@@ -77,6 +78,8 @@ class ProfileText:
             "  cpu:",
             *self._processor(),
         ]
+        if self.base_power_w is not None:
+            lines.append(f"base_power_w: {_num(self.base_power_w)}  # source: assumed ({self.radio_note})")
         if self.radio is not None:
             lines += ["radio:", *self._link("wifi", self.radio.wifi)]
             if self.radio.p2p is not None:

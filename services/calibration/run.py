@@ -153,7 +153,8 @@ def calibrate(opts: CalibrateOptions, progress: Progress | None = None) -> Calib
     result = fit_profile(cells, features, fit_threads=plan.fit_threads, name=proc_name, freqs_ghz=freqs, power=power)
     date = started.date().isoformat()
     prov = Provenance(host=host.hostname, date=date, mape_pct=result.mape_pct)
-    radio = load_profile(opts.radio_from, opts.profiles_dir).radio if opts.kind == "phone" else None
+    # No meter and no radio here: a phone's radio and base power come from a reference profile.
+    ref = load_profile(opts.radio_from, opts.profiles_dir) if opts.kind == "phone" else None
     text, _profile = ProfileText(
         name=opts.name,
         kind=opts.kind,
@@ -163,8 +164,9 @@ def calibrate(opts: CalibrateOptions, progress: Progress | None = None) -> Calib
         prov=prov,
         freq_note=host.cpufreq.detail,
         threads_note=f"ONNX Runtime threads the latencies were fitted at, on CPUs {plan.cpus}",
-        radio=radio,
-        radio_note=f"copied from profile {opts.radio_from}: no radio is measured here",
+        radio=ref.radio if ref is not None else None,
+        radio_note=f"copied from profile {opts.radio_from}: no radio or power meter is measured here",
+        base_power_w=ref.base_power_w if ref is not None else None,
     ).validated()
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     profile_path = opts.out_dir / f"{opts.name}.yaml"

@@ -152,7 +152,9 @@ def calibrate_command(
     quick: Annotated[bool, typer.Option(help="3 small networks, fewer repetitions, one round: about a minute")] = False,
     out: Annotated[Path | None, typer.Option(help="output directory (default DATA_DIR/calibration)")] = None,
     name: Annotated[str | None, typer.Option(help="profile name, [a-z0-9_]+ (default calibrated_<host>)")] = None,
-    kind: Annotated[str, typer.Option(help="phone (gets a radio section) | tablet | server")] = "phone",
+    kind: Annotated[
+        str, typer.Option(help="phone (gets mi8pro's radio and base power, marked assumed) | tablet | server")
+    ] = "phone",
     cpus: Annotated[str | None, typer.Option(help="comma-separated CPUs to measure on (default: all usable)")] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="threads the profile describes (default AUTOSCALE_ORT_THREADS)")

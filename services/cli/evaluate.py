@@ -106,7 +106,7 @@ def evaluate(
 
     console = Console(stderr=True)
     try:  # the comparators, the simulator's statistics and the figures: fail before hours of work, not after
-        require("autoscale evaluate", "sklearn", "scipy", "matplotlib")
+        require("autoscale evaluate", "sklearn", "matplotlib")
     except MissingExtra as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

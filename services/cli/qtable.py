@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +25,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from services.common.settings import Settings
 from services.core.decision_log import DecisionRecord
-from services.core.policies.qlearning import QParams, Replayer, ReplaySummary
+from services.core.policies import make_policy
+from services.core.policies.base import Policy
+from services.core.policies.qlearning import QParams, QTable, Replayer, ReplaySummary
 
 app = typer.Typer(help="Offline work on Q tables: train one from decision logs.", no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)  # messages name files: never wrapped mid-path
@@ -83,9 +85,10 @@ def replay_logs(
     policies: list[str] | None = None,
     skip_invalid: bool = False,
     show_progress: bool = True,
+    learner: Callable[[QTable], Policy] | None = None,
 ) -> tuple[Replayer, int]:
     """Feed every record of ``logs`` (in order) to a ``Replayer``; returns it and the lines read."""
-    replayer = Replayer(params, device=device, policies=policies or None)
+    replayer = Replayer(params, device=device, policies=policies or None, learner=learner)
     lines = 0
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -101,6 +104,22 @@ def replay_logs(
                 replayer.feed(record)
                 lines += 1
     return replayer, lines
+
+
+def deployed_learner(s: Settings) -> Callable[[QTable], Policy] | None:
+    """The decider's learner as these settings configure it, over a given table: the prior learner
+    (with the configured device profiles) or None for the Q table alone."""
+    if s.learner != "prior":
+        return None
+    from services.common.config_files import load_profile
+    from services.core.costmodel import Mesh
+
+    mesh = Mesh(
+        edge=load_profile(s.edge_device, s.profiles_dir),
+        peer=load_profile(s.peer_device, s.profiles_dir),
+        cloud=load_profile(s.cloud_device, s.profiles_dir),
+    )
+    return lambda table: make_policy("autoscale", settings_or_params=s, store=table, mesh=mesh)
 
 
 async def _import_to_redis(s: Settings, table: dict[str, Any], mode: str) -> str:
@@ -151,7 +170,12 @@ def replay(
         raise typer.BadParameter("--redis needs REDIS_URL (the mesh's Redis)", param_hint="--redis")
     try:
         replayer, lines = replay_logs(
-            logs, QParams.from_settings(s), device=device, policies=policy, skip_invalid=skip_invalid
+            logs,
+            QParams.from_settings(s),
+            device=device,
+            policies=policy,
+            skip_invalid=skip_invalid,
+            learner=deployed_learner(s),
         )
     except BadLine as exc:
         console.print(f"[red]invalid decision log line[/red] {exc}\nnothing was written", highlight=False)

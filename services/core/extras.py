@@ -3,7 +3,8 @@
 The serving core (``pip install autoscale-mesh``) runs the decider, the runners and telemetry on ONNX
 Runtime. Some features need more, declared as extras in ``pyproject.toml``: the prediction-based
 comparator policies and the trained ``digits`` built-in need scikit-learn (``eval``, which also
-carries SciPy and matplotlib for ``autoscale evaluate``), the TVM engine needs ``tvm``. Each such
+carries matplotlib for ``autoscale evaluate``), the TVM engine needs ``tvm``. SciPy is in the core:
+the default learner needs it. Each such
 feature imports its library lazily and calls ``require`` first, so a process without the extra
 starts and serves everything else, and asking for the feature is a 503 naming the extra to install.
 """
@@ -18,7 +19,6 @@ from services.core.errors import AutoScaleError
 # Top-level module -> (the distribution that provides it, the extra that installs it).
 EXTRA_OF: dict[str, tuple[str, str]] = {
     "sklearn": ("scikit-learn", "eval"),
-    "scipy": ("scipy", "eval"),
     "matplotlib": ("matplotlib", "eval"),
     "tvm": ("apache-tvm", "tvm"),
 }

@@ -37,7 +37,10 @@ class QTableStats(StrictModel):
     states_visited: int
     state_space: int
     entries: int
-    visits_total: int
+    visits_total: int  # each entry's count saturates at VISITS_MAX (the packed rows' 4 bits)
+    # the global write counter in Redis: one per update applied, one per bulk write (import, reset,
+    # transfer); what counts updates exactly
+    version: int
     actions: int
     redis_memory_bytes: int
     redis_table_bytes: int

@@ -277,6 +277,7 @@ class QStore(RowCache):
         """Table size in Redis and in this process, against the paper's 0.4 MB."""
         states, _ = await self.admin.read_table()
         mem, table_mem, nkeys = await self.admin.memory_usage()
+        version = int(await self._r.get(self.keys.version) or 0)
         self._memory_bytes = mem
         entries = sum(len(r) for r in states.values())
         cache_bytes = self.cache_bytes()
@@ -289,6 +290,7 @@ class QStore(RowCache):
             state_space=N_STATES,
             entries=entries,
             visits_total=sum(n for r in states.values() for _, n in r.values()),
+            version=version,
             actions=len(self._actions.known),
             redis_memory_bytes=mem,
             redis_table_bytes=table_mem,

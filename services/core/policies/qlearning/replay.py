@@ -1,7 +1,7 @@
 """Offline replay: train a Q table from decision-log records. Pure.
 
-Each record is fed to a ``QLearningPolicy`` over an in-memory ``QTable`` exactly as the decider
-fed the live one: the same ``learn(ctx, decision, outcome, reward)`` call, the same candidates in
+Each record is fed to the deployment's learner (``QLearningPolicy``, or the prior learner with the
+device profiles) over an in-memory ``QTable`` exactly as the decider fed the live one: the same ``learn(ctx, decision, outcome, reward)`` call, the same candidates in
 the same order, the logged reward. Q-learning is off-policy, so experience served by any policy
 (a baseline, an exploring step) is valid training data; ``policies`` restricts it if wanted. With
 the learner settings of the deployment that wrote the log (``QParams.from_settings``) and a table
@@ -10,11 +10,11 @@ that starts where the live one started, replaying reproduces the live table's va
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from services.core.decision_log import DecisionRecord
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
 from services.core.policies.qlearning.params import QParams
 from services.core.policies.qlearning.policy import QLearningPolicy
 from services.core.policies.qlearning.table import QTable
@@ -69,11 +69,20 @@ class Replayer:
     """Feed records in log order (``feed``), then read ``table`` / ``export()`` / ``summary()``.
 
     ``device``: the phone whose table is trained (None: the first record's); records of another
-    device are skipped and counted. ``policies``: train only on what these served (None: all)."""
+    device are skipped and counted. ``policies``: train only on what these served (None: all).
+    ``learner``: the deployment's learner over a given table (the prior learner, which also needs the
+    device profiles); None: ``QLearningPolicy`` with ``params``."""
 
-    def __init__(self, params: QParams, *, device: str | None = None, policies: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        params: QParams,
+        *,
+        device: str | None = None,
+        policies: Collection[str] | None = None,
+        learner: Callable[[QTable], Policy] | None = None,
+    ) -> None:
         self.table = QTable()
-        self.policy = QLearningPolicy(self.table, params)
+        self.policy: Policy = learner(self.table) if learner is not None else QLearningPolicy(self.table, params)
         self.device = device
         self._policies = frozenset(policies) if policies is not None else None
         self.updates = self.skipped_device = self.skipped_policy = 0
