@@ -266,7 +266,7 @@ def test_gpu_image_has_onnxruntime_gpu_instead_of_onnxruntime() -> None:
     assert "onnxruntime-gpu" in names and "onnxruntime" not in names
     assert "onnxruntime" in {canonicalize_name(Requirement(r).name) for r in image_requirements([""])}
     core = {canonicalize_name(Requirement(r).name) for r in image_requirements([""])}
-    assert not core & {"apache-tvm", "scikit-learn", "matplotlib", "scipy"}  # the serving core carries none
+    assert not core & {"apache-tvm", "scikit-learn", "matplotlib"}  # the serving core carries none of the extras
 
 
 def test_image_build_args_name_real_extras() -> None:
