@@ -409,7 +409,11 @@ class ClassifierPolicy(_OnlineLearner):
             # force's matrix-product rounding depends on the batch: seen with scikit-learn 1.9).
             knn = KNeighborsClassifier(n_neighbors=min(self.k, len(y)), weights="distance", algorithm="kd_tree")
             clf = make_pipeline(StandardScaler(), knn)
-        clf.fit(np.array(X), np.array(y))
+        with warnings.catch_warnings():
+            # ~60 target classes over a few hundred samples is what this comparator is (paper Sec. III-C):
+            # sklearn's "could be a regression problem" hint is noise on every fit
+            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+            clf.fit(np.array(X), np.array(y))
         return _ClsModel(tuple(str(c) for c in clf.classes_), clf)
 
     def _choose(self, model: _ClsModel, ctx: DecisionContext, pool: list[Candidate], ctx_vec: list[float]) -> int:
