@@ -37,6 +37,7 @@ from services.common.zoo import zoo_cut_points, zoo_features
 from services.core.costmodel import Mesh
 from services.core.policies import make_policy
 from services.core.policies.base import Candidate, DecisionContext
+from services.core.policies.prior import PriorParams, PriorPolicy
 from services.core.policies.qlearning import QLearningPolicy, QParams, QTable
 from services.core.policies.splits import SplitActions
 from services.core.schemas import Precision, RuntimeConditions, Target
@@ -74,6 +75,7 @@ def decisions(calls: int) -> dict[str, Any]:
     table.set_row(state, row, {c.action_id: rng.randrange(1, 50) for c in extended})
     greedy = QLearningPolicy(table, QParams(epsilon=0.0))
     default = QLearningPolicy(table, QParams.from_settings(Settings(_env_file=None)))
+    prior = PriorPolicy(QTable(), mesh, PriorParams(epsilon=0.0))  # the default learner, greedy
     ctx_w, ctx_s = _ctx(whole, state, cond), _ctx(extended, state, cond)
     ns = make_policy("neurosurgeon", mesh=mesh)
     mo = make_policy("mosaic", mesh=mesh)
@@ -90,6 +92,8 @@ def decisions(calls: int) -> dict[str, Any]:
                 "decide_greedy_splits": lambda: greedy.decide(ctx_s, rng),
                 "decide_default_66": lambda: default.decide(ctx_w, rng),
                 "decide_default_splits": lambda: default.decide(ctx_s, rng),
+                "decide_prior_66": lambda: prior.decide(ctx_w, rng),
+                "decide_prior_splits": lambda: prior.decide(ctx_s, rng),
                 "extend_candidates": lambda: splits.extend(MODEL, f, cuts, whole, 0.05),
                 "mosaic_decide": lambda: mo.decide(ctx_w, rng),
             },
@@ -174,6 +178,8 @@ def write(res: dict[str, Any], out_dir: Path) -> None:
         (f"AutoScale greedy, 66 + {len(d['split_actions'])} split actions", "decide_greedy_splits", True),
         ("AutoScale decider default (epsilon 0.1 + UCB), 66 actions", "decide_default_66", True),
         (f"same, 66 + {len(d['split_actions'])} split actions", "decide_default_splits", True),
+        ("the default (prior) learner, greedy, 66 actions", "decide_prior_66", True),
+        (f"same, 66 + {len(d['split_actions'])} split actions (each priced part by part)", "decide_prior_splits", True),
         ("the decider's lookup of the extended candidates (memoised)", "extend_candidates", False),
         ("NeuroSurgeon: predict every split under the current bandwidth, pick", "neurosurgeon_decide", True),
         ("MOSAIC (memoised per network and offer)", "mosaic_decide", True),

@@ -118,3 +118,25 @@ def test_each_phone_is_evaluated_with_what_the_recorded_sweep_chose_without_it()
         assert getattr(tuned_config(cfg, "galaxy_s23"), key) == min(means, key=lambda v: (means[v], v))
     off = EvalConfig(use_tuning=False, qos_penalty=3.0)
     assert tuned_config(off, "mi8pro").qos_penalty == 3.0
+
+
+def test_the_accuracy_target_study_runs_the_default_learner_against_opt() -> None:
+    """Fig. 12's study on a small grid: every target gets AutoScale (the prior learner, built with the
+    world's profiles), Opt and Edge (CPU FP32), each scored on inferences."""
+    from services.evaluation.accuracy_targets import run_accuracy_targets
+
+    cfg = EvalConfig(
+        devices=["mi8pro"],
+        scenarios=["s1", "s4"],
+        models=["mobilenet_v1", "mobilenet_v3", "resnet50"],
+        accuracy_targets=[None, 70.0],
+        accuracy_runs=3,
+        accuracy_test_runs=4,
+        curve_runs=[5],
+        studies=["accuracy"],
+    )
+    res = run_accuracy_targets(cfg, "mi8pro")
+    assert set(res["targets"]) == {"none", "70"}
+    for by_policy in res["targets"].values():
+        assert set(by_policy) == {"autoscale", "opt", "edge-cpu-fp32"}
+        assert all(p["n"] > 0 for p in by_policy.values())

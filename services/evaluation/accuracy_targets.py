@@ -40,7 +40,7 @@ def run_accuracy_targets(cfg: EvalConfig, device: str) -> dict[str, Any]:
             ids = [c.target.id for c in world.case(k, target).candidates]
             for name in aggs:
                 # the configured AutoScale keeps its historical seed stream
-                policy = build_policy(name, cfg, seed_of(cfg.seed, device, k, name, target) % (2**31), world.mesh)
+                policy = build_policy(name, cfg, seed_of(cfg.seed, device, k, name, target) % (2**31), world)
                 rng = random.Random(seed_of(cfg.seed, device, k, name, "acc"))
                 mode, weights = cfg.reward_of(name)
                 learner = name in learners

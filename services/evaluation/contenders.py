@@ -17,7 +17,7 @@ import inspect
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, overload
+from typing import TYPE_CHECKING, overload
 
 from services.core.costmodel import Mesh
 from services.core.policies import (
@@ -38,6 +38,9 @@ from services.core.policies.splits import split_candidates
 from services.core.schemas import CutPoint, ModelFeatures
 from services.evaluation.config import AUTOSCALE, EvalConfig
 from services.evaluation.simulator import NEXT_STATE, opt_chooser, static_chooser
+
+if TYPE_CHECKING:  # world.py imports this module
+    from services.evaluation.world import DeviceWorld
 
 PREDICTORS = ("lr", "svr", "svm", "knn", "bo", "linucb")  # trained on a uniformly explored sample
 SKLEARN = ("lr", "svr", "svm", "knn", "bo")  # the paper's prediction-based comparators (refitted, not online)
@@ -107,7 +110,7 @@ def plan_columns(
     return tuple(out.values()), splits
 
 
-def build_policy(name: str, cfg: EvalConfig, seed: int, world: Any = None) -> Policy:
+def build_policy(name: str, cfg: EvalConfig, seed: int, world: DeviceWorld | None = None) -> Policy:
     """A fresh policy; predictors are set up to be fitted once on their training samples. ``world``
     (a ``DeviceWorld``): the profiles and cases the partitioning contenders plan with, and the
     profiles handed to a plugged-in learner that asks for them (never the hidden true world)."""
@@ -115,13 +118,16 @@ def build_policy(name: str, cfg: EvalConfig, seed: int, world: Any = None) -> Po
     profiles = world.mesh if world is not None else None
     if name in AUTOSCALE:
         return autoscale_policy(name, cfg, seed, mesh=profiles)
-    if name == SPLITS:  # the default learner, its action space extended
+    if name in PARTITIONING and world is None:
+        raise ValueError(f"{name} plans with a device world's profiles and cut points: pass world")
+    if name == SPLITS and world is not None:  # the default learner, its action space extended
+        offer = world.split_offer
         return WithSplits(
             autoscale_policy("autoscale", cfg, seed, mesh=profiles),
-            lambda ctx: world.split_offer(ctx.model, ctx.accuracy_min),
+            lambda ctx: offer(ctx.model, ctx.accuracy_min),
         )
     if name in PLANNERS:
-        return make_policy(name, seed=seed, background_fit=False, mesh=world.mesh)
+        return make_policy(name, seed=seed, background_fit=False, mesh=profiles)
     if name in ("lr", "svr"):
         return RegressionPolicy(
             name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed, background_fit=False)
