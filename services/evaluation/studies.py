@@ -81,6 +81,9 @@ def variant_config(cfg: EvalConfig, variant: str) -> EvalConfig:
     if variant == "main":
         return cfg
     lean: dict[str, Any] = {"studies": [], "policies": list(_SMALL_POLICIES), "curve_runs": []}
+    # The sweep and the swap table are about the Q-table learner's settings (the prior learner
+    # ignores them but qos_penalty): they run it whatever the main grid's learner is.
+    table: dict[str, Any] = {"learner": "table"}
     if variant.startswith("sweep:"):
         lean["use_tuning"] = False  # the sweep sets the values it measures
         # Tuning seeds and the paper's phones only: the held-out seeds and devices never steer a setting.
@@ -92,9 +95,9 @@ def variant_config(cfg: EvalConfig, variant: str) -> EvalConfig:
         )
         spec = variant.removeprefix("sweep:")
         if spec == "default":
-            return replace(base, **lean)
+            return replace(base, **lean, **table)
         key, value = spec.split("=")
-        return replace(base, **lean, **{key: type(getattr(cfg, key))(float(value))})
+        return replace(base, **lean, **table, **{key: type(getattr(cfg, key))(float(value))})
     if variant == "sigma0":
         return replace(cfg, **{**lean, "policies": _main_small(cfg)}, world_sigma=0.0)
     if variant == "streaming":
@@ -102,7 +105,7 @@ def variant_config(cfg: EvalConfig, variant: str) -> EvalConfig:
     if variant.startswith("swap:"):
         row = variant.removeprefix("swap:")
         # The paper's rows keep its published settings (discount 0.1, no bonus); the improved ones are tuned.
-        return replace(cfg, **lean, **SWAPS[row], use_tuning=not row.startswith("paper"))
+        return replace(cfg, **lean, **table, **SWAPS[row], use_tuning=not row.startswith("paper"))
     raise ValueError(f"unknown variant {variant!r}")
 
 

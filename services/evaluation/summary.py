@@ -18,7 +18,7 @@ from services.evaluation.config import AUTOSCALE, DYNAMIC, STATIC
 
 BASELINES = ("edge-cpu-fp32", "edge-best", "cloud", "connected-edge")
 VARIANTS = AUTOSCALE  # as configured / as published
-VARIANT_LABELS = {"autoscale": "AutoScale (improved)", "autoscale-paper": "AutoScale (paper)"}
+VARIANT_LABELS = {"autoscale": "AutoScale (default)", "autoscale-paper": "AutoScale (paper)"}
 CATEGORY_LABELS = {
     "edge-cpu-fp32": "Edge (CPU FP32) w/DVFS",
     "edge-cpu-int8": "Edge (CPU INT8) w/DVFS",

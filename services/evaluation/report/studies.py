@@ -78,8 +78,9 @@ def swap_section(st: dict[str, Any]) -> list[str]:
     out = [
         "\n## Study: swap table (what makes the paper's learner miss)\n",
         "The paper's learner (Algorithm 1: random initial values in [0, 1), constant learning rate 0.9, eq. 5) with "
-        "one part turned into the default's, and the default with one part turned back; cold window, held-out "
-        "seeds. S' is the request's own state unless the row says it is the next observed one.\n",
+        "one part turned into the improved Q-table learner's (`--learner table`), and the improved one with one part "
+        "turned back; cold window, held-out seeds. S' is the request's own state unless the row says it is the next "
+        "observed one. The default (prior) learner is not in this table: it has none of these parts but the reward.\n",
         "| learner | energy gap | QoS gap |",
         "|---|---|---|",
     ]

@@ -1,11 +1,12 @@
 """Offline replay: train a Q table from decision-log records. Pure.
 
 Each record is fed to the deployment's learner (``QLearningPolicy``, or the prior learner with the
-device profiles) over an in-memory ``QTable`` exactly as the decider fed the live one: the same ``learn(ctx, decision, outcome, reward)`` call, the same candidates in
-the same order, the logged reward. Q-learning is off-policy, so experience served by any policy
-(a baseline, an exploring step) is valid training data; ``policies`` restricts it if wanted. With
-the learner settings of the deployment that wrote the log (``QParams.from_settings``) and a table
-that starts where the live one started, replaying reproduces the live table's values.
+device profiles) over an in-memory ``QTable`` exactly as the decider fed the live one: the same
+``learn(ctx, decision, outcome, reward)`` call, the same candidates in the same order, the logged
+reward. Q-learning is off-policy, so experience served by any policy (a baseline, an exploring step)
+is valid training data; ``policies`` restricts it if wanted. With the learner settings of the
+deployment that wrote the log (``QParams.from_settings``) and a table that starts where the live one
+started, replaying reproduces the live table's values (the prior learner's up to its memo's grid).
 """
 
 from __future__ import annotations
