@@ -31,6 +31,7 @@ SWEEP_LABELS = {
 # The paper's variant as "autoscale" settings (Algorithm 1 + eq. 5), and the swap table's steps:
 # each row turns one part of the paper's learner into the improved one's, or the reverse.
 PAPER_SETTINGS: dict[str, Any] = {
+    "discount": 0.1,  # Algorithm 1's
     "reward_mode": "paper",
     "q_init": "random",
     "lr_schedule": "constant",
