@@ -359,6 +359,7 @@ def test_policy_set_uses_the_settings_and_store() -> None:
         epsilon=0.0,
         accuracy_masking=False,
         init_seed=9,
+        lr_floor=0.02,  # the settings' floor, unused by the constant schedule
     )
 
 

@@ -47,10 +47,11 @@ def test_new_options_are_validated_and_default_to_the_paper() -> None:
     assert (imp.q_init, imp.lr_schedule, imp.explore_bonus, imp.explore_untried, imp.init_seed) == (
         "nearest",
         "visits",
-        0.2,
+        0.5,
         True,
         4,
     )
+    assert (imp.discount, imp.lr_floor) == (0.0, 0.02)  # the tuning split's choice, as the decider's defaults
     for bad in (
         {"q_init": "zero"},
         {"lr_schedule": "adam"},

@@ -114,10 +114,14 @@ class QParams:
     def improved(cls, **kw: Any) -> QParams:
         """Every option beyond the paper switched on, as evaluated (``services.evaluation``):
         nearest-state initial values, visit-count learning rate, UCB-style exploration that
-        tries every action once while exploring. Pair it with ``reward_mode="qos"``."""
+        tries every action once while exploring, with the values the evaluation's tuning split
+        chose (discount 0, lr_floor 0.02, explore_bonus 0.5; the decider's defaults too). Pair it
+        with ``reward_mode="qos"``."""
         kw.setdefault("q_init", "nearest")
         kw.setdefault("lr_schedule", "visits")
-        kw.setdefault("explore_bonus", 0.2)
+        kw.setdefault("discount", 0.0)
+        kw.setdefault("lr_floor", 0.02)
+        kw.setdefault("explore_bonus", 0.5)
         kw.setdefault("explore_untried", True)
         return cls(**kw)
 
