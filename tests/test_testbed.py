@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from services.common.redis_embed import free_port
+from services.common.settings import Settings
 from services.core.reward import RewardWeights, reward
 from services.testbed import models
 from services.testbed.models import Record
@@ -99,7 +100,7 @@ def test_the_decider_scored_every_request_on_measured_figures(quick: tuple[int, 
                 accuracy=100.0,
                 qos_ms=r.qos_ms,
                 accuracy_min=None,
-                weights=RewardWeights(),
+                weights=RewardWeights(qos_penalty=Settings(_env_file=None).qos_penalty),  # the decider's default
                 mode="qos",
             )
             assert r.reward == pytest.approx(expected, rel=1e-6)
