@@ -15,7 +15,9 @@ from services.testbed.models import CoRunner, Phase, Preset, TestbedPlan, Worklo
 # streaming, 100 ms MobileBERT - and its accuracy targets (none, 50, 65, 70 %; the detectors' mAP is ~20 %, so
 # theirs is none or 20).
 _WORKLOADS: dict[Preset, tuple[tuple[str, bool, float | None], ...]] = {
-    "quick": (("mobilenet_v1", False, None), ("mobilenet_v2", False, 65.0), ("mobilenet_v3", True, None)),
+    # quick (CI) streams SSD MobileNet v1, not MobileNet v3: a ~2 ms run fits between a CPU burner's
+    # scheduler slices and shows no slowdown (measured: 1.0x), which would blur the interference check
+    "quick": (("mobilenet_v1", False, None), ("mobilenet_v2", False, 65.0), ("ssd_mobilenet_v1", True, None)),
     "default": (
         ("mobilenet_v1", False, None),
         ("mobilenet_v2", False, 65.0),
