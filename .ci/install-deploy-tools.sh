@@ -4,26 +4,16 @@
 # Termux and GPU-server scripts; systemd-analyze verifies the GPU server's units). Idempotent: does nothing
 # when all three are already on PATH.
 set -euo pipefail
+# shellcheck source=.ci/apt.sh
+source "$(dirname "$0")/apt.sh"
 
 if command -v docker-compose >/dev/null 2>&1 && command -v shellcheck >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1; then
     echo "deploy tools already installed: $(docker-compose version --short 2>/dev/null), shellcheck $(shellcheck --version | sed -n 's/^version: //p')"
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "error: installing the deploy tools needs root (or sudo): apt-get install -y docker-compose shellcheck" >&2
-        exit 1
-    fi
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update
 # docker-compose here is the client only (Debian's 1.29): it parses and validates; nothing is started.
-$SUDO apt-get install -y --no-install-recommends docker-compose shellcheck systemd
+apt_install "the deploy tools" docker-compose shellcheck systemd
 
 command -v docker-compose >/dev/null && command -v shellcheck >/dev/null
 echo "installed: docker-compose $(docker-compose version --short 2>/dev/null), shellcheck $(shellcheck --version | sed -n 's/^version: //p')"
