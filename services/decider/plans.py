@@ -33,6 +33,7 @@ from services.common.tracing import span
 from services.core import costmodel
 from services.core.partition import PartitionError, check_plan, copy_cost, needs_copy
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
+from services.core.policies.errors import PolicyError
 from services.core.schemas import (
     EnergySource,
     Location,
@@ -132,7 +133,9 @@ class PinnedPlanPolicy:
     name = "plan"
 
     def decide(self, ctx: DecisionContext, rng: object) -> Decision:
-        raise NotImplementedError("a pinned plan is not decided")
+        # Never asked: a pinned plan runs through PlanExecutor, whose fallback is its own; if a
+        # caller ever asks, the client gets the policy error the decider maps, not a 500.
+        raise PolicyError("policy 'plan' runs the pinned plan as given and decides nothing", field="plan")
 
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome, reward: float) -> None:
         return None
