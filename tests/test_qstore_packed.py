@@ -8,8 +8,7 @@ import json
 import random
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from services.core.state import state_index
 from services.decider.qstore import QStore
 from services.decider.qstore.codec import decode_corrections, stride
 from services.decider.qstore.keys import GROUP, N_GROUPS
+from tests.qstore_cases import dev  # `store` and `rs`: tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATS = {
@@ -47,20 +47,6 @@ def rs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
 @pytest.fixture(scope="module")
 def mesh() -> Mesh:
     return Mesh(edge=load_profile("mi8pro"), peer=load_profile("galaxy_tab_s6"), cloud=load_profile("cloud_p100"))
-
-
-def dev() -> str:
-    return "p" + uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-async def store(rs: EmbeddedRedis) -> AsyncIterator[QStore]:
-    s = QStore(rs.url, dev(), sync_interval_s=0.2)
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.stop()
 
 
 def strip(export: QTableExport | dict) -> dict:

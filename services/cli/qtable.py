@@ -111,14 +111,9 @@ def deployed_learner(s: Settings) -> Callable[[QTable], Policy] | None:
     (with the configured device profiles) or None for the Q table alone."""
     if s.learner != "prior":
         return None
-    from services.common.config_files import load_profile
-    from services.core.costmodel import Mesh
+    from services.common.config_files import load_mesh
 
-    mesh = Mesh(
-        edge=load_profile(s.edge_device, s.profiles_dir),
-        peer=load_profile(s.peer_device, s.profiles_dir),
-        cloud=load_profile(s.cloud_device, s.profiles_dir),
-    )
+    mesh = load_mesh(s.edge_device, s.peer_device, s.cloud_device, s.profiles_dir)
     return lambda table: make_policy("autoscale", settings_or_params=s, store=table, mesh=mesh)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from services.core.costmodel import Mesh
 from services.core.errors import ConfigFileError
 from services.core.profiles import DeviceProfile, ProfileError, parse_profile
 from services.core.scenarios import Scenario, ScenarioError, parse_scenario
@@ -69,6 +70,13 @@ def load_profile(name_or_path: str | Path, extra_dir: Path | None = None) -> Dev
 
 
 @lru_cache(maxsize=64)
+def load_mesh(edge: str | Path, peer: str | Path, cloud: str | Path, extra_dir: Path | None = None) -> Mesh:
+    """The three device profiles a decider models (the phone, the peer, the cloud) as one ``Mesh``."""
+    return Mesh(
+        edge=load_profile(edge, extra_dir), peer=load_profile(peer, extra_dir), cloud=load_profile(cloud, extra_dir)
+    )
+
+
 def _load_scenario_path(path: Path, mtime_ns: int) -> Scenario:
     return parse_scenario(read_yaml(path, ScenarioError), str(path))
 

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from services.common.asgi import FastPath
 from services.common.auth import Authenticator, Scope, client_key, is_loopback, require
-from services.common.config_files import load_profile
+from services.common.config_files import load_mesh
 from services.common.errors import error_body, error_responses, install_error_handlers
 from services.common.http import make_client
 from services.common.limits import BodyLimit, RateLimit, RouteLimit, TokenBuckets, infer_body_limit, rate_limit_rps
@@ -164,11 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or get_settings()
     configure_logging(s.log_level, "decider")
     # Validate configuration up front so a bad profile name fails the start, not a request.
-    mesh = costmodel.Mesh(
-        edge=load_profile(s.edge_device, s.profiles_dir),
-        peer=load_profile(s.peer_device, s.profiles_dir),
-        cloud=load_profile(s.cloud_device, s.profiles_dir),
-    )
+    mesh = load_mesh(s.edge_device, s.peer_device, s.cloud_device, s.profiles_dir)
     catalog = ModelCatalog(ModelStore(s.model_cache, s.zoo or None))
     auth = Authenticator.for_service(s)  # refuses a non-loopback bind without tokens
 

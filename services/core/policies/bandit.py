@@ -17,8 +17,7 @@ import random
 import numpy as np
 
 from services.core.policies.base import Decision, DecisionContext, Outcome
-from services.core.policies.candidates import candidate_ids, eligible_indices
-from services.core.policies.errors import NoCandidate
+from services.core.policies.candidates import offered
 from services.core.policies.featurise import CONTEXT_DIM, context_vector, symlog
 
 
@@ -65,10 +64,7 @@ class LinUCBPolicy:
         return mean, width
 
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
-        info = candidate_ids.get(ctx.candidates)
-        if not info.ids:
-            raise NoCandidate("no candidate target offered")
-        elig = eligible_indices(info.accuracies, ctx.accuracy_min, self.accuracy_masking)
+        info, elig = offered(ctx, self.accuracy_masking)
         mean, width = self.scores(ctx, [info.ids[i] for i in elig])
         ucb = mean + self.alpha * width
         j = int(np.argmax(ucb))

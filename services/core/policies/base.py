@@ -35,6 +35,10 @@ class Candidate:
         """The action's key (in the Q table): the target's id, or the plan's."""
         return self.target.id if self.plan is None else self.plan.id
 
+    def decision(self, explored: bool = False) -> Decision:
+        """Taking this action (a partitioned one carries its plan)."""
+        return Decision(self.target, explored, self.plan)
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.core.policies.base import Candidate
+from services.core.policies.base import Candidate, DecisionContext
 from services.core.policies.errors import NoCandidate
 
 
@@ -100,3 +100,14 @@ class _CandidateIds:
 
 
 candidate_ids = _CandidateIds()
+
+
+def offered(ctx: DecisionContext, masking: bool) -> tuple[CandInfo, Sequence[int]]:
+    """A request's candidates, digested, and the indices a policy may pick (``eligible_indices``;
+    ``info.all_idx`` itself when nothing is masked). NoCandidate when nothing is offered."""
+    info = candidate_ids.get(ctx.candidates)
+    if not info.ids:
+        raise NoCandidate("no candidate target offered")
+    if not masking or ctx.accuracy_min is None:
+        return info, info.all_idx
+    return info, eligible_indices(info.accuracies, ctx.accuracy_min, True)

@@ -38,7 +38,7 @@ import numpy as np
 
 from services.core.extras import require
 from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
-from services.core.policies.candidates import candidate_ids, eligible_indices
+from services.core.policies.candidates import candidate_ids, eligible_indices, offered
 from services.core.policies.errors import NoCandidate
 from services.core.policies.featurise import TargetEncoder, context_vector, symlog
 from services.core.schemas import Target
@@ -118,10 +118,7 @@ class _OnlineLearner(ABC):
 
     # --- Policy protocol -------------------------------------------------------------------
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
-        info = candidate_ids.get(ctx.candidates)
-        if not info.ids:
-            raise NoCandidate("no candidate target offered")
-        elig = eligible_indices(info.accuracies, ctx.accuracy_min, self.params.accuracy_masking)
+        _, elig = offered(ctx, self.params.accuracy_masking)
         model = self.model
         if model is None:
             i = elig[rng.randrange(len(elig))]

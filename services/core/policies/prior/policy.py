@@ -51,9 +51,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.core.costmodel import Mesh
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome
-from services.core.policies.candidates import CandInfo, candidate_ids, eligible_indices
-from services.core.policies.errors import NoCandidate
+from services.core.policies.base import Decision, DecisionContext, Outcome
+from services.core.policies.candidates import CandInfo, candidate_ids, offered
 from services.core.policies.prior.params import PriorParams
 from services.core.policies.prior.physics import PhysicsPrior, expected_rewards, family_factors
 from services.core.policies.qlearning.corrections import CorrectionObs, model_key
@@ -303,18 +302,11 @@ class PriorPolicy:
 
     # --- Policy protocol ---------------------------------------------------------------------
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
-        info = candidate_ids.get(ctx.candidates)
-        if not info.ids:
-            raise NoCandidate("no candidate target offered")
         p = self.params
-        if ctx.accuracy_min is None or not p.accuracy_masking:
-            elig: tuple[int, ...] | list[int] = info.all_idx
-        else:
-            elig = eligible_indices(info.accuracies, ctx.accuracy_min, True)
+        info, elig = offered(ctx, p.accuracy_masking)
         explore = p.epsilon > 0.0 and rng.random() < p.epsilon
         if explore and not p.explore_families:
-            i = elig[rng.randrange(len(elig))]
-            return _decision(ctx.candidates[i], explored=True)
+            return ctx.candidates[elig[rng.randrange(len(elig))]].decision(explored=True)
         e = self._entry(ctx, info)
         vals = e.vals
         assert vals is not None
@@ -324,15 +316,15 @@ class PriorPolicy:
             ok = set(elig)
             fams = sorted({int(e.fidx[i]) for i in elig})
             j = fams[rng.randrange(len(fams))]
-            best_i = max((i for i in e.members[j].tolist() if i in ok), key=vals.__getitem__)
-            return _decision(ctx.candidates[best_i], explored=True)
+            best_i = int(max((i for i in e.members[j].tolist() if i in ok), key=vals.__getitem__))
+            return ctx.candidates[best_i].decision(explored=True)
         if elig is info.all_idx:
             if e.best < 0:
                 e.best = vals.index(max(vals))
             best_i = e.best
         else:
             best_i = max(elig, key=vals.__getitem__)  # the first of equal values
-        return _decision(ctx.candidates[best_i], explored=False)
+        return ctx.candidates[best_i].decision()
 
     def make_update(self, ctx: DecisionContext, decision: Decision, outcome: Outcome, reward: float) -> QUpdate:
         """The residual update of (S, A) and the observation of A's family it carries. ``reward`` is
@@ -373,8 +365,3 @@ class PriorPolicy:
         # The entry catches up with this change (one entry of the row, maybe one correction) on the
         # next decision: a patch, not a rebuild.
         self.source.learn(self.make_update(ctx, decision, outcome, reward))
-
-
-def _decision(c: Candidate, explored: bool) -> Decision:
-    """The decision to take candidate ``c`` (a split action carries its plan)."""
-    return Decision(c.target, explored, c.plan)

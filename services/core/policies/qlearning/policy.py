@@ -26,13 +26,12 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 
 from services.core.policies.base import Decision, DecisionContext, Outcome
-from services.core.policies.candidates import CandInfo, candidate_ids, eligible_indices
-from services.core.policies.errors import NoCandidate
+from services.core.policies.candidates import CandInfo, candidate_ids, offered
 from services.core.policies.qlearning.entries import EntryIndex
 from services.core.policies.qlearning.maths import QUpdate, initial_q, ucb_argmax
 from services.core.policies.qlearning.params import QParams
@@ -243,17 +242,10 @@ class QLearningPolicy:
 
     # --- Policy protocol -------------------------------------------------------------------
     def decide(self, ctx: DecisionContext, rng: random.Random) -> Decision:
-        info = candidate_ids.get(ctx.candidates)
-        if not info.ids:
-            raise NoCandidate("no candidate target offered")
         p = self.params
-        if ctx.accuracy_min is None or not p.accuracy_masking:
-            elig: Sequence[int] = info.all_idx
-        else:
-            elig = eligible_indices(info.accuracies, ctx.accuracy_min, True)
+        info, elig = offered(ctx, p.accuracy_masking)
         if p.epsilon > 0.0 and rng.random() < p.epsilon:
-            c = ctx.candidates[elig[rng.randrange(len(elig))]]
-            return Decision(c.target, True, c.plan)
+            return ctx.candidates[elig[rng.randrange(len(elig))]].decision(explored=True)
         vals = self._values(ctx.state, info.ids)
         if (p.explore_bonus > 0.0 or p.explore_untried) and p.epsilon > 0.0:
             ns, total = self._visit_counts(ctx.state, info.ids)
@@ -276,8 +268,7 @@ class QLearningPolicy:
         else:
             # max() keeps the first of equal values: ties go to the earlier candidate.
             best_i = max(elig, key=vals.__getitem__)
-        c = ctx.candidates[best_i]
-        return Decision(c.target, False, c.plan)
+        return ctx.candidates[best_i].decision()
 
     def learning_rate(self, state: int, action: str) -> float:
         """The learning rate of the next update of Q(state, action) (``lr_schedule``)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from services.core.decision_log import DecisionRecord
-from services.core.policies.base import Candidate, Decision, DecisionContext, Outcome, Policy
+from services.core.policies.base import Candidate, DecisionContext, Outcome, Policy
 from services.core.policies.qlearning.params import QParams
 from services.core.policies.qlearning.policy import QLearningPolicy
 from services.core.policies.qlearning.table import QTable
@@ -116,7 +116,7 @@ class Replayer:
         o = record.outcome
         outcome = Outcome(latency_s=o.latency_s, energy_j=o.energy_j, accuracy=o.accuracy)
         c = targets[record.action]
-        self.policy.learn(ctx, Decision(c.target, record.explored, c.plan), outcome, record.reward)
+        self.policy.learn(ctx, c.decision(record.explored), outcome, record.reward)
         self.updates += 1
         return True
 
