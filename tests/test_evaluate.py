@@ -38,7 +38,8 @@ def _run(out: Path, **kw: Any) -> dict[str, Any]:
         "scenario_file": None,
         "out": out,
         "workers": 1,
-        "policies": "autoscale,autoscale-paper,edge-cpu-fp32,edge-best,cloud,connected-edge,opt,lr,knn,linucb",
+        "policies": "autoscale,autoscale-paper,edge-cpu-fp32,edge-best,cloud,connected-edge,opt,opt-informed,"
+        "lr,knn,linucb",
     }
     args.update(kw)
     evaluate(**args)
@@ -63,11 +64,17 @@ def test_the_headline_is_cold_leave_one_out_with_the_issues_keys(out: Path) -> N
         "qos_gap_pp",
         "exact_action_accuracy",
         "category_accuracy",
+        "informed_exact_action_accuracy",
+        "informed_category_accuracy",
         "runs_to_converge",
     }
     assert h["protocol"] == "cold-loo" == res["protocol"]["headline"]
     g = res["summary"]["all"]["gaps_by_policy"]["autoscale"]
     assert h["energy_gap_pct"] == g["energy_gap_pct"] and h["qos_gap_pp"] == g["qos_gap_pp"]
+    # the informed reference is reported beside the learner, from its own scored inferences
+    inf = res["summary"]["all"]["policies"]["opt-informed"]
+    assert h["informed_category_accuracy"] == inf["category_accuracy"] is not None
+    assert "opt-informed" not in res["learning_curve"]  # a reference, not a learner
     # the headline's per-case scores are the cold window's; later windows come after online inferences
     assert res["protocol"]["windows"] == ["cold", "online_10", "online_30"]
     assert set(res["per_case_online"]) == {"10", "30"}

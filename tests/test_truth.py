@@ -138,6 +138,7 @@ def test_sigma_zero_is_the_profiles_and_estimates_are_exact() -> None:
         t = len(case.candidates)  # the whole-network columns (plans follow them)
         assert np.allclose(b.latency[:, :t], prof["latency_s"]) and np.allclose(b.energy[:, :t], prof["energy_j"])
         assert np.array_equal(b.observed[1], b.measured[1])
+        assert np.array_equal(b.informed, b.opt)  # nothing hidden: knowing the profiles is knowing all
 
 
 def test_policies_observe_estimates_while_scores_and_opt_read_the_truth(world: DeviceWorld) -> None:
@@ -156,6 +157,28 @@ def test_policies_observe_estimates_while_scores_and_opt_read_the_truth(world: D
     for k, j in enumerate(tr.choice):
         assert tr.energy_j[k] == en_m[k, j]
         assert b.outcome(k, j).energy_j == en_o[k, j]
+
+
+def test_opt_informed_is_opts_rule_on_what_a_decider_could_learn(world: DeviceWorld) -> None:
+    """Opt (informed) = Opt's rule on the true costs without the network's interaction terms, with
+    energy as the estimator reports it; it differs from Opt where those unlearnable parts decide."""
+    truth, differs = world.truth, 0
+    for m in world.features:
+        case = world.case(m)
+        t = len(case.candidates)
+        for tgt in case.targets:
+            inter = truth.latency_multiplier(tgt, m) / truth.latency_multiplier(tgt, m, interaction=False)
+            assert inter != 1.0 and abs(math.log(inter)) < 5 * 0.1  # the network x processor draw alone
+        for s in ("s1", "s2", "d3"):
+            b = world.block(m, s, "test", 30)
+            x = [np.array([getattr(c, f) for c in b.conditions]) for f in ("co_cpu", "co_mem")]
+            x += [np.array([getattr(c, f) for c in b.conditions]) for f in ("rssi_wifi_dbm", "rssi_p2p_dbm")]
+            c = case.table.evaluate(*x, dev=truth.deviations(m, case.targets, interaction=False))
+            assert b.est_bias is not None
+            energy = c["energy_j"] * b.est_bias[None, :t]
+            assert np.array_equal(b.informed, opt_indices(c["latency_s"], energy, case.accuracy[:t], case.qos_s, None))
+            differs += int((b.informed != b.opt).sum())
+    assert differs > 0
 
 
 def test_estimator_bias_is_of_the_papers_order(world: DeviceWorld) -> None:

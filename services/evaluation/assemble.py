@@ -23,7 +23,7 @@ from services.evaluation.tuning import describe
 from services.evaluation.world import zoo_models
 
 # fixed, set offline, or planned from the profiles
-NOT_LEARNERS = ("opt", "edge-cpu-fp32", "edge-best", "cloud", "connected-edge", *PLANNERS)
+NOT_LEARNERS = ("opt", "opt-informed", "edge-cpu-fp32", "edge-best", "cloud", "connected-edge", *PLANNERS)
 PerCase = dict[str, dict[str, dict[str, dict[str, Any]]]]
 
 

@@ -34,7 +34,8 @@ DEFAULT_STUDIES = ("convergence", "overhead")
 # (eq. 5, random initial values, constant learning rate), evaluated side by side.
 AUTOSCALE = ("autoscale", "autoscale-paper")
 # "autoscale-splits": AutoScale with split actions (beyond the paper; services.evaluation.contenders)
-EVAL_POLICIES: tuple[str, ...] = (*POLICY_NAMES, "autoscale-paper", "autoscale-splits")
+# "opt-informed": Opt's rule on the most a decider could learn of the hidden world (a reference)
+EVAL_POLICIES: tuple[str, ...] = (*POLICY_NAMES, "autoscale-paper", "autoscale-splits", "opt-informed")
 
 
 # extra="forbid": results.json's "config" must be exactly these fields (services.evaluation.results).

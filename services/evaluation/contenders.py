@@ -37,7 +37,7 @@ from services.core.policies.predictors import BayesOptPolicy, ClassifierPolicy, 
 from services.core.policies.splits import split_candidates
 from services.core.schemas import CutPoint, ModelFeatures
 from services.evaluation.config import AUTOSCALE, EvalConfig
-from services.evaluation.simulator import NEXT_STATE, opt_chooser, static_chooser
+from services.evaluation.simulator import NEXT_STATE, informed_chooser, opt_chooser, static_chooser
 
 if TYPE_CHECKING:  # world.py imports this module
     from services.evaluation.world import DeviceWorld
@@ -52,7 +52,14 @@ ONLINE = (*Q_LEARNERS, "linucb")  # keep learning on the held-out network
 FIXED = ("edge-cpu-fp32", "cloud")  # always the same kind of target: nothing to learn
 # The references an experimenter sets from measurements of the real devices, not deployable
 # policies: they replay choices precomputed from the true costs (no policy is handed those).
-REFERENCE_CHOOSERS = {"opt": opt_chooser, "edge-best": static_chooser("edge"), "connected-edge": static_chooser("peer")}
+# "opt-informed": Opt's rule on the most a decider could learn of the truth (truth.py).
+INFORMED = "opt-informed"
+REFERENCE_CHOOSERS = {
+    "opt": opt_chooser,
+    INFORMED: informed_chooser,
+    "edge-best": static_chooser("edge"),
+    "connected-edge": static_chooser("peer"),
+}
 KNOWN = (*ONLINE, *FIXED, *PREDICTORS, *PLANNERS, *REFERENCE_CHOOSERS)  # anything else is a plugged-in learner
 SPLITS_PER_LOCATION = 1  # split actions per remote location: 66 + 2 actions stay within the decision budget
 
@@ -128,6 +135,8 @@ def build_policy(name: str, cfg: EvalConfig, seed: int, world: DeviceWorld | Non
         )
     if name in PLANNERS:
         return make_policy(name, seed=seed, background_fit=False, mesh=profiles)
+    if name == INFORMED:  # a reference: its chooser replays Block.informed, the policy is never asked
+        return make_policy("opt", seed=seed, background_fit=False)
     if name in ("lr", "svr"):
         return RegressionPolicy(
             name, PredictorParams(buffer=cfg.predictor_samples, refit_every=never, seed=seed, background_fit=False)

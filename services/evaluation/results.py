@@ -140,6 +140,11 @@ class Headline(_Closed):
     """share of decisions equal to Opt's (DVFS step included)"""
     category_accuracy: float | None
     """share of decisions in Opt's Fig. 13 category"""
+    informed_exact_action_accuracy: float | None
+    """the same for Opt (informed): Opt's rule on the most a decider could learn of the hidden world
+    before its first inference of a network (null when opt-informed did not run)"""
+    informed_category_accuracy: float | None
+    """Opt (informed)'s category accuracy: a reference for category_accuracy, not a bound"""
     runs_to_converge: float | None
     """from scratch, mean over phones (convergence study); null if not run or a phone did not converge"""
 

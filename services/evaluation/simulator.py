@@ -51,7 +51,8 @@ from services.evaluation.truth import TrueWorld
 
 AccuracyFn = Callable[[str, Precision], float | None]
 
-_FIELDS = ("co_cpu", "co_mem", "rssi_wifi_dbm", "rssi_p2p_dbm")
+# The scenario series a cost table is evaluated on, in its argument order.
+CONDITION_FIELDS = ("co_cpu", "co_mem", "rssi_wifi_dbm", "rssi_p2p_dbm")
 
 
 @dataclass
@@ -156,6 +157,7 @@ class Block:
     noise: np.ndarray  # (n, T) multiplicative lognormal noise of the measured outcome
     opt: np.ndarray  # (n,) Opt's candidate index per inference
     best_reward: np.ndarray  # (n,) index maximising the expected eq. 5 reward (noise-free)
+    informed: np.ndarray  # (n,) Opt's rule on what a decider could learn of the truth (truth.py)
     noise_sigma: float = 0.0
     # (T,) the phone's energy estimate / the true energy per target (hidden; 1 = exact estimator)
     est_bias: np.ndarray | None = field(default=None, repr=False)
@@ -285,7 +287,7 @@ def make_block(
     series = scenario.conditions_series(n, rng, t0_s)
     dev = truth.deviations(case.name, case.targets) if truth is not None else None
     est_bias = truth.estimator_bias(case.targets) if truth is not None else None
-    costs = case.table.evaluate(*(series[f] for f in _FIELDS), dev=dev)
+    costs = case.table.evaluate(*(series[f] for f in CONDITION_FIELDS), dev=dev)
     co_cpu, co_mem, wifi, p2p = series["co_cpu"], series["co_mem"], series["rssi_wifi_dbm"], series["rssi_p2p_dbm"]
     conds = [
         RuntimeConditions.model_construct(
@@ -302,9 +304,14 @@ def make_block(
     opt = opt_indices(costs["latency_s"], costs["energy_j"], acc, case.qos_s, case.accuracy_min)
     est_energy = costs["energy_j"] if est_bias is None else costs["energy_j"] * est_bias
     best = np.argmax(reward_matrix(est_energy, costs["latency_s"], acc, case.qos_s, case.accuracy_min), axis=1)
+    informed = opt
+    if truth is not None and est_bias is not None:
+        learnable = truth.deviations(case.name, case.targets, interaction=False)
+        c = case.table.evaluate(*(series[f] for f in CONDITION_FIELDS), dev=learnable)
+        informed = opt_indices(c["latency_s"], c["energy_j"] * est_bias, acc, case.qos_s, case.accuracy_min)
     if case.plan_table is not None:  # plan columns, their noise drawn after everything above
         plan_dev = None if truth is None else partial(truth.deviations, case.name)
-        plan_costs = case.plan_table.evaluate(*(series[f] for f in _FIELDS), dev=plan_dev)
+        plan_costs = case.plan_table.evaluate(*(series[f] for f in CONDITION_FIELDS), dev=plan_dev)
         costs = {k: np.hstack([v, plan_costs[k]]) for k, v in costs.items()}
         p = len(case.plans)
         extra = rng.lognormal(-0.5 * noise_sigma**2, noise_sigma, (n, p)) if noise_sigma > 0 else np.ones((n, p))
@@ -328,6 +335,7 @@ def make_block(
         noise=noise,
         opt=opt,
         best_reward=best,
+        informed=informed,
         noise_sigma=noise_sigma,
         est_bias=est_bias,
     )
@@ -335,10 +343,10 @@ def make_block(
 
 def _observe_states(features: ModelFeatures, series: dict[str, np.ndarray]) -> np.ndarray:
     """Table I index of every inference (vectorised ``services.core.state.observe``)."""
-    n = len(series[_FIELDS[0]])
+    n = len(series[CONDITION_FIELDS[0]])
     memo: dict[tuple[float, ...], int] = {}
     out = np.empty(n, dtype=np.int64)
-    cols = [np.asarray(series[f], dtype=float) for f in _FIELDS]
+    cols = [np.asarray(series[f], dtype=float) for f in CONDITION_FIELDS]
     for i in range(n):
         key = (cols[0][i], cols[1][i], cols[2][i], cols[3][i])
         v = memo.get(key)
@@ -485,6 +493,11 @@ def run_steps(
         if record:
             tr.record(block, i, j, decision.explored, reward_mode, weights)
     return tr
+
+
+def informed_chooser(block: Block, i: int, rng: random.Random) -> int:
+    """Opt (informed): Opt's rule on the most a decider could learn of the truth (``Block.informed``)."""
+    return int(block.informed[i])
 
 
 def opt_chooser(block: Block, i: int, rng: random.Random) -> int:

@@ -179,6 +179,7 @@ def headline(res: dict[str, Any], policy: str = "autoscale") -> dict[str, Any]:
     allg = res["summary"].get("all") or {}
     g = allg.get("gaps_by_policy", {}).get(policy, {})
     st = allg.get("policies", {}).get(policy, {})
+    inf = allg.get("policies", {}).get("opt-informed", {})
     conv = ((res.get("convergence") or {}).get("variants") or {}).get(policy) or {}
     rtc = [v.get("runs_to_converge") for v in (conv.get("scratch") or {}).values()]
     return {
@@ -187,6 +188,8 @@ def headline(res: dict[str, Any], policy: str = "autoscale") -> dict[str, Any]:
         "qos_gap_pp": g.get("qos_gap_pp"),
         "exact_action_accuracy": st.get("prediction_accuracy"),
         "category_accuracy": st.get("category_accuracy"),
+        "informed_exact_action_accuracy": inf.get("prediction_accuracy"),
+        "informed_category_accuracy": inf.get("category_accuracy"),
         "runs_to_converge": mean([float(r) for r in rtc]) if rtc and all(r is not None for r in rtc) else None,
     }
 

@@ -17,7 +17,11 @@ score policies on the decider's own cost model. From a world seed the policies n
   energy x this bias x the run's noise; the paper reports its estimator's MAPE as 7.3 %.
 
 Opt and every score use the true costs; policies receive only the profiles (``DeviceWorld.mesh``),
-``DecisionContext``s and observed ``Outcome``s. ``sigma = 0`` (and ``estimator_sigma = 0``) is the
+``DecisionContext``s and observed ``Outcome``s. "Opt (informed)" is Opt's rule applied to the most a
+deployed decider could ever learn of this world before its first inference of a network: the true
+deviations without that network's interaction terms, and energy as the estimator reports it (a
+phone has no power meter). It is a reference, not a bound: a policy may match Opt more often by
+luck. ``sigma = 0`` (and ``estimator_sigma = 0``) is the
 profiles themselves: the world the evaluation used before this module.
 
 Every draw is keyed by the names it concerns (CRC-32 of seed and names), so adding a network or a
@@ -71,9 +75,13 @@ class TrueWorld:
     def _device(self, t: Target) -> str:
         return self._mesh.profile_for(t.runner).name
 
-    def latency_multiplier(self, t: Target, network: str) -> float:
+    def latency_multiplier(self, t: Target, network: str, interaction: bool = True) -> float:
+        """``interaction=False``: without the network x processor term (what no inference of other
+        networks can teach a decider about ``network``)."""
         dev = self._device(t)
         pair = self._draw(self.sigma, dev, str(t.processor), str(t.precision), "latency")
+        if not interaction:
+            return pair
         return pair * self._draw(self.sigma / 2.0, dev, str(t.processor), network, "interaction")
 
     def power_multiplier(self, t: Target) -> float:
@@ -88,11 +96,12 @@ class TrueWorld:
     def base_power_multiplier(self) -> float:
         return self._draw(self.sigma, self._mesh.edge.name, "base")
 
-    def deviations(self, network: str, targets: Sequence[Target]) -> Deviations:
-        """The true world's multipliers for one network's target columns."""
+    def deviations(self, network: str, targets: Sequence[Target], interaction: bool = True) -> Deviations:
+        """The true world's multipliers for one network's target columns (``interaction``: see
+        ``latency_multiplier``)."""
         links = {name: self.link(name) for name in ("wifi", "p2p")}
         return Deviations(
-            latency=np.array([self.latency_multiplier(t, network) for t in targets]),
+            latency=np.array([self.latency_multiplier(t, network, interaction) for t in targets]),
             power=np.array([self.power_multiplier(t) for t in targets]),
             goodput={k: v[0] for k, v in links.items()},
             radio_power={k: v[1] for k, v in links.items()},
