@@ -50,7 +50,7 @@ OUT = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 MODELS = ["mobilenet_v1", "mobilebert", "ssd_mobilenet_v1"]
 PACKAGES = ["fastapi", "starlette", "uvicorn", "httptools", "pydantic", "pydantic-core", "onnxruntime", "numpy",
-            "aiohttp", "httpx", "redis", "tritonclient"]  # fmt: skip
+            "aiohttp", "httpx", "redis", "hiredis", "tritonclient"]  # fmt: skip
 FIXED_TARGET = "edge-cpu-fp32"  # encodings are compared on one target
 
 
