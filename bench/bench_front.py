@@ -3,7 +3,8 @@
 One run, one report (``bench/results/<timestamp>.json`` and ``.md``), every ratio measured within it:
 
 1. ``/infer`` throughput at concurrency 1, 16 and 64 against a bare FastAPI app returning fixed JSON
-   (``bench/bare_app.py``, same uvicorn, same flags), in interleaved rounds (target >= 0.35x);
+   (``bench/bare_app.py``, same uvicorn, same flags; uvicorn's stock httptools protocol, where the mesh's
+   services run its one-write subclass, ``services.common.server``), in interleaved rounds (target >= 0.35x);
 2. decider-added latency at concurrency 16, p50 and p99 (targets <= 1.5 ms and <= 5 ms): per request,
    the decider's ``Server-Timing`` ``decider`` duration (from the body received to the answer ready,
    minus the runner's round trip);
@@ -38,7 +39,7 @@ import httpx
 import numpy as np
 import psutil
 
-from services.cli.launcher import Mesh
+from services.cli.launcher import HTTP_PROTOCOL, Mesh
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
 from tests.conftest import mesh_settings
@@ -49,7 +50,7 @@ OUT = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 MODELS = ["mobilenet_v1", "mobilebert", "ssd_mobilenet_v1"]
 PACKAGES = ["fastapi", "starlette", "uvicorn", "httptools", "pydantic", "pydantic-core", "onnxruntime", "numpy",
-            "aiohttp", "httpx", "redis", "tritonclient"]  # fmt: skip
+            "aiohttp", "httpx", "redis", "hiredis", "tritonclient"]  # fmt: skip
 FIXED_TARGET = "edge-cpu-fp32"  # encodings are compared on one target
 
 
@@ -452,7 +453,8 @@ def markdown(r: dict[str, Any]) -> str:
         + "; ".join(f"{k}: `{v}`" for k, v in r["infer_bodies"].items())
         + " (the default policy learns: a Q update, Redis write and invalidation per request; the fixed one does "
         "not). Output tensors. Bare app: `bench/bare_app.py`, `POST /infer` returning fixed JSON, same uvicorn "
-        "and flags.",
+        "and flags, with uvicorn's stock httptools protocol (the mesh's services run `--http "
+        f"{HTTP_PROTOCOL}`: a response's head and body in one socket write).",
         "",
         "| concurrency | policy | `/infer` req/s | p50 / p99 ms | bare req/s | p50 / p99 ms | "
         "**`/infer` / bare** (range) | target |",

@@ -226,6 +226,24 @@ async def test_write_by_another_process_reaches_the_cache_without_decision_round
     await a.stop()
 
 
+async def test_a_batch_written_by_another_process_reaches_the_cache_message_by_message(rs: EmbeddedRedis) -> None:
+    """The update script applies a batch in one call and publishes its updates' invalidations in one
+    message, newline-separated: every one of them is installed, in order, with no gap in versions."""
+    device = dev()
+    a = QStore(rs.url, device, sync_interval_s=3600.0)  # only the channel can deliver within the test
+    await a.start()
+    states = tuple(range(500, 580))
+    proc = spawn(rs.url, device, len(states), -7.0, states=states)  # the child's writer batches them
+    res = await asyncio.get_running_loop().run_in_executor(None, collect, proc)
+    assert res["ok"] and res["applied"] == len(states)
+    deadline = time.monotonic() + 60.0
+    while a.sync.version_seen < len(states) and time.monotonic() < deadline:  # noqa: ASYNC110  # bounded poll
+        await asyncio.sleep(0.005)
+    assert a.sync.version_seen == len(states)  # contiguous: no message lost, none out of order
+    assert all("edge/cpu/fp32@2" in a.row(s) for s in states)
+    await a.stop()
+
+
 async def test_periodic_version_check_catches_a_missed_message(rs: EmbeddedRedis) -> None:
     a = QStore(rs.url, dev(), sync_interval_s=0.1)
     await a.start()

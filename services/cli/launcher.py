@@ -41,6 +41,7 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("decider", "services.decider.app:create_app"),
 )
 MESH_ID_ENV = "AUTOSCALE_MESH_ID"
+HTTP_PROTOCOL = "services.common.server:HttpToolsOneWrite"  # a response in one socket write
 RUNNER_ROLES = ("edge", "peer", "cloud")
 
 
@@ -181,6 +182,8 @@ class Mesh:
                     "--port",
                     str(s.port(role)),
                     "--no-access-log",
+                    "--http",
+                    HTTP_PROTOCOL,
                     "--timeout-graceful-shutdown",
                     "5",
                 ],

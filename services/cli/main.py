@@ -16,7 +16,7 @@ from rich.console import Console
 
 from services.cli.calibrate import calibrate_command
 from services.cli.evaluate import evaluate
-from services.cli.launcher import SERVICES, Mesh, check_config
+from services.cli.launcher import HTTP_PROTOCOL, SERVICES, Mesh, check_config
 from services.cli.models import app as models_app
 from services.cli.qtable import app as qtable_app
 from services.cli.testbed import command as testbed_command
@@ -46,7 +46,15 @@ def load_settings() -> Settings:
 def _serve(role: str) -> None:
     s = load_settings()
     factory = dict(SERVICES)[role]
-    uvicorn.run(factory, factory=True, host=s.host, port=s.port(role), access_log=False, log_level=s.log_level)
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=s.host,
+        port=s.port(role),
+        http=HTTP_PROTOCOL,
+        access_log=False,
+        log_level=s.log_level,
+    )
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -283,6 +284,45 @@ class QStoreMetrics(Protocol):
     def updates_replayed(self, n: int) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _RequestSeries:
+    """The series one served request records, by (model, target, policy, outcome): looked up once per
+    combination, since eleven ``labels()`` calls cost more per request than the observations themselves."""
+
+    requests: Counter
+    latency: Histogram
+    inference: Histogram
+    transfer: Histogram
+    energy: Histogram
+    energy_total: Counter
+    reward: Histogram
+    reward_sum: Gauge
+    qos_violations: Counter
+    accuracy_violations: Counter
+    explored: Counter
+
+    @classmethod
+    def of(cls, model: str, target: str, policy: str, outcome: str) -> _RequestSeries:
+        # The violation counters are created even when nothing is violated: a series that exists at 0
+        # makes ratios in PromQL read 0 instead of "no data".
+        return cls(
+            requests=_D_REQUESTS.labels(model, target, policy, outcome),
+            latency=_D_LATENCY.labels(model, target, policy),
+            inference=_D_INFERENCE.labels(model, target),
+            transfer=_D_TRANSFER.labels(model, target),
+            energy=_D_ENERGY.labels(model, target, policy),
+            energy_total=_D_ENERGY_TOTAL.labels(model, target, policy),
+            reward=_D_REWARD.labels(model, policy),
+            reward_sum=_D_REWARD_SUM.labels(model, policy),
+            qos_violations=_D_QOS_VIOL.labels(model, target, policy),
+            accuracy_violations=_D_ACC_VIOL.labels(model, target, policy),
+            explored=_D_EXPLORE.labels(model, policy),
+        )
+
+
+_REQUEST_SERIES: dict[tuple[str, str, str, str], _RequestSeries] = {}
+
+
 class DeciderMetrics:
     """What the decider records per request, per decision and about its Q-table store.
 
@@ -310,25 +350,22 @@ class DeciderMetrics:
         explored: bool,
     ) -> None:
         _DECIDER.activate()
-        _D_REQUESTS.labels(model, target, policy, outcome).inc()
-        _D_LATENCY.labels(model, target, policy).observe(latency_s)
-        _D_INFERENCE.labels(model, target).observe(inference_s)
-        _D_TRANSFER.labels(model, target).observe(transfer_s)
-        _D_ENERGY.labels(model, target, policy).observe(energy_j)
-        _D_ENERGY_TOTAL.labels(model, target, policy).inc(max(energy_j, 0.0))
-        _D_REWARD.labels(model, policy).observe(reward)
-        _D_REWARD_SUM.labels(model, policy).inc(reward)
-        # Touch the violation counters even when nothing is violated: a series that exists at 0
-        # makes ratios in PromQL read 0 instead of "no data".
-        qos = _D_QOS_VIOL.labels(model, target, policy)
-        acc = _D_ACC_VIOL.labels(model, target, policy)
-        exp = _D_EXPLORE.labels(model, policy)
+        key = (model, target, policy, outcome)
+        s = _REQUEST_SERIES.get(key) or _REQUEST_SERIES.setdefault(key, _RequestSeries.of(*key))
+        s.requests.inc()
+        s.latency.observe(latency_s)
+        s.inference.observe(inference_s)
+        s.transfer.observe(transfer_s)
+        s.energy.observe(energy_j)
+        s.energy_total.inc(max(energy_j, 0.0))
+        s.reward.observe(reward)
+        s.reward_sum.inc(reward)
         if not qos_met:
-            qos.inc()
+            s.qos_violations.inc()
         if not accuracy_met:
-            acc.inc()
+            s.accuracy_violations.inc()
         if explored:
-            exp.inc()
+            s.explored.inc()
 
     def observe_error(self, *, model: str, policy: str, code: str) -> None:
         _DECIDER.activate()

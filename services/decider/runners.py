@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 from pydantic import TypeAdapter
 
+from services.common.http import PostClient, RawResponse
 from services.common.logging import log_event
 from services.common.tracing import outgoing_headers
 from services.core.errors import AutoScaleError
@@ -76,7 +77,8 @@ class Replica:
     id: str
     role: Location
     url: str
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient  # probes, model pushes
+    runs: PostClient | None = None  # dispatches (the hot path); default: one to ``url`` with ``client``'s token
     static: bool = False  # listed by a URL setting, not registered
     device: str = ""
     started_at: float | None = None  # the runner's own start (Unix s), from its record
@@ -92,6 +94,16 @@ class Replica:
     failures_total: int = 0
     missing_since: float | None = None  # registered, but its record was absent from a scan since then
     added_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.runs is None:
+            auth = self.client.headers.get("authorization", "")
+            self.runs = PostClient(self.url, token=auth.removeprefix("Bearer "))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.runs is not None:
+            await self.runs.aclose()
 
     def set_targets(self, targets: list[TargetInfo]) -> None:
         self.targets = targets
@@ -136,7 +148,7 @@ class RunnerRegistry:
         decider_metrics.set_ejected(replica.role.value, self._role_ejected(replica.role))
         self._bump()
         with contextlib.suppress(Exception):  # closing a client of a dead peer must not fail the caller
-            await replica.client.aclose()
+            await replica.aclose()
         return replica
 
     def of_role(self, role: Location) -> list[Replica]:
@@ -254,7 +266,7 @@ class RunnerRegistry:
 
     async def close(self) -> None:
         for r in list(self.replicas.values()):
-            await r.client.aclose()
+            await r.aclose()
 
     # ------------------------------------------------------------------ actions
     def role_targets(self, role: Location) -> list[tuple[TargetInfo, bool]]:
@@ -323,20 +335,18 @@ class RunnerRegistry:
                         break
                     tried.add(current.id)
                     try:
-                        resp = await self._post(current, request, limit)
+                        resp = await self._post(current, request)
                     except httpx.HTTPError as exc:
-                        # Only our bound firing is a timeout: the aiohttp transport reports a refused or
-                        # reset connection as httpx.ConnectTimeout, at once.
+                        # A refused or reset connection, at once; a failure as our bound fired is a timeout.
                         if bound.expired():
                             raise
                         reason = str(exc) or type(exc).__name__
                         self.mark_down(current, reason)
                         failures.append(self._failed(current, "connection", reason))
                         continue
-                    if resp.status_code >= 500:
-                        failures.append(
-                            self._failed(current, "http_5xx", f"HTTP {resp.status_code}: {resp.text[:300]}")
-                        )
+                    if resp.status >= 500:
+                        text = resp.body[:300].decode(errors="replace")
+                        failures.append(self._failed(current, "http_5xx", f"HTTP {resp.status}: {text}"))
                         continue
                     return self._answer(current, resp)
         except (TimeoutError, httpx.HTTPError) as exc:
@@ -346,29 +356,29 @@ class RunnerRegistry:
             raise RunnerUnavailable(role.value, reason) from exc
         raise RunnerUnavailable(role.value, "; ".join(failures) or "no replica available")
 
-    async def _post(self, replica: Replica, request: RunRequest, limit: float) -> httpx.Response:
+    async def _post(self, replica: Replica, request: RunRequest) -> RawResponse:
+        assert replica.runs is not None  # set by Replica.__post_init__
         replica.outstanding += 1
         try:
-            return await replica.client.post(
-                "/run",
-                content=request.model_dump_json(),
-                # The request id and trace context travel on: the runner's log lines and spans join the request's.
-                headers={"content-type": "application/json", **outgoing_headers()},
-                timeout=limit + 1.0,  # the asyncio bound in ``run`` is the one that fires
-            )
+            # The request id and trace context travel on: the runner's log lines and spans join the request's.
+            # No timeout of its own: the asyncio bound in ``run`` is the one that fires.
+            return await replica.runs.post("/run", request.model_dump_json().encode(), outgoing_headers())
         finally:
             replica.outstanding -= 1
 
-    def _answer(self, replica: Replica, resp: httpx.Response) -> RunResult:
+    def _answer(self, replica: Replica, resp: RawResponse) -> RunResult:
         self.outliers.success(replica.id)
         replica.served_total += 1
-        if resp.status_code >= 400:
+        if resp.status >= 400:
             try:
-                body = resp.json()
+                body = json.loads(resp.body)
+                if not isinstance(body, dict):
+                    raise ValueError("not an object")
             except ValueError:
-                body = {"error": {"code": "runner_error", "message": resp.text[:300], "field": None}}
-            raise RunnerRejected(resp.status_code, body)
-        return RunResult.model_validate_json(resp.content)
+                text = resp.body[:300].decode(errors="replace")
+                body = {"error": {"code": "runner_error", "message": text, "field": None}}
+            raise RunnerRejected(resp.status, body)
+        return RunResult.model_validate_json(resp.body)
 
     async def push_model(self, info: ModelInfo, data: bytes, replicas: list[Replica] | None = None) -> list[str]:
         """Send an uploaded model and its accuracy entries to every replica (or those given);

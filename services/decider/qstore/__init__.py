@@ -23,11 +23,13 @@ A full Mi8Pro table (3,072 states x 66 actions) takes 0.95 x 10^6 bytes of Redis
 (``bench/decision.md``), against 12.5 MB as text hashes.
 
 Writes
-    One Q update = one Lua script (``keys.UPDATE_LUA``): read the packed records of S and S', apply
-    Algorithm 1 with the lr/discount passed in ARGV, round the new value to float32 (``struct``),
-    count the visit, bump the version and PUBLISH the new value; an update that carries an
-    observation for the learned corrections (``QUpdate.correction``) updates those in the same
-    script and publishes them too. Redis runs a script atomically, so concurrent updates from any
+    One Q update = one block of a Lua script call (``keys.UPDATE_LUA``, which applies a batch of
+    them in order, as if one call each): read the packed records of S and S', apply Algorithm 1
+    with the lr/discount passed in ARGV, round the new value to float32 (``struct``), count the
+    visit, bump the version and publish the new value; an update that carries an observation for
+    the learned corrections (``QUpdate.correction``) updates those in the same script and
+    publishes them too (the batch's messages leave in one PUBLISH, newline-separated). Redis runs
+    a script atomically, so concurrent updates from any
     number of decider processes are all applied (no lost update). Each worker stamps its
     updates with (token, seq); the script skips a seq it has already applied, so a retry after
     a connection error that hit *after* the script ran cannot double-apply, and it refuses a seq
@@ -36,7 +38,7 @@ Writes
 
     ``learn(update)`` (the policy's path) changes the cached row at once -- the next decision in
     this process already sees it -- and buffers the update; it never blocks. An asyncio worker
-    (``writer.UpdateWriter``) drains the buffer in pipelined batches, retrying with capped
+    (``writer.UpdateWriter``) drains the buffer in batches (one script call each), retrying with capped
     backoff (tenacity) for as long as Redis is away; only a full buffer drops updates (the
     oldest first), counted in ``dropped_total`` (and the Prometheus counter) and logged.
 

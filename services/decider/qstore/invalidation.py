@@ -159,17 +159,20 @@ class CacheSync:
 
     # ------------------------------------------------------------------ pub/sub
     def _on_message(self, data: bytes | str) -> None:
-        msg = decode_message(data, self.name)
-        if isinstance(msg, tuple):
-            s, a, q, n, ver, prev = msg
-            self.apply(s, a, q, n, ver, prev, from_channel=True)
-        elif isinstance(msg, CorrWrite):
-            self._note_version(msg.version)
-            self.cache.corrections.set(msg.key, msg.stats, msg.version)
-        elif msg is not None:  # a bulk write (import, reset, transfer): reload
-            self._note_version(msg)
-            self._full_reload = True
-            self._wake.set()
+        # An update script's batch publishes its updates' messages in one, newline-separated, in order.
+        parts: list[bytes] | list[str] = data.split(b"\n") if isinstance(data, bytes) else data.split("\n")
+        for part in parts:
+            msg = decode_message(part, self.name)
+            if isinstance(msg, tuple):
+                s, a, q, n, ver, prev = msg
+                self.apply(s, a, q, n, ver, prev, from_channel=True)
+            elif isinstance(msg, CorrWrite):
+                self._note_version(msg.version)
+                self.cache.corrections.set(msg.key, msg.stats, msg.version)
+            elif msg is not None:  # a bulk write (import, reset, transfer): reload
+                self._note_version(msg)
+                self._full_reload = True
+                self._wake.set()
 
     async def listen(self) -> None:
         """Subscribe to the channel and apply its messages; resubscribe after any failure."""

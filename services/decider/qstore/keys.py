@@ -118,79 +118,91 @@ UPDATE_LUA = (
     _PRELUDE
     + """
 -- KEYS: 1 aidx  2 cap  3 vers  4 version  5 applied  6 corr
--- ARGV: 1 prefix  2 state  3 action  4 reward  5 lr  6 discount  7 init  8 token  9 seq  10 channel
+-- One update's ARGV (a block of the batch's, below):
+--       1 prefix  2 state  3 action  4 reward  5 lr  6 discount  7 init  8 token  9 seq  10 channel
 --       11 next state  12 k (correction keys, 0..2)  13.. the k keys, then (k > 0) x_lat x_energy lr_floor
 --       then pairs (next action, its initial value)
-local seq = tonumber(ARGV[9])
-local last = tonumber(redis.call('HGET', KEYS[5], ARGV[8]) or '0')
-if last >= seq then
-  return {'dup'}
-end
-if last < seq - 1 then
-  -- an earlier update of this token is missing: Redis lost it (restart); the writer replays
-  return {'gap', tostring(last)}
-end
-redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
-local prefix, s, s2, a = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[11]), ARGV[3]
-local k = tonumber(ARGV[12])
-local base = 13 + k
-if k > 0 then base = base + 3 end
-local names = {a}
-for t = base, #ARGV, 2 do names[#names + 1] = ARGV[t] end
-local idx, cap = ensure(KEYS[1], KEYS[2], prefix, names)
-local st = stride(cap)
-local key = rows_key(prefix, s)
-ensure_group(key, st)
-local rec = record(key, s, st)
-local i = idx[a]
-local q, n = entry(rec, i, cap)
-if q == nil then q = tonumber(ARGV[7]) end
-local best = 0
-if #ARGV >= base then
-  local rec2 = rec
-  if s2 ~= s then rec2 = record(rows_key(prefix, s2), s2, st) end
-  local j = 0
-  for t = base, #ARGV, 2 do
-    j = j + 1
-    local v = entry(rec2, idx[ARGV[t]], cap)
-    if v == nil then v = tonumber(ARGV[t + 1]) end
-    if j == 1 or v > best then best = v end
+local function one(ARGV, msgs)
+  local seq = tonumber(ARGV[9])
+  local last = tonumber(redis.call('HGET', KEYS[5], ARGV[8]) or '0')
+  if last >= seq then
+    return {'dup'}
   end
-end
-local new = q + tonumber(ARGV[5]) * (tonumber(ARGV[4]) + tonumber(ARGV[6]) * best - q)
-local packed = struct.pack('<f', new)
-new = struct.unpack('<f', packed)
-n = math.min(n + 1, VMAX)
-write_entry(key, rec, s, i, st, cap, packed, n)
-ensure_vers(KEYS[3])
-local prev = read_ver(KEYS[3], s)
-local ver = redis.call('INCR', KEYS[4])
-redis.call('SETRANGE', KEYS[3], s * 8, struct.pack('<d', ver))
-local qs = string.format('%.17g', new)
-redis.call('PUBLISH', ARGV[10], 'u|' .. s .. '|' .. a .. '|' .. qs .. '|' .. n .. '|' .. ver .. '|' .. prev)
-if k > 0 then
-  local xl, xe, floor = tonumber(ARGV[13 + k]), tonumber(ARGV[14 + k]), tonumber(ARGV[15 + k])
-  for t = 13, 12 + k do
-    local ck = ARGV[t]
-    local raw = redis.call('HGET', KEYS[6], ck)
-    local cn, ml, vl, me, ve = 0, 0, 0, 0, 0
-    if raw then cn, ml, vl, me, ve = struct.unpack('<ddddd', raw) end
-    -- services.core.policies.qlearning.corrections.correction_step, term for term
-    cn = math.min(cn + 1, NCAP)
-    local lr = math.max(floor, 1 / cn)
-    local d = xl - ml
-    ml = ml + lr * d
-    vl = (1 - lr) * (vl + lr * d * d)
-    local e = xe - me
-    me = me + lr * e
-    ve = (1 - lr) * (ve + lr * e * e)
-    redis.call('HSET', KEYS[6], ck, struct.pack('<dddddd', cn, ml, vl, me, ve, ver))
-    local f = '%.17g'
-    redis.call('PUBLISH', ARGV[10], 'c|' .. ver .. '|' .. string.format(f, cn) .. '|' .. string.format(f, ml) .. '|'
-      .. string.format(f, vl) .. '|' .. string.format(f, me) .. '|' .. string.format(f, ve) .. '|' .. ck)
+  if last < seq - 1 then
+    -- an earlier update of this token is missing: Redis lost it (restart); the writer replays
+    return {'gap', tostring(last)}
   end
+  redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
+  local prefix, s, s2, a = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[11]), ARGV[3]
+  local k = tonumber(ARGV[12])
+  local base = 13 + k
+  if k > 0 then base = base + 3 end
+  local names = {a}
+  for t = base, #ARGV, 2 do names[#names + 1] = ARGV[t] end
+  local idx, cap = ensure(KEYS[1], KEYS[2], prefix, names)
+  local st = stride(cap)
+  local key = rows_key(prefix, s)
+  ensure_group(key, st)
+  local rec = record(key, s, st)
+  local i = idx[a]
+  local q, n = entry(rec, i, cap)
+  if q == nil then q = tonumber(ARGV[7]) end
+  local best = 0
+  if #ARGV >= base then
+    local rec2 = rec
+    if s2 ~= s then rec2 = record(rows_key(prefix, s2), s2, st) end
+    local j = 0
+    for t = base, #ARGV, 2 do
+      j = j + 1
+      local v = entry(rec2, idx[ARGV[t]], cap)
+      if v == nil then v = tonumber(ARGV[t + 1]) end
+      if j == 1 or v > best then best = v end
+    end
+  end
+  local new = q + tonumber(ARGV[5]) * (tonumber(ARGV[4]) + tonumber(ARGV[6]) * best - q)
+  local packed = struct.pack('<f', new)
+  new = struct.unpack('<f', packed)
+  n = math.min(n + 1, VMAX)
+  write_entry(key, rec, s, i, st, cap, packed, n)
+  ensure_vers(KEYS[3])
+  local prev = read_ver(KEYS[3], s)
+  local ver = redis.call('INCR', KEYS[4])
+  redis.call('SETRANGE', KEYS[3], s * 8, struct.pack('<d', ver))
+  local qs = string.format('%.17g', new)
+  msgs[#msgs + 1] = ('u|' .. s .. '|' .. a .. '|' .. qs .. '|' .. n .. '|' .. ver .. '|' .. prev)
+  if k > 0 then
+    local xl, xe, floor = tonumber(ARGV[13 + k]), tonumber(ARGV[14 + k]), tonumber(ARGV[15 + k])
+    for t = 13, 12 + k do
+      local ck = ARGV[t]
+      local raw = redis.call('HGET', KEYS[6], ck)
+      local cn, ml, vl, me, ve = 0, 0, 0, 0, 0
+      if raw then cn, ml, vl, me, ve = struct.unpack('<ddddd', raw) end
+      -- services.core.policies.qlearning.corrections.correction_step, term for term
+      cn = math.min(cn + 1, NCAP)
+      local lr = math.max(floor, 1 / cn)
+      local d = xl - ml
+      ml = ml + lr * d
+      vl = (1 - lr) * (vl + lr * d * d)
+      local e = xe - me
+      me = me + lr * e
+      ve = (1 - lr) * (ve + lr * e * e)
+      redis.call('HSET', KEYS[6], ck, struct.pack('<dddddd', cn, ml, vl, me, ve, ver))
+      local f = '%.17g'
+      msgs[#msgs + 1] = ('c|' .. ver .. '|' .. string.format(f, cn) .. '|' .. string.format(f, ml) .. '|'
+        .. string.format(f, vl) .. '|' .. string.format(f, me) .. '|' .. string.format(f, ve) .. '|' .. ck)
+    end
+  end
+  return {qs, n, ver, prev}
 end
-return {qs, n, ver, prev}
+-- The batch: ARGV[1] is a JSON array of updates, each its ARGV as above (strings), applied in order as
+-- if each were a call of its own; their invalidations leave in one message, newline-separated.
+local out, msgs, channel = {}, {}, nil
+for _, A in ipairs(cjson.decode(ARGV[1])) do
+  channel = channel or A[10]
+  out[#out + 1] = one(A, msgs)
+end
+if #msgs > 0 then redis.call('PUBLISH', channel, table.concat(msgs, '\\n')) end
+return out
 """
 )
 
@@ -297,7 +309,7 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
-UPDATE_SHA = _sha(UPDATE_LUA)  # EVALSHA: one round trip per batch
+UPDATE_SHA = _sha(UPDATE_LUA)  # EVALSHA: one call per batch
 
 
 @dataclass(frozen=True, slots=True)
