@@ -1,7 +1,7 @@
 """The floor of `make bench`: a bare FastAPI app that answers ``POST /infer`` with fixed JSON.
 
-Served by the same uvicorn (httptools; its stock protocol, where the mesh's services run the one-write
-subclass in ``services.common.server``) with the same flags as the mesh's services, so the ratio of
+Served by the same uvicorn with the same flags and the same one-write httptools protocol
+(``services.common.server``) as the mesh's services, so the ratio of
 the decider's ``/infer`` throughput to this app's is what the decider's work costs over the least a
 FastAPI service can do on this machine.
 """
