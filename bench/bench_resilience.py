@@ -190,6 +190,9 @@ def run(work: Path, args: argparse.Namespace, replay: bool) -> dict[str, Any]:
         telemetry_refresh_s=d["telemetry_refresh_s"].default,
         runner_refresh_s=d["runner_refresh_s"].default,
         qtable_replay_window_s=d["qtable_replay_window_s"].default if replay else 0.0,
+        # the product's deadlines, not the test mesh's generous ones: what is promised
+        deadline_min_ms=d["deadline_min_ms"].default,
+        deadline_max_ms=d["deadline_max_ms"].default,
     )
     # Unsupervised: this benchmark decides when Redis and the runners come back.
     mesh = Mesh(s, supervise=False).start(timeout_s=600)
