@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 from services.evaluation.config import HELD_OUT_SEEDS, EvalConfig
 from services.evaluation.scoring import category
-from services.evaluation.simulator import CONDITION_FIELDS, opt_indices
-from services.evaluation.world import seed_of, world_of
+from services.evaluation.simulator import informed_opt
+from services.evaluation.world import world_of
 
 
 def shares(seed: int) -> dict[str, float]:
@@ -28,23 +26,17 @@ def shares(seed: int) -> dict[str, float]:
         w = world_of(cfg, device)
         for m in w.features:
             case = w.case(m)
-            t = len(case.candidates)
-            acc, ids = case.accuracy[:t], case.column_ids
-            for s, scen in w.scenarios.items():
+            ids = case.column_ids
+            for s in w.scenarios:
                 b = w.block(m, s, "test", cfg.test_runs)
-                rng = np.random.default_rng(seed_of(cfg.seed, w.device, m, s, "test"))
-                series = scen.conditions_series(b.n, rng, 0.0)  # the block's own draw (same stream)
-                learnable = w.truth.deviations(m, case.targets, interaction=False)
-                c = case.table.evaluate(*(series[f] for f in CONDITION_FIELDS), dev=learnable)
-                bias = b.est_bias[None, :t] if b.est_bias is not None else 1.0
+                assert b.est_bias is not None  # the hidden world's estimator (sigma > 0)
+                x, bias = b.condition_arrays(), b.est_bias[: len(case.candidates)]
                 picks = {
-                    "interaction unknown": opt_indices(c["latency_s"], c["energy_j"], acc, case.qos_s, None),
-                    "estimator bias unknown": opt_indices(
-                        b.latency[:, :t], b.energy[:, :t] * bias, acc, case.qos_s, None
-                    ),
+                    "interaction unknown": informed_opt(case, x, w.truth, bias, estimator=False),
+                    "estimator bias unknown": informed_opt(case, x, w.truth, bias, interaction=True),
                     "both (Opt informed)": b.informed,
                 }
-                opt_cat = [category(ids[j]) for j in b.opt[: b.n]]
+                opt_cat = [category(ids[j]) for j in b.opt.tolist()]
                 for k, p in picks.items():
                     hits[k] += sum(category(ids[j]) == o for j, o in zip(p.tolist(), opt_cat, strict=True))
                 n += b.n

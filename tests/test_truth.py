@@ -132,9 +132,7 @@ def test_sigma_zero_is_the_profiles_and_estimates_are_exact() -> None:
     for m in w.features:
         b = w.block(m, "d3", "test", 20)
         case = b.case
-        x = [np.array([c.co_cpu for c in b.conditions]), np.array([c.co_mem for c in b.conditions])]
-        x += [np.array([c.rssi_wifi_dbm for c in b.conditions]), np.array([c.rssi_p2p_dbm for c in b.conditions])]
-        prof = case.table.evaluate(*x)
+        prof = case.table.evaluate(*b.condition_arrays())
         t = len(case.candidates)  # the whole-network columns (plans follow them)
         assert np.allclose(b.latency[:, :t], prof["latency_s"]) and np.allclose(b.energy[:, :t], prof["energy_j"])
         assert np.array_equal(b.observed[1], b.measured[1])
@@ -171,9 +169,7 @@ def test_opt_informed_is_opts_rule_on_what_a_decider_could_learn(world: DeviceWo
             assert inter != 1.0 and abs(math.log(inter)) < 5 * 0.1  # the network x processor draw alone
         for s in ("s1", "s2", "d3"):
             b = world.block(m, s, "test", 30)
-            x = [np.array([getattr(c, f) for c in b.conditions]) for f in ("co_cpu", "co_mem")]
-            x += [np.array([getattr(c, f) for c in b.conditions]) for f in ("rssi_wifi_dbm", "rssi_p2p_dbm")]
-            c = case.table.evaluate(*x, dev=truth.deviations(m, case.targets, interaction=False))
+            c = case.table.evaluate(*b.condition_arrays(), dev=truth.deviations(m, case.targets, interaction=False))
             assert b.est_bias is not None
             energy = c["energy_j"] * b.est_bias[None, :t]
             assert np.array_equal(b.informed, opt_indices(c["latency_s"], energy, case.accuracy[:t], case.qos_s, None))

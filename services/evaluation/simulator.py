@@ -203,6 +203,10 @@ class Block:
 
         return replace(self.context(i), oracle=oracle)
 
+    def condition_arrays(self) -> tuple[np.ndarray, ...]:
+        """The conditions of every inference, one array per ``CONDITION_FIELDS`` entry (a cost table's arguments)."""
+        return tuple(np.array([getattr(c, f) for c in self.conditions]) for f in CONDITION_FIELDS)
+
     @property
     def measured(self) -> tuple[np.ndarray, np.ndarray]:
         """(latency_s, energy_j) as they really were: the true expected cost x the noise, (n, T) each."""
@@ -274,6 +278,25 @@ class Block:
         return Outcome(latency_s=float(lat[i, j]), energy_j=float(en[i, j]), accuracy=float(self.case.accuracy[j]))
 
 
+def informed_opt(
+    case: ModelCase,
+    x: Sequence[np.ndarray],
+    truth: TrueWorld,
+    est_bias: np.ndarray,
+    *,
+    interaction: bool = False,
+    estimator: bool = True,
+) -> np.ndarray:
+    """Opt's rule per inference on the true costs under conditions ``x`` (``CONDITION_FIELDS``'s
+    arrays), without the network's interaction terms (``interaction``) and with energy as the phone's
+    estimator reports it (``estimator``, bias ``est_bias`` per candidate): by default "Opt (informed)",
+    the most a cold decider could know (``truth``'s module doc)."""
+    c = case.table.evaluate(*x, dev=truth.deviations(case.name, case.targets, interaction=interaction))
+    energy = c["energy_j"] * est_bias if estimator else c["energy_j"]
+    t = len(case.candidates)
+    return opt_indices(c["latency_s"], energy, case.accuracy[:t], case.qos_s, case.accuracy_min)
+
+
 def make_block(
     case: ModelCase,
     scenario: Scenario,
@@ -304,11 +327,8 @@ def make_block(
     opt = opt_indices(costs["latency_s"], costs["energy_j"], acc, case.qos_s, case.accuracy_min)
     est_energy = costs["energy_j"] if est_bias is None else costs["energy_j"] * est_bias
     best = np.argmax(reward_matrix(est_energy, costs["latency_s"], acc, case.qos_s, case.accuracy_min), axis=1)
-    informed = opt
-    if truth is not None and est_bias is not None:
-        learnable = truth.deviations(case.name, case.targets, interaction=False)
-        c = case.table.evaluate(*(series[f] for f in CONDITION_FIELDS), dev=learnable)
-        informed = opt_indices(c["latency_s"], c["energy_j"] * est_bias, acc, case.qos_s, case.accuracy_min)
+    x = tuple(series[f] for f in CONDITION_FIELDS)
+    informed = opt if truth is None or est_bias is None else informed_opt(case, x, truth, est_bias)
     if case.plan_table is not None:  # plan columns, their noise drawn after everything above
         plan_dev = None if truth is None else partial(truth.deviations, case.name)
         plan_costs = case.plan_table.evaluate(*(series[f] for f in CONDITION_FIELDS), dev=plan_dev)
