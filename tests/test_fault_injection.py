@@ -65,8 +65,10 @@ Hook = Callable[[list[Result]], Awaitable[None] | None]
 
 
 async def drive(url: str, n: int, concurrency: int, hooks: dict[int, Hook], timeout_s: float = 240.0) -> list[Result]:
-    """``n`` requests from ``concurrency`` workers; ``hooks[k]`` runs when the k-th answer is in."""
+    """``n`` requests from ``concurrency`` workers; ``hooks[k]`` runs when the k-th answer is in, after
+    every earlier hook has finished (the other workers go on meanwhile)."""
     results: list[Result] = []
+    in_order = asyncio.Lock()
     todo = iter(range(n))
     # The mesh's own client (httpx over aiohttp): httpx's own async transport would make the load
     # generator the bottleneck and add its queueing to every latency measured here.
@@ -90,9 +92,10 @@ async def drive(url: str, n: int, concurrency: int, hooks: dict[int, Hook], time
                 results.append(res)
                 hook = hooks.pop(len(results), None)
                 if hook is not None:
-                    out = hook(results)
-                    if out is not None:
-                        await out
+                    async with in_order:  # a later hook waits for an earlier one still awaiting
+                        out = hook(results)
+                        if out is not None:
+                            await out
 
         await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout_s)
     return results

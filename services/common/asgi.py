@@ -159,3 +159,32 @@ def error_reply(exc: ValidationError | AutoScaleError) -> Reply:
         return json_reply(422, validation_error_body(errors))
     headers = tuple((k.lower().encode(), v.encode()) for k, v in error_headers(exc).items())
     return json_reply(exc.status, api_error_body(exc), headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class FastChain:
+    """The app's own middleware down to its ``FastPath``, without the framework's layers around it
+    (Starlette's error and exception middleware, FastAPI's, routing): what the HTTP protocol
+    (``services.common.server``) hands a fast route's request to. ``error_handler`` is the app's
+    handler for unexpected exceptions, which the protocol calls in their place."""
+
+    app: ASGIApp
+    routes: tuple[FastRoute, ...]
+    error_handler: Callable[..., Any] | None
+
+    def matches(self, method: str, path: str) -> bool:
+        return any(r.method == method and r.path.fullmatch(path) for r in self.routes)
+
+    @classmethod
+    def of(cls, app: Any) -> FastChain | None:
+        """Built from ``app.user_middleware`` (the same classes and arguments, so the same body limits,
+        rate-limit buckets, request ids and auth); None for an app without a ``FastPath``."""
+        middleware = list(getattr(app, "user_middleware", ()))
+        at = next((i for i, m in enumerate(middleware) if m.cls is FastPath), None)
+        if at is None:
+            return None
+        chain: ASGIApp = app  # behind FastPath: reached only by a request it does not answer
+        for m in reversed(middleware[: at + 1]):
+            chain = m.cls(chain, *m.args, **m.kwargs)
+        handlers = getattr(app, "exception_handlers", {})
+        return cls(chain, tuple(middleware[at].kwargs["routes"]), handlers.get(Exception) or handlers.get(500))

@@ -27,6 +27,7 @@ calls ``authorize_asgi`` with the same arguments. Tokens are compared in constan
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -98,6 +99,7 @@ def _digest(token: str | bytes) -> bytes:
     return hashlib.sha256(token.encode() if isinstance(token, str) else token).digest()
 
 
+@functools.lru_cache(maxsize=256)  # asked per request with this host's own few addresses
 def is_loopback(host: str) -> bool:
     """127.0.0.0/8, ::1 and ``localhost``; 0.0.0.0 and any interface address are not."""
     if host == "localhost":

@@ -179,6 +179,13 @@ class RedisSettings(_Section):
         description="delivered Q updates kept this long and replayed if Redis restarts without them "
         "(AOF everysec loses up to ~1-2 s); 0 = off",
     )
+    qtable_flush_interval_ms: float = Field(
+        20.0,
+        ge=0,
+        description="least time between two Q-update writes to Redis: under load, the updates of that "
+        "interval go in one script call and one invalidation message; an update after a quiet spell "
+        "goes at once; 0 = write as soon as one is buffered",
+    )
 
 
 class RegistrySettings(_Section):

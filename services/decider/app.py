@@ -157,6 +157,7 @@ def _qstore(s: Settings, redis: aioredis.Redis, mesh: costmodel.Mesh) -> QStore:
         queue_max=s.qtable_buffer_max,
         retry_max_wait_s=s.qtable_retry_max_s,
         replay_window_s=s.qtable_replay_window_s,
+        flush_interval_s=s.qtable_flush_interval_ms / 1e3,
     )
 
 

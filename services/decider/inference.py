@@ -333,7 +333,11 @@ class InferenceService:
         for _ in range(len(Location)):
             now = time.monotonic()
             runner = decision.target.runner
-            fallback = any(c.target.runner is not runner and c.target.runner not in failed for c in ctx.candidates)
+            # From the end: candidates come by runner, edge's many targets first (an edge target's
+            # check stops at the first cloud one instead of walking every edge target).
+            fallback = any(
+                c.target.runner is not runner and c.target.runner not in failed for c in reversed(ctx.candidates)
+            )
             timeout = deadline.hop_timeout(now, first=not failed, fallback_left=fallback)
             if timeout <= 0:
                 raise DeadlineExceeded(deadline, failed)

@@ -75,6 +75,7 @@ class QStore(RowCache):
         retry_attempts: int | None = None,
         retry_max_wait_s: float = 2.0,
         replay_window_s: float = 5.0,
+        flush_interval_s: float = 0.0,
         metrics: QStoreMetrics | None = None,
     ) -> None:
         if not valid_device(device):
@@ -109,6 +110,7 @@ class QStore(RowCache):
             retry_attempts=retry_attempts,
             retry_max_wait_s=retry_max_wait_s,
             replay_window_s=replay_window_s,
+            flush_interval_s=flush_interval_s,
         )
         self.admin = TableAdmin(
             self._r,

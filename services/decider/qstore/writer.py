@@ -1,7 +1,8 @@
 """The write-behind writer: Q updates from the request path to Redis, in the background.
 
 ``submit`` appends to a bounded buffer and returns at once (safe from any thread). Worker tasks
-drain the buffer in batches, one ``UPDATE_LUA`` call each. No learning is lost while Redis is
+drain the buffer in batches, one ``UPDATE_LUA`` call each, at most one call per
+``flush_interval_s`` (the decider's ``AUTOSCALE_QTABLE_FLUSH_INTERVAL_MS``). No learning is lost while Redis is
 away: a batch is retried with capped exponential backoff (tenacity) until Redis answers, while
 decisions go on from the cache and new updates wait in the buffer (when it is full the oldest is
 dropped and counted). Each worker stamps its updates with (token, seq), so the script skips one it
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -118,6 +120,7 @@ class UpdateWriter:
         retry_attempts: int | None = None,
         retry_max_wait_s: float = 2.0,
         replay_window_s: float = 5.0,
+        flush_interval_s: float = 0.0,
     ) -> None:
         self._r = r
         self.keys = keys
@@ -130,6 +133,7 @@ class UpdateWriter:
         self.retry_attempts = retry_attempts
         self.retry_max_wait_s = retry_max_wait_s
         self.replay_window_s = replay_window_s
+        self.flush_interval_s = flush_interval_s
         self._buffer: deque[QUpdate] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -223,10 +227,18 @@ class UpdateWriter:
     async def _worker(self) -> None:
         lane = _Lane()
         buf = self._buffer
+        last_write = -math.inf
         while True:
             while not buf:
                 self._wake.clear()
                 await self._wake.wait()
+            # At most one write per flush interval: under load, what arrives meanwhile joins the
+            # batch (each script call, invalidation message and reply costs Redis and every decider
+            # a few socket wake-ups); an update after a quiet spell goes at once.
+            wait = last_write + self.flush_interval_s - time.monotonic()
+            if wait > 0 and len(buf) < self.batch_max:
+                await asyncio.sleep(wait)
+            last_write = time.monotonic()
             batch = [buf.popleft() for _ in range(min(self.batch_max, len(buf)))]
             self._inflight += len(batch)
             try:
