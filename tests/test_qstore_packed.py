@@ -8,25 +8,24 @@ import json
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from services.common.config_files import load_profile
+from services.common.config_files import load_mesh
 from services.common.redis_embed import EmbeddedRedis
 from services.core import costmodel
 from services.core.costmodel import Mesh
 from services.core.policies.base import Candidate, DecisionContext, Outcome
 from services.core.policies.prior import PriorParams, PriorPolicy
-from services.core.policies.qlearning import VISITS_MAX, CorrectionObs, QTable, QTableExport, QUpdate, f32
+from services.core.policies.qlearning import VISITS_MAX, CorrectionObs, QTable, QUpdate, f32
 from services.core.schemas import ModelFeatures, RuntimeConditions
 from services.core.state import state_index
 from services.decider.qstore import QStore
 from services.decider.qstore.codec import decode_corrections, stride
 from services.decider.qstore.keys import GROUP, N_GROUPS
-from tests.qstore_cases import dev  # `store` and `rs`: tests/conftest.py
+from tests.qstore_cases import dev, strip  # `store` and `rs`: tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATS = {
@@ -36,22 +35,8 @@ FEATS = {
 
 
 @pytest.fixture(scope="module")
-def rs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def mesh() -> Mesh:
-    return Mesh(edge=load_profile("mi8pro"), peer=load_profile("galaxy_tab_s6"), cloud=load_profile("cloud_p100"))
-
-
-def strip(export: QTableExport | dict) -> dict:
-    data = export.model_dump() if isinstance(export, QTableExport) else export
-    return {k: v for k, v in data.items() if k not in ("exported_at", "params")}
+    return load_mesh("mi8pro", "galaxy_tab_s6", "cloud_p100")
 
 
 def _contexts(mesh: Mesh, rng: random.Random, n: int, co_cpu: tuple[float, ...] = (0.0, 0.5)) -> list[DecisionContext]:

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from services.common.http import PostClient
 from services.common.redis_embed import EmbeddedRedis
 from services.common.registry import Claim, RegistryKeys, deregister, publish_profiles, read_records, register
 from services.core.registration import RegistryEvent, RunnerRecord, profile_refusal, refusal
@@ -151,7 +152,9 @@ async def test_the_url_is_free_again_once_its_holder_expires(r: aioredis.Redis) 
 def _registry(*ids: str) -> RunnerRegistry:
     reg = RunnerRegistry(refresh_s=1.0, run_timeout_s=1.0, outliers=OutlierDetector(EjectionPolicy(consecutive=2)))
     for rid in ids:
-        rep = Replica(id=rid, role=Location.cloud, url=f"http://{rid}", client=httpx.AsyncClient(), healthy=True)
+        url = f"http://{rid}"
+        client, runs = httpx.AsyncClient(), PostClient(url)
+        rep = Replica(id=rid, role=Location.cloud, url=url, client=client, runs=runs, healthy=True)
         rep.set_targets([_target()])
         reg.add(rep)
     return reg

@@ -66,10 +66,6 @@ def load_profile(name_or_path: str | Path, extra_dir: Path | None = None) -> Dev
     raise ProfileError(text, "", f"no such profile file; built-in profiles are {builtin_profiles()}")
 
 
-# ----------------------------------------------------------------------------- scenarios
-
-
-@lru_cache(maxsize=64)
 def load_mesh(edge: str | Path, peer: str | Path, cloud: str | Path, extra_dir: Path | None = None) -> Mesh:
     """The three device profiles a decider models (the phone, the peer, the cloud) as one ``Mesh``."""
     return Mesh(
@@ -77,6 +73,10 @@ def load_mesh(edge: str | Path, peer: str | Path, cloud: str | Path, extra_dir: 
     )
 
 
+# ----------------------------------------------------------------------------- scenarios
+
+
+@lru_cache(maxsize=64)
 def _load_scenario_path(path: Path, mtime_ns: int) -> Scenario:
     return parse_scenario(read_yaml(path, ScenarioError), str(path))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -19,7 +19,7 @@ from services.common.asgi import FastPath
 from services.common.auth import Authenticator, Scope, client_key, is_loopback, require
 from services.common.config_files import load_mesh
 from services.common.errors import error_body, error_responses, install_error_handlers
-from services.common.http import make_client
+from services.common.http import PostClient, make_client
 from services.common.limits import BodyLimit, RateLimit, RouteLimit, TokenBuckets, infer_body_limit, rate_limit_rps
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
@@ -39,7 +39,7 @@ from services.decider.metrics import decider_metrics
 from services.decider.outliers import EjectionPolicy, OutlierDetector
 from services.decider.qstore import QStore
 from services.decider.registry import RegistryWatcher, static_urls, sync_models
-from services.decider.runners import Replica, RunnerRegistry
+from services.decider.runners import ClientsFor, Replica, RunnerRegistry
 from services.decider.telemetry_cache import TelemetryCache
 
 log = logging.getLogger("autoscale.decider")
@@ -52,14 +52,13 @@ async def _redis_down(_: Request, exc: RedisError) -> JSONResponse:
     )
 
 
-def _runner_registry(
-    s: Settings, token: str, catalog: ModelCatalog
-) -> tuple[RunnerRegistry, Callable[[str], httpx.AsyncClient]]:
-    """The replicas listed by URL (``registry.static_urls``), and how a replica's client is made: pooled,
+def _runner_registry(s: Settings, token: str, catalog: ModelCatalog) -> tuple[RunnerRegistry, ClientsFor]:
+    """The replicas listed by URL (``registry.static_urls``), and how a replica's clients are made: pooled,
     sending the mesh token. A replica that comes up is sent the uploaded models it lacks."""
 
-    def client_for(url: str) -> httpx.AsyncClient:
-        return make_client(url, timeout_s=s.run_timeout_s, transport=s.http_transport, token=token)
+    def clients_for(url: str) -> tuple[httpx.AsyncClient, PostClient]:
+        probes = make_client(url, timeout_s=s.run_timeout_s, transport=s.http_transport, token=token)
+        return probes, PostClient(url, token=token)
 
     runners = RunnerRegistry(
         refresh_s=s.runner_refresh_s,
@@ -76,8 +75,9 @@ def _runner_registry(
     runners.on_ready = partial(sync_models, catalog, runners)
     decider_metrics.init_runners([role.value for role in Location])
     for role, url in static_urls(s).items():
-        runners.add(Replica(id=role.value, role=role, url=url, client=client_for(url), static=True))
-    return runners, client_for
+        client, runs = clients_for(url)
+        runners.add(Replica(id=role.value, role=role, url=url, client=client, runs=runs, static=True))
+    return runners, clients_for
 
 
 async def _watch_registry(
@@ -85,14 +85,14 @@ async def _watch_registry(
     mesh: costmodel.Mesh,
     redis: aioredis.Redis,
     runners: RunnerRegistry,
-    client_for: Callable[[str], httpx.AsyncClient],
+    clients_for: ClientsFor,
 ) -> RegistryWatcher | None:
     """With the registry on, list the replicas that register themselves (besides those listed by URL):
     each role's must stand for the device this decider's cost model has for it."""
     if not s.runner_registry:
         return None
     profiles = {Location.edge: mesh.edge.name, Location.peer: mesh.peer.name, Location.cloud: mesh.cloud.name}
-    watcher = RegistryWatcher(redis, runners, client_for, profiles, scan_s=s.runner_refresh_s)
+    watcher = RegistryWatcher(redis, runners, clients_for, profiles, scan_s=s.runner_refresh_s)
     await watcher.start()
     return watcher
 
@@ -181,10 +181,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = aioredis.Redis.from_url(url, socket_timeout=s.redis_timeout_s, socket_connect_timeout=2.0)
         qstore = _qstore(s, redis, mesh)
         await qstore.start()
-        runners, client_for = _runner_registry(s, auth.mesh_token(), catalog)
+        runners, clients_for = _runner_registry(s, auth.mesh_token(), catalog)
         telemetry = _telemetry_cache(s, auth.mesh_token())
         await runners.refresh()
-        watcher = await _watch_registry(s, mesh, redis, runners, client_for)
+        watcher = await _watch_registry(s, mesh, redis, runners, clients_for)
         await telemetry.refresh()
         runners.start()
         telemetry.start()

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -38,7 +37,7 @@ from services.core.registration import RegistryEvent, RunnerRecord, profile_refu
 from services.core.schemas import Location, Precision
 from services.decider.deps import ModelCatalog
 from services.decider.metrics import decider_metrics
-from services.decider.runners import Replica, RunnerRegistry
+from services.decider.runners import ClientsFor, Replica, RunnerRegistry
 
 log = logging.getLogger("autoscale.decider.registry")
 
@@ -65,7 +64,7 @@ def _role_label(raw: bytes | str) -> str:
 class RegistryWatcher:
     redis: aioredis.Redis
     runners: RunnerRegistry
-    client_for: Callable[[str], httpx.AsyncClient]
+    clients_for: ClientsFor
     profiles: dict[Location, str]  # the device each role must be: this decider's cost model
     scan_s: float
     keys: RegistryKeys = field(default_factory=RegistryKeys)
@@ -227,11 +226,13 @@ class RegistryWatcher:
             return None
         if existing is not None:
             await self.runners.remove(rid)
+        client, runs = self.clients_for(record.url)
         replica = Replica(
             id=rid,
             role=record.role,
             url=record.url,
-            client=self.client_for(record.url),
+            client=client,
+            runs=runs,
             device=record.device,
             started_at=record.started_at,
             ttl_s=record.ttl_s,

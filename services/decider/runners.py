@@ -72,13 +72,18 @@ class RunnerRejected(AutoScaleError):
         self.body = body
 
 
+# How a replica's clients are made (the decider's: pooled, sending the mesh token): httpx for probes
+# and model pushes, ``PostClient`` for dispatches.
+ClientsFor = Callable[[str], tuple[httpx.AsyncClient, PostClient]]
+
+
 @dataclass(eq=False)  # identity: a replica is one process, whatever its fields say
 class Replica:
     id: str
     role: Location
     url: str
     client: httpx.AsyncClient  # probes, model pushes
-    runs: PostClient | None = None  # dispatches (the hot path); default: one to ``url`` with ``client``'s token
+    runs: PostClient  # dispatches (the hot path)
     static: bool = False  # listed by a URL setting, not registered
     device: str = ""
     started_at: float | None = None  # the runner's own start (Unix s), from its record
@@ -95,15 +100,9 @@ class Replica:
     missing_since: float | None = None  # registered, but its record was absent from a scan since then
     added_at: float = field(default_factory=time.monotonic)
 
-    def __post_init__(self) -> None:
-        if self.runs is None:
-            auth = self.client.headers.get("authorization", "")
-            self.runs = PostClient(self.url, token=auth.removeprefix("Bearer "))
-
     async def aclose(self) -> None:
         await self.client.aclose()
-        if self.runs is not None:
-            await self.runs.aclose()
+        await self.runs.aclose()
 
     def set_targets(self, targets: list[TargetInfo]) -> None:
         self.targets = targets
@@ -357,7 +356,6 @@ class RunnerRegistry:
         raise RunnerUnavailable(role.value, "; ".join(failures) or "no replica available")
 
     async def _post(self, replica: Replica, request: RunRequest) -> RawResponse:
-        assert replica.runs is not None  # set by Replica.__post_init__
         replica.outstanding += 1
         try:
             # The request id and trace context travel on: the runner's log lines and spans join the request's.

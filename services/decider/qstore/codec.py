@@ -176,9 +176,13 @@ def put_row_args(keys: Keys, state: int, row: Mapping[str, tuple[float, int]]) -
 # ----------------------------------------------------------------------------- updates and messages
 
 
-def update_keys_args(keys: Keys, u: QUpdate, token: str, seq: int) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of ``UPDATE_LUA`` for one update, stamped (token, seq) for idempotency."""
-    ks = [keys.aidx, keys.cap, keys.vers, keys.version, keys.applied, keys.corr]
+def update_keys(keys: Keys) -> list[str]:
+    """KEYS of ``UPDATE_LUA``: the same for every update of a device, so once per batch."""
+    return [keys.aidx, keys.cap, keys.vers, keys.version, keys.applied, keys.corr]
+
+
+def update_args(keys: Keys, u: QUpdate, token: str, seq: int) -> list[str]:
+    """One update's ARGV block of ``UPDATE_LUA``, stamped (token, seq) for idempotency."""
     args: list[Any] = [
         keys.prefix,
         u.state,
@@ -201,7 +205,7 @@ def update_keys_args(keys: Keys, u: QUpdate, token: str, seq: int) -> tuple[list
     for a, init in zip(u.next_actions, u.next_inits, strict=True):
         args.append(a)
         args.append(repr(init))
-    return ks, args
+    return [str(a) for a in args]
 
 
 def decode_update_reply(res: Sequence[Any]) -> tuple[float, int, int, int] | None:

@@ -46,7 +46,7 @@ from tenacity import (
 from services.common.logging import log_event
 from services.core.policies.qlearning import QUpdate
 from services.decider.qstore.actions import ActionSet
-from services.decider.qstore.codec import decode_update_reply, update_gap, update_keys_args
+from services.decider.qstore.codec import decode_update_reply, update_args, update_gap, update_keys
 from services.decider.qstore.keys import UPDATE_LUA, UPDATE_SHA, Keys
 
 if TYPE_CHECKING:
@@ -350,11 +350,8 @@ class UpdateWriter:
         One call, one argument and one invalidation message for the batch, instead of a call of ~20
         arguments and up to three messages per update: redis-py's per-argument packing and per-reply
         and per-message parsing were most of what learning cost the decider per request."""
-        ks: list[str] = []
-        blocks: list[list[str]] = []
-        for seq, u in zip(seqs, batch, strict=True):
-            ks, args = update_keys_args(self.keys, u, token, seq)
-            blocks.append([str(a) for a in args])
+        ks = update_keys(self.keys)
+        blocks = [update_args(self.keys, u, token, seq) for seq, u in zip(seqs, batch, strict=True)]
         # One JSON argument: redis-py packs each argument in Python (~20 per update), json.dumps in C.
         argv = [json.dumps(blocks)]
         try:
