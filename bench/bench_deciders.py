@@ -23,16 +23,16 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
-from bench.bench_mesh import _throughput
-from services.cli.launcher import Mesh
+from bench.bench_front import CpuMeter, load, pct, request_bytes
+from services.cli.launcher import Mesh, service_command
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
 from tests.conftest import mesh_settings
@@ -48,10 +48,14 @@ def second_decider(mesh: Mesh, log: Path) -> tuple[subprocess.Popen[bytes], str]
     port = free_port()
     env = dict(os.environ) | mesh.settings.child_env() | {"REDIS_URL": mesh.redis_url}
     env |= {"AUTOSCALE_DECIDER_PORT": str(port), "AUTOSCALE_SERVICE": "decider2"}
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "services.decider.app:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    with log.open("ab") as out:  # the very command the launcher runs a decider with
+        proc = subprocess.Popen(
+            service_command("decider", "127.0.0.1", port),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -67,21 +71,37 @@ def second_decider(mesh: Mesh, log: Path) -> tuple[subprocess.Popen[bytes], str]
     raise TimeoutError("the second decider was not ready within 300 s")
 
 
-async def split_load(urls: list[str], concurrency: int, total: int, max_s: float) -> dict[str, float]:
-    """``total`` requests over ``concurrency`` connections, split evenly between ``urls``, at once."""
-    parts = await asyncio.gather(
-        *(_throughput(f"{u}/infer", BODY, concurrency // len(urls), total // len(urls), max_s) for u in urls)
-    )
-    wall = max(p["seconds"] for p in parts)
-    done = sum(p["requests"] for p in parts)
+async def split_load(ports: list[int], concurrency: int, total: int, max_s: float) -> dict[str, Any]:
+    """``total`` requests over ``concurrency`` connections, split evenly between the deciders on
+    ``ports``, at once (``bench_front``'s asyncio-streams client: light enough that the deciders,
+    not the client, are what the shared CPUs spend most on)."""
+    request = request_bytes("/infer", json.dumps(BODY).encode())
+    n = len(ports)
+    parts = await asyncio.gather(*(load(p, request, concurrency // n, total // n, max_s) for p in ports))
+    wall = max(p.seconds for p in parts)
+    lat = sorted(x for p in parts for x in p.latencies) or [float("nan")]
+    done = sum(p.requests for p in parts)
     return {
         "requests": done,
-        "errors": sum(p["errors"] for p in parts),
+        "errors": sum(p.errors for p in parts),
+        "first_error": next((p.first_error for p in parts if p.first_error), ""),
         "seconds": wall,
-        "req_per_s": done / wall,
-        "p50_ms": statistics.median(p["p50_ms"] for p in parts),
-        "p99_ms": max(p["p99_ms"] for p in parts),
+        "req_per_s": done / wall if wall else 0.0,
+        "p50_ms": pct(lat, 50) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3,
     }
+
+
+def measured(meter: CpuMeter, ports: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    """One round on ``ports`` with the CPU each process group spent per answered request (µs)."""
+    before = meter.read()
+    r = asyncio.run(split_load(ports, args.concurrency, args.requests, args.max_s))
+    cpu = CpuMeter.per_request(before, meter.read(), int(r["requests"]))
+    return r | {"cpu_us": {k: round(v, 1) for k, v in cpu.items()}, "cpu_total_us": round(sum(cpu.values()), 1)}
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 def visits(url: str) -> dict[str, int]:
@@ -117,15 +137,21 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             trust_env=False,
         ).raise_for_status()
         proc, second = second_decider(mesh, Path(mesh.logs) / "decider2.log")
-        for url in (first, second):  # warm-up: sessions, connections, each decider's Q rows
-            asyncio.run(_throughput(f"{url}/infer", BODY, 8, 100, 30))
+        ports = [port_of(first), port_of(second)]
+        for port in ports:  # warm-up: sessions, connections, each decider's Q rows
+            asyncio.run(split_load([port], 8, 100, 30))
         visits(second)  # its warm-up updates delivered too
         before = visits(first)
-        one: list[dict[str, float]] = []
-        two: list[dict[str, float]] = []
+        pids = {k: [svc.proc.pid] for k, svc in mesh.services.items() if k != "decider"}
+        groups = {"client": [os.getpid()], "deciders": [mesh.services["decider"].proc.pid, proc.pid], **pids}
+        if mesh.redis is not None and mesh.redis.proc is not None:
+            groups["redis"] = [mesh.redis.proc.pid]
+        meter = CpuMeter({k: [psutil.Process(p) for p in v] for k, v in groups.items()})
+        one: list[dict[str, Any]] = []
+        two: list[dict[str, Any]] = []
         for _ in range(args.rounds):
-            one.append(asyncio.run(split_load([first], args.concurrency, args.requests, args.max_s)))
-            two.append(asyncio.run(split_load([first, second], args.concurrency, args.requests, args.max_s)))
+            one.append(measured(meter, ports[:1], args))
+            two.append(measured(meter, ports, args))
         after = [visits(first), visits(second)]
         answered = sum(r["requests"] for r in one + two)
         return {
@@ -133,6 +159,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "two": two,
             "one_req_per_s": statistics.median(r["req_per_s"] for r in one),
             "two_req_per_s": statistics.median(r["req_per_s"] for r in two),
+            "one_cpu_us": statistics.median(r["cpu_total_us"] for r in one),
+            "two_cpu_us": statistics.median(r["cpu_total_us"] for r in two),
             "errors": sum(r["errors"] for r in one + two),
             "answered": answered,
             "updates_added": after[0]["version"] - before["version"],
@@ -168,24 +196,30 @@ def main() -> None:
         "two_over_one": res["two_req_per_s"] / res["one_req_per_s"],
     }
     (OUT / "deciders.json").write_text(json.dumps(report, indent=2))
-    rows = [
-        f"| {i + 1} | {a['req_per_s']:.0f} (p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms) | "
-        f"{b['req_per_s']:.0f} (p50 {b['p50_ms']:.1f} ms, p99 {b['p99_ms']:.1f} ms) |"
-        for i, (a, b) in enumerate(zip(res["one"], res["two"], strict=True))
-    ]
+
+    def cell(r: dict[str, Any]) -> str:
+        return (
+            f"{r['req_per_s']:.0f} (p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms) | "
+            f"{r['cpu_total_us']:.0f} (deciders {r['cpu_us']['deciders']:.0f}, client {r['cpu_us']['client']:.0f})"
+        )
+
+    rows = [f"| {i + 1} | {cell(a)} | {cell(b)} |" for i, (a, b) in enumerate(zip(res["one"], res["two"], strict=True))]
     md = [
         "# Several deciders on one Redis",
         "",
         f"`make bench-deciders` on {report['date']}, {report['cpus']} CPUs (shared; load average "
         f"{report['load_avg'][0]:.1f} at the end), loopback. `/infer` on a tiny model, default policy (Q-learning, "
-        f"epsilon 0), {args.concurrency} connections in all, {args.requests} requests per round and configuration, "
-        "rounds interleaved.",
+        f"epsilon 0), {args.concurrency} connections in all from one asyncio-streams client, {args.requests} "
+        "requests per round and configuration, rounds interleaved. CPU: user + system µs per answered request "
+        "of every process (deciders, runners, telemetry, Redis, the client); other tenants of the host inflate "
+        "it too, so compare within a run.",
         "",
-        "| round | one decider: req/s | two deciders (half the connections each): req/s |",
-        "|---|---|---|",
+        "| round | one decider: req/s | CPU µs / request | two deciders (half the connections each): req/s "
+        "| CPU µs / request |",
+        "|---|---|---|---|---|",
         *rows,
-        f"| **median** | **{report['one_req_per_s']:.0f}** | **{report['two_req_per_s']:.0f}** "
-        f"(**{report['two_over_one']:.2f}x**) |",
+        f"| **median** | **{report['one_req_per_s']:.0f}** | **{report['one_cpu_us']:.0f}** | "
+        f"**{report['two_req_per_s']:.0f}** (**{report['two_over_one']:.2f}x**) | **{report['two_cpu_us']:.0f}** |",
         "",
         f"Failed requests: {report['errors']}. Q-table updates added: {report['updates_added']} for "
         f"{report['answered']} answers (every update applied once); both deciders read the same table: "

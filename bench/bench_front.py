@@ -471,8 +471,9 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         "The same runs in CPU time (user + system, every process of the mesh, the bare app and the client; "
-        "µs per request): unlike the rates above, this does not depend on how much of the machine the other "
-        "tenants left us.",
+        "µs per request): unlike the rates above, it does not count the time other tenants held the CPUs, "
+        "but their load still inflates it (shared caches and cores: the bare app and client measured 95-166 µs "
+        "a request in runs an hour apart), so compare within a run.",
         "",
         "| concurrency | policy | client | decider | runners | telemetry | Redis | **total** | bare app + client "
         "| **CPU ratio bare / `/infer`** |",

@@ -45,6 +45,13 @@ HTTP_PROTOCOL = "services.common.server:HttpToolsOneWrite"  # a response in one 
 RUNNER_ROLES = ("edge", "peer", "cloud")
 
 
+def service_command(role: str, host: str, port: int) -> list[str]:
+    """The command line of one service process: uvicorn with the mesh's HTTP protocol (event loop:
+    uvicorn's ``auto``, uvloop where installed)."""
+    return [sys.executable, "-m", "uvicorn", "--factory", dict(SERVICES)[role], "--host", host, "--port", str(port),
+            "--no-access-log", "--http", HTTP_PROTOCOL, "--timeout-graceful-shutdown", "5"]  # fmt: skip
+
+
 def check_config(settings: Settings) -> list[str]:
     """Problems that would stop a service at start, found before any process is started."""
     from services.common.config_files import load_profile, load_scenario
@@ -171,22 +178,7 @@ class Mesh:
         log_path = self.logs / f"{role}.log"
         with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    dict(SERVICES)[role],
-                    "--host",
-                    s.host,
-                    "--port",
-                    str(s.port(role)),
-                    "--no-access-log",
-                    "--http",
-                    HTTP_PROTOCOL,
-                    "--timeout-graceful-shutdown",
-                    "5",
-                ],
+                service_command(role, s.host, s.port(role)),
                 env=self._env | {"AUTOSCALE_SERVICE": role} | self._runner_env(role) | self.role_env.get(role, {}),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
