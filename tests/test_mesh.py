@@ -150,6 +150,18 @@ def test_catalog_and_health(client: httpx.Client, mesh: Mesh) -> None:
     assert all(r["source"] in ("measured", "emulated") for r in state["readings"].values())
 
 
+def test_every_service_freezes_its_startup_heap(mesh: Mesh) -> None:
+    """What start-up built (imports, schemas, catalogs: tens of thousands of objects) is out of the
+    cyclic collector's full passes, which otherwise walked it all about once a second under load."""
+    for role in ("decider", "edge", "peer", "cloud", "telemetry"):
+        text = httpx.get(f"{mesh.url(role)}/metrics", trust_env=False).text
+        frozen = [
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith("autoscale_gc_frozen_objects ")
+        ]
+        assert len(frozen) == 1, role
+        assert frozen[0] > 10_000, (role, frozen)
+
+
 def test_runner_run_directly(mesh: Mesh) -> None:
     body = {
         "model": "mobilenet_v1",

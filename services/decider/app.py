@@ -19,6 +19,7 @@ from services.common.asgi import FastPath
 from services.common.auth import Authenticator, Scope, client_key, is_loopback, require
 from services.common.config_files import load_mesh
 from services.common.errors import error_body, error_responses, install_error_handlers
+from services.common.heap import freeze_startup_heap
 from services.common.http import PostClient, make_client
 from services.common.limits import BodyLimit, RateLimit, RouteLimit, TokenBuckets, infer_body_limit, rate_limit_rps
 from services.common.logging import configure_logging, log_event
@@ -210,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=redact_url(url),
             registry="on" if watcher is not None else "off",
             runners={r.id: r.healthy for r in runners.replicas.values()},
+            heap_frozen=freeze_startup_heap(),
         )
         try:
             yield

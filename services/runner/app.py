@@ -35,6 +35,7 @@ from services.common.energy_counter import EnergyCounter
 from services.common.engines import get_engine
 from services.common.engines.base import Engine, LoadedModel
 from services.common.errors import ApiError, NotReady, error_responses, install_error_handlers
+from services.common.heap import freeze_startup_heap
 from services.common.limits import BodyLimit, InFlightLimit, RouteLimit, infer_body_limit
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
@@ -558,7 +559,14 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
                 if name in state.runnable_models(target):
                     await _session(state, state.infos()[name], target)
         state.ready = True
-        log_event(log, "runner ready", role=spec.role.value, device=profile.name, targets=len(state.targets))
+        log_event(
+            log,
+            "runner ready",
+            role=spec.role.value,
+            device=profile.name,
+            targets=len(state.targets),
+            heap_frozen=freeze_startup_heap(),
+        )
         state.registration = start_registration(
             settings, spec.role, profile.name, state.target_infos, lambda: list(state.infos())
         )

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from services.common.auth import Authenticator, Scope, require
 from services.common.config_files import builtin_scenarios, load_scenario
 from services.common.errors import NotReady, error_responses, install_error_handlers
+from services.common.heap import freeze_startup_heap
 from services.common.limits import BodyLimit
 from services.common.logging import configure_logging, log_event
 from services.common.metrics import metrics_endpoint
@@ -148,6 +149,7 @@ def create_app(
             scenario=hub.scenario.label,
             prefer=hub.prefer,
             active={k: v.name for k, v in hub.active().items()},
+            heap_frozen=freeze_startup_heap(),
         )
         yield
         await hub.stop()
