@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from services.cli.launcher import Mesh
-from services.common.redis_embed import EmbeddedRedis, free_port
+from services.common.redis_embed import EmbeddedRedis, free_ports
 from services.common.settings import Settings
 from services.common.tensors import encode
 from services.common.zoo import digits
@@ -34,7 +34,8 @@ MESH_MODELS = ["mobilenet_v1", "mobilenet_v2", "mobilebert"]
 
 def mesh_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a test mesh on free loopback ports; ``overrides`` are Settings fields (pydantic checks them)."""
-    ports = {f"{role}_port": free_port() for role in ("decider", "edge", "peer", "cloud", "telemetry", "supervisor")}
+    roles = ("decider", "edge", "peer", "cloud", "telemetry", "supervisor")
+    ports = {f"{role}_port": port for role, port in zip(roles, free_ports(len(roles)), strict=True)}
     values: dict[str, Any] = dict(
         host="127.0.0.1",
         data_dir=data_dir,

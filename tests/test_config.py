@@ -10,8 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.cli.launcher import check_config
+from services.common.redis_embed import free_ports
 from services.common.settings import Settings, redact_url
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mesh_settings
 
 
 def test_defaults_are_valid() -> None:
@@ -24,6 +25,14 @@ def test_bad_profile_scenario_and_engine_are_each_named() -> None:
     assert "AUTOSCALE_EDGE_DEVICE=pixel9" in problems[0] and "mi8pro" in problems[0]
     assert "AUTOSCALE_SCENARIO" in problems[1] and "s1" in problems[1]
     assert "tensorrt" in problems[2] and "onnxruntime" in problems[2]
+
+
+def test_test_meshes_get_distinct_ports(tmp_path: Path) -> None:
+    # Six ports chosen one after another could repeat (a closed socket's port is free again): a
+    # fresh clone's run once failed the distinct-ports check that way.
+    assert len(set(free_ports(200))) == 200
+    for _ in range(20):
+        mesh_settings(tmp_path)  # the distinct-ports validator passes
 
 
 def test_settings_validation() -> None:

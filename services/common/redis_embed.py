@@ -9,6 +9,7 @@ after a crash, or the next ``autoscale up``) listens where the clients already p
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
@@ -30,6 +31,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct free ports: each socket stays bound until all are chosen (``free_port`` called
+    ``n`` times may get the same port back once its socket is closed)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
