@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
-from bench.bench_front import CpuMeter, load, pct, request_bytes
+from bench.bench_front import CpuMeter, load, meter_for, pct, request_bytes
 from services.cli.launcher import Mesh, service_command
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
@@ -43,7 +42,7 @@ OUT = ROOT / "bench"
 BODY = {"model": "tiny-cnn", "synthetic": True}
 
 
-def second_decider(mesh: Mesh, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def second_decider(mesh: Mesh, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Another decider process with the mesh's settings, on its own port."""
     port = free_port()
     env = dict(os.environ) | mesh.settings.child_env() | {"REDIS_URL": mesh.redis_url}
@@ -63,7 +62,7 @@ def second_decider(mesh: Mesh, log: Path) -> tuple[subprocess.Popen[bytes], str]
             raise RuntimeError(f"the second decider exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code == 200:
-                return proc, url
+                return proc, port
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -100,10 +99,6 @@ def measured(meter: CpuMeter, ports: list[int], args: argparse.Namespace) -> dic
     return r | {"cpu_us": {k: round(v, 1) for k, v in cpu.items()}, "cpu_total_us": round(sum(cpu.values()), 1)}
 
 
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
 def visits(url: str) -> dict[str, int]:
     """The Q-table's write counter once this decider holds no update back (bounded wait)."""
     deadline = time.monotonic() + 60
@@ -136,17 +131,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             timeout=60,
             trust_env=False,
         ).raise_for_status()
-        proc, second = second_decider(mesh, Path(mesh.logs) / "decider2.log")
-        ports = [port_of(first), port_of(second)]
+        proc, port2 = second_decider(mesh, Path(mesh.logs) / "decider2.log")
+        second = f"http://127.0.0.1:{port2}"
+        ports = [mesh.settings.port("decider"), port2]
         for port in ports:  # warm-up: sessions, connections, each decider's Q rows
             asyncio.run(split_load([port], 8, 100, 30))
         visits(second)  # its warm-up updates delivered too
         before = visits(first)
-        pids = {k: [svc.proc.pid] for k, svc in mesh.services.items() if k != "decider"}
-        groups = {"client": [os.getpid()], "deciders": [mesh.services["decider"].proc.pid, proc.pid], **pids}
-        if mesh.redis is not None and mesh.redis.proc is not None:
-            groups["redis"] = [mesh.redis.proc.pid]
-        meter = CpuMeter({k: [psutil.Process(p) for p in v] for k, v in groups.items()})
+        meter = meter_for(mesh, decider=[mesh.services["decider"].proc.pid, proc.pid])  # both deciders
         one: list[dict[str, Any]] = []
         two: list[dict[str, Any]] = []
         for _ in range(args.rounds):
@@ -200,7 +192,7 @@ def main() -> None:
     def cell(r: dict[str, Any]) -> str:
         return (
             f"{r['req_per_s']:.0f} (p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms) | "
-            f"{r['cpu_total_us']:.0f} (deciders {r['cpu_us']['deciders']:.0f}, client {r['cpu_us']['client']:.0f})"
+            f"{r['cpu_total_us']:.0f} (deciders {r['cpu_us']['decider']:.0f}, client {r['cpu_us']['client']:.0f})"
         )
 
     rows = [f"| {i + 1} | {cell(a)} | {cell(b)} |" for i, (a, b) in enumerate(zip(res["one"], res["two"], strict=True))]

@@ -380,19 +380,18 @@ def start_bare(port: int, log: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"the bare app did not start: {log.read_text()[-2000:]}")
 
 
-def meter_for(mesh: Mesh, bare: subprocess.Popen[bytes]) -> CpuMeter:
-    svc = {k: psutil.Process(v.proc.pid) for k, v in mesh.services.items()}
-    redis = [psutil.Process(mesh.redis.proc.pid)] if mesh.redis is not None and mesh.redis.proc is not None else []
-    return CpuMeter(
-        {
-            "client": [psutil.Process()],
-            "decider": [svc["decider"]],
-            "runners": [svc[r] for r in ("edge", "peer", "cloud")],
-            "telemetry": [svc["telemetry"]],
-            "redis": redis,
-            "bare": [psutil.Process(bare.pid)],
-        }
-    )
+def meter_for(mesh: Mesh, **groups: list[int]) -> CpuMeter:
+    """This process (the client) and the mesh's, by kind; ``groups`` (process ids) add to or replace them."""
+    svc = {k: v.proc.pid for k, v in mesh.services.items()}
+    redis = [mesh.redis.proc.pid] if mesh.redis is not None and mesh.redis.proc is not None else []
+    pids = {
+        "client": [os.getpid()],
+        "decider": [svc["decider"]],
+        "runners": [svc[r] for r in ("edge", "peer", "cloud")],
+        "telemetry": [svc["telemetry"]],
+        "redis": redis,
+    }
+    return CpuMeter({k: [psutil.Process(p) for p in v] for k, v in (pids | groups).items()})
 
 
 def start_mesh(work: Path) -> tuple[Mesh, Settings]:
@@ -472,8 +471,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "The same runs in CPU time (user + system, every process of the mesh, the bare app and the client; "
         "µs per request): unlike the rates above, it does not count the time other tenants held the CPUs, "
-        "but their load still inflates it (shared caches and cores: the bare app and client measured 95-166 µs "
-        "a request in runs an hour apart), so compare within a run.",
+        "but their load still inflates it (shared caches and cores), so compare within a run.",
         "",
         "| concurrency | policy | client | decider | runners | telemetry | Redis | **total** | bare app + client "
         "| **CPU ratio bare / `/infer`** |",
@@ -548,8 +546,8 @@ def main() -> None:
         bare_port = free_port()
         bare = start_bare(bare_port, Path(tmp) / "bare.log")
         try:
-            decider = int(mesh.url("decider").rsplit(":", 1)[1])
-            meter = meter_for(mesh, bare)
+            decider = mesh.settings.port("decider")
+            meter = meter_for(mesh, bare=[bare.pid])
             encoded = {k: json.dumps(v).encode() for k, v in bodies.items()}
             for port, body in ((bare_port, b"{}"), *((decider, b) for b in encoded.values())):
                 # warm-up: connections, caches, every action AutoScale tries once

@@ -11,7 +11,6 @@ import os
 import select
 import socket
 import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 from numpy.lib import format as npy_format
 
-from services.cli.launcher import Mesh
+from services.cli.launcher import Mesh, service_command
 from services.common.limits import TokenBuckets
 from services.common.redis_embed import free_port
 from tests.conftest import ROOT, TOKENS, bearer, wait_until_ready
@@ -308,7 +307,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(tmp_path: Path) -> Non
     log_path = tmp_path / "decider.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "services.decider.app:create_app", "--port", str(port)],
+            service_command("decider", "127.0.0.1", port),
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.cli.launcher import service_command
 from services.core.schemas import RunResult
 from tests.conftest import ROOT, mesh_settings, wait_until_ready
 
@@ -46,8 +47,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory, counter_file: Path) -> Iterat
     data = tmp_path_factory.mktemp("measured")
     s = mesh_settings(data, measure_on_host=True, energy_counter=counter_file, preload_models=[])
     log = data / "edge.log"
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "services.edge_runner.app:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(s.edge_port)]
+    cmd = service_command("edge", "127.0.0.1", s.edge_port)
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=dict(os.environ) | s.child_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT
     )

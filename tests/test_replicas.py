@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import httpx
 import pytest
 import redis
 
-from services.cli.launcher import Mesh
+from services.cli.launcher import Mesh, service_command
 from services.common.http import make_client
 from services.common.redis_embed import free_port
 from services.common.registry import RegistryKeys
@@ -70,14 +69,10 @@ class Child:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"{name}.log"
-        factory = {
-            "cloud": "services.cloud_runner.app:create_app",
-            "decider": "services.decider.app:create_app",
-        }[role]
         base = dict(os.environ) | mesh.settings.child_env() | {"REDIS_URL": mesh.redis_url}
         port_var = "AUTOSCALE_CLOUD_PORT" if role == "cloud" else "AUTOSCALE_DECIDER_PORT"
         full = base | {"AUTOSCALE_SERVICE": name, port_var: str(self.port)} | env
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = service_command(role, "127.0.0.1", self.port)  # as the launcher runs them
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 cmd,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from services.cli.launcher import Mesh, check_config
+from services.cli.launcher import Mesh, check_config, service_command
 from services.common.auth import Authenticator, Scope, TokenEntry, security_problems
 from services.common.errors import ApiError
 from services.common.redis_embed import free_port
@@ -273,16 +273,16 @@ def test_a_service_bound_beyond_loopback_without_tokens_refuses_to_start(tmp_pat
         "AUTOSCALE_ZOO": json.dumps(["mobilenet_v1"]),
         "AUTOSCALE_PRELOAD_MODELS": "[]",
     }
-    for factory in ("services.edge_runner.app:create_app", "services.telemetry.app:create_app"):
+    for role in ("edge", "telemetry"):
         res = subprocess.run(
-            [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(free_port())],
+            service_command(role, "127.0.0.1", free_port()),
             cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
             timeout=120,
         )
-        assert res.returncode != 0, factory
+        assert res.returncode != 0, role
         assert "AUTOSCALE_CLIENT_TOKEN" in res.stderr and "AUTOSCALE_MESH_TOKEN" in res.stderr, res.stderr[-2000:]
 
 

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from services.cli.launcher import service_command
 from services.common.redis_embed import free_port
 from services.common.settings import Settings
 from services.core.schemas import Reading, TelemetrySnapshot
@@ -134,18 +135,7 @@ def run_telemetry(tmp: Path, **env: str) -> Iterator[httpx.Client]:
     child_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "services.telemetry.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
+            service_command("telemetry", "127.0.0.1", port),
             cwd=ROOT,
             env=child_env,
             stdout=log,
