@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install lock run demo lint test prometheus deploy-tools bench bench-all bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience bench-deciders bench-partition evaluate clean
+.PHONY: install lock run demo lint test prometheus deploy-tools bench bench-all bench-handlers bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience bench-deciders bench-partition evaluate clean
 
 # constraints.txt pins every package of every extra (the lock; the Docker images install from it too).
 $(STAMP): pyproject.toml constraints.txt
@@ -60,7 +60,11 @@ test: install prometheus deploy-tools lint
 bench: install
 	$(PY) -m bench.bench_front
 
-bench-all: bench bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience bench-deciders bench-partition evaluate
+bench-all: bench bench-handlers bench-engines bench-decision bench-mesh bench-tracing bench-limits bench-paths bench-resilience bench-deciders bench-partition evaluate
+
+# Each service's hot handler in process, CPU per request (and cProfile's top functions): bench/handlers.md.
+bench-handlers: install
+	$(PY) -m bench.bench_handlers --profile 15
 
 bench-engines: install
 	$(PY) bench/bench_engines.py

@@ -30,7 +30,8 @@ from typing import Any
 
 import httpx
 
-from bench.bench_front import CpuMeter, load, meter_for, pct, request_bytes
+from bench.bench_front import meter_for
+from bench.loadgen import CpuMeter, load, pct, request_bytes
 from services.cli.launcher import Mesh, service_command
 from services.common.redis_embed import free_port
 from services.common.settings import Settings

@@ -4,7 +4,9 @@ One run, one report (``bench/results/<timestamp>.json`` and ``.md``), every rati
 
 1. ``/infer`` throughput at concurrency 1, 16 and 64 against a bare FastAPI app returning fixed JSON
    (``bench/bare_app.py``, same uvicorn, same flags, the same one-write httptools protocol as the mesh's
-   services, ``services.common.server``), in interleaved rounds (target >= 0.35x);
+   services, ``services.common.server``), in interleaved rounds (target >= 0.35x), with the mesh's
+   floor beside it: the same two hops with no work at either end (``bench/floor_app.py``), which
+   splits the gap into what the second hop costs and what the work costs;
 2. decider-added latency at concurrency 16, p50 and p99 (targets <= 1.5 ms and <= 5 ms): per request,
    the decider's ``Server-Timing`` ``decider`` duration (from the body received to the answer ready,
    minus the runner's round trip);
@@ -31,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,175 +40,50 @@ import httpx
 import numpy as np
 import psutil
 
+from bench.loadgen import HOST, Conn, CpuMeter, Load, load, pct, request_bytes
 from services.cli.launcher import HTTP_PROTOCOL, Mesh
-from services.common.redis_embed import free_port
+from services.common.redis_embed import free_port, free_ports
 from services.common.settings import Settings
 from tests.conftest import mesh_settings
 from tests.test_models_api import tiny_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
-HOST = "127.0.0.1"
 MODELS = ["mobilenet_v1", "mobilebert", "ssd_mobilenet_v1"]
 PACKAGES = ["fastapi", "starlette", "uvicorn", "httptools", "pydantic", "pydantic-core", "onnxruntime", "numpy",
             "uvloop", "aiohttp", "httpx", "redis", "hiredis", "tritonclient"]  # fmt: skip
 FIXED_TARGET = "edge-cpu-fp32"  # encodings are compared on one target
 
 
-# ---------------------------------------------------------------------------------------- HTTP client
-
-
-def request_bytes(path: str, body: bytes, content_type: str = "application/json", **headers: str) -> bytes:
-    """One keep-alive HTTP/1.1 POST, built once and sent as is (what the benchmark measures is the servers)."""
-    extra = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}\r\n"
-    )
-    return head.encode() + body
-
-
-@dataclass
-class Conn:
-    """A keep-alive connection on asyncio streams: a few tens of µs of Python per request, so that
-    on a 2-core machine the load generator takes as little as it can from the servers."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-
-    @classmethod
-    async def open(cls, port: int) -> Conn:
-        reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
-        return cls(reader, writer)
-
-    async def send(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        headers = {}
-        for line in lines[1:]:
-            k, sep, v = line.partition(b":")
-            if sep:
-                headers[k.strip().lower()] = v.strip()
-        body = await self.reader.readexactly(int(headers.get(b"content-length", b"0")))
-        return int(lines[0].split()[1]), headers, body
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def decider_ms(headers: dict[bytes, bytes]) -> float | None:
-    """The ``decider`` duration of a ``Server-Timing`` header, in ms."""
-    for part in headers.get(b"server-timing", b"").split(b","):
-        name, _, dur = part.strip().partition(b";dur=")
-        if name == b"decider":
-            return float(dur)
-    return None
-
-
-@dataclass
-class Load:
-    requests: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    decider_ms: list[float] = field(default_factory=list)
-    first_error: str = ""
-
-    def summary(self) -> dict[str, float | int | str]:
-        lat = sorted(self.latencies) or [float("nan")]
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "seconds": round(self.seconds, 3),
-            "req_per_s": self.requests / self.seconds if self.seconds else 0.0,
-            "p50_ms": pct(lat, 50) * 1e3,
-            "p99_ms": pct(lat, 99) * 1e3,
-            "first_error": self.first_error,
-        }
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds (user + system) of each process group: robust where wall-clock rates are not, on a
-    machine whose other tenants take most of the CPU (the load average is in the report)."""
-
-    groups: dict[str, list[psutil.Process]]
-
-    def read(self) -> dict[str, float]:
-        out = {}
-        for name, procs in self.groups.items():
-            total = 0.0
-            for p in procs:
-                t = p.cpu_times()
-                total += t.user + t.system
-            out[name] = total
-        return out
-
-    @staticmethod
-    def per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
-        return {k: (after[k] - before[k]) / max(requests, 1) * 1e6 for k in before}
-
-
-def pct(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q / 100))]
-
-
-async def load(port: int, request: bytes, concurrency: int, max_requests: int, max_s: float) -> Load:
-    """``concurrency`` connections sending ``request`` back to back until ``max_requests`` or ``max_s``."""
-    out = Load()
-    conns = [await Conn.open(port) for _ in range(concurrency)]
-    deadline = time.monotonic() + max_s
-
-    async def worker(conn: Conn) -> None:
-        while out.requests + out.errors < max_requests and time.monotonic() < deadline:
-            t0 = time.perf_counter()
-            status, headers, body = await conn.send(request)
-            if status != 200:
-                out.errors += 1
-                out.first_error = out.first_error or f"{status} {body[:200]!r}"
-                continue
-            out.requests += 1
-            out.latencies.append(time.perf_counter() - t0)
-            d = decider_ms(headers)
-            if d is not None:
-                out.decider_ms.append(d)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
-    out.seconds = time.perf_counter() - t0
-    for c in conns:
-        c.close()
-    return out
-
-
 # ---------------------------------------------------------------------------------------- measurements
 
 
 def throughput(
-    decider: int, bare: int, bodies: dict[str, bytes], meter: CpuMeter, args: argparse.Namespace
+    decider: int, bare: int, floor: int, bodies: dict[str, bytes], meter: CpuMeter, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    """Long because it interleaves three measurements per round (the bare app, then each body): /infer against
-    the bare app at each concurrency, the ratio taken within each round; the CPU each process group spent per
-    request; the decider-added latency from the ``Server-Timing`` of every /infer answer."""
+    """Long because it interleaves four measurements per round (the bare app, the floor, then each body):
+    /infer and the floor against the bare app at each concurrency, the ratio taken within each round; the CPU
+    each process group spent per request; the decider-added latency from the ``Server-Timing`` of every
+    /infer answer."""
     rows = []
+    measured = {"floor": (floor, next(iter(bodies.values())))} | {k: (decider, v) for k, v in bodies.items()}
     for conc in (1, 16, 64):
-        runs: dict[str, list[Load]] = {k: [] for k in ("bare", *bodies)}
-        ratios: dict[str, list[float]] = {k: [] for k in bodies}
+        runs: dict[str, list[Load]] = {k: [] for k in ("bare", *measured)}
+        ratios: dict[str, list[float]] = {k: [] for k in measured}
         cpu: dict[str, dict[str, float]] = {k: dict.fromkeys(meter.groups, 0.0) for k in runs}
         for _ in range(args.rounds):
-            for label, (port, body) in {"bare": (bare, b"{}"), **{k: (decider, v) for k, v in bodies.items()}}.items():
+            for label, (port, body) in {"bare": (bare, b"{}"), **measured}.items():
                 before = meter.read()
                 run = asyncio.run(load(port, request_bytes("/infer", body), conc, args.max_requests, args.seconds))
                 for k, v in CpuMeter.per_request(before, meter.read(), run.requests).items():
                     cpu[label][k] += v / args.rounds
                 runs[label].append(run)
             b = runs["bare"][-1]
-            for label in bodies:
+            for label in measured:
                 i = runs[label][-1]
                 ratios[label].append((i.requests / i.seconds) / (b.requests / b.seconds))
         merged = {k: _merge(v) for k, v in runs.items()}
-        for label in bodies:
+        for label in measured:
             d = sorted(merged[label].decider_ms) or [float("nan")]
             rows.append(
                 {
@@ -363,21 +239,40 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def start_bare(port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_app(app: str, port: int, log: Path, path: str = "/infer", **env: str) -> subprocess.Popen[bytes]:
+    """``app`` (``module:attribute``, or ``module:factory()``) under uvicorn with the mesh's flags and HTTP
+    protocol, once ``POST path`` answers 200; ``env`` adds to its environment."""
+    target, factory = (app[:-2], ["--factory"]) if app.endswith("()") else (app, [])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", HOST, "--port", str(port),
+        [sys.executable, "-m", "uvicorn", *factory, target, "--host", HOST, "--port", str(port),
          "--no-access-log", "--log-level", "warning", "--http", HTTP_PROTOCOL],
-        cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=os.environ | env,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.post(f"http://{HOST}:{port}/infer", trust_env=False).status_code == 200:
+            if httpx.post(f"http://{HOST}:{port}{path}", trust_env=False).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"the bare app did not start: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"{app} did not start: {log.read_text()[-2000:]}")
+
+
+def start_bare(port: int, log: Path) -> subprocess.Popen[bytes]:
+    return start_app("bench.bare_app:app", port, log)
+
+
+def start_floor(log: Path) -> tuple[int, list[subprocess.Popen[bytes]]]:
+    """The floor's back, then its front (``bench/floor_app.py``): the front's port and both processes (back, front)."""
+    front, back = free_ports(2)
+    procs = [start_app("bench.floor_app:back()", back, log, "/run")]
+    try:
+        procs.append(start_app("bench.floor_app:front()", front, log, FLOOR_BACK_URL=f"http://{HOST}:{back}"))
+    except BaseException:
+        procs[0].kill()
+        raise
+    return front, procs
 
 
 def meter_for(mesh: Mesh, **groups: list[int]) -> CpuMeter:
@@ -394,12 +289,13 @@ def meter_for(mesh: Mesh, **groups: list[int]) -> CpuMeter:
     return CpuMeter({k: [psutil.Process(p) for p in v] for k, v in (pids | groups).items()})
 
 
-def start_mesh(work: Path) -> tuple[Mesh, Settings]:
+def start_mesh(work: Path, models: list[str] = MODELS) -> tuple[Mesh, Settings]:
+    """The mesh with ``models`` from the zoo (loaded at start) and the tiny CNN uploaded, each served once."""
     d = Settings.model_fields
     s = mesh_settings(
         work,
-        zoo=MODELS,
-        preload_models=MODELS,
+        zoo=models,
+        preload_models=models,
         log_level="warning",
         telemetry_refresh_s=d["telemetry_refresh_s"].default,  # production intervals, as under `make run`
         runner_refresh_s=d["runner_refresh_s"].default,
@@ -416,7 +312,7 @@ def start_mesh(work: Path) -> tuple[Mesh, Settings]:
         if time.monotonic() > deadline:
             raise RuntimeError("the decider never offered tiny-cnn")
         time.sleep(0.5)
-    for model in MODELS:  # first runs load sessions on every target the fixed policy uses
+    for model in models:  # first runs load sessions on every target the fixed policy uses
         for fmt in ("tensor", "summary"):
             payload = {"model": model, "synthetic": True, "policy": FIXED_TARGET, "output_format": fmt}
             httpx.post(f"{dec}/infer", json=payload, timeout=300, trust_env=False).raise_for_status()
@@ -441,7 +337,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"load average {', '.join(f'{x:.2f}' for x in m['load_average'])} at the start and "
         f"{', '.join(f'{x:.2f}' for x in r['load_average_end'])} at the end, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
-        + ". Everything (client, decider, three runners, telemetry, Redis, the bare app) shares these CPUs on "
+        + ". Everything (client, decider, three runners, telemetry, Redis, the bare app, the floor) shares these "
+        "CPUs on "
         "loopback; the client is asyncio streams in one process. All figures are *measured*; the latency and "
         "energy *inside* the answers are the mesh's modelled ones and are not used here.",
         "",
@@ -454,7 +351,10 @@ def markdown(r: dict[str, Any]) -> str:
         "not). Output tensors. Bare app: `bench/bare_app.py`, `POST /infer` returning fixed JSON, same uvicorn, "
         "event loop (uvicorn's `--loop auto`: uvloop where installed) "
         f"and flags as the mesh's services (`--http {HTTP_PROTOCOL}`: a response's head and body in one socket "
-        "write; it serves the bare app 0-7 % faster than uvicorn's stock protocol).",
+        "write; it serves the bare app 0-7 % faster than uvicorn's stock protocol). Floor: `bench/floor_app.py`, "
+        "`/infer`'s two hops with no work at either end (a front app that posts the body to a back app answering "
+        "fixed JSON, both built and served as the decider and the runners are, the hop made with the decider's "
+        "own dispatch client), in the same rounds.",
         "",
         "| concurrency | policy | `/infer` req/s | p50 / p99 ms | bare req/s | p50 / p99 ms | "
         "**`/infer` / bare** (range) | target |",
@@ -462,10 +362,29 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     for row in r["throughput"]:
         i, b = row["infer"], row["bare"]
+        floor = row["body"] == "floor"
         lines.append(
-            f"| {row['concurrency']} | {row['body']} | {i['req_per_s']:.0f} | {i['p50_ms']:.2f} / {i['p99_ms']:.2f} | "
+            f"| {row['concurrency']} | {'floor (two hops, no work)' if floor else row['body']} | "
+            f"{i['req_per_s']:.0f} | {i['p50_ms']:.2f} / {i['p99_ms']:.2f} | "
             f"{b['req_per_s']:.0f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | **{row['ratio']:.3f}x** "
-            f"({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | >= 0.35: {_target_line(row['ratio'] >= 0.35)} |"
+            f"({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | "
+            + ("reference |" if floor else f">= 0.35: {_target_line(row['ratio'] >= 0.35)} |")
+        )
+    lines += [
+        "",
+        "Where the gap lies: the floor against the bare app is what `/infer`'s second hop costs; `/infer` against "
+        "the floor (the ratio of the two ratios above, each taken within its rounds) is what its work costs: "
+        "validation, the decision, the inference, the answer's assessment, metrics and (default policy) learning.",
+        "",
+        "| concurrency | floor / bare | " + " | ".join(f"{k} / floor" for k in r["infer_bodies"]) + " |",
+        "|---:|---:|" + "---:|" * len(r["infer_bodies"]),
+    ]
+    for conc in sorted({row["concurrency"] for row in r["throughput"]}):
+        by = {row["body"]: row["ratio"] for row in r["throughput"] if row["concurrency"] == conc}
+        lines.append(
+            f"| {conc} | {by['floor']:.3f}x | "
+            + " | ".join(f"{by[k] / by['floor']:.3f}x" for k in r["infer_bodies"])
+            + " |"
         )
     lines += [
         "",
@@ -473,15 +392,16 @@ def markdown(r: dict[str, Any]) -> str:
         "µs per request): unlike the rates above, it does not count the time other tenants held the CPUs, "
         "but their load still inflates it (shared caches and cores), so compare within a run.",
         "",
-        "| concurrency | policy | client | decider | runners | telemetry | Redis | **total** | bare app + client "
-        "| **CPU ratio bare / `/infer`** |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| concurrency | policy | client | decider | runners | telemetry | Redis | floor front + back | **total** | "
+        "bare app + client | **CPU ratio bare / `/infer`** |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["throughput"]:
         c, b = row["cpu_us_per_request"], row["bare_cpu_us_per_request"]
         lines.append(
             f"| {row['concurrency']} | {row['body']} | {c['client']:.0f} | {c['decider']:.0f} | {c['runners']:.0f} | "
-            f"{c['telemetry']:.0f} | {c['redis']:.0f} | **{sum(c.values()):.0f}** | "
+            f"{c['telemetry']:.0f} | {c['redis']:.0f} | {c['floor_front']:.0f} + {c['floor_back']:.0f} | "
+            f"**{sum(c.values()):.0f}** | "
             f"{b['bare'] + b['client']:.0f} | **{row['cpu_ratio']:.3f}x** |"
         )
     lines += [
@@ -544,12 +464,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         mesh, _ = start_mesh(Path(tmp) / "mesh")
         bare_port = free_port()
-        bare = start_bare(bare_port, Path(tmp) / "bare.log")
+        apps: list[subprocess.Popen[bytes]] = []
         try:
+            apps.append(start_bare(bare_port, Path(tmp) / "bare.log"))
+            floor_port, floor = start_floor(Path(tmp) / "floor.log")
+            apps += floor
             decider = mesh.settings.port("decider")
-            meter = meter_for(mesh, bare=[bare.pid])
+            meter = meter_for(mesh, bare=[apps[0].pid], floor_back=[floor[0].pid], floor_front=[floor[1].pid])
             encoded = {k: json.dumps(v).encode() for k, v in bodies.items()}
-            for port, body in ((bare_port, b"{}"), *((decider, b) for b in encoded.values())):
+            warm = ((bare_port, b"{}"), (floor_port, b"{}"), *((decider, b) for b in encoded.values()))
+            for port, body in warm:
                 # warm-up: connections, caches, every action AutoScale tries once
                 asyncio.run(load(port, request_bytes("/infer", body), 16, 5000, 3.0))
             report = {
@@ -558,14 +482,15 @@ def main() -> None:
                 "args": vars(args),
                 "machine": facts,
                 "infer_bodies": {k: json.dumps(v) for k, v in bodies.items()},
-                "throughput": throughput(decider, bare_port, encoded, meter, args),
+                "throughput": throughput(decider, bare_port, floor_port, encoded, meter, args),
                 "encodings": encodings(decider, args),
                 "outputs": outputs(decider, args),
                 "load_average_end": os.getloadavg(),
             }
         finally:
-            bare.terminate()
-            bare.wait(10)
+            for app in apps:
+                app.terminate()
+                app.wait(10)
             mesh.stop()
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core.schemas import ModelFeatures, RuntimeConditions
+from services.core.schemas import ModelFeatures, RuntimeConditions, StateView
 from services.core.state import (
     DIMENSIONS,
     N_STATES,
@@ -20,6 +20,7 @@ from services.core.state import (
     bin_rssi,
     bin_utilisation,
     observe,
+    state_bins_and_labels,
     state_index,
 )
 
@@ -206,3 +207,16 @@ def test_labels_follow_table_i() -> None:
         "rssi_w": "weak",
         "rssi_p": "regular",
     }
+
+
+def test_bins_and_labels_of_every_state() -> None:
+    # The decider's answers read a state's bins and labels from this cache: every state's must be its own.
+    for index in range(N_STATES):
+        bins, labels = state_bins_and_labels(index)
+        state = StateBins.from_index(index)
+        assert bins == {name: getattr(state, name) for name, _ in DIMENSIONS} == state.as_dict()
+        assert labels == state.labels()
+        assert StateBins(**bins).index == index
+    # An answer's state holds copies: a change to one answer's dicts cannot reach the cache.
+    view = StateView(index=0, bins=bins, labels=labels, raw={})
+    assert view.bins is not bins and view.labels is not labels

@@ -5,7 +5,8 @@ Pure functions, no I/O. 4 x 2 x 2 x 3 x 4 x 4 x 2 x 2 = 3,072 states.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import lru_cache
 
 from services.core.schemas import ModelFeatures, RuntimeConditions
 
@@ -58,7 +59,16 @@ class StateBins:
         return {name: labels[getattr(self, name)] for name, labels in DIMENSIONS}
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies each field (7 us a call, on every answer's state).
+        return {name: getattr(self, name) for name, _ in DIMENSIONS}
+
+
+@lru_cache(maxsize=N_STATES)
+def state_bins_and_labels(index: int) -> tuple[dict[str, int], dict[str, str]]:
+    """A state's bins and their labels, worked out once per state (every answer shows them). The
+    dicts are shared: callers copy them (a pydantic model's field validation does)."""
+    bins = StateBins.from_index(index)
+    return bins.as_dict(), bins.labels()
 
 
 def bin_conv(n: int) -> int:

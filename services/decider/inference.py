@@ -53,7 +53,7 @@ from services.core.schemas import (
     TelemetrySnapshot,
     TensorPayload,
 )
-from services.core.state import StateBins, state_index
+from services.core.state import state_bins_and_labels, state_index
 from services.decider.deadlines import Deadline, DeadlinePolicy
 from services.decider.deps import Decider
 from services.decider.dispatch_errors import DeadlineExceeded, RunnersExhausted
@@ -462,7 +462,7 @@ class InferenceService:
             qos_met=a.qos_met,
             accuracy_met=a.accuracy_met,
             reward=a.reward,
-            state=state_view(StateBins.from_index(ctx.state), snap, info),
+            state=state_view(ctx.state, snap, info),
             explored=decision.explored,
             device=result.device,
             outputs=result.outputs,
@@ -483,13 +483,14 @@ def as_sent(exc: RunnerRejected, req: InferRequest, info: ModelInfo) -> RunnerRe
     return exc
 
 
-def state_view(bins: StateBins, snap: TelemetrySnapshot, info: ModelInfo) -> StateView:
+def state_view(index: int, snap: TelemetrySnapshot, info: ModelInfo) -> StateView:
     c = snap.conditions
     f = info.features
+    bins, labels = state_bins_and_labels(index)
     return StateView(
-        index=bins.index,
-        bins=bins.as_dict(),
-        labels=bins.labels(),
+        index=index,
+        bins=bins,
+        labels=labels,
         raw={
             "conv": f.conv,
             "fc": f.fc,
