@@ -73,7 +73,7 @@ def second_decider(mesh: Mesh, log: Path) -> tuple[subprocess.Popen[bytes], int]
 
 async def split_load(ports: list[int], concurrency: int, total: int, max_s: float) -> dict[str, Any]:
     """``total`` requests over ``concurrency`` connections, split evenly between the deciders on
-    ``ports``, at once (``bench_front``'s asyncio-streams client: light enough that the deciders,
+    ``ports``, at once (``bench.loadgen``'s asyncio-streams client: light enough that the deciders,
     not the client, are what the shared CPUs spend most on)."""
     request = request_bytes("/infer", json.dumps(BODY).encode())
     n = len(ports)

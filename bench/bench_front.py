@@ -239,12 +239,13 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def start_app(app: str, port: int, log: Path, path: str = "/infer", **env: str) -> subprocess.Popen[bytes]:
-    """``app`` (``module:attribute``, or ``module:factory()``) under uvicorn with the mesh's flags and HTTP
-    protocol, once ``POST path`` answers 200; ``env`` adds to its environment."""
-    target, factory = (app[:-2], ["--factory"]) if app.endswith("()") else (app, [])
+def start_app(
+    app: str, port: int, log: Path, path: str = "/infer", factory: bool = False, **env: str
+) -> subprocess.Popen[bytes]:
+    """``app`` (``module:attribute``; with ``factory``, a function that makes it) under uvicorn with the
+    mesh's flags and HTTP protocol, once ``POST path`` answers 200; ``env`` adds to its environment."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", *factory, target, "--host", HOST, "--port", str(port),
+        [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app, "--host", HOST, "--port", str(port),
          "--no-access-log", "--log-level", "warning", "--http", HTTP_PROTOCOL],
         cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=os.environ | env,
     )  # fmt: skip
@@ -266,9 +267,10 @@ def start_bare(port: int, log: Path) -> subprocess.Popen[bytes]:
 def start_floor(log: Path) -> tuple[int, list[subprocess.Popen[bytes]]]:
     """The floor's back, then its front (``bench/floor_app.py``): the front's port and both processes (back, front)."""
     front, back = free_ports(2)
-    procs = [start_app("bench.floor_app:back()", back, log, "/run")]
+    procs = [start_app("bench.floor_app:back", back, log, "/run", factory=True)]
     try:
-        procs.append(start_app("bench.floor_app:front()", front, log, FLOOR_BACK_URL=f"http://{HOST}:{back}"))
+        url = f"http://{HOST}:{back}"
+        procs.append(start_app("bench.floor_app:front", front, log, factory=True, FLOOR_BACK_URL=url))
     except BaseException:
         procs[0].kill()
         raise
@@ -338,8 +340,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{', '.join(f'{x:.2f}' for x in r['load_average_end'])} at the end, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
         + ". Everything (client, decider, three runners, telemetry, Redis, the bare app, the floor) shares these "
-        "CPUs on "
-        "loopback; the client is asyncio streams in one process. All figures are *measured*; the latency and "
+        "CPUs on loopback; the client is asyncio streams in one process. All figures are *measured*; the latency and "
         "energy *inside* the answers are the mesh's modelled ones and are not used here.",
         "",
         f"## `/infer` throughput against a bare FastAPI app ({r['args']['rounds']} interleaved rounds of "

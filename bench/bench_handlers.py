@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from starlette.types import Message
 
 from bench.bench_front import FIXED_TARGET, machine_facts, start_mesh
+from bench.loadgen import asgi_post
 from services.common.asgi import FastChain
 from services.common.settings import Settings
 from services.core.schemas import RunRequest, Target
@@ -44,39 +44,16 @@ OUT = Path(__file__).resolve().parent
 MODEL = "tiny-cnn"
 
 
-def scope_for(app: Any, path: str, body: bytes) -> dict[str, Any]:
-    """The ASGI scope uvicorn would build for a loopback keep-alive POST."""
-    return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "app": app, "state": {},
-    }  # fmt: skip
-
-
 async def drive(app: Any, path: str, body: bytes, concurrency: int, requests: int) -> dict[int, int]:
     """``requests`` calls of the app's fast chain by ``concurrency`` tasks; the statuses answered."""
     chain = FastChain.of(app)
     assert chain is not None and chain.matches("POST", path), f"{path} is not a fast route"
-    scope = scope_for(app, path, body)
     statuses: dict[int, int] = {}
-
-    async def one() -> None:
-        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> Message:
-            return pending.pop() if pending else {"type": "http.disconnect"}
-
-        async def send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
-
-        await chain.app(dict(scope), receive, send)
 
     async def worker(n: int) -> None:
         for _ in range(n):
-            await one()
+            status = await asgi_post(chain.app, path, body, app=app)
+            statuses[status] = statuses.get(status, 0) + 1
 
     await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
     return statuses

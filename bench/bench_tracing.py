@@ -34,6 +34,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from bench.loadgen import asgi_post
 from services.common import tracing
 from services.common.settings import Settings
 from tests.otlp_receiver import OtlpReceiver
@@ -67,39 +68,7 @@ def _app(kind: str, endpoint: str) -> FastAPI:
 
 
 async def _call(app: Any) -> None:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/infer",
-        "raw_path": b"/infer",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-        "app": app,
-    }
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": BODY, "more_body": False}
-
-    status = 0
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
+    status = await asgi_post(app, "/infer", BODY)
     if status != 200:
         raise RuntimeError(f"bench app answered {status}")
 

@@ -1,4 +1,5 @@
-"""The benchmarks' load generator: keep-alive HTTP/1.1 on asyncio streams, and CPU time per process group.
+"""The benchmarks' load generator: keep-alive HTTP/1.1 on asyncio streams, CPU time per process group,
+and requests handed straight to an ASGI app in process.
 
 Light on purpose: on a 2-core machine the client shares the CPUs with the servers it measures, so it
 spends a few tens of µs of Python per request. Loopback only.
@@ -9,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
+from starlette.types import ASGIApp, Message
 
 HOST = "127.0.0.1"
 
@@ -137,3 +140,29 @@ async def load(port: int, request: bytes, concurrency: int, max_requests: int, m
     for c in conns:
         c.close()
     return out
+
+
+async def asgi_post(asgi: ASGIApp, path: str, body: bytes, app: Any = None) -> int:
+    """``POST path`` with ``body`` handed straight to ``asgi`` (no server, no socket), in the scope uvicorn
+    builds for a loopback keep-alive request; the answer's status. ``app`` is the scope's ``app``
+    (default ``asgi``: set it when ``asgi`` is a middleware chain in front of an app)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"host", HOST.encode()), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+        "client": (HOST, 50000), "server": (HOST, 8000), "state": {}, "app": asgi if app is None else app,
+    }  # fmt: skip
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+    status = 0
+
+    async def receive() -> Message:
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await asgi(scope, receive, send)
+    return status

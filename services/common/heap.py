@@ -12,10 +12,14 @@ never freed, and start-up builds no such garbage that matters (a collection runs
 from __future__ import annotations
 
 import gc
+import logging
 
 from prometheus_client import Gauge
 
+from services.common.logging import log_event
 from services.common.metrics import MetricGroup, metric_name
+
+log = logging.getLogger("autoscale.heap")
 
 _FROZEN = Gauge(
     metric_name("gc_frozen_objects"),
@@ -27,10 +31,11 @@ _GROUP = MetricGroup(_FROZEN)
 
 
 def freeze_startup_heap() -> int:
-    """Collect what start-up left behind, freeze the rest; the number of objects frozen."""
+    """Collect what start-up left behind, freeze the rest (logged and exported); the number of objects frozen."""
     gc.collect()
     gc.freeze()
     frozen = gc.get_freeze_count()
     _GROUP.activate()
     _FROZEN.set(frozen)
+    log_event(log, "start-up heap frozen", objects=frozen)
     return frozen

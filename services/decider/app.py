@@ -205,14 +205,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decision_log=decision_log,
         )
         app.state.inference = InferenceService(app.state.decider)
-        frozen = freeze_startup_heap()  # last: what start-up built stays out of the collector's full passes
+        freeze_startup_heap()  # last: what start-up built stays out of the collector's full passes
         log_event(
             log,
             "decider started",
             redis=redact_url(url),
             registry="on" if watcher is not None else "off",
             runners={r.id: r.healthy for r in runners.replicas.values()},
-            heap_frozen=frozen,
         )
         try:
             yield

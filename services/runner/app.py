@@ -560,15 +560,8 @@ def create_runner_app(spec: RunnerSpec, settings: Settings) -> FastAPI:
                 if name in state.runnable_models(target):
                     await _session(state, state.infos()[name], target)
         state.ready = True
-        frozen = freeze_startup_heap()  # last: what start-up built stays out of the collector's full passes
-        log_event(
-            log,
-            "runner ready",
-            role=spec.role.value,
-            device=profile.name,
-            targets=len(state.targets),
-            heap_frozen=frozen,
-        )
+        freeze_startup_heap()  # last: what start-up built stays out of the collector's full passes
+        log_event(log, "runner ready", role=spec.role.value, device=profile.name, targets=len(state.targets))
         state.registration = start_registration(
             settings, spec.role, profile.name, state.target_infos, lambda: list(state.infos())
         )
